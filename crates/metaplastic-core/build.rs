@@ -1,0 +1,25 @@
+// Records where libtorch lives and which version it is, so the runtime can load its CUDA library before
+// the first tch call and report the version; gives test binaries a runpath (no LD_LIBRARY_PATH needed).
+use std::path::Path;
+
+fn torch_version(lib_dir: &Path) -> String {
+    let root = lib_dir.parent().unwrap_or(lib_dir);
+    if let Ok(text) = std::fs::read_to_string(root.join("version.py")) {
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("__version__ = ") {
+                return rest.trim_matches(|c| c == '\'' || c == '"').to_string();
+            }
+        }
+    }
+    std::fs::read_to_string(root.join("build-version"))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".to_string())
+}
+
+fn main() {
+    let lib = std::env::var("DEP_TCH_LIBTORCH_LIB").expect("torch-sys did not report DEP_TCH_LIBTORCH_LIB");
+    println!("cargo:rustc-env=METAPLASTIC_LIBTORCH_LIB={lib}");
+    println!("cargo:rustc-env=METAPLASTIC_TORCH_VERSION={}", torch_version(Path::new(&lib)));
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
+    println!("cargo:rerun-if-env-changed=LIBTORCH");
+}

@@ -1,0 +1,49 @@
+//! One error type for the engine. Every variant has a stable `code` that the Node binding exposes as
+//! `error.code`, and a message that names the cause (the field, the file, the shape).
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error("invalid configuration: {field}: {message}")]
+    Config { field: String, message: String },
+    #[error("shape mismatch: {0}")]
+    Shape(String),
+    #[error("data error: {0}")]
+    Data(String),
+    #[error("checkpoint error: {0}")]
+    Checkpoint(String),
+    #[error("i/o error: {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("libtorch error: {0}")]
+    Torch(#[from] tch::TchError),
+    #[error("operation cancelled")]
+    Cancelled,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// Stable machine-readable code, part of the public API.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Config { .. } => "E_CONFIG",
+            Error::Shape(_) => "E_SHAPE",
+            Error::Data(_) => "E_DATA",
+            Error::Checkpoint(_) => "E_CHECKPOINT",
+            Error::Io { .. } => "E_IO",
+            Error::Torch(_) => "E_TORCH",
+            Error::Cancelled => "E_CANCELLED",
+            Error::Internal(_) => "E_INTERNAL",
+        }
+    }
+
+    pub fn config(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Config { field: field.into(), message: message.into() }
+    }
+
+    pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
+        Error::Io { path: path.as_ref().display().to_string(), source }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;

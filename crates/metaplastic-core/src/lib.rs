@@ -1,0 +1,7 @@
+//! metaplastic-core: plastic networks with learned feedback and local rules, the OML gradient rule,
+//! exact meta-gradients, benchmark tasks, evaluation and checkpoints, on libtorch.
+pub mod error;
+pub mod runtime;
+pub mod tensor_io;
+
+pub use error::{Error, Result};

@@ -1,0 +1,133 @@
+//! libtorch start-up: load CUDA support before the first tch call, pick the device, threads, seeding.
+//!
+//! Rust links with `--as-needed`, so `libtorch_cuda.so` would be dropped and CUDA would look absent.
+//! We `dlopen` it once, globally, before anything touches libtorch; on a CPU-only machine (or a wheel
+//! installed without the NVIDIA libraries) the load fails quietly and the CPU is used.
+use std::ffi::CString;
+use std::sync::OnceLock;
+use tch::Device;
+
+static CUDA_LOAD: OnceLock<Result<(), String>> = OnceLock::new();
+
+/// Directory of the libtorch this crate was built against (recorded by build.rs).
+pub const LIBTORCH_LIB_DIR: &str = env!("METAPLASTIC_LIBTORCH_LIB");
+/// Version of that libtorch, e.g. "2.11.0+cu130".
+pub const TORCH_VERSION: &str = env!("METAPLASTIC_TORCH_VERSION");
+
+fn dlopen_global(path: &str) -> Result<(), String> {
+    let c_path = CString::new(path).map_err(|e| e.to_string())?;
+    // SAFETY: dlopen with a valid C string; the handle is intentionally leaked (library stays loaded).
+    let handle = unsafe { libc::dlopen(c_path.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
+    if handle.is_null() {
+        // SAFETY: dlerror returns a thread-local C string or null.
+        let msg = unsafe {
+            let err = libc::dlerror();
+            if err.is_null() { "unknown dlopen error".to_string() } else { std::ffi::CStr::from_ptr(err).to_string_lossy().into_owned() }
+        };
+        Err(msg)
+    } else {
+        Ok(())
+    }
+}
+
+/// Idempotent; call before any other libtorch use. Returns whether CUDA support was loaded.
+pub fn init() -> bool {
+    CUDA_LOAD
+        .get_or_init(|| {
+            if std::env::var_os("METAPLASTIC_DISABLE_CUDA").is_some() {
+                return Err("disabled by METAPLASTIC_DISABLE_CUDA".into());
+            }
+            let ext = if cfg!(target_os = "macos") { "dylib" } else { "so" };
+            let full = format!("{LIBTORCH_LIB_DIR}/libtorch_cuda.{ext}");
+            dlopen_global(&full).or_else(|first| dlopen_global(&format!("libtorch_cuda.{ext}")).map_err(|_| first))
+        })
+        .is_ok()
+}
+
+/// Why CUDA support is not loaded, if it is not.
+pub fn cuda_load_error() -> Option<String> {
+    init();
+    CUDA_LOAD.get().and_then(|r| r.as_ref().err().cloned())
+}
+
+pub fn cuda_available() -> bool {
+    init() && tch::Cuda::is_available()
+}
+
+pub fn cuda_device_count() -> i64 {
+    if init() { tch::Cuda::device_count() } else { 0 }
+}
+
+/// The default device: the first GPU when present, otherwise the CPU.
+pub fn default_device() -> Device {
+    if cuda_available() { Device::Cuda(0) } else { Device::Cpu }
+}
+
+/// Parses "cpu", "cuda", "cuda:N" or "auto".
+pub fn parse_device(name: &str) -> crate::Result<Device> {
+    init();
+    match name {
+        "auto" => Ok(default_device()),
+        "cpu" => Ok(Device::Cpu),
+        "cuda" | "cuda:0" if cuda_available() => Ok(Device::Cuda(0)),
+        s if s.starts_with("cuda") => {
+            let idx: usize = s.strip_prefix("cuda:").and_then(|n| n.parse().ok()).unwrap_or(0);
+            if (idx as i64) < cuda_device_count() {
+                Ok(Device::Cuda(idx))
+            } else {
+                Err(crate::Error::config("device", format!("'{s}' requested but {} CUDA device(s) are available", cuda_device_count())))
+            }
+        }
+        other => Err(crate::Error::config("device", format!("unknown device '{other}' (expected auto, cpu, cuda or cuda:N)"))),
+    }
+}
+
+pub fn device_name(d: Device) -> String {
+    match d {
+        Device::Cpu => "cpu".into(),
+        Device::Cuda(i) => format!("cuda:{i}"),
+        other => format!("{other:?}").to_lowercase(),
+    }
+}
+
+pub fn threads() -> i32 {
+    init();
+    tch::get_num_threads()
+}
+
+pub fn set_threads(n: i32) -> crate::Result<()> {
+    if n < 1 {
+        return Err(crate::Error::config("threads", format!("must be >= 1, got {n}")));
+    }
+    init();
+    tch::set_num_threads(n);
+    Ok(())
+}
+
+/// Seeds libtorch's global generators (CPU and CUDA).
+pub fn manual_seed(seed: i64) {
+    init();
+    tch::manual_seed(seed);
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RuntimeInfo {
+    pub version: String,
+    pub torch_version: String,
+    pub device: String,
+    pub cuda_available: bool,
+    pub cuda_device_count: i64,
+    pub threads: i32,
+}
+
+pub fn info() -> RuntimeInfo {
+    RuntimeInfo {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        torch_version: TORCH_VERSION.to_string(),
+        device: device_name(default_device()),
+        cuda_available: cuda_available(),
+        cuda_device_count: cuda_device_count(),
+        threads: threads(),
+    }
+}

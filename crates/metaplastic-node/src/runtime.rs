@@ -1,0 +1,75 @@
+//! Runtime information, threads, seeding, and the Float32Array boundary.
+use crate::errors::guard;
+use metaplastic_core::{runtime, tensor_io::HostTensor};
+use napi::bindgen_prelude::Float32Array;
+use napi_derive::napi;
+
+#[napi(object)]
+pub struct JsRuntimeInfo {
+    pub version: String,
+    pub torch_version: String,
+    pub device: String,
+    pub cuda_available: bool,
+    pub cuda_device_count: i64,
+    pub threads: i32,
+}
+
+#[napi]
+pub fn runtime_info() -> napi::Result<JsRuntimeInfo> {
+    guard(|| {
+        let i = runtime::info();
+        Ok(JsRuntimeInfo {
+            version: i.version,
+            torch_version: i.torch_version,
+            device: i.device,
+            cuda_available: i.cuda_available,
+            cuda_device_count: i.cuda_device_count,
+            threads: i.threads,
+        })
+    })
+}
+
+#[napi]
+pub fn cuda_load_error() -> Option<String> {
+    runtime::cuda_load_error()
+}
+
+#[napi]
+pub fn set_threads(n: i32) -> napi::Result<()> {
+    guard(|| runtime::set_threads(n))
+}
+
+#[napi]
+pub fn manual_seed(seed: i64) -> napi::Result<()> {
+    guard(|| {
+        runtime::manual_seed(seed);
+        Ok(())
+    })
+}
+
+/// A tensor as it crosses the boundary: flat row-major values and a shape.
+#[napi(object)]
+pub struct JsTensor {
+    pub data: Float32Array,
+    pub shape: Vec<i64>,
+}
+
+pub fn host_from_js(t: &JsTensor) -> metaplastic_core::Result<HostTensor> {
+    HostTensor::new(t.data.to_vec(), t.shape.clone())
+}
+
+pub fn host_to_js(t: HostTensor) -> JsTensor {
+    JsTensor { data: Float32Array::new(t.data), shape: t.shape }
+}
+
+/// Copies data onto the default device and back, unchanged.
+#[napi]
+pub fn round_trip(input: JsTensor) -> napi::Result<JsTensor> {
+    guard(|| Ok(host_to_js(metaplastic_core::tensor_io::round_trip(&host_from_js(&input)?)?)))
+}
+
+/// Raises a Rust panic inside the guarded boundary; exists so tests can prove a panic never kills Node.
+#[napi]
+pub fn panic_for_testing(message: String) -> napi::Result<()> {
+    guard(|| -> metaplastic_core::Result<()> { panic!("{message}") })
+}

@@ -1,0 +1,50 @@
+// One-step setup from a fresh clone: npm packages, libtorch, the native addon, the compiled TypeScript.
+// Every step is skipped when its result is already there and up to date.
+import { spawnSync } from 'node:child_process';
+import { copyFileSync, existsSync, mkdirSync, renameSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ensureLibtorch, SetupError } from './libtorch.mjs';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+export const ADDON = join(root, 'native', 'metaplastic.node');
+
+function step(cmd, args, env = process.env, what = `${cmd} ${args.join(' ')}`) {
+  const r = spawnSync(cmd, args, { cwd: root, stdio: 'inherit', env });
+  if (r.error) throw new SetupError(`${what} could not start: ${r.error.message}`);
+  if (r.status !== 0) throw new SetupError(`${what} failed (exit ${r.status}).`);
+}
+
+export function cargoEnv(libtorch) {
+  return { ...process.env, LIBTORCH: libtorch, LIBTORCH_BYPASS_VERSION_CHECK: '1' };
+}
+
+export function setup() {
+  if (!existsSync(join(root, 'node_modules', '.package-lock.json'))) {
+    step('npm', ['ci', '--no-audit', '--no-fund']);
+  }
+  const libtorch = ensureLibtorch();
+  const env = cargoEnv(libtorch);
+  // Cargo is incremental: a no-op when nothing changed.
+  step('cargo', ['build', '--release', '-p', 'metaplastic-node'], env);
+  const ext = process.platform === 'darwin' ? 'dylib' : 'so';
+  const built = join(root, 'target', 'release', `libmetaplastic_node.${ext}`);
+  mkdirSync(dirname(ADDON), { recursive: true });
+  // Copy then rename, so a concurrently loading process never sees a half-written addon.
+  copyFileSync(built, ADDON + '.tmp');
+  renameSync(ADDON + '.tmp', ADDON);
+  step(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json'], env, 'TypeScript build');
+  return { libtorch, env };
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  try {
+    setup();
+  } catch (e) {
+    if (e instanceof SetupError) {
+      console.error(`\nmetaplastic setup failed: ${e.message}`);
+      process.exit(1);
+    }
+    throw e;
+  }
+}

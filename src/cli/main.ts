@@ -1,0 +1,37 @@
+/** The `metaplastic` command line. Each subcommand lives in its own module under src/cli/. */
+import { Command, CommanderError } from 'commander';
+import { MetaplasticError } from '../errors.js';
+import { registerInfo } from './info.js';
+import { packageVersion } from '../version.js';
+
+export function buildProgram(): Command {
+  const program = new Command();
+  program
+    .name('metaplastic')
+    .description('Meta-learn plastic networks with learned feedback (FLP) and compare them with OML.')
+    .version(packageVersion(), '-V, --version')
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride();
+  registerInfo(program);
+  return program;
+}
+
+/** Runs the CLI; returns the process exit code instead of exiting (testable). */
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return 0;
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      // Help and version exit with code 0; usage errors were already printed by commander.
+      return e.exitCode;
+    }
+    if (e instanceof MetaplasticError) {
+      process.stderr.write(`metaplastic: error [${e.code}]: ${e.message}\n`);
+      return e.code === 'E_USAGE' || e.code === 'E_CONFIG' ? 2 : 1;
+    }
+    process.stderr.write(`metaplastic: unexpected error: ${e instanceof Error ? e.stack : String(e)}\n`);
+    return 1;
+  }
+}

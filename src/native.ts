@@ -1,0 +1,74 @@
+/**
+ * The one import point of the native addon. Everything else imports `native` from here; every call goes
+ * through a proxy that turns the addon's "[CODE] message" errors into MetaplasticError with `code`.
+ */
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { fromNative, MetaplasticError } from './errors.js';
+
+export interface NativeTensor {
+  data: Float32Array;
+  shape: number[];
+}
+
+export interface NativeRuntimeInfo {
+  version: string;
+  torchVersion: string;
+  device: string;
+  cudaAvailable: boolean;
+  cudaDeviceCount: number;
+  threads: number;
+}
+
+/** The raw binding's surface. Modules add their functions here as the engine grows. */
+export interface NativeBinding {
+  runtimeInfo(): NativeRuntimeInfo;
+  cudaLoadError(): string | null;
+  setThreads(n: number): void;
+  manualSeed(seed: number): void;
+  roundTrip(t: NativeTensor): NativeTensor;
+  panicForTesting(message: string): void;
+  [name: string]: any;
+}
+
+function addonPath(): string {
+  if (process.env.METAPLASTIC_ADDON) return process.env.METAPLASTIC_ADDON;
+  // src/native.ts and dist/native.js both sit one level below the package root.
+  return join(dirname(fileURLToPath(import.meta.url)), '..', 'native', 'metaplastic.node');
+}
+
+function wrap(value: any): any {
+  if (typeof value === 'function') {
+    const wrapped = function (this: unknown, ...args: unknown[]) {
+      try {
+        const out = value.apply(this, args);
+        return out instanceof Promise ? out.catch((e) => Promise.reject(fromNative(e))) : out;
+      } catch (e) {
+        throw fromNative(e);
+      }
+    };
+    return wrapped;
+  }
+  return value;
+}
+
+function load(): NativeBinding {
+  const path = addonPath();
+  if (!existsSync(path)) {
+    throw new MetaplasticError('E_NATIVE_MISSING', `native addon not found at ${path}; run \`npm run setup\` to build it`);
+  }
+  const raw = createRequire(import.meta.url)(path);
+  return new Proxy(raw, { get: (target, key) => wrap(target[key]) }) as NativeBinding;
+}
+
+export const native: NativeBinding = load();
+
+/** Wraps the methods of a native class instance so that its errors carry codes too. */
+export function wrapNativeObject<T extends object>(obj: T): T {
+  return new Proxy(obj, { get: (target: any, key) => {
+    const v = target[key];
+    return typeof v === 'function' ? wrap(v.bind(target)) : v;
+  } }) as T;
+}
