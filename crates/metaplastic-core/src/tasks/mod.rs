@@ -1,0 +1,1 @@
+//! Benchmark tasks: incremental sine regression, Omniglot, generic image folders.

@@ -1,0 +1,1 @@
+//! Task samplers and datasets exposed to TypeScript.
