@@ -334,3 +334,11 @@ export async function writeEvalFile(path: string, file: EvalFile): Promise<void>
   if (!parsed.success) throw new MetaplasticError('E_DATA', `${path}: refusing to write an invalid eval file: ${describeIssues(parsed.error)}`);
   await writeFileAtomic(path, stableStringify(parsed.data) + '\n');
 }
+
+/** One learner in a comparison: its evaluation and, optionally, its meta-training metrics. */
+export interface CompareEntry {
+  /** Label shown in tables and legends (usually the learner or preset name). */
+  name: string;
+  eval: EvalFile;
+  metrics?: MetricsRecord[];
+}

@@ -1,0 +1,295 @@
+// The figures a researcher makes from meta-training metrics and evaluation files, as vega-lite
+// specs (exported, for notebooks) and as SVG + PNG files (rendered headless by plot-render.ts).
+import type { TopLevelSpec } from 'vega-lite';
+import { configError } from './errors.js';
+import type {
+  CompareEntry,
+  MetricsRecord,
+  OmniglotEvalResult,
+  SineEvalResult,
+  Stat,
+} from './results.js';
+import { renderFigure, type Figure, type RenderOptions } from './plot-render.js';
+
+export { renderFigure, specToSvg, type Figure, type RenderOptions } from './plot-render.js';
+
+export interface LossSeries {
+  name: string;
+  records: readonly MetricsRecord[];
+}
+
+export interface LearnerResult<R> {
+  name: string;
+  result: R;
+}
+
+export interface SpecOptions {
+  /** Every learner of the comparison, in order: fixes each one's colour across figures. */
+  learners?: readonly string[];
+}
+
+export type PlotOptions = SpecOptions & RenderOptions;
+
+export interface MetaLossOptions extends SpecOptions {
+  /** Exponential smoothing weight in [0, 1) (TensorBoard-style, bias-corrected); 0 = raw only. */
+  smoothing?: number;
+  /** Longest series drawn per learner; longer ones are thinned evenly (default 2000). */
+  maxPoints?: number;
+}
+
+/** Figure names written by the plot functions (and by compareFigures). */
+export const FIGURE_NAMES = {
+  metaLoss: 'meta-loss',
+  sineCurve: 'sine-curve',
+  sinePerFunction: 'sine-per-function',
+  omniglotAccuracy: 'omniglot-accuracy',
+} as const;
+
+const SCHEMA = 'https://vega.github.io/schema/vega-lite/v6.json';
+const ORDERS = [
+  ['continual', 'continual'],
+  ['iid', 'i.i.d.'],
+] as const;
+const SPLITS = [
+  ['heldOut', 'held-out images'],
+  ['train', 'training images'],
+] as const;
+const PANEL = { width: 340, height: 240 };
+const CONFIG = {
+  background: 'white',
+  font: 'sans-serif',
+  title: { fontSize: 15, subtitleFontSize: 12, anchor: 'start' as const },
+  axis: { labelFontSize: 11, titleFontSize: 12 },
+  // Bands and raw losses are drawn faint; the legend should show the solid colour.
+  legend: { labelFontSize: 12, titleFontSize: 12, labelLimit: 260, symbolOpacity: 1 },
+  header: { labelFontSize: 13, titleFontSize: 13 },
+};
+
+// Tableau 10, vega's default categorical scheme, listed so a learner keeps its colour across
+// figures that show different subsets of a comparison.
+const PALETTE = ['#4c78a8', '#f58518', '#e45756', '#72b7b2', '#54a24b', '#eeca3b', '#b279a2', '#ff9da6', '#9d755d', '#bab0ac'];
+
+/** Colours for `names`, given each learner's position in the whole comparison (default: its own order). */
+function learnerColor(names: readonly string[], all: readonly string[] = names) {
+  const range = names.map((n, i) => PALETTE[(all.includes(n) ? all.indexOf(n) : i) % PALETTE.length]);
+  return { field: 'learner', type: 'nominal' as const, title: 'Learner', scale: { domain: [...names], range }, sort: [...names] };
+}
+
+function checkNames(names: readonly string[], what: string): void {
+  if (names.length === 0) throw configError(what, 'nothing to plot');
+  const dup = names.find((n, i) => names.indexOf(n) !== i);
+  if (dup !== undefined) throw configError(what, `learner name ${JSON.stringify(dup)} appears twice; names label the lines`);
+}
+
+function band(s: Stat) {
+  return { mean: s.mean, lo: s.ci95[0], hi: s.ci95[1] };
+}
+
+// ---------------------------------------------------------------------------------------------
+// (a) Meta-training loss.
+
+/** Bias-corrected exponential moving average (weight w on the past). */
+export function smoothEma(values: readonly number[], w: number): number[] {
+  if (!(w >= 0 && w < 1)) throw configError('smoothing', `must be in [0, 1), got ${w}`);
+  const out: number[] = [];
+  let acc = 0;
+  let norm = 0;
+  for (const v of values) {
+    acc = w * acc + (1 - w) * v;
+    norm = w * norm + (1 - w);
+    out.push(acc / norm);
+  }
+  return out;
+}
+
+function thin<T>(items: readonly T[], maxPoints: number): T[] {
+  if (items.length <= maxPoints) return [...items];
+  const out: T[] = [];
+  for (let i = 0; i < maxPoints; i++) out.push(items[Math.round((i * (items.length - 1)) / (maxPoints - 1))]);
+  return out;
+}
+
+export function metaLossSpec(series: readonly LossSeries[], options: MetaLossOptions = {}): TopLevelSpec {
+  const names = series.map((s) => s.name);
+  checkNames(names, 'series');
+  const smoothing = options.smoothing ?? 0;
+  const maxPoints = options.maxPoints ?? 2000;
+  if (!(Number.isInteger(maxPoints) && maxPoints >= 2)) throw configError('maxPoints', `must be an integer >= 2, got ${maxPoints}`);
+  const rows: { learner: string; step: number; loss: number; kind: 'raw' | 'smoothed' }[] = [];
+  for (const s of series) {
+    // A log axis cannot show non-positive losses; non-finite ones never reach metrics.jsonl.
+    const recs = s.records.filter((r) => r.metaLoss > 0);
+    const smoothed = smoothing > 0 ? smoothEma(recs.map((r) => r.metaLoss), smoothing) : undefined;
+    const points = thin(recs.map((r, i) => ({ step: r.step, raw: r.metaLoss, smooth: smoothed?.[i] })), maxPoints);
+    for (const p of points) {
+      rows.push({ learner: s.name, step: p.step, loss: p.raw, kind: 'raw' });
+      if (p.smooth !== undefined) rows.push({ learner: s.name, step: p.step, loss: p.smooth, kind: 'smoothed' });
+    }
+  }
+  const x = { field: 'step', type: 'quantitative' as const, title: 'Meta-training step' };
+  const y = { field: 'loss', type: 'quantitative' as const, title: 'Meta-loss (log scale)', scale: { type: 'log' as const } };
+  const color = learnerColor(names, options.learners);
+  const layer =
+    smoothing > 0
+      ? [
+          { transform: [{ filter: "datum.kind === 'raw'" }], mark: { type: 'line' as const, opacity: 0.25, strokeWidth: 1 }, encoding: { x, y, color: color } },
+          { transform: [{ filter: "datum.kind === 'smoothed'" }], mark: { type: 'line' as const, strokeWidth: 2 }, encoding: { x, y, color } },
+        ]
+      : [{ mark: { type: 'line' as const, strokeWidth: 1.5 }, encoding: { x, y, color } }];
+  return {
+    $schema: SCHEMA,
+    title: { text: 'Meta-training loss', subtitle: smoothing > 0 ? `faint: raw; solid: smoothed (EMA ${smoothing})` : 'raw values' },
+    data: { values: rows },
+    width: 520,
+    height: 300,
+    layer,
+    config: CONFIG,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// (b) Sine: MSE over the functions seen so far, after each function.
+
+export function sineCurveSpec(entries: readonly LearnerResult<SineEvalResult>[], options: SpecOptions = {}): TopLevelSpec {
+  const names = entries.map((e) => e.name);
+  checkNames(names, 'entries');
+  const rows = entries.flatMap((e) =>
+    ORDERS.flatMap(([key, label]) =>
+      e.result[key].curve.map((s, k) => ({ learner: e.name, order: label, functions: k + 1, ...band(s) })),
+    ),
+  );
+  const x = { field: 'functions', type: 'quantitative' as const, title: 'Functions seen', axis: { tickMinStep: 1, format: 'd' } };
+  const color = learnerColor(names, options.learners);
+  return {
+    $schema: SCHEMA,
+    title: { text: 'Incremental sine regression', subtitle: 'MSE over all functions seen so far; mean and 95% CI over runs' },
+    data: { values: rows },
+    facet: { column: { field: 'order', type: 'nominal', title: null, sort: ORDERS.map(([, l]) => l) } },
+    spec: {
+      ...PANEL,
+      layer: [
+        { mark: { type: 'area', opacity: 0.18 }, encoding: { x, y: { field: 'lo', type: 'quantitative', title: 'MSE' }, y2: { field: 'hi' }, color: color } },
+        { mark: { type: 'line', point: true }, encoding: { x, y: { field: 'mean', type: 'quantitative' }, color } },
+      ],
+    },
+    config: CONFIG,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// (c) Sine: error on each function after all functions were learned (what is forgotten).
+
+export function sinePerFunctionSpec(entries: readonly LearnerResult<SineEvalResult>[], options: SpecOptions = {}): TopLevelSpec {
+  const names = entries.map((e) => e.name);
+  checkNames(names, 'entries');
+  const rows = entries.flatMap((e) =>
+    ORDERS.flatMap(([key, label]) =>
+      e.result[key].perFunction.map((s, i) => ({ learner: e.name, order: label, fn: i + 1, ...band(s) })),
+    ),
+  );
+  const last = Math.max(...entries.map((e) => e.result.functions));
+  const x = { field: 'fn', type: 'ordinal' as const, title: 'Function (in the order learned)', axis: { labelAngle: 0 } };
+  const xOffset = { field: 'learner', type: 'nominal' as const, sort: [...names] };
+  const color = learnerColor(names, options.learners);
+  return {
+    $schema: SCHEMA,
+    title: { text: `Sine: error on each function after learning all ${last}`, subtitle: 'mean and 95% CI over runs' },
+    data: { values: rows },
+    facet: { column: { field: 'order', type: 'nominal', title: null, sort: ORDERS.map(([, l]) => l) } },
+    spec: {
+      ...PANEL,
+      layer: [
+        { mark: { type: 'rule', strokeWidth: 1.5 }, encoding: { x, xOffset, y: { field: 'lo', type: 'quantitative', title: 'MSE' }, y2: { field: 'hi' }, color } },
+        { mark: { type: 'point', filled: true, size: 40 }, encoding: { x, xOffset, y: { field: 'mean', type: 'quantitative' }, color } },
+      ],
+    },
+    config: CONFIG,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// (d) Omniglot: accuracy against the number of classes learned.
+
+export function omniglotAccuracySpec(entries: readonly LearnerResult<OmniglotEvalResult>[], options: SpecOptions = {}): TopLevelSpec {
+  const names = entries.map((e) => e.name);
+  checkNames(names, 'entries');
+  const rows = entries.flatMap((e) =>
+    SPLITS.flatMap(([key, label]) =>
+      e.result.points.map((p) => ({ learner: e.name, split: label, classes: p.classes, ...band(p[key]) })),
+    ),
+  );
+  const x = { field: 'classes', type: 'quantitative' as const, title: 'Classes learned' };
+  const y = { field: 'lo', type: 'quantitative' as const, title: 'Accuracy', axis: { format: '.0%' }, scale: { zero: false } };
+  const color = learnerColor(names, options.learners);
+  return {
+    $schema: SCHEMA,
+    title: { text: 'Omniglot continual learning', subtitle: 'accuracy over all classes after learning them one by one; mean and 95% CI over runs' },
+    data: { values: rows },
+    facet: { column: { field: 'split', type: 'nominal', title: null, sort: SPLITS.map(([, l]) => l) } },
+    spec: {
+      ...PANEL,
+      layer: [
+        { mark: { type: 'area', opacity: 0.18 }, encoding: { x, y, y2: { field: 'hi' }, color: color } },
+        { mark: { type: 'line', point: true }, encoding: { x, y: { field: 'mean', type: 'quantitative' }, color } },
+      ],
+    },
+    config: CONFIG,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files.
+
+export function plotMetaLoss(dir: string, series: readonly LossSeries[], options: MetaLossOptions & RenderOptions = {}): Promise<Figure> {
+  return renderFigure(metaLossSpec(series, options), dir, FIGURE_NAMES.metaLoss, options);
+}
+
+export function plotSineCurve(dir: string, entries: readonly LearnerResult<SineEvalResult>[], options: PlotOptions = {}): Promise<Figure> {
+  return renderFigure(sineCurveSpec(entries, options), dir, FIGURE_NAMES.sineCurve, options);
+}
+
+export function plotSinePerFunction(dir: string, entries: readonly LearnerResult<SineEvalResult>[], options: PlotOptions = {}): Promise<Figure> {
+  return renderFigure(sinePerFunctionSpec(entries, options), dir, FIGURE_NAMES.sinePerFunction, options);
+}
+
+export function plotOmniglotAccuracy(dir: string, entries: readonly LearnerResult<OmniglotEvalResult>[], options: PlotOptions = {}): Promise<Figure> {
+  return renderFigure(omniglotAccuracySpec(entries, options), dir, FIGURE_NAMES.omniglotAccuracy, options);
+}
+
+export interface CompareFiguresOptions extends RenderOptions {
+  /** Meta-loss smoothing (default 0.9). */
+  smoothing?: number;
+}
+
+/**
+ * Every figure that the entries have data for: sine figures for sine evaluations, the Omniglot
+ * figure for Omniglot evaluations, the meta-loss figure for entries that carry metrics.
+ */
+export async function compareFigures(dir: string, entries: readonly CompareEntry[], options: CompareFiguresOptions = {}): Promise<Figure[]> {
+  const learners = entries.map((e) => e.name);
+  checkNames(learners, 'entries');
+  const shared = { learners, scale: options.scale };
+  const figures: Figure[] = [];
+  const withMetrics = entries.filter((e) => e.metrics && e.metrics.length > 0);
+  if (withMetrics.length > 0) {
+    const series = withMetrics.map((e) => ({ name: e.name, records: e.metrics! }));
+    figures.push(await plotMetaLoss(dir, series, { ...shared, smoothing: options.smoothing ?? 0.9 }));
+  }
+  const sine = pick(entries, (r): r is SineEvalResult => r.protocol === 'sine');
+  if (sine.length > 0) {
+    figures.push(await plotSineCurve(dir, sine, shared));
+    figures.push(await plotSinePerFunction(dir, sine, shared));
+  }
+  const omniglot = pick(entries, (r): r is OmniglotEvalResult => r.protocol === 'omniglot');
+  if (omniglot.length > 0) figures.push(await plotOmniglotAccuracy(dir, omniglot, shared));
+  return figures;
+}
+
+function pick<R extends SineEvalResult | OmniglotEvalResult>(
+  entries: readonly CompareEntry[],
+  is: (r: SineEvalResult | OmniglotEvalResult) => r is R,
+): LearnerResult<R>[] {
+  const out: LearnerResult<R>[] = [];
+  for (const e of entries) if (is(e.eval.result)) out.push({ name: e.name, result: e.eval.result });
+  return out;
+}

@@ -1,0 +1,108 @@
+import test from 'ava';
+import { mkdtemp, readFile, readdir } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Resvg } from '@resvg/resvg-js';
+import {
+  compareFigures,
+  metaLossSpec,
+  plotMetaLoss,
+  plotOmniglotAccuracy,
+  plotSineCurve,
+  renderFigure,
+  smoothEma,
+  type Figure,
+} from '../src/plots.js';
+import type { OmniglotEvalResult, SineEvalResult } from '../src/results.js';
+import { metricsSeries, omniglotEval, sineEval } from './fixtures/eval-results.js';
+
+const tmp = () => mkdtemp(join(tmpdir(), 'metaplastic-plots-'));
+const PNG_SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+
+/** Checks both files of a figure and returns the SVG text. */
+async function checkFigure(t: import('ava').ExecutionContext, fig: Figure, dir: string, name: string): Promise<string> {
+  t.is(fig.name, name);
+  t.is(fig.svg, join(dir, `${name}.svg`));
+  t.is(fig.png, join(dir, `${name}.png`));
+  const svg = await readFile(fig.svg, 'utf8');
+  t.true(svg.startsWith('<svg'), 'SVG root element');
+  t.notThrows(() => new Resvg(svg), 'SVG parses');
+  const png = await readFile(fig.png);
+  t.deepEqual(png.subarray(0, 8), PNG_SIGNATURE);
+  t.true(png.length > 10_000, `PNG has content (${png.length} bytes)`);
+  // IHDR: width and height at bytes 16..24; rendered at 2x the SVG's size
+  t.true(png.readUInt32BE(16) > 600 && png.readUInt32BE(20) > 400);
+  return svg;
+}
+
+const sine = (name: string, base: number) => ({ name, result: sineEval(name, base).result as SineEvalResult });
+const omni = (name: string, top: number) => ({ name, result: omniglotEval(name, top).result as OmniglotEvalResult });
+
+test('sine curve: one series per learner, both orders, axis titles', async (t) => {
+  const dir = await tmp();
+  const fig = await plotSineCurve(dir, [sine('FLP <oja> & co', 0.2), sine('OML', 0.35)]);
+  const svg = await checkFigure(t, fig, dir, 'sine-curve');
+  for (const text of ['FLP &lt;oja&gt; &amp; co', 'OML', 'Functions seen', 'MSE', 'continual', 'i.i.d.']) t.true(svg.includes(text), text);
+  t.deepEqual((await readdir(dir)).sort(), ['sine-curve.png', 'sine-curve.svg']);
+});
+
+test('omniglot accuracy: held-out and train panels', async (t) => {
+  const dir = await tmp();
+  const svg = await checkFigure(t, await plotOmniglotAccuracy(dir, [omni('FLP', 0.9), omni('OML', 0.8)]), dir, 'omniglot-accuracy');
+  for (const text of ['FLP', 'OML', 'Classes learned', 'Accuracy', 'held-out images', 'training images']) t.true(svg.includes(text), text);
+});
+
+test('meta-loss: log axis, smoothing adds a smoothed line, long series are thinned', async (t) => {
+  const dir = await tmp();
+  const fig = await plotMetaLoss(dir, [{ name: 'FLP', records: metricsSeries(2) }, { name: 'OML', records: metricsSeries(3) }], { smoothing: 0.8 });
+  const svg = await checkFigure(t, fig, dir, 'meta-loss');
+  for (const text of ['FLP', 'OML', 'Meta-training step', 'Meta-loss (log scale)']) t.true(svg.includes(text), text);
+
+  const values = (spec: unknown) => (spec as { data: { values: { kind: string; loss: number }[] } }).data.values;
+  const rows = values(metaLossSpec([{ name: 'A', records: metricsSeries(1, 5000) }], { maxPoints: 100, smoothing: 0.5 }));
+  t.is(rows.filter((r) => r.kind === 'raw').length, 100);
+  t.is(rows.filter((r) => r.kind === 'smoothed').length, 100);
+  const withZero = [{ ...metricsSeries(1, 1)[0], metaLoss: 0 }, ...metricsSeries(1, 3)];
+  t.is(values(metaLossSpec([{ name: 'A', records: withZero }])).length, 3, 'non-positive losses are left off a log axis');
+});
+
+test('smoothEma is bias-corrected and validates its weight', (t) => {
+  t.deepEqual(smoothEma([4, 4, 4], 0.9), [4, 4, 4]);
+  const s = smoothEma([0, 10], 0.5);
+  t.is(s[0], 0);
+  t.true(Math.abs(s[1] - (0.5 * 10) / 0.75) < 1e-12);
+  t.throws(() => smoothEma([1], 1), { message: /smoothing/ });
+});
+
+test('compareFigures writes the figures the entries have data for', async (t) => {
+  const dir = await tmp();
+  const sineOnly = await compareFigures(dir, [
+    { name: 'FLP', eval: sineEval('flp', 0.2) },
+    { name: 'OML', eval: sineEval('oml', 0.35) },
+  ]);
+  t.deepEqual(sineOnly.map((f) => f.name), ['sine-curve', 'sine-per-function']);
+  const perFn = await checkFigure(t, sineOnly[1], dir, 'sine-per-function');
+  t.true(perFn.includes('after learning all 10'));
+
+  const dir2 = await tmp();
+  const mixed = await compareFigures(dir2, [
+    { name: 'FLP', eval: omniglotEval('flp', 0.9), metrics: metricsSeries(2) },
+    { name: 'OML', eval: omniglotEval('oml', 0.8), metrics: [] },
+  ]);
+  t.deepEqual(mixed.map((f) => f.name), ['meta-loss', 'omniglot-accuracy']);
+  t.deepEqual((await readdir(dir2)).sort(), ['meta-loss.png', 'meta-loss.svg', 'omniglot-accuracy.png', 'omniglot-accuracy.svg']);
+});
+
+test('bad input is refused before anything is written', async (t) => {
+  const dir = await tmp();
+  await t.throwsAsync(compareFigures(dir, []), { message: /nothing to plot/ });
+  await t.throwsAsync(
+    compareFigures(dir, [
+      { name: 'A', eval: sineEval('a') },
+      { name: 'A', eval: sineEval('b') },
+    ]),
+    { message: /"A" appears twice/ },
+  );
+  await t.throwsAsync(renderFigure(metaLossSpec([{ name: 'A', records: metricsSeries(1, 3) }]), dir, '../escape'), { message: /figure name/ });
+  t.deepEqual(await readdir(dir), []);
+});
