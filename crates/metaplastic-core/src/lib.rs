@@ -1,10 +1,19 @@
 //! metaplastic-core: plastic networks with learned feedback and local rules, the OML gradient rule,
 //! exact meta-gradients, benchmark tasks, evaluation and checkpoints, on libtorch.
+pub mod config;
 pub mod episode;
 pub mod error;
+pub mod feedback;
+pub mod inner;
+pub mod learner;
+pub mod loss;
+pub mod meta;
+pub mod net;
+pub mod params;
 pub mod rng;
-pub mod tasks;
+pub mod rules;
 pub mod runtime;
+pub mod tasks;
 pub mod tensor_io;
 
 pub use error::{Error, Result};

@@ -1,0 +1,476 @@
+//! The learner's configuration: plain data (serde, camelCase), validated with errors that name the field.
+//! Every variant of the paper and its ablations is a value here, not a code path of its own.
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum TaskKind {
+    Regression,
+    Classification,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase", deny_unknown_fields)]
+pub enum LayerSpec {
+    Linear { units: i64 },
+    Conv {
+        channels: i64,
+        kernel: i64,
+        #[serde(default = "one")]
+        stride: i64,
+        #[serde(default)]
+        padding: i64,
+    },
+}
+
+fn one() -> i64 {
+    1
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum StepSizes {
+    /// One fixed step size `lr` for every plastic parameter.
+    #[default]
+    Fixed,
+    /// A meta-learned step size per plastic parameter entry (Meta-SGD-like), initialised to `lr`.
+    PerParameter,
+    /// A meta-learned step size per plastic layer, initialised to `lr`.
+    PerLayer,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase", deny_unknown_fields)]
+pub enum RuleConfig {
+    /// Oja's rule with its decay term: ΔW = P ⊙ (ãᵀa − diag(Σ ã²) W).
+    Oja,
+    /// Plain Hebbian rule: ΔW = P ⊙ ãᵀa.
+    Hebb,
+    /// OML's inner loop: SGD on the task loss of the plastic layers.
+    Sgd {
+        lr: f64,
+        #[serde(default)]
+        step_sizes: StepSizes,
+        /// Also adapt the plastic layers' biases (as OML's reference code does).
+        #[serde(default = "yes")]
+        biases: bool,
+    },
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl RuleConfig {
+    pub fn is_local(&self) -> bool {
+        !matches!(self, RuleConfig::Sgd { .. })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum FeedbackKind {
+    /// Meta-learned feedback weights B_l (FLP).
+    #[default]
+    Learned,
+    /// Fixed random feedback weights (feedback-alignment-like), never meta-learned.
+    Random,
+    /// Hidden layers use their own forward activity; only the output receives feedback.
+    None,
+    /// Post-synaptic activity is the true negative gradient of the task loss (control).
+    Derivative,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Signal {
+    /// e = y − ŷ
+    Error,
+    /// e = y (one-hot for classification)
+    Target,
+    /// e = onehot(y) − softmax(ŷ)
+    CrossEntropy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum Activation {
+    #[default]
+    Relu,
+    Linear,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StrengthConfig {
+    #[serde(default = "half")]
+    pub init: f64,
+    #[serde(default = "yes")]
+    pub learned: bool,
+}
+
+fn half() -> f64 {
+    0.5
+}
+
+impl Default for StrengthConfig {
+    fn default() -> Self {
+        Self { init: 0.5, learned: true }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FeedbackConfig {
+    #[serde(rename = "type", default)]
+    pub kind: FeedbackKind,
+    /// Default: error for regression, target for classification.
+    #[serde(default)]
+    pub signal: Option<Signal>,
+    /// Number of feedback layers from output space to each plastic layer.
+    #[serde(default = "one_usize")]
+    pub layers: usize,
+    #[serde(default)]
+    pub activation: Activation,
+    #[serde(default)]
+    pub strength: StrengthConfig,
+    /// Stop meta-gradients from flowing through ŷ into the feedback signal.
+    #[serde(default)]
+    pub detach_signal: bool,
+    /// Classification: the output layer's post-synaptic activity is clamped to onehot(y).
+    #[serde(default = "yes")]
+    pub clamp_output: bool,
+}
+
+fn one_usize() -> usize {
+    1
+}
+
+impl Default for FeedbackConfig {
+    fn default() -> Self {
+        Self {
+            kind: FeedbackKind::Learned,
+            signal: None,
+            layers: 1,
+            activation: Activation::Relu,
+            strength: StrengthConfig::default(),
+            detach_signal: false,
+            clamp_output: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum Granularity {
+    #[default]
+    Synapse,
+    Neuron,
+    Layer,
+    Global,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PlasticityConfig {
+    #[serde(default)]
+    pub granularity: Granularity,
+    /// Initial plasticity rate (reference: 0, switched on by meta-training).
+    #[serde(default)]
+    pub init: f64,
+    /// Multiplier on hidden-layer updates (100 in the Omniglot setting); the output layer is not scaled.
+    #[serde(default = "one_f64")]
+    pub hidden_multiplier: f64,
+}
+
+fn one_f64() -> f64 {
+    1.0
+}
+
+impl Default for PlasticityConfig {
+    fn default() -> Self {
+        Self { granularity: Granularity::Synapse, init: 0.0, hidden_multiplier: 1.0 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum PlasticInit {
+    /// The plastic weights' initial values are meta-learned.
+    #[default]
+    MetaLearned,
+    /// Plastic weights are drawn afresh (Kaiming normal) at the start of every episode.
+    Reinit,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum OutputReset {
+    #[default]
+    None,
+    /// Zero the output rows (weights and bias) of the episode's classes before the episode.
+    EpisodeClasses,
+    /// Zero the whole output layer before each episode.
+    All,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[serde(tag = "type", rename_all = "camelCase", deny_unknown_fields)]
+pub enum MetaGradient {
+    /// Backpropagate through every inner step (default).
+    #[default]
+    SecondOrder,
+    /// Each update is computed from detached state: dW_T/dW_0 = I, the rule's own meta-parameters still
+    /// receive gradient through the update they scale.
+    FirstOrder,
+    /// The first T−k updates are constants added to W_0; the last k are differentiated fully.
+    Truncated { steps: usize },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LearningRates {
+    #[serde(default = "lr_default")]
+    pub forward: f64,
+    #[serde(default = "lr_default")]
+    pub feedback: f64,
+    #[serde(default = "lr_plasticity")]
+    pub plasticity: f64,
+    #[serde(default = "lr_default")]
+    pub strength: f64,
+}
+
+fn lr_default() -> f64 {
+    1e-4
+}
+fn lr_plasticity() -> f64 {
+    1e-8
+}
+
+impl Default for LearningRates {
+    fn default() -> Self {
+        Self { forward: 1e-4, feedback: 1e-4, plasticity: 1e-8, strength: 1e-4 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum NonFinitePolicy {
+    /// Skip the optimizer step, count it and report it.
+    #[default]
+    Skip,
+    /// Fail the meta-step with an error.
+    Error,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MetaConfig {
+    #[serde(default)]
+    pub gradient: MetaGradient,
+    #[serde(default)]
+    pub lr: LearningRates,
+    #[serde(default = "betas")]
+    pub betas: [f64; 2],
+    #[serde(default = "eps")]
+    pub eps: f64,
+    /// Clip the global gradient norm to this value (none by default).
+    #[serde(default)]
+    pub clip_norm: Option<f64>,
+    #[serde(default)]
+    pub non_finite: NonFinitePolicy,
+}
+
+fn betas() -> [f64; 2] {
+    [0.9, 0.999]
+}
+fn eps() -> f64 {
+    1e-8
+}
+
+impl Default for MetaConfig {
+    fn default() -> Self {
+        Self { gradient: MetaGradient::SecondOrder, lr: LearningRates::default(), betas: betas(), eps: eps(), clip_norm: None, non_finite: NonFinitePolicy::Skip }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum Dtype {
+    #[default]
+    Float32,
+    Float64,
+}
+
+impl Dtype {
+    pub fn kind(self) -> tch::Kind {
+        match self {
+            Dtype::Float32 => tch::Kind::Float,
+            Dtype::Float64 => tch::Kind::Double,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LearnerConfig {
+    /// Shape of one example, e.g. [11] or [1, 28, 28].
+    pub input_shape: Vec<i64>,
+    /// The layers in order; the last one is the (linear) output layer.
+    pub layers: Vec<LayerSpec>,
+    /// Number of front layers frozen during the inner loop (still meta-learned).
+    #[serde(default)]
+    pub rln: usize,
+    pub task: TaskKind,
+    pub rule: RuleConfig,
+    #[serde(default)]
+    pub feedback: FeedbackConfig,
+    #[serde(default)]
+    pub plasticity: PlasticityConfig,
+    #[serde(default)]
+    pub plastic_init: PlasticInit,
+    #[serde(default)]
+    pub output_reset: OutputReset,
+    #[serde(default)]
+    pub meta: MetaConfig,
+    #[serde(default)]
+    pub dtype: Dtype,
+    /// "auto", "cpu", "cuda" or "cuda:N".
+    #[serde(default = "auto")]
+    pub device: String,
+    /// Seed of the initial weights.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn auto() -> String {
+    "auto".to_string()
+}
+
+fn positive(field: &str, v: f64) -> Result<()> {
+    if v.is_finite() && v > 0.0 { Ok(()) } else { Err(Error::config(field, format!("must be a positive finite number, got {v}"))) }
+}
+
+fn non_negative(field: &str, v: f64) -> Result<()> {
+    if v.is_finite() && v >= 0.0 { Ok(()) } else { Err(Error::config(field, format!("must be a finite number >= 0, got {v}"))) }
+}
+
+impl LearnerConfig {
+    /// Parses JSON, naming the offending path for structural errors, then validates.
+    pub fn from_json(text: &str) -> Result<Self> {
+        let de = &mut serde_json::Deserializer::from_str(text);
+        let cfg: LearnerConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            Error::config(if path == "." { "config".to_string() } else { path }, e.inner().to_string())
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("config serialises")
+    }
+
+    pub fn signal(&self) -> Signal {
+        self.feedback.signal.unwrap_or(match self.task {
+            TaskKind::Regression => Signal::Error,
+            TaskKind::Classification => Signal::Target,
+        })
+    }
+
+    /// Number of outputs of the network (units of the last layer).
+    pub fn outputs(&self) -> i64 {
+        match self.layers.last() {
+            Some(LayerSpec::Linear { units }) => *units,
+            _ => 0,
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.input_shape.is_empty() || self.input_shape.iter().any(|&d| d < 1) {
+            return Err(Error::config("inputShape", format!("must be a non-empty list of positive sizes, got {:?}", self.input_shape)));
+        }
+        if self.layers.is_empty() {
+            return Err(Error::config("layers", "at least one layer is required"));
+        }
+        let mut seen_linear = false;
+        for (i, layer) in self.layers.iter().enumerate() {
+            match *layer {
+                LayerSpec::Linear { units } => {
+                    seen_linear = true;
+                    if units < 1 {
+                        return Err(Error::config(format!("layers[{i}].units"), format!("must be >= 1, got {units}")));
+                    }
+                }
+                LayerSpec::Conv { channels, kernel, stride, padding } => {
+                    if seen_linear {
+                        return Err(Error::config(format!("layers[{i}]"), "conv layers must come before all linear layers"));
+                    }
+                    if self.input_shape.len() != 3 {
+                        return Err(Error::config(format!("layers[{i}]"), format!("conv layers need an input shape [channels, height, width], got {:?}", self.input_shape)));
+                    }
+                    for (name, v, min) in [("channels", channels, 1), ("kernel", kernel, 1), ("stride", stride, 1), ("padding", padding, 0)] {
+                        if v < min {
+                            return Err(Error::config(format!("layers[{i}].{name}"), format!("must be >= {min}, got {v}")));
+                        }
+                    }
+                }
+            }
+        }
+        if !matches!(self.layers.last(), Some(LayerSpec::Linear { .. })) {
+            return Err(Error::config(format!("layers[{}]", self.layers.len() - 1), "the output layer must be linear"));
+        }
+        if self.rln >= self.layers.len() {
+            return Err(Error::config("rln", format!("must be smaller than the number of layers ({}), got {}: at least the output layer is plastic", self.layers.len(), self.rln)));
+        }
+        if let Some(i) = self.layers[self.rln..].iter().position(|l| matches!(l, LayerSpec::Conv { .. })) {
+            return Err(Error::config("rln", format!("layers[{}] is a conv layer but plastic layers must be linear: rln must cover every conv layer", self.rln + i)));
+        }
+        crate::net::spec::NetSpec::new(self)?; // checks that the shapes chain
+        if self.task == TaskKind::Classification && self.outputs() < 2 {
+            return Err(Error::config("layers", "classification needs at least 2 output units"));
+        }
+        if self.task == TaskKind::Regression && self.feedback.signal == Some(Signal::CrossEntropy) {
+            return Err(Error::config("feedback.signal", "crossEntropy is a classification signal"));
+        }
+        if self.feedback.layers < 1 {
+            return Err(Error::config("feedback.layers", "must be >= 1"));
+        }
+        let s = self.feedback.strength.init;
+        if !(s.is_finite()) {
+            return Err(Error::config("feedback.strength.init", format!("must be finite, got {s}")));
+        }
+        match &self.rule {
+            RuleConfig::Sgd { lr, .. } => non_negative("rule.lr", *lr)?,
+            _ => {
+                if !self.plasticity.init.is_finite() {
+                    return Err(Error::config("plasticity.init", "must be finite"));
+                }
+                if !self.plasticity.hidden_multiplier.is_finite() {
+                    return Err(Error::config("plasticity.hiddenMultiplier", "must be finite"));
+                }
+            }
+        }
+        let lr = &self.meta.lr;
+        for (name, v) in [("meta.lr.forward", lr.forward), ("meta.lr.feedback", lr.feedback), ("meta.lr.plasticity", lr.plasticity), ("meta.lr.strength", lr.strength)] {
+            non_negative(name, v)?;
+        }
+        for (i, b) in self.meta.betas.iter().enumerate() {
+            if !(0.0..1.0).contains(b) {
+                return Err(Error::config(format!("meta.betas[{i}]"), format!("must be in [0, 1), got {b}")));
+            }
+        }
+        positive("meta.eps", self.meta.eps)?;
+        if let Some(c) = self.meta.clip_norm {
+            positive("meta.clipNorm", c)?;
+        }
+        if let MetaGradient::Truncated { steps } = self.meta.gradient {
+            if steps < 1 {
+                return Err(Error::config("meta.gradient.steps", "must be >= 1"));
+            }
+        }
+        crate::runtime::parse_device(&self.device)?;
+        Ok(())
+    }
+}

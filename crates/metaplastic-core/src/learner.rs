@@ -1,0 +1,271 @@
+//! A learner: the network's meta-parameters, its inner rule, and the operations on episodes
+//! (adapt over a stream, predict, query loss). Meta-training lives in meta.rs.
+use crate::config::{FeedbackKind, Granularity, LearnerConfig, OutputReset, PlasticInit, RuleConfig, StepSizes, TaskKind};
+use crate::inner::{FastWeights, InnerLoop, StepMode};
+use crate::net::functional;
+use crate::net::spec::NetSpec;
+use crate::params::{Group, ParamStore};
+use crate::rng::{normal_vec, Rng};
+use crate::rules::local::{FeedbackIndices, LocalRule};
+use crate::rules::sgd::{SgdRule, StepSize};
+use crate::rules::InnerRule;
+use crate::{loss, Error, Result};
+use tch::{Device, Kind, Tensor};
+
+pub struct Learner {
+    pub cfg: LearnerConfig,
+    pub spec: NetSpec,
+    pub params: ParamStore,
+    pub device: Device,
+    pub kind: Kind,
+    weights: Vec<usize>,
+    biases: Vec<usize>,
+    rule: Box<dyn InnerRule>,
+    /// Per-episode randomness (re-initialised plastic weights).
+    pub rng: Rng,
+}
+
+/// A batch of E episodes on the learner's device. Shapes as in episode.rs with a leading E.
+pub struct EpisodeBatch {
+    pub support_x: Tensor,
+    pub support_y: Tensor,
+    pub query_x: Tensor,
+    pub query_y: Tensor,
+    pub classes: Vec<Vec<i64>>,
+}
+
+/// Copies a tensor into fresh storage (never an alias of a parameter).
+fn materialize(t: &Tensor) -> Result<Tensor> {
+    let mut out = Tensor::f_empty(t.size(), (t.kind(), t.device()))?;
+    tch::no_grad(|| out.f_copy_(t))?;
+    Ok(out)
+}
+
+impl Learner {
+    pub fn new(cfg: LearnerConfig) -> Result<Self> {
+        cfg.validate()?;
+        let spec = NetSpec::new(&cfg)?;
+        let device = crate::runtime::parse_device(&cfg.device)?;
+        let kind = cfg.dtype.kind();
+        let mut rng = crate::rng::stream(cfg.seed, "init");
+        let mut params = ParamStore::default();
+        let tensor = |values: Vec<f32>, shape: &[i64]| -> Result<Tensor> {
+            Ok(Tensor::f_from_slice(&values)?.f_reshape(shape)?.f_to_kind(kind)?.f_to_device(device)?)
+        };
+        let full = |value: f64, shape: &[i64]| -> Result<Tensor> { Ok(Tensor::f_full(shape, value, (kind, device))?) };
+
+        let mut weights = Vec::new();
+        let mut biases = Vec::new();
+        let reinit = cfg.plastic_init == PlasticInit::Reinit;
+        for (l, layer) in spec.layers.iter().enumerate() {
+            let shape = layer.weight_shape();
+            let n: i64 = shape.iter().product();
+            let std = (2.0 / layer.fan_in() as f64).sqrt();
+            // Re-initialised plastic weights are drawn per episode, so they are not meta-learned.
+            let trainable = !(reinit && l >= spec.rln);
+            weights.push(params.add(format!("forward.{l}.weight"), tensor(normal_vec(&mut rng, n as usize, std), &shape)?, Group::Forward, trainable));
+            biases.push(params.add(format!("forward.{l}.bias"), full(0.0, &[layer.units()])?, Group::Forward, true));
+        }
+
+        let outputs = spec.outputs();
+        let rule: Box<dyn InnerRule> = match &cfg.rule {
+            RuleConfig::Oja | RuleConfig::Hebb => {
+                let fb_trainable = cfg.feedback.kind == FeedbackKind::Learned || cfg.feedback.kind == FeedbackKind::None;
+                let mut feedback = Vec::new();
+                let mut rates = Vec::new();
+                let mut multipliers = Vec::new();
+                let global = if cfg.plasticity.granularity == Granularity::Global {
+                    Some(params.add("plasticity.global", full(cfg.plasticity.init, &[])?, Group::Plasticity, true))
+                } else {
+                    None
+                };
+                for l in spec.plastic() {
+                    let units = spec.layers[l].units();
+                    let mut fl = Vec::new();
+                    let mut width_in = outputs;
+                    for j in 0..cfg.feedback.layers {
+                        let std = (2.0 / width_in as f64).sqrt();
+                        let b = params.add(format!("feedback.{l}.{j}.weight"), tensor(normal_vec(&mut rng, (units * width_in) as usize, std), &[units, width_in])?, Group::Feedback, fb_trainable);
+                        let c = params.add(format!("feedback.{l}.{j}.bias"), full(0.0, &[units])?, Group::Feedback, fb_trainable);
+                        fl.push((b, c));
+                        width_in = units;
+                    }
+                    let strength = params.add(format!("strength.{l}"), full(cfg.feedback.strength.init, &[])?, Group::Strength, cfg.feedback.strength.learned);
+                    feedback.push(FeedbackIndices { layers: fl, strength });
+                    let w_shape = spec.layers[l].weight_shape();
+                    let rate_shape: Vec<i64> = match cfg.plasticity.granularity {
+                        Granularity::Synapse => w_shape.clone(),
+                        Granularity::Neuron => vec![w_shape[0], 1],
+                        Granularity::Layer | Granularity::Global => vec![],
+                    };
+                    rates.push(match global {
+                        Some(g) => g,
+                        None => params.add(format!("plasticity.{l}"), full(cfg.plasticity.init, &rate_shape)?, Group::Plasticity, true),
+                    });
+                    multipliers.push(if spec.is_output(l) { 1.0 } else { cfg.plasticity.hidden_multiplier });
+                }
+                Box::new(LocalRule { oja_decay: matches!(cfg.rule, RuleConfig::Oja), rates, feedback, multipliers })
+            }
+            RuleConfig::Sgd { lr, step_sizes, biases: adapt_biases } => {
+                let step = match step_sizes {
+                    StepSizes::Fixed => StepSize::Fixed(*lr),
+                    StepSizes::PerParameter => StepSize::Learned(
+                        spec.plastic()
+                            .map(|l| -> Result<(usize, usize)> {
+                                let w = params.add(format!("stepSize.{l}.weight"), full(*lr, &spec.layers[l].weight_shape())?, Group::Plasticity, true);
+                                let b = params.add(format!("stepSize.{l}.bias"), full(*lr, &[spec.layers[l].units()])?, Group::Plasticity, true);
+                                Ok((w, b))
+                            })
+                            .collect::<Result<_>>()?,
+                    ),
+                    StepSizes::PerLayer => StepSize::Learned(
+                        spec.plastic()
+                            .map(|l| -> Result<(usize, usize)> {
+                                let s = params.add(format!("stepSize.{l}"), full(*lr, &[])?, Group::Plasticity, true);
+                                Ok((s, s))
+                            })
+                            .collect::<Result<_>>()?,
+                    ),
+                };
+                Box::new(SgdRule { step, biases: *adapt_biases })
+            }
+        };
+        let rng = crate::rng::stream(cfg.seed, "episodes");
+        Ok(Self { cfg, spec, params, device, kind, weights, biases, rule, rng })
+    }
+
+    pub fn is_classification(&self) -> bool {
+        self.cfg.task == TaskKind::Classification
+    }
+
+    pub fn inner_loop(&self) -> InnerLoop<'_> {
+        InnerLoop { cfg: &self.cfg, params: &self.params, rule: self.rule.as_ref() }
+    }
+
+    fn front_params(&self) -> (Vec<Tensor>, Vec<Tensor>) {
+        let w = self.weights.iter().map(|&i| self.params.at(i).shallow_clone()).collect();
+        let b = self.biases.iter().map(|&i| self.params.at(i).shallow_clone()).collect();
+        (w, b)
+    }
+
+    /// Features for the first plastic layer: x [..., ...input] → [..., F], running the frozen front.
+    pub fn features(&self, x: &Tensor) -> Result<Tensor> {
+        let in_dims = self.cfg.input_shape.len();
+        let size = x.size();
+        if size.len() < in_dims || size[size.len() - in_dims..] != self.cfg.input_shape[..] {
+            return Err(Error::Shape(format!("inputs have shape {size:?}, expected [..., {:?}]", self.cfg.input_shape)));
+        }
+        let lead = &size[..size.len() - in_dims];
+        let mut flat_shape = vec![-1i64];
+        flat_shape.extend_from_slice(&self.cfg.input_shape);
+        let flat = x.f_reshape(&flat_shape)?;
+        let (w, b) = self.front_params();
+        let f = functional::front(&self.spec, &w, &b, &flat)?;
+        let mut out_shape = lead.to_vec();
+        out_shape.push(f.size()[1]);
+        Ok(f.f_reshape(&out_shape)?)
+    }
+
+    /// Fast weights at the start of E episodes: the meta-learned initial weights, with output rows reset
+    /// or plastic weights re-drawn as configured. `differentiable` keeps them in the meta-graph.
+    pub fn start(&mut self, episodes: i64, classes: &[Vec<i64>], differentiable: bool) -> Result<FastWeights> {
+        let mut w = Vec::new();
+        let mut b = Vec::new();
+        let last = self.spec.len() - 1;
+        for l in self.spec.plastic() {
+            let meta_w = self.params.at(self.weights[l]);
+            let meta_b = self.params.at(self.biases[l]);
+            let ws = meta_w.size();
+            let mut wl = if self.cfg.plastic_init == PlasticInit::Reinit {
+                let n = (episodes * ws[0] * ws[1]) as usize;
+                let std = (2.0 / ws[1] as f64).sqrt();
+                let v = normal_vec(&mut self.rng, n, std);
+                Tensor::f_from_slice(&v)?.f_reshape([episodes, ws[0], ws[1]])?.f_to_kind(self.kind)?.f_to_device(self.device)?
+            } else {
+                meta_w.f_unsqueeze(0)?.f_expand([episodes, ws[0], ws[1]], false)?
+            };
+            let mut bl = meta_b.f_unsqueeze(0)?.f_expand([episodes, ws[0]], false)?;
+            if l == last && self.cfg.output_reset != OutputReset::None {
+                let keep = self.output_keep_mask(episodes, ws[0], classes)?;
+                wl = wl.f_mul(&keep.f_unsqueeze(2)?)?;
+                bl = bl.f_mul(&keep)?;
+            }
+            if !differentiable {
+                wl = materialize(&wl.f_detach()?)?;
+                bl = materialize(&bl.f_detach()?)?;
+            }
+            w.push(wl);
+            b.push(bl);
+        }
+        Ok(FastWeights { w, b })
+    }
+
+    /// [E, out]: 0 on the output rows to reset, 1 elsewhere.
+    fn output_keep_mask(&self, episodes: i64, outputs: i64, classes: &[Vec<i64>]) -> Result<Tensor> {
+        let mut keep = vec![1f32; (episodes * outputs) as usize];
+        for e in 0..episodes as usize {
+            match self.cfg.output_reset {
+                OutputReset::All => keep[e * outputs as usize..(e + 1) * outputs as usize].fill(0.0),
+                OutputReset::EpisodeClasses => {
+                    let cls = classes.get(e).ok_or_else(|| Error::Data(format!("outputReset 'episodeClasses' needs the class list of episode {e}")))?;
+                    for &c in cls {
+                        if c < 0 || c >= outputs {
+                            return Err(Error::Data(format!("episode {e} names class {c}, outside [0, {outputs})")));
+                        }
+                        keep[e * outputs as usize + c as usize] = 0.0;
+                    }
+                }
+                OutputReset::None => {}
+            }
+        }
+        Ok(Tensor::f_from_slice(&keep)?.f_reshape([episodes, outputs])?.f_to_kind(self.kind)?.f_to_device(self.device)?)
+    }
+
+    /// Runs the inner loop over a support stream x [E, T, B, ...], y [E, T, B, ...].
+    pub fn adapt(&self, fast: FastWeights, support_x: &Tensor, support_y: &Tensor, mode: impl Fn(usize) -> StepMode) -> Result<FastWeights> {
+        let features = self.features(support_x)?;
+        self.inner_loop().run(fast, &features, support_y, mode)
+    }
+
+    /// Predictions with fast weights: x [E, Q, ...input] → [E, Q, out].
+    pub fn predict(&self, fast: &FastWeights, x: &Tensor) -> Result<Tensor> {
+        let f = self.features(x)?;
+        Ok(functional::tail(&f, &fast.w, &fast.b)?.output().shallow_clone())
+    }
+
+    /// Mean task loss of each episode on (x, y): [E].
+    pub fn loss(&self, fast: &FastWeights, x: &Tensor, y: &Tensor) -> Result<Tensor> {
+        loss::per_episode(&self.cfg, &self.predict(fast, x)?, y)
+    }
+
+    /// Moves and converts an episode batch to this learner's device and dtype (labels as int64).
+    pub fn prepare(&self, support_x: &Tensor, support_y: &Tensor, query_x: &Tensor, query_y: &Tensor, classes: Vec<Vec<i64>>) -> Result<EpisodeBatch> {
+        let y_kind = if self.is_classification() { Kind::Int64 } else { self.kind };
+        Ok(EpisodeBatch {
+            support_x: support_x.f_to_device(self.device)?.f_to_kind(self.kind)?,
+            support_y: support_y.f_to_device(self.device)?.f_to_kind(y_kind)?,
+            query_x: query_x.f_to_device(self.device)?.f_to_kind(self.kind)?,
+            query_y: query_y.f_to_device(self.device)?.f_to_kind(y_kind)?,
+            classes,
+        })
+    }
+
+    /// Evaluates E episodes without meta-gradients: adapt on the support stream, score the query set.
+    /// Returns (query loss [E], query accuracy [E] for classification).
+    pub fn evaluate(&mut self, batch: &EpisodeBatch) -> Result<(Vec<f64>, Option<Vec<f64>>)> {
+        let e = batch.support_x.size()[0];
+        let fast = tch::no_grad(|| self.start(e, &batch.classes, false))?;
+        let fast = tch::no_grad(|| self.adapt(fast, &batch.support_x, &batch.support_y, |_| StepMode::Constant))?;
+        tch::no_grad(|| {
+            let y_hat = self.predict(&fast, &batch.query_x)?;
+            let l = loss::per_episode(&self.cfg, &y_hat, &batch.query_y)?;
+            let losses = Vec::<f64>::try_from(&l.f_to_kind(Kind::Double)?.f_to_device(Device::Cpu)?)?;
+            let acc = if self.is_classification() {
+                Some(Vec::<f64>::try_from(&loss::accuracy(&y_hat, &batch.query_y)?.f_to_device(Device::Cpu)?)?)
+            } else {
+                None
+            };
+            Ok((losses, acc))
+        })
+    }
+}

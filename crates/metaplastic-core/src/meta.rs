@@ -1,0 +1,120 @@
+//! The outer loop: meta-gradient of the query loss after the whole inner trajectory, Adam with one
+//! learning rate per parameter group (0 freezes a group), optional clipping, and the non-finite policy.
+use crate::config::NonFinitePolicy;
+use crate::inner::step_mode;
+use crate::learner::{EpisodeBatch, Learner};
+use crate::params::Group;
+use crate::{Error, Result};
+use serde::Serialize;
+use tch::{Kind, Tensor};
+
+/// Adam's moments for each parameter (by store index), created on first use.
+#[derive(Default)]
+pub struct Adam {
+    pub m: Vec<Option<Tensor>>,
+    pub v: Vec<Option<Tensor>>,
+    /// Number of applied (not skipped) steps: drives bias correction.
+    pub steps: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MetaStepReport {
+    pub meta_loss: f64,
+    /// Global gradient norm before clipping (NaN when non-finite).
+    pub grad_norm: f64,
+    pub skipped: bool,
+    pub clipped: bool,
+}
+
+/// Query loss (mean over episodes) and the gradient of every trainable parameter (index, grad).
+pub fn meta_gradient(learner: &mut Learner, batch: &EpisodeBatch) -> Result<(f64, Vec<(usize, Tensor)>)> {
+    let e = batch.support_x.size()[0];
+    let steps = batch.support_x.size()[1] as usize;
+    let gradient = learner.cfg.meta.gradient;
+    let fast = learner.start(e, &batch.classes, true)?;
+    let fast = learner.adapt(fast, &batch.support_x, &batch.support_y, |t| step_mode(gradient, t, steps))?;
+    let loss = learner.loss(&fast, &batch.query_x, &batch.query_y)?.f_mean(None::<Kind>)?;
+    let trainable: Vec<usize> = (0..learner.params.len()).filter(|&i| learner.params.iter().nth(i).is_some_and(|p| p.trainable)).collect();
+    let inputs: Vec<Tensor> = trainable.iter().map(|&i| learner.params.at(i).shallow_clone()).collect();
+    let grads = Tensor::f_run_backward(&[&loss], &inputs, false, false)?;
+    let mut out = Vec::with_capacity(trainable.len());
+    for (k, g) in grads.into_iter().enumerate() {
+        let g = if g.defined() { g } else { inputs[k].f_zeros_like()? };
+        out.push((trainable[k], g));
+    }
+    Ok((loss.f_double_value(&[])?, out))
+}
+
+fn group_lr(learner: &Learner, group: Group) -> f64 {
+    let lr = &learner.cfg.meta.lr;
+    match group {
+        Group::Forward => lr.forward,
+        Group::Feedback => lr.feedback,
+        Group::Plasticity => lr.plasticity,
+        Group::Strength => lr.strength,
+    }
+}
+
+impl Adam {
+    /// One meta-training step on a batch of episodes.
+    pub fn step(&mut self, learner: &mut Learner, batch: &EpisodeBatch) -> Result<MetaStepReport> {
+        let (meta_loss, mut grads) = meta_gradient(learner, batch)?;
+        let norm_sq = tch::no_grad(|| -> Result<f64> {
+            let mut total = Tensor::f_zeros([], (Kind::Double, learner.device))?;
+            for (_, g) in &grads {
+                total = total.f_add(&g.f_to_kind(Kind::Double)?.f_square()?.f_sum(None::<Kind>)?)?;
+            }
+            Ok(total.f_double_value(&[])?)
+        })?;
+        // A NaN or Inf anywhere in a gradient makes its squared norm non-finite.
+        let finite = meta_loss.is_finite() && norm_sq.is_finite();
+        let grad_norm = norm_sq.sqrt();
+        if !finite {
+            return match learner.cfg.meta.non_finite {
+                NonFinitePolicy::Skip => Ok(MetaStepReport { meta_loss, grad_norm, skipped: true, clipped: false }),
+                NonFinitePolicy::Error => Err(Error::Data(format!("non-finite meta-loss ({meta_loss}) or meta-gradient (norm {grad_norm}); nonFinite policy is 'error'"))),
+            };
+        }
+        let mut clipped = false;
+        if let Some(max) = learner.cfg.meta.clip_norm {
+            if grad_norm > max {
+                let scale = max / (grad_norm + 1e-6);
+                for (_, g) in grads.iter_mut() {
+                    *g = g.f_mul_scalar(scale)?;
+                }
+                clipped = true;
+            }
+        }
+        self.apply(learner, &grads)?;
+        Ok(MetaStepReport { meta_loss, grad_norm, skipped: false, clipped })
+    }
+
+    fn apply(&mut self, learner: &mut Learner, grads: &[(usize, Tensor)]) -> Result<()> {
+        let n = learner.params.len();
+        self.m.resize_with(n, || None);
+        self.v.resize_with(n, || None);
+        self.steps += 1;
+        let [b1, b2] = learner.cfg.meta.betas;
+        let eps = learner.cfg.meta.eps;
+        let t = self.steps as i32;
+        let (bc1, bc2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
+        let infos: Vec<Group> = learner.params.iter().map(|p| p.group).collect();
+        tch::no_grad(|| -> Result<()> {
+            for (i, g) in grads {
+                let lr = group_lr(learner, infos[*i]);
+                if lr == 0.0 {
+                    continue; // a frozen group: no update, no moment state
+                }
+                let m = self.m[*i].get_or_insert_with(|| g.zeros_like());
+                let v = self.v[*i].get_or_insert_with(|| g.zeros_like());
+                let _ = m.f_mul_scalar_(b1)?.f_add_(&g.f_mul_scalar(1.0 - b1)?)?;
+                let _ = v.f_mul_scalar_(b2)?.f_add_(&g.f_square()?.f_mul_scalar(1.0 - b2)?)?;
+                let denom = v.f_sqrt()?.f_div_scalar(bc2.sqrt())?.f_add_scalar(eps)?;
+                let mut p = learner.params.at(*i).shallow_clone();
+                let _ = p.f_sub_(&m.f_div(&denom)?.f_mul_scalar(lr / bc1)?)?;
+            }
+            Ok(())
+        })
+    }
+}

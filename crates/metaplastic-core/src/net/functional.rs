@@ -1,0 +1,64 @@
+//! The forward pass over explicit weights. Frozen (RLN) layers take a flat batch [N, ...]; plastic
+//! layers take per-episode fast weights [E, out, in] and activations [E, B, in] (batched matmuls).
+use super::spec::{LayerShape, NetSpec};
+use crate::Result;
+use tch::Tensor;
+
+/// Runs the frozen front on x [N, ...input] and returns the features for the first plastic layer
+/// [N, features]. `weights[l]`, `biases[l]` are the meta-parameters of layer l.
+pub fn front(spec: &NetSpec, weights: &[Tensor], biases: &[Tensor], x: &Tensor) -> Result<Tensor> {
+    let mut h = x.shallow_clone();
+    let mut flat = false;
+    for l in 0..spec.rln {
+        h = match spec.layers[l] {
+            LayerShape::Conv { stride, padding, .. } => h.f_conv2d(&weights[l], Some(&biases[l]), [stride], [padding], [1], 1)?.f_relu()?,
+            LayerShape::Linear { .. } => {
+                if !flat {
+                    h = h.f_flatten(1, -1)?;
+                    flat = true;
+                }
+                h.f_linear(&weights[l], Some(&biases[l]))?.f_relu()?
+            }
+        };
+    }
+    Ok(h.f_flatten(1, -1)?)
+}
+
+/// Pre-activation of a plastic layer: z = h Wᵀ + b, with h [E, B, in], w [E, out, in], b [E, out] or [out].
+pub fn plastic_linear(h: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let z = h.f_matmul(&w.f_transpose(1, 2)?)?;
+    let b = if b.dim() == 1 { b.f_view([1, 1, -1])? } else { b.f_unsqueeze(1)? };
+    Ok(z.f_add(&b)?)
+}
+
+/// Activations of the plastic tail for one minibatch.
+pub struct TailActivations {
+    /// Input of each plastic layer (its presynaptic activity), in plastic order.
+    pub pre: Vec<Tensor>,
+    /// Pre-activations z of each plastic layer.
+    pub z: Vec<Tensor>,
+    /// Post-activations: ReLU(z) for hidden layers, z for the output.
+    pub post: Vec<Tensor>,
+}
+
+impl TailActivations {
+    pub fn output(&self) -> &Tensor {
+        self.post.last().expect("at least one plastic layer")
+    }
+}
+
+/// Forward through the plastic layers with fast weights `w[k]`, biases `b[k]` (k in plastic order).
+pub fn tail(features: &Tensor, w: &[Tensor], b: &[Tensor]) -> Result<TailActivations> {
+    let n = w.len();
+    let mut acts = TailActivations { pre: Vec::with_capacity(n), z: Vec::with_capacity(n), post: Vec::with_capacity(n) };
+    let mut h = features.shallow_clone();
+    for k in 0..n {
+        let z = plastic_linear(&h, &w[k], &b[k])?;
+        let a = if k + 1 == n { z.shallow_clone() } else { z.f_relu()? };
+        acts.pre.push(h);
+        acts.z.push(z);
+        h = a.shallow_clone();
+        acts.post.push(a);
+    }
+    Ok(acts)
+}

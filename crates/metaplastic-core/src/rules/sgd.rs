@@ -1,0 +1,59 @@
+//! OML's inner rule: one SGD step on the task loss per minibatch, on the plastic layers' weights (and
+//! biases), with a fixed step size or meta-learned per-parameter / per-layer step sizes.
+//! With `create_graph` the gradient itself is differentiated (second-order meta-gradient).
+use super::{InnerRule, StepInputs, Update};
+use crate::loss;
+use crate::params::ParamStore;
+use crate::Result;
+use tch::Tensor;
+
+pub enum StepSize {
+    Fixed(f64),
+    /// Parameter index per plastic layer: (weight step sizes, bias step sizes).
+    Learned(Vec<(usize, usize)>),
+}
+
+pub struct SgdRule {
+    pub step: StepSize,
+    pub biases: bool,
+}
+
+fn scaled(g: Tensor, step: &StepSize, idx: Option<usize>, params: &ParamStore) -> Result<Tensor> {
+    Ok(match (step, idx) {
+        (StepSize::Fixed(lr), _) => g.f_mul_scalar(-lr)?,
+        (StepSize::Learned(_), Some(i)) => g.f_mul(params.at(i))?.f_neg()?,
+        (StepSize::Learned(_), None) => unreachable!("learned step sizes always have an index"),
+    })
+}
+
+impl InnerRule for SgdRule {
+    fn update(&self, params: &ParamStore, inp: &StepInputs) -> Result<Update> {
+        // Episodes are independent, so the gradient of the summed loss is each episode's own gradient.
+        let total = loss::per_episode(inp.cfg, inp.acts.output(), inp.y)?.f_sum(None::<tch::Kind>)?;
+        let n = inp.w.len();
+        let mut wrt: Vec<&Tensor> = inp.w.iter().collect();
+        if self.biases {
+            wrt.extend(inp.b.iter());
+        }
+        let grads = Tensor::f_run_backward(&[&total], &wrt, inp.create_graph, inp.create_graph)?;
+        let grad = |i: usize| -> Result<Tensor> {
+            let g = &grads[i];
+            Ok(if g.defined() { g.shallow_clone() } else { wrt[i].f_zeros_like()? })
+        };
+        let idx = |k: usize, bias: bool| match &self.step {
+            StepSize::Learned(v) => Some(if bias { v[k].1 } else { v[k].0 }),
+            StepSize::Fixed(_) => None,
+        };
+        let mut w = Vec::with_capacity(n);
+        let mut b = Vec::with_capacity(n);
+        for k in 0..n {
+            w.push(scaled(grad(k)?, &self.step, idx(k, false), params)?);
+            b.push(if self.biases { Some(scaled(grad(n + k)?, &self.step, idx(k, true), params)?) } else { None });
+        }
+        Ok(Update { w, b })
+    }
+
+    fn needs_weight_grad(&self) -> bool {
+        true
+    }
+}

@@ -1,0 +1,74 @@
+//! Small learners and random episode batches for the engine's tests (f64 for gradient checks).
+#![allow(dead_code)]
+use metaplastic_core::config::LearnerConfig;
+use metaplastic_core::learner::{EpisodeBatch, Learner};
+use tch::{Device, Kind, Tensor};
+
+pub fn config(json: &str) -> LearnerConfig {
+    LearnerConfig::from_json(json).unwrap_or_else(|e| panic!("bad test config: {e}\n{json}"))
+}
+
+/// A small regression net: 4 → 5 → 5 → 1 with `rln` frozen layers, f64 on the CPU.
+pub fn regression(rule: &str, extra: &str) -> LearnerConfig {
+    config(&format!(
+        r#"{{"inputShape":[4],"layers":[{{"type":"linear","units":5}},{{"type":"linear","units":5}},{{"type":"linear","units":1}}],
+            "task":"regression","rule":{rule},"dtype":"float64","device":"cpu","seed":7{extra}}}"#
+    ))
+}
+
+/// A small classification net with a conv front: [1,6,6] → conv(2, k3) → linear 6 → linear 3.
+pub fn classification(rule: &str, extra: &str) -> LearnerConfig {
+    config(&format!(
+        r#"{{"inputShape":[1,6,6],"layers":[{{"type":"conv","channels":2,"kernel":3}},{{"type":"linear","units":6}},{{"type":"linear","units":3}}],
+            "task":"classification","rule":{rule},"rln":1,"dtype":"float64","device":"cpu","seed":11{extra}}}"#
+    ))
+}
+
+fn randn(shape: &[i64], seed: i64) -> Tensor {
+    tch::manual_seed(seed);
+    Tensor::randn(shape, (Kind::Double, Device::Cpu))
+}
+
+/// E episodes of T steps × B examples, Q query examples.
+pub fn batch(learner: &Learner, e: i64, t: i64, b: i64, q: i64, seed: i64) -> EpisodeBatch {
+    let input = learner.cfg.input_shape.clone();
+    let shape = |lead: &[i64]| -> Vec<i64> { lead.iter().chain(input.iter()).copied().collect() };
+    let sx = randn(&shape(&[e, t, b]), seed);
+    let qx = randn(&shape(&[e, q]), seed + 1);
+    let outputs = learner.spec.outputs();
+    let (sy, qy, classes) = if learner.is_classification() {
+        tch::manual_seed(seed + 2);
+        let sy = Tensor::randint(outputs, [e, t, b], (Kind::Int64, Device::Cpu));
+        let qy = Tensor::randint(outputs, [e, q], (Kind::Int64, Device::Cpu));
+        let classes = (0..e).map(|_| (0..outputs).collect()).collect();
+        (sy, qy, classes)
+    } else {
+        (randn(&[e, t, b, outputs], seed + 2), randn(&[e, q, outputs], seed + 3), vec![vec![]; e as usize])
+    };
+    learner.prepare(&sx, &sy, &qx, &qy, classes).unwrap()
+}
+
+/// Selects episode i of a batch as a batch of one.
+pub fn single(batch: &EpisodeBatch, i: i64) -> EpisodeBatch {
+    let s = |t: &Tensor| t.narrow(0, i, 1);
+    EpisodeBatch {
+        support_x: s(&batch.support_x),
+        support_y: s(&batch.support_y),
+        query_x: s(&batch.query_x),
+        query_y: s(&batch.query_y),
+        classes: vec![batch.classes[i as usize].clone()],
+    }
+}
+
+/// Adds `delta` to one flat entry of a parameter, in place.
+pub fn nudge(learner: &mut Learner, index: usize, flat: i64, delta: f64) {
+    let p = learner.params.at(index).shallow_clone();
+    tch::no_grad(|| {
+        let mut view = p.view([-1]).narrow(0, flat, 1);
+        let _ = view.g_add_scalar_(delta);
+    });
+}
+
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    (a - b).abs().max().double_value(&[])
+}

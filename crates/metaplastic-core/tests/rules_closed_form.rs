@@ -1,0 +1,165 @@
+//! Local rules, the feedback blend, derivative control and OML's inner step on hand-computable cases.
+mod common;
+use common::*;
+use metaplastic_core::config::LearnerConfig;
+use metaplastic_core::feedback::{teaching_activity, LayerFeedback};
+use metaplastic_core::inner::StepMode;
+use metaplastic_core::net::functional::tail;
+use metaplastic_core::rules::local::local_delta;
+use tch::{Device, Kind, Tensor};
+
+fn t(values: &[f64], shape: &[i64]) -> Tensor {
+    Tensor::from_slice(values).reshape(shape).to_kind(Kind::Double)
+}
+
+fn close(a: &Tensor, b: &Tensor, tol: f64) {
+    let d = max_abs_diff(a, b);
+    assert!(d < tol, "difference {d}\n{a}\nvs\n{b}");
+}
+
+// One episode, batch of 2, 2 post units, 3 pre units.
+fn example() -> (Tensor, Tensor, Tensor) {
+    let post = t(&[1.0, 2.0, 0.5, -1.0], &[1, 2, 2]); // ã[b][i]
+    let pre = t(&[1.0, 0.0, 2.0, 3.0, 1.0, -1.0], &[1, 2, 3]); // a[b][j]
+    let w = t(&[0.1, 0.2, 0.3, -0.4, 0.5, 0.6], &[1, 2, 3]);
+    (post, pre, w)
+}
+
+#[test]
+fn hebb_is_the_batch_summed_outer_product() {
+    let (post, pre, w) = example();
+    // Σ_b ã_bi a_bj, by hand: row0 = 1·[1,0,2] + 0.5·[3,1,−1] = [2.5, 0.5, 1.5]
+    //                         row1 = 2·[1,0,2] − 1·[3,1,−1]  = [−1, −1, 5]
+    let expected = t(&[2.5, 0.5, 1.5, -1.0, -1.0, 5.0], &[1, 2, 3]).g_mul_scalar(0.1);
+    let rate = Tensor::from(0.1f64);
+    close(&local_delta(&post, &pre, &w, &rate, false, 1.0).unwrap(), &expected, 1e-12);
+}
+
+#[test]
+fn oja_subtracts_the_decay_term_per_synapse() {
+    let (post, pre, w) = example();
+    // Σ_b ã² : row0 = 1 + 0.25 = 1.25, row1 = 4 + 1 = 5.
+    let hebb = [2.5, 0.5, 1.5, -1.0, -1.0, 5.0];
+    let wv = [0.1, 0.2, 0.3, -0.4, 0.5, 0.6];
+    let sq = [1.25, 1.25, 1.25, 5.0, 5.0, 5.0];
+    let p = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]; // per-synapse rates
+    let expected: Vec<f64> = (0..6).map(|i| p[i] * (hebb[i] - sq[i] * wv[i])).collect();
+    let rate = t(&p, &[2, 3]);
+    close(&local_delta(&post, &pre, &w, &rate, true, 1.0).unwrap(), &t(&expected, &[1, 2, 3]), 1e-12);
+    // The hidden-layer multiplier scales the whole update.
+    let scaled: Vec<f64> = expected.iter().map(|v| v * 100.0).collect();
+    close(&local_delta(&post, &pre, &w, &rate, true, 100.0).unwrap(), &t(&scaled, &[1, 2, 3]), 1e-10);
+    // Per-neuron rates broadcast along each row.
+    let neuron = t(&[0.5, 2.0], &[2, 1]);
+    let expected_n: Vec<f64> = (0..6).map(|i| [0.5, 2.0][i / 3] * (hebb[i] - sq[i] * wv[i])).collect();
+    close(&local_delta(&post, &pre, &w, &neuron, true, 1.0).unwrap(), &t(&expected_n, &[1, 2, 3]), 1e-12);
+}
+
+fn one_layer_regression(feedback: &str) -> LearnerConfig {
+    config(&format!(
+        r#"{{"inputShape":[3],"layers":[{{"type":"linear","units":2}},{{"type":"linear","units":1}}],"task":"regression",
+            "rule":{{"type":"oja"}},"feedback":{feedback},"dtype":"float64","device":"cpu"}}"#
+    ))
+}
+
+#[test]
+fn blend_mixes_feedback_and_forward_activity() {
+    let cfg = one_layer_regression(r#"{"type":"learned","strength":{"init":0.25}}"#);
+    // Hidden layer: 2 units from 3 inputs; output 1 unit.
+    let x = t(&[1.0, -1.0, 0.5], &[1, 1, 3]);
+    let w = vec![t(&[0.2, 0.1, 0.0, -0.3, 0.4, 0.2], &[1, 2, 3]), t(&[0.5, -1.0], &[1, 1, 2])];
+    let b = vec![Tensor::zeros([1, 2], (Kind::Double, Device::Cpu)), Tensor::zeros([1, 1], (Kind::Double, Device::Cpu))];
+    let acts = tail(&x, &w, &b).unwrap();
+    // z1 = [0.2−0.1, −0.3−0.4+0.1] = [0.1, −0.6] → a1 = [0.1, 0]; ŷ = 0.05.
+    let y = t(&[1.05], &[1, 1, 1]); // e = y − ŷ = 1.0
+    let (b0, c0) = (t(&[2.0, -3.0], &[2, 1]), t(&[0.5, 0.0], &[2]));
+    let (b1, c1) = (t(&[0.7], &[1, 1]), t(&[0.0], &[1]));
+    let s = Tensor::from(0.25f64);
+    let fb = vec![LayerFeedback { layers: vec![(&b0, &c0)], strength: &s }, LayerFeedback { layers: vec![(&b1, &c1)], strength: &s }];
+    let post = teaching_activity(&cfg, &acts, &w, &y, &fb).unwrap();
+    // f1 = relu([2·1+0.5, −3·1]) = [2.5, 0] → ã1 = 0.25·[2.5, 0] + 0.75·[0.1, 0] = [0.7, 0]
+    close(&post[0], &t(&[0.7, 0.0], &[1, 1, 2]), 1e-12);
+    // f2 = relu(0.7·1) = 0.7 → ã2 = 0.25·0.7 + 0.75·0.05 = 0.2125
+    close(&post[1], &t(&[0.2125], &[1, 1, 1]), 1e-12);
+}
+
+#[test]
+fn target_signal_and_linear_feedback() {
+    let cfg = one_layer_regression(r#"{"type":"learned","signal":"target","activation":"linear","strength":{"init":1.0}}"#);
+    let x = t(&[1.0, -1.0, 0.5], &[1, 1, 3]);
+    let w = vec![t(&[0.2, 0.1, 0.0, -0.3, 0.4, 0.2], &[1, 2, 3]), t(&[0.5, -1.0], &[1, 1, 2])];
+    let b = vec![Tensor::zeros([1, 2], (Kind::Double, Device::Cpu)), Tensor::zeros([1, 1], (Kind::Double, Device::Cpu))];
+    let acts = tail(&x, &w, &b).unwrap();
+    let y = t(&[2.0], &[1, 1, 1]); // e = y = 2
+    let (b0, c0) = (t(&[2.0, -3.0], &[2, 1]), t(&[0.5, 0.0], &[2]));
+    let (b1, c1) = (t(&[0.7], &[1, 1]), t(&[0.0], &[1]));
+    let s = Tensor::from(1.0f64);
+    let fb = vec![LayerFeedback { layers: vec![(&b0, &c0)], strength: &s }, LayerFeedback { layers: vec![(&b1, &c1)], strength: &s }];
+    let post = teaching_activity(&cfg, &acts, &w, &y, &fb).unwrap();
+    // Linear feedback keeps the negative value: [2·2+0.5, −3·2] = [4.5, −6].
+    close(&post[0], &t(&[4.5, -6.0], &[1, 1, 2]), 1e-12);
+    close(&post[1], &t(&[1.4], &[1, 1, 1]), 1e-12);
+}
+
+#[test]
+fn classification_output_is_clamped_to_one_hot() {
+    let cfg = classification(r#"{"type":"oja"}"#, r#","feedback":{"strength":{"init":1.0,"learned":false}}"#);
+    let mut learner = metaplastic_core::learner::Learner::new(cfg).unwrap();
+    let batch = batch(&learner, 1, 1, 2, 2, 3);
+    let fast = learner.start(1, &batch.classes, false).unwrap();
+    let features = learner.features(&batch.support_x).unwrap().select(1, 0);
+    let acts = tail(&features, &fast.w, &fast.b).unwrap();
+    let y = batch.support_y.select(1, 0);
+    let s = Tensor::from(1.0f64);
+    let zeros6 = Tensor::zeros([6, 3], (Kind::Double, Device::Cpu));
+    let zeros = Tensor::zeros([6], (Kind::Double, Device::Cpu));
+    let zeros3 = Tensor::zeros([3, 3], (Kind::Double, Device::Cpu));
+    let zeros_b3 = Tensor::zeros([3], (Kind::Double, Device::Cpu));
+    let fb = vec![LayerFeedback { layers: vec![(&zeros6, &zeros)], strength: &s }, LayerFeedback { layers: vec![(&zeros3, &zeros_b3)], strength: &s }];
+    let post = teaching_activity(&learner.cfg, &acts, &fast.w, &y, &fb).unwrap();
+    close(&post[1], &y.one_hot(3).to_kind(Kind::Double), 0.0 + 1e-15);
+}
+
+/// Loss whose negative gradient the derivative control uses: Σ_b ½‖y − ŷ‖².
+fn half_sse(y_hat: &Tensor, y: &Tensor) -> Tensor {
+    (y_hat - y).square().sum(Kind::Double) * 0.5
+}
+
+#[test]
+fn derivative_control_with_hebb_is_an_sgd_step() {
+    let cfg = regression(r#"{"type":"hebb"}"#, r#","feedback":{"type":"derivative"},"plasticity":{"init":0.05}"#);
+    let mut learner = metaplastic_core::learner::Learner::new(cfg).unwrap();
+    let batch = batch(&learner, 2, 1, 3, 1, 5);
+    let fast = learner.start(2, &batch.classes, false).unwrap();
+    let leaves: Vec<Tensor> = fast.w.iter().map(|w| w.detach().copy().set_requires_grad(true)).collect(); // copies: evaluation updates in place
+    let features = learner.features(&batch.support_x).unwrap().select(1, 0);
+    let acts = tail(&features, &leaves, &fast.b).unwrap();
+    let y = batch.support_y.select(1, 0);
+    let grads = Tensor::run_backward(&[half_sse(acts.output(), &y)], &leaves, false, false);
+    let after = learner.adapt(fast, &batch.support_x, &batch.support_y, |_| StepMode::Constant).unwrap();
+    for k in 0..leaves.len() {
+        let delta = &after.w[k] - leaves[k].detach();
+        close(&delta, &(grads[k].g_mul_scalar(-0.05)), 1e-12);
+    }
+}
+
+#[test]
+fn oml_inner_step_equals_an_autograd_sgd_step() {
+    let cfg = regression(r#"{"type":"sgd","lr":0.03}"#, r#","rln":1"#);
+    let mut learner = metaplastic_core::learner::Learner::new(cfg).unwrap();
+    let batch = batch(&learner, 1, 1, 4, 1, 9);
+    let fast = learner.start(1, &batch.classes, false).unwrap();
+    let w: Vec<Tensor> = fast.w.iter().map(|t| t.detach().copy().set_requires_grad(true)).collect();
+    let b: Vec<Tensor> = fast.b.iter().map(|t| t.detach().copy().set_requires_grad(true)).collect();
+    let features = learner.features(&batch.support_x).unwrap().select(1, 0);
+    let acts = tail(&features, &w, &b).unwrap();
+    let y = batch.support_y.select(1, 0);
+    let mse = (acts.output() - &y).square().mean(Kind::Double);
+    let inputs: Vec<&Tensor> = w.iter().chain(b.iter()).collect();
+    let grads = Tensor::run_backward(&[mse], &inputs, false, false);
+    let after = learner.adapt(fast, &batch.support_x, &batch.support_y, |_| StepMode::Constant).unwrap();
+    for k in 0..w.len() {
+        close(&after.w[k], &(w[k].detach() - grads[k].g_mul_scalar(0.03)), 1e-12);
+        close(&after.b[k], &(b[k].detach() - grads[w.len() + k].g_mul_scalar(0.03)), 1e-12);
+    }
+}
