@@ -11,7 +11,7 @@ pub enum TaskKind {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "camelCase", deny_unknown_fields)]
+#[serde(tag = "type", rename_all = "camelCase", rename_all_fields = "camelCase", deny_unknown_fields)]
 pub enum LayerSpec {
     Linear { units: i64 },
     Conv {
@@ -41,7 +41,7 @@ pub enum StepSizes {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "camelCase", deny_unknown_fields)]
+#[serde(tag = "type", rename_all = "camelCase", rename_all_fields = "camelCase", deny_unknown_fields)]
 pub enum RuleConfig {
     /// Oja's rule with its decay term: ΔW = P ⊙ (ãᵀa − diag(Σ ã²) W).
     Oja,
@@ -216,7 +216,7 @@ pub enum OutputReset {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
-#[serde(tag = "type", rename_all = "camelCase", deny_unknown_fields)]
+#[serde(tag = "type", rename_all = "camelCase", rename_all_fields = "camelCase", deny_unknown_fields)]
 pub enum MetaGradient {
     /// Backpropagate through every inner step (default).
     #[default]

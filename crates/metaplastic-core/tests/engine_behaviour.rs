@@ -1,0 +1,185 @@
+//! Batching, determinism, the meta-optimizer, the non-finite policy, configuration errors.
+mod common;
+use common::*;
+use metaplastic_core::config::LearnerConfig;
+use metaplastic_core::learner::Learner;
+use metaplastic_core::meta::{meta_gradient, Adam};
+use metaplastic_core::params::Group;
+use tch::{Kind, Tensor};
+
+fn flp() -> LearnerConfig {
+    regression(r#"{"type":"oja"}"#, r#","plasticity":{"init":0.05}"#)
+}
+
+fn oml() -> LearnerConfig {
+    classification(r#"{"type":"sgd","lr":0.1,"stepSizes":"perParameter"}"#, r#","outputReset":"episodeClasses""#)
+}
+
+#[test]
+fn batched_episodes_equal_episodes_run_alone() {
+    for cfg in [flp(), oml()] {
+        let mut learner = Learner::new(cfg).unwrap();
+        let batch = batch(&learner, 3, 4, 2, 5, 13);
+        let (batched_loss, _) = learner.evaluate(&batch).unwrap();
+        let (_, batched_grads) = meta_gradient(&mut learner, &batch).unwrap();
+        let mut mean_grads: Vec<Tensor> = batched_grads.iter().map(|(_, g)| g.zeros_like()).collect();
+        for e in 0..3 {
+            let one = single(&batch, e);
+            let (alone, _) = learner.evaluate(&one).unwrap();
+            assert!((alone[0] - batched_loss[e as usize]).abs() < 1e-12, "episode {e}: {} vs {}", alone[0], batched_loss[e as usize]);
+            let (_, g) = meta_gradient(&mut learner, &one).unwrap();
+            for (k, (_, gk)) in g.iter().enumerate() {
+                mean_grads[k] = &mean_grads[k] + gk / 3.0;
+            }
+        }
+        // The meta-loss is the mean over episodes, so its gradient is the mean of the episodes' gradients.
+        for (k, (_, g)) in batched_grads.iter().enumerate() {
+            let scale = g.abs().max().double_value(&[]).max(1e-12);
+            assert!(max_abs_diff(g, &mean_grads[k]) / scale < 1e-10, "gradient {k}: {}", max_abs_diff(g, &mean_grads[k]));
+        }
+    }
+}
+
+#[test]
+fn same_seed_gives_the_same_numbers() {
+    let run = || {
+        let mut learner = Learner::new(flp()).unwrap();
+        let batch = batch(&learner, 2, 3, 2, 4, 17);
+        let mut adam = Adam::default();
+        let reports: Vec<f64> = (0..3).map(|_| adam.step(&mut learner, &batch).unwrap().meta_loss).collect();
+        (reports, learner.params.read("plasticity.1").unwrap())
+    };
+    let (a, pa) = run();
+    let (b, pb) = run();
+    assert_eq!(a, b);
+    assert_eq!(pa, pb);
+    // A different seed initialises differently.
+    let mut other = flp();
+    other.seed = 8;
+    let l1 = Learner::new(flp()).unwrap();
+    let l2 = Learner::new(other).unwrap();
+    assert_ne!(l1.params.read("forward.0.weight").unwrap(), l2.params.read("forward.0.weight").unwrap());
+}
+
+#[test]
+fn first_adam_step_is_lr_times_sign_of_gradient() {
+    let mut cfg = flp();
+    cfg.meta.lr.forward = 1e-3;
+    cfg.meta.lr.plasticity = 0.0; // a rate of zero freezes the group
+    let mut learner = Learner::new(cfg).unwrap();
+    let batch = batch(&learner, 2, 3, 2, 4, 19);
+    let (_, grads) = meta_gradient(&mut learner, &batch).unwrap();
+    let before: Vec<Tensor> = learner.params.iter().map(|p| p.tensor.detach().copy()).collect();
+    let report = Adam::default().step(&mut learner, &batch).unwrap();
+    assert!(!report.skipped);
+    for (i, g) in grads {
+        let p = learner.params.iter().nth(i).unwrap();
+        let delta = &p.tensor.detach() - &before[i];
+        let lr = learner.cfg.meta.lr.clone();
+        let rate = match p.group {
+            Group::Forward => lr.forward,
+            Group::Feedback => lr.feedback,
+            Group::Plasticity => lr.plasticity,
+            Group::Strength => lr.strength,
+        };
+        // Bias-corrected first step: m̂ = g, v̂ = g², so Δ = −lr · g / (|g| + eps).
+        let expected = -(&g / (g.abs() + 1e-8)) * rate;
+        assert!(max_abs_diff(&delta, &expected) < 1e-12, "{}", p.name);
+    }
+}
+
+#[test]
+fn clipping_bounds_the_gradient_norm() {
+    let mut cfg = flp();
+    cfg.meta.clip_norm = Some(1e-3);
+    let mut learner = Learner::new(cfg).unwrap();
+    let batch = batch(&learner, 2, 3, 2, 4, 23);
+    let report = Adam::default().step(&mut learner, &batch).unwrap();
+    assert!(report.grad_norm > 1e-3 && report.clipped);
+}
+
+#[test]
+fn non_finite_data_skips_the_step_and_changes_nothing() {
+    let mut learner = Learner::new(flp()).unwrap();
+    let batch = batch(&learner, 2, 3, 2, 4, 29);
+    let _ = batch.support_y.get(0).get(1).get(0).fill_(f64::NAN);
+    let before = learner.params.read("forward.0.weight").unwrap();
+    let mut adam = Adam::default();
+    let report = adam.step(&mut learner, &batch).unwrap();
+    assert!(report.skipped && !report.meta_loss.is_finite());
+    assert_eq!(learner.params.read("forward.0.weight").unwrap(), before);
+    assert_eq!(adam.steps, 0, "a skipped step must not advance Adam");
+    // Under the 'error' policy the same batch is an error naming the cause.
+    learner.cfg.meta.non_finite = metaplastic_core::config::NonFinitePolicy::Error;
+    let err = adam.step(&mut learner, &batch).unwrap_err();
+    assert_eq!(err.code(), "E_DATA");
+    assert!(err.to_string().contains("non-finite"), "{err}");
+}
+
+#[test]
+fn random_feedback_and_fixed_strength_are_not_meta_learned() {
+    let cfg = regression(r#"{"type":"oja"}"#, r#","plasticity":{"init":0.05},"feedback":{"type":"random","strength":{"init":1,"learned":false}}"#);
+    let mut learner = Learner::new(cfg).unwrap();
+    let batch = batch(&learner, 2, 3, 2, 4, 31);
+    let (_, grads) = meta_gradient(&mut learner, &batch).unwrap();
+    let names: Vec<String> = grads.iter().map(|(i, _)| learner.params.iter().nth(*i).unwrap().name.clone()).collect();
+    assert!(names.iter().all(|n| !n.starts_with("feedback.") && !n.starts_with("strength.")), "{names:?}");
+    assert!(learner.params.infos().iter().any(|p| p.name == "feedback.0.0.weight" && !p.trainable));
+}
+
+#[test]
+fn detaching_the_signal_changes_the_meta_gradient() {
+    let grads = |detach: bool| {
+        let cfg = regression(r#"{"type":"oja"}"#, &format!(r#","plasticity":{{"init":0.05}},"feedback":{{"detachSignal":{detach}}}"#));
+        let mut learner = Learner::new(cfg).unwrap();
+        let batch = batch(&learner, 1, 3, 2, 4, 37);
+        let i = learner.params.index_of("forward.2.weight").unwrap();
+        let (_, g) = meta_gradient(&mut learner, &batch).unwrap();
+        g.into_iter().find(|(j, _)| *j == i).unwrap().1
+    };
+    assert!(max_abs_diff(&grads(true), &grads(false)) > 1e-6);
+}
+
+#[test]
+fn reinitialised_plastic_weights_differ_per_episode() {
+    let cfg = regression(r#"{"type":"oja"}"#, r#","plasticInit":"reinit""#);
+    let mut learner = Learner::new(cfg).unwrap();
+    let a = learner.start(2, &[vec![], vec![]], false).unwrap();
+    let b = learner.start(1, &[vec![]], false).unwrap();
+    assert!(max_abs_diff(&a.w[0].get(0), &a.w[0].get(1)) > 1e-3);
+    assert!(max_abs_diff(&a.w[0].get(0), &b.w[0].get(0)) > 1e-3);
+    assert!(learner.params.infos().iter().any(|p| p.name == "forward.0.weight" && !p.trainable));
+}
+
+#[test]
+fn output_rows_of_episode_classes_are_reset() {
+    let mut learner = Learner::new(oml()).unwrap();
+    let fast = learner.start(2, &[vec![0], vec![1, 2]], false).unwrap();
+    let w = fast.w.last().unwrap();
+    assert_eq!(w.get(0).get(0).abs().sum(Kind::Double).double_value(&[]), 0.0);
+    assert!(w.get(0).get(1).abs().sum(Kind::Double).double_value(&[]) > 0.0);
+    assert_eq!(w.get(1).narrow(0, 1, 2).abs().sum(Kind::Double).double_value(&[]), 0.0);
+    assert!(learner.start(1, &[vec![7]], false).is_err(), "a class outside the output layer is an error");
+}
+
+#[test]
+fn invalid_configurations_name_the_field() {
+    let base = r#""inputShape":[4],"task":"regression","rule":{"type":"oja"}"#;
+    let cases = [
+        (format!(r#"{{{base},"layers":[]}}"#), "layers"),
+        (format!(r#"{{{base},"layers":[{{"type":"linear","units":0}}]}}"#), "layers[0].units"),
+        (format!(r#"{{{base},"layers":[{{"type":"linear","units":3}}],"rln":1}}"#), "rln"),
+        (format!(r#"{{{base},"layers":[{{"type":"linear","units":3}}],"meta":{{"lr":{{"forward":-1}}}}}}"#), "meta.lr.forward"),
+        (format!(r#"{{{base},"layers":[{{"type":"linear","units":3}}],"feedback":{{"type":"sideways"}}}}"#), "feedback.type"),
+        (format!(r#"{{{base},"layers":[{{"type":"linear","units":3}}],"plasticity":{{"granularity":"axon"}}}}"#), "plasticity.granularity"),
+        (format!(r#"{{{base},"layers":[{{"type":"linear","units":3}}],"bogus":1}}"#), "bogus"),
+        (format!(r#"{{{base},"layers":[{{"type":"linear","units":3}}],"device":"tpu"}}"#), "device"),
+        (format!(r#"{{{base},"layers":[{{"type":"conv","channels":2,"kernel":3}},{{"type":"linear","units":3}}]}}"#), "layers[0]"),
+        (r#"{"inputShape":[1,4,4],"task":"regression","rule":{"type":"oja"},"layers":[{"type":"conv","channels":2,"kernel":3},{"type":"linear","units":3}]}"#.to_string(), "rln"),
+    ];
+    for (json, field) in cases {
+        let err = LearnerConfig::from_json(&json).unwrap_err();
+        assert_eq!(err.code(), "E_CONFIG", "{json}");
+        assert!(err.to_string().contains(field), "error for {json} should name {field}: {err}");
+    }
+}
