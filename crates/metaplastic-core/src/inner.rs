@@ -74,11 +74,13 @@ pub struct InnerLoop<'a> {
     pub cfg: &'a LearnerConfig,
     pub params: &'a ParamStore,
     pub rule: &'a dyn InnerRule,
+    /// Multiplier on a gradient rule's step sizes (1 except during meta-test step-size selection).
+    pub step_scale: f64,
 }
 
 impl InnerLoop<'_> {
     fn update(&self, acts: &TailActivations, fast: &FastWeights, y: &Tensor, create_graph: bool) -> Result<Update> {
-        let inputs = StepInputs { cfg: self.cfg, acts, w: &fast.w, b: &fast.b, y, create_graph };
+        let inputs = StepInputs { cfg: self.cfg, acts, w: &fast.w, b: &fast.b, y, create_graph, step_scale: self.step_scale };
         self.rule.update(self.params, &inputs)
     }
 

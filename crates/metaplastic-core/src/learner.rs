@@ -134,12 +134,17 @@ impl Learner {
         Ok(Self { cfg, spec, params, device, kind, weights, biases, rule, rng })
     }
 
+    /// Whether the inner rule is gradient descent (its meta-test step size is then chosen on validation).
+    pub fn is_gradient_rule(&self) -> bool {
+        !self.cfg.rule.is_local()
+    }
+
     pub fn is_classification(&self) -> bool {
         self.cfg.task == TaskKind::Classification
     }
 
     pub fn inner_loop(&self) -> InnerLoop<'_> {
-        InnerLoop { cfg: &self.cfg, params: &self.params, rule: self.rule.as_ref() }
+        InnerLoop { cfg: &self.cfg, params: &self.params, rule: self.rule.as_ref(), step_scale: 1.0 }
     }
 
     fn front_params(&self) -> (Vec<Tensor>, Vec<Tensor>) {

@@ -1,8 +1,11 @@
 //! metaplastic-core: plastic networks with learned feedback and local rules, the OML gradient rule,
 //! exact meta-gradients, benchmark tasks, evaluation and checkpoints, on libtorch.
+pub mod checkpoint;
 pub mod config;
 pub mod episode;
 pub mod error;
+pub mod eval;
+pub mod experiment;
 pub mod feedback;
 pub mod inner;
 pub mod learner;

@@ -19,6 +19,8 @@ pub struct StepInputs<'a> {
     pub y: &'a Tensor,
     /// Keep the update differentiable in its inputs (second-order meta-gradient).
     pub create_graph: bool,
+    /// Multiplier on the gradient rule's step sizes (meta-test step-size selection); 1 in training.
+    pub step_scale: f64,
 }
 
 /// Additive changes to the plastic layers' fast weights (and biases, for rules that adapt them).

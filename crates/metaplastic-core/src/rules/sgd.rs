@@ -18,10 +18,10 @@ pub struct SgdRule {
     pub biases: bool,
 }
 
-fn scaled(g: Tensor, step: &StepSize, idx: Option<usize>, params: &ParamStore) -> Result<Tensor> {
+fn scaled(g: Tensor, step: &StepSize, idx: Option<usize>, params: &ParamStore, scale: f64) -> Result<Tensor> {
     Ok(match (step, idx) {
-        (StepSize::Fixed(lr), _) => g.f_mul_scalar(-lr)?,
-        (StepSize::Learned(_), Some(i)) => g.f_mul(params.at(i))?.f_neg()?,
+        (StepSize::Fixed(lr), _) => g.f_mul_scalar(-lr * scale)?,
+        (StepSize::Learned(_), Some(i)) => g.f_mul(params.at(i))?.f_mul_scalar(-scale)?,
         (StepSize::Learned(_), None) => unreachable!("learned step sizes always have an index"),
     })
 }
@@ -47,8 +47,8 @@ impl InnerRule for SgdRule {
         let mut w = Vec::with_capacity(n);
         let mut b = Vec::with_capacity(n);
         for k in 0..n {
-            w.push(scaled(grad(k)?, &self.step, idx(k, false), params)?);
-            b.push(if self.biases { Some(scaled(grad(n + k)?, &self.step, idx(k, true), params)?) } else { None });
+            w.push(scaled(grad(k)?, &self.step, idx(k, false), params, inp.step_scale)?);
+            b.push(if self.biases { Some(scaled(grad(n + k)?, &self.step, idx(k, true), params, inp.step_scale)?) } else { None });
         }
         Ok(Update { w, b })
     }

@@ -1,0 +1,222 @@
+//! Continual-learning evaluation protocols (PAPER.md 5). Runs are batched as episodes and evaluated
+//! without meta-gradients. Results are raw per-run values; summaries (mean, 95% CI) are made by the
+//! caller. The output is a pure function of the learner, the seed and the options.
+use crate::experiment::{Experiment, LoadedTask};
+use crate::inner::{InnerLoop, StepMode};
+use crate::learner::Learner;
+use crate::rng::{stream, Rng};
+use crate::tasks::sampling::continual_stream;
+use crate::tasks::{ContinualStream, ImageStore, Order, SineTask, StreamConfig};
+use crate::{loss, Error, Result};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct EvalOptions {
+    /// Independent runs per setting.
+    pub runs: usize,
+    pub seed: u64,
+    /// Omniglot: numbers of classes learned in sequence.
+    pub classes: Vec<usize>,
+    /// Gradient learners: candidate multipliers of the step size, chosen on a validation split.
+    pub step_scales: Vec<f64>,
+    /// Runs per candidate on the validation split.
+    pub validation_runs: usize,
+    /// Training drawings per class held out for validation (taken from the training drawings only).
+    pub validation_held_out: usize,
+    /// Runs evaluated together as one batch of episodes (0: as many as fit in about 256 MB of input).
+    pub max_batch: usize,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        Self { runs: 50, seed: 0, classes: vec![10, 50, 75, 100, 150, 200], step_scales: vec![0.1, 0.3, 1.0, 3.0, 10.0], validation_runs: 5, validation_held_out: 5, max_batch: 0 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SineOrderRaw {
+    pub final_mse: Vec<f64>,
+    /// [run][k]: MSE over the functions seen after k + 1 functions' worth of the stream.
+    pub curve: Vec<Vec<f64>>,
+    /// [run][f]: MSE on function f after the whole stream.
+    pub per_function: Vec<Vec<f64>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OmniglotPointRaw {
+    pub classes: usize,
+    pub held_out: Vec<f64>,
+    pub train: Vec<f64>,
+    /// The step size used (gradient learners), chosen on the validation split.
+    pub step_size: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "protocol", rename_all = "camelCase")]
+pub enum EvalRaw {
+    #[serde(rename_all = "camelCase")]
+    Sine { runs: usize, functions: usize, continual: SineOrderRaw, iid: SineOrderRaw },
+    #[serde(rename_all = "camelCase")]
+    Omniglot { runs: usize, points: Vec<OmniglotPointRaw> },
+}
+
+fn to_vec2(t: &Tensor) -> Result<Vec<Vec<f64>>> {
+    let t = t.f_to_kind(Kind::Double)?.f_to_device(Device::Cpu)?;
+    let rows = t.size()[0];
+    (0..rows).map(|r| Ok(Vec::<f64>::try_from(&t.f_get(r)?)?)).collect()
+}
+
+fn batch_size(opts: &EvalOptions, bytes_per_run: i64) -> usize {
+    if opts.max_batch > 0 {
+        return opts.max_batch;
+    }
+    ((256 << 20) / bytes_per_run.max(1)).clamp(1, 64) as usize
+}
+
+pub fn evaluate(exp: &mut Experiment, opts: &EvalOptions) -> Result<EvalRaw> {
+    if opts.runs == 0 {
+        return Err(Error::config("runs", "must be at least 1"));
+    }
+    // Re-initialised plastic weights draw from the learner's generator: evaluation uses its own.
+    let saved = std::mem::replace(&mut exp.learner.rng, stream(opts.seed, "eval-reinit"));
+    let result = tch::no_grad(|| match &exp.task {
+        LoadedTask::Sine(task, _) => sine(&mut exp.learner, task, opts),
+        LoadedTask::Images { test, .. } => images(&mut exp.learner, test, opts),
+    });
+    exp.learner.rng = saved;
+    result
+}
+
+fn sine(learner: &mut Learner, task: &SineTask, opts: &EvalOptions) -> Result<EvalRaw> {
+    let cfg = task.config();
+    let mut rng = stream(opts.seed, "eval-sine");
+    let per_run = (cfg.steps() * cfg.batch_size * (cfg.slots + 2) * 8) as i64;
+    let chunk = batch_size(opts, per_run);
+    let continual = sine_order(learner, task, opts.runs, chunk, Order::Continual, &mut rng)?;
+    let iid = sine_order(learner, task, opts.runs, chunk, Order::Iid, &mut rng)?;
+    Ok(EvalRaw::Sine { runs: opts.runs, functions: cfg.functions, continual, iid })
+}
+
+fn sine_order(learner: &mut Learner, task: &SineTask, runs: usize, chunk: usize, order: Order, rng: &mut Rng) -> Result<SineOrderRaw> {
+    let cfg = task.config();
+    let (f, bpf) = (cfg.functions, cfg.batches_per_function);
+    let mut out = SineOrderRaw { final_mse: vec![], curve: vec![], per_function: vec![] };
+    let mut done = 0;
+    while done < runs {
+        let n = chunk.min(runs - done);
+        let data = (0..n).map(|_| task.eval_run(rng, order)).collect::<Result<Vec<_>>>()?;
+        let stack = |g: &dyn Fn(&crate::tasks::SineEvalRun) -> &Tensor| -> Result<Tensor> { Ok(Tensor::f_stack(&data.iter().map(g).collect::<Vec<_>>(), 0)?) };
+        let (sx, sy) = (stack(&|r| &r.support_x)?, stack(&|r| &r.support_y)?);
+        let (qx, qy) = (stack(&|r| &r.query_x)?, stack(&|r| &r.query_y)?); // [E, F, Q, in], [E, F, Q, 1]
+        let batch = learner.prepare(&sx, &sy, &qx.f_flatten(1, 2)?, &qy.f_flatten(1, 2)?, vec![vec![]; n])?;
+        let q = qx.size()[2];
+        let per_function = |learner: &Learner, fast: &crate::inner::FastWeights| -> Result<Tensor> {
+            let err = learner.predict(fast, &batch.query_x)?.f_sub(&batch.query_y)?.f_square()?;
+            Ok(err.f_reshape([n as i64, f as i64, q])?.f_mean_dim([2i64].as_slice(), false, None::<Kind>)?)
+        };
+        let features = learner.features(&batch.support_x)?;
+        let mut fast = learner.start(n as i64, &batch.classes, false)?;
+        let inner = learner.inner_loop();
+        let mut curves = vec![Vec::with_capacity(f); n];
+        for t in 0..cfg.steps() {
+            fast = inner.step(fast, &features.f_select(1, t as i64)?, &batch.support_y.f_select(1, t as i64)?, StepMode::Constant)?;
+            if (t + 1) % bpf == 0 {
+                let mse = to_vec2(&per_function(learner, &fast)?)?;
+                for (r, run) in data.iter().enumerate() {
+                    // Functions seen so far in this run's stream (in i.i.d. order, usually all of them).
+                    let mut seen = vec![false; f];
+                    for &s in &run.step_function[..=t] {
+                        seen[s] = true;
+                    }
+                    let vals: Vec<f64> = (0..f).filter(|&i| seen[i]).map(|i| mse[r][i]).collect();
+                    curves[r].push(vals.iter().sum::<f64>() / vals.len() as f64);
+                }
+            }
+        }
+        let last = to_vec2(&per_function(learner, &fast)?)?;
+        for r in 0..n {
+            out.final_mse.push(last[r].iter().sum::<f64>() / f as f64);
+        }
+        out.per_function.extend(last);
+        out.curve.extend(curves);
+        done += n;
+    }
+    Ok(out)
+}
+
+/// Accuracy on the held-out and training images after learning each stream: ([E], [E]).
+fn run_streams(learner: &mut Learner, streams: &[ContinualStream], scale: f64) -> Result<(Vec<f64>, Vec<f64>)> {
+    let e = streams.len() as i64;
+    let st = |g: &dyn Fn(&ContinualStream) -> &Tensor| -> Result<Tensor> { Ok(Tensor::f_stack(&streams.iter().map(g).collect::<Vec<_>>(), 0)?) };
+    let (train_x, train_y, test_x, test_y) = (st(&|s| &s.train_x)?, st(&|s| &s.train_y)?, st(&|s| &s.test_x)?, st(&|s| &s.test_y)?);
+    let classes: Vec<Vec<i64>> = streams.iter().map(|s| (0..s.class_ids.len() as i64).collect()).collect();
+    // One image per inner step: support [E, T, 1, ...].
+    let batch = learner.prepare(&train_x.f_unsqueeze(2)?, &train_y.f_unsqueeze(2)?, &test_x, &test_y, classes)?;
+    let features = learner.features(&batch.support_x)?;
+    let fast = learner.start(e, &batch.classes, false)?;
+    let inner = InnerLoop { step_scale: scale, ..learner.inner_loop() };
+    let fast = inner.run(fast, &features, &batch.support_y, |_| StepMode::Constant)?;
+    let acc = |x: &Tensor, y: &Tensor| -> Result<Vec<f64>> {
+        Ok(Vec::<f64>::try_from(&loss::accuracy(&learner.predict(&fast, x)?, y)?.f_to_device(Device::Cpu)?)?)
+    };
+    let train_acc = acc(&batch.support_x.f_squeeze_dim(2)?, &batch.support_y.f_squeeze_dim(2)?)?;
+    Ok((acc(&batch.query_x, &batch.query_y)?, train_acc))
+}
+
+fn streams(store: &ImageStore, rng: &mut Rng, n: usize, cfg: &StreamConfig) -> Result<Vec<ContinualStream>> {
+    (0..n).map(|_| continual_stream(store, rng, cfg)).collect()
+}
+
+fn images(learner: &mut Learner, store: &ImageStore, opts: &EvalOptions) -> Result<EvalRaw> {
+    let outputs = learner.spec.outputs() as usize;
+    let base = StreamConfig::default();
+    let image_bytes: i64 = store.image_shape().iter().product::<i64>() * 8;
+    let mut points = Vec::new();
+    for &c in &opts.classes {
+        if c == 0 || c > store.num_classes() || c > outputs {
+            return Err(Error::config("classes", format!("{c} classes requested, but the evaluation set has {} and the network {outputs} outputs", store.num_classes())));
+        }
+        let chunk = batch_size(opts, image_bytes * (c * (base.train_per_class + base.test_per_class)) as i64);
+        let mut scale = 1.0;
+        let mut step_size = None;
+        if learner.is_gradient_rule() {
+            // Chosen on validation images taken from the training drawings, never on the test drawings.
+            let mut vrng = stream(opts.seed ^ c as u64, "eval-validation");
+            let vcfg = StreamConfig { classes: c, validation: Some(opts.validation_held_out), ..base.clone() };
+            let candidates = streams(store, &mut vrng, opts.validation_runs.max(1), &vcfg)?;
+            let mut best = f64::NEG_INFINITY;
+            for &s in &opts.step_scales {
+                let mut accs = Vec::new();
+                for group in candidates.chunks(chunk) {
+                    accs.extend(run_streams(learner, group, s)?.0);
+                }
+                let mean = accs.iter().sum::<f64>() / accs.len() as f64;
+                if mean > best {
+                    best = mean;
+                    scale = s;
+                }
+            }
+            step_size = Some(match &learner.cfg.rule {
+                crate::config::RuleConfig::Sgd { lr, .. } => lr * scale,
+                _ => scale,
+            });
+        }
+        let mut rng = stream(opts.seed ^ c as u64, "eval-images");
+        let (mut held_out, mut train) = (Vec::new(), Vec::new());
+        let mut done = 0;
+        while done < opts.runs {
+            let n = chunk.min(opts.runs - done);
+            let group = streams(store, &mut rng, n, &StreamConfig { classes: c, ..base.clone() })?;
+            let (h, t) = run_streams(learner, &group, scale)?;
+            held_out.extend(h);
+            train.extend(t);
+            done += n;
+        }
+        points.push(OmniglotPointRaw { classes: c, held_out, train, step_size });
+    }
+    Ok(EvalRaw::Omniglot { runs: opts.runs, points })
+}

@@ -1,0 +1,201 @@
+//! An experiment: a learner, a task to meta-train it on, and the meta-optimizer state, stepped one
+//! meta-batch at a time. All randomness comes from seeded streams, so a run is reproducible and a
+//! checkpoint (checkpoint.rs) resumes it exactly.
+use crate::config::LearnerConfig;
+use crate::episode::{Episode, EpisodeSampler};
+use crate::learner::{EpisodeBatch, Learner};
+use crate::meta::{Adam, MetaStepReport};
+use crate::rng::Rng;
+use crate::tasks::{EpisodeConfig, ImageFolderDataset, ImageFolderOptions, OmniglotDataset, OmniglotOptions, OmniglotSplit, Order, SineConfig, SineTask};
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+use tch::Tensor;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase", rename_all_fields = "camelCase", deny_unknown_fields)]
+pub enum TaskConfig {
+    /// Incremental sine regression (PAPER.md 5.1).
+    Sine {
+        #[serde(default)]
+        sine: SineConfig,
+        #[serde(default)]
+        order: Order,
+    },
+    /// Omniglot: meta-train on the background set, evaluate on the evaluation set (PAPER.md 5.2).
+    Omniglot {
+        #[serde(default)]
+        data: OmniglotOptions,
+        #[serde(default)]
+        episode: EpisodeConfig,
+    },
+    /// Any root/class/image folder (e.g. Mini-ImageNet); `test` is the evaluation folder (default: `data`).
+    ImageFolder {
+        data: ImageFolderOptions,
+        #[serde(default)]
+        test: Option<ImageFolderOptions>,
+        #[serde(default)]
+        episode: EpisodeConfig,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExperimentConfig {
+    #[serde(default = "default_name")]
+    pub name: String,
+    pub learner: LearnerConfig,
+    pub task: TaskConfig,
+    /// Episodes per meta-step (the reference code uses 1).
+    #[serde(default = "one")]
+    pub meta_batch: usize,
+    /// Seed of the task streams (the learner's initial weights use `learner.seed`).
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn default_name() -> String {
+    "experiment".into()
+}
+fn one() -> usize {
+    1
+}
+
+impl ExperimentConfig {
+    pub fn from_json(text: &str) -> Result<Self> {
+        let de = &mut serde_json::Deserializer::from_str(text);
+        let cfg: ExperimentConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            Error::config(if path == "." { "config".to_string() } else { path }, e.inner().to_string())
+        })?;
+        if cfg.meta_batch < 1 {
+            return Err(Error::config("metaBatch", "must be >= 1"));
+        }
+        cfg.learner.validate().map_err(|e| prefix(e, "learner"))?;
+        Ok(cfg)
+    }
+}
+
+/// Prefixes the field of a configuration error with the path of the enclosing object.
+fn prefix(e: Error, path: &str) -> Error {
+    match e {
+        Error::Config { field, message } => Error::config(format!("{path}.{field}"), message),
+        other => other,
+    }
+}
+
+/// The task as loaded: the meta-training sampler's source and what evaluation needs.
+pub enum LoadedTask {
+    Sine(SineTask, Order),
+    Images { train: crate::tasks::ImageEpisodeSampler, test: std::sync::Arc<crate::tasks::ImageStore> },
+}
+
+impl LoadedTask {
+    pub fn load(cfg: &TaskConfig, seed: u64) -> Result<Self> {
+        Ok(match cfg {
+            TaskConfig::Sine { sine, order } => LoadedTask::Sine(SineTask::new(sine.clone(), seed).map_err(|e| prefix(e, "task.sine"))?, *order),
+            TaskConfig::Omniglot { data, episode } => {
+                let train = OmniglotDataset::load(OmniglotSplit::Background, data)?;
+                let sampler = train.episode_sampler(episode.clone()).map_err(|e| prefix(e, "task.episode"))?;
+                let test = OmniglotDataset::load(OmniglotSplit::Evaluation, data)?;
+                LoadedTask::Images { train: sampler, test: test.store().clone() }
+            }
+            TaskConfig::ImageFolder { data, test, episode } => {
+                let train = ImageFolderDataset::load(data)?;
+                let sampler = train.episode_sampler(episode.clone()).map_err(|e| prefix(e, "task.episode"))?;
+                let test = match test {
+                    Some(t) => ImageFolderDataset::load(t)?.store().clone(),
+                    None => train.store().clone(),
+                };
+                LoadedTask::Images { train: sampler, test }
+            }
+        })
+    }
+
+    fn sample(&mut self, rng: &mut Rng) -> Result<Episode> {
+        match self {
+            LoadedTask::Sine(task, order) => task.meta_train_sampler(*order).sample(rng),
+            LoadedTask::Images { train, .. } => train.sample(rng),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StepRecord {
+    pub step: u64,
+    #[serde(flatten)]
+    pub report: MetaStepReport,
+    /// Skipped (non-finite) steps so far.
+    pub skipped_total: u64,
+    pub seconds: f64,
+}
+
+pub struct Experiment {
+    pub cfg: ExperimentConfig,
+    pub learner: Learner,
+    pub adam: Adam,
+    pub task: LoadedTask,
+    /// The meta-training task stream.
+    pub rng: Rng,
+    /// Meta-steps taken (skipped ones included).
+    pub step: u64,
+    pub skipped: u64,
+}
+
+/// Stacks episodes into one batch on the learner's device.
+pub fn stack(learner: &Learner, episodes: &[Episode]) -> Result<EpisodeBatch> {
+    let st = |f: &dyn Fn(&Episode) -> &Tensor| -> Result<Tensor> {
+        let parts: Vec<&Tensor> = episodes.iter().map(f).collect();
+        let first = parts[0].size();
+        if let Some(bad) = parts.iter().position(|t| t.size() != first) {
+            return Err(Error::Shape(format!("episode {bad} has shape {:?} but episode 0 has {first:?}; episodes of one batch must match", parts[bad].size())));
+        }
+        Ok(Tensor::f_stack(&parts, 0)?)
+    };
+    for ep in episodes {
+        ep.validate(&learner.cfg.input_shape, learner.is_classification(), learner.spec.outputs())?;
+    }
+    learner.prepare(
+        &st(&|e| &e.support_x)?,
+        &st(&|e| &e.support_y)?,
+        &st(&|e| &e.query_x)?,
+        &st(&|e| &e.query_y)?,
+        episodes.iter().map(|e| e.classes.clone()).collect(),
+    )
+}
+
+impl Experiment {
+    pub fn new(cfg: ExperimentConfig) -> Result<Self> {
+        let learner = Learner::new(cfg.learner.clone()).map_err(|e| prefix(e, "learner"))?;
+        let task = LoadedTask::load(&cfg.task, cfg.seed)?;
+        let rng = crate::rng::stream(cfg.seed, "meta-train");
+        Ok(Self { cfg, learner, adam: Adam::default(), task, rng, step: 0, skipped: 0 })
+    }
+
+    /// One meta-step on a fresh meta-batch of episodes.
+    pub fn train_step(&mut self) -> Result<StepRecord> {
+        let start = Instant::now();
+        let episodes = (0..self.cfg.meta_batch).map(|_| self.task.sample(&mut self.rng)).collect::<Result<Vec<_>>>()?;
+        let batch = stack(&self.learner, &episodes)?;
+        let report = self.adam.step(&mut self.learner, &batch)?;
+        self.step += 1;
+        if report.skipped {
+            self.skipped += 1;
+        }
+        Ok(StepRecord { step: self.step, report, skipped_total: self.skipped, seconds: start.elapsed().as_secs_f64() })
+    }
+
+    /// Up to `n` meta-steps; stops early (between steps) when `stop` is set.
+    pub fn train(&mut self, n: u64, stop: &AtomicBool) -> Result<Vec<StepRecord>> {
+        let mut out = Vec::new();
+        for _ in 0..n {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            out.push(self.train_step()?);
+        }
+        Ok(out)
+    }
+}
