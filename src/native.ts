@@ -30,6 +30,12 @@ export interface NativeBinding {
   manualSeed(seed: number): void;
   roundTrip(t: NativeTensor): NativeTensor;
   panicForTesting(message: string): void;
+  // Tasks (src/tasks): native objects are wrapped there with wrapNativeObject.
+  createSineTask(config: object, seed: number): any;
+  loadOmniglot(split: string, options: object): Promise<any>;
+  loadImageFolder(options: object): Promise<any>;
+  verifyOmniglotZip(path: string, split: string): Promise<{ alphabets: number; classes: number; images: number }>;
+  omniglotPaths(dir: string | null): { dataRoot: string; downloadDir: string; cacheRoot: string };
   [name: string]: any;
 }
 

@@ -2,6 +2,7 @@
 import { Command, CommanderError } from 'commander';
 import { MetaplasticError } from '../errors.js';
 import { registerInfo } from './info.js';
+import { registerData } from './data.js';
 import { packageVersion } from '../version.js';
 
 export function buildProgram(): Command {
@@ -13,6 +14,7 @@ export function buildProgram(): Command {
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
   registerInfo(program);
+  registerData(program);
   return program;
 }
 

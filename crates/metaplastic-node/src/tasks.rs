@@ -1,1 +1,343 @@
-//! Task samplers and datasets exposed to TypeScript.
+//! Task samplers and datasets exposed to TypeScript: sine tasks, Omniglot and image-folder datasets,
+//! episode samplers and continual streams. Tensors cross as `JsTensor` (labels as whole-number floats).
+use crate::errors::guard;
+use crate::runtime::{host_to_js, JsTensor};
+use metaplastic_core::episode::Episode;
+use metaplastic_core::rng::{self, Rng};
+use metaplastic_core::tasks::{
+    self, omniglot, sampling, ContinualStream, EpisodeConfig, ImageEpisodeSampler, ImageFolderDataset, ImageFolderOptions, ImageStore,
+    OmniglotDataset, OmniglotOptions, OmniglotSplit, Order, SineConfig, StreamConfig,
+};
+use metaplastic_core::tensor_io::HostTensor;
+use metaplastic_core::{Error, Result};
+use napi::bindgen_prelude::{AsyncTask, ToNapiValue, TypeName};
+use napi::{Env, Task};
+use napi_derive::napi;
+use serde_json::{json, Value};
+use std::sync::{Arc, Mutex};
+use tch::Tensor;
+
+fn js(t: &Tensor) -> Result<JsTensor> {
+    Ok(host_to_js(HostTensor::from_tensor(t)?))
+}
+
+/// A missing configuration means all defaults.
+fn or_empty(v: Option<Value>) -> Value {
+    v.unwrap_or_else(|| json!({}))
+}
+
+fn seed_of(seed: Option<i64>) -> u64 {
+    seed.unwrap_or(0) as u64
+}
+
+fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>> {
+    m.lock().map_err(|_| Error::Internal("sampler state poisoned by an earlier panic".into()))
+}
+
+/// Runs engine work on libuv's thread pool; errors and panics reject the promise with a coded error.
+pub struct Blocking<T: Send + 'static>(Option<Box<dyn FnOnce() -> Result<T> + Send>>);
+
+impl<T: Send + 'static + ToNapiValue + TypeName> Task for Blocking<T> {
+    type Output = T;
+    type JsValue = T;
+    fn compute(&mut self) -> napi::Result<T> {
+        let f = self.0.take().ok_or_else(|| napi::Error::from_reason("[E_INTERNAL] task ran twice"))?;
+        guard(f)
+    }
+    fn resolve(&mut self, _env: Env, output: T) -> napi::Result<T> {
+        Ok(output)
+    }
+}
+
+fn blocking<T: Send + 'static + ToNapiValue + TypeName>(f: impl FnOnce() -> Result<T> + Send + 'static) -> AsyncTask<Blocking<T>> {
+    AsyncTask::new(Blocking(Some(Box::new(f))))
+}
+
+#[napi(object)]
+pub struct JsEpisode {
+    pub support_x: JsTensor,
+    pub support_y: JsTensor,
+    pub query_x: JsTensor,
+    pub query_y: JsTensor,
+    pub classes: Vec<i64>,
+    /// Dataset class ids behind `classes` (image episodes), or pool ids of the functions (sine).
+    pub source_ids: Vec<i64>,
+}
+
+fn episode_to_js(e: &Episode, ids: &[usize]) -> Result<JsEpisode> {
+    Ok(JsEpisode {
+        support_x: js(&e.support_x)?,
+        support_y: js(&e.support_y)?,
+        query_x: js(&e.query_x)?,
+        query_y: js(&e.query_y)?,
+        classes: e.classes.clone(),
+        source_ids: ids.iter().map(|&i| i as i64).collect(),
+    })
+}
+
+// ---- Sine ----
+
+#[napi(object)]
+pub struct JsSineRun {
+    pub support_x: JsTensor,
+    pub support_y: JsTensor,
+    pub query_x: JsTensor,
+    pub query_y: JsTensor,
+    pub step_function: Vec<u32>,
+    /// [{ amplitude, phase }] per slot.
+    pub functions: Value,
+    pub pool_ids: Option<Vec<u32>>,
+}
+
+fn sine_run_to_js(run: &tasks::SineEvalRun, ids: Option<Vec<usize>>) -> Result<JsSineRun> {
+    Ok(JsSineRun {
+        support_x: js(&run.support_x)?,
+        support_y: js(&run.support_y)?,
+        query_x: js(&run.query_x)?,
+        query_y: js(&run.query_y)?,
+        step_function: run.step_function.iter().map(|&s| s as u32).collect(),
+        functions: serde_json::to_value(&run.functions).map_err(|e| Error::Internal(e.to_string()))?,
+        pool_ids: ids.map(|v| v.into_iter().map(|i| i as u32).collect()),
+    })
+}
+
+#[napi(js_name = "NativeSineTask")]
+pub struct NativeSineTask {
+    task: tasks::SineTask,
+    rng: Mutex<Rng>,
+}
+
+/// A sine task; `seed` fixes the 400-function pool (its own stream) and the episode stream.
+/// (A factory, not a constructor: native.ts wraps functions, and class constructors need `new`.)
+#[napi]
+pub fn create_sine_task(config: Option<Value>, seed: Option<i64>) -> napi::Result<NativeSineTask> {
+    guard(|| {
+        let cfg: SineConfig = tasks::config_from_json(or_empty(config))?;
+        let task = tasks::SineTask::new(cfg, seed_of(seed))?;
+        Ok(NativeSineTask { task, rng: Mutex::new(rng::stream(seed_of(seed), "sine-episodes")) })
+    })
+}
+
+#[napi]
+impl NativeSineTask {
+
+    #[napi]
+    pub fn config(&self) -> napi::Result<Value> {
+        guard(|| serde_json::to_value(self.task.config()).map_err(|e| Error::Internal(e.to_string())))
+    }
+
+    #[napi]
+    pub fn pool(&self) -> napi::Result<Value> {
+        guard(|| serde_json::to_value(self.task.pool()).map_err(|e| Error::Internal(e.to_string())))
+    }
+
+    /// A meta-training lifetime over the pool, with the slots' pool ids.
+    #[napi]
+    pub fn sample_train(&self, order: String) -> napi::Result<JsSineRun> {
+        guard(|| {
+            let order: Order = order.parse()?;
+            let (ids, run) = self.task.meta_train_sampler(order).sample_run(&mut *lock(&self.rng)?)?;
+            sine_run_to_js(&run, Some(ids))
+        })
+    }
+
+    /// An evaluation lifetime over fresh functions.
+    #[napi]
+    pub fn eval_run(&self, order: String) -> napi::Result<JsSineRun> {
+        guard(|| {
+            let order: Order = order.parse()?;
+            let run = self.task.eval_run(&mut *lock(&self.rng)?, order)?;
+            sine_run_to_js(&run, None)
+        })
+    }
+
+    /// The generator's state as JSON (store it to resume the same stream).
+    #[napi]
+    pub fn rng_state(&self) -> napi::Result<String> {
+        guard(|| serde_json::to_string(&*lock(&self.rng)?).map_err(|e| Error::Internal(e.to_string())))
+    }
+
+    #[napi]
+    pub fn set_rng_state(&self, state: String) -> napi::Result<()> {
+        guard(|| {
+            *lock(&self.rng)? = serde_json::from_str(&state).map_err(|e| Error::config("rngState", e.to_string()))?;
+            Ok(())
+        })
+    }
+}
+
+// ---- Image datasets ----
+
+#[napi(js_name = "NativeImageDataset")]
+pub struct NativeImageDataset {
+    store: Arc<ImageStore>,
+    info: Value,
+}
+
+#[napi(object)]
+pub struct JsStream {
+    pub class_ids: Vec<u32>,
+    pub train_x: JsTensor,
+    pub train_y: JsTensor,
+    pub test_x: JsTensor,
+    pub test_y: JsTensor,
+}
+
+fn stream_to_js(s: &ContinualStream) -> Result<JsStream> {
+    Ok(JsStream {
+        class_ids: s.class_ids.iter().map(|&c| c as u32).collect(),
+        train_x: js(&s.train_x)?,
+        train_y: js(&s.train_y)?,
+        test_x: js(&s.test_x)?,
+        test_y: js(&s.test_y)?,
+    })
+}
+
+fn dataset_info(store: &ImageStore, extra: Value) -> Value {
+    let mut v = json!({
+        "classes": store.num_classes(),
+        "images": store.num_images(),
+        "imageShape": store.image_shape(),
+        "classNames": store.classes().iter().map(|c| c.name.clone()).collect::<Vec<_>>(),
+        "classSizes": store.classes().iter().map(|c| c.count).collect::<Vec<_>>(),
+    });
+    if let (Some(o), Value::Object(e)) = (v.as_object_mut(), extra) {
+        o.extend(e);
+    }
+    v
+}
+
+#[napi]
+impl NativeImageDataset {
+    #[napi]
+    pub fn info(&self) -> Value {
+        self.info.clone()
+    }
+
+    /// All images of a class, [n, C, S, S].
+    #[napi]
+    pub fn images(&self, class: u32) -> napi::Result<JsTensor> {
+        guard(|| js(&self.store.images(class as usize)?))
+    }
+
+    #[napi]
+    pub fn episode_sampler(&self, config: Option<Value>, seed: Option<i64>) -> napi::Result<NativeEpisodeSampler> {
+        guard(|| {
+            let cfg: EpisodeConfig = tasks::config_from_json(or_empty(config))?;
+            Ok(NativeEpisodeSampler {
+                sampler: Mutex::new(ImageEpisodeSampler::new(self.store.clone(), cfg)?),
+                rng: Mutex::new(rng::stream(seed_of(seed), "image-episodes")),
+            })
+        })
+    }
+
+    /// The continual-learning stream (meta-test or, with `validation`, its validation split).
+    #[napi]
+    pub fn continual_stream(&self, config: Option<Value>, seed: Option<i64>) -> napi::Result<JsStream> {
+        guard(|| {
+            let cfg: StreamConfig = tasks::config_from_json(or_empty(config))?;
+            stream_to_js(&sampling::continual_stream(&self.store, &mut rng::stream(seed_of(seed), "continual-stream"), &cfg)?)
+        })
+    }
+}
+
+#[napi(js_name = "NativeEpisodeSampler")]
+pub struct NativeEpisodeSampler {
+    sampler: Mutex<ImageEpisodeSampler>,
+    rng: Mutex<Rng>,
+}
+
+#[napi]
+impl NativeEpisodeSampler {
+    #[napi]
+    pub fn sample(&self) -> napi::Result<JsEpisode> {
+        guard(|| {
+            let (ep, ids) = lock(&self.sampler)?.sample_with_ids(&mut *lock(&self.rng)?)?;
+            episode_to_js(&ep, &ids)
+        })
+    }
+
+    #[napi]
+    pub fn rng_state(&self) -> napi::Result<String> {
+        guard(|| serde_json::to_string(&*lock(&self.rng)?).map_err(|e| Error::Internal(e.to_string())))
+    }
+
+    #[napi]
+    pub fn set_rng_state(&self, state: String) -> napi::Result<()> {
+        guard(|| {
+            *lock(&self.rng)? = serde_json::from_str(&state).map_err(|e| Error::config("rngState", e.to_string()))?;
+            Ok(())
+        })
+    }
+}
+
+fn status_json(s: &tasks::CacheStatus) -> Value {
+    serde_json::to_value(s).unwrap_or(Value::Null)
+}
+
+/// Loads one Omniglot split (decoding, or from the cache) off the JS thread.
+#[napi]
+pub fn load_omniglot(split: String, options: Option<Value>) -> AsyncTask<Blocking<NativeImageDataset>> {
+    blocking(move || {
+        let split: OmniglotSplit = split.parse()?;
+        let opts: OmniglotOptions = tasks::config_from_json(or_empty(options))?;
+        let ds = OmniglotDataset::load(split, &opts)?;
+        let extra = json!({
+            "split": split, "source": ds.source, "sourceChecksum": ds.source_checksum,
+            "cache": status_json(&ds.cache_status), "cachePath": ds.cache_path,
+            "size": opts.size, "filter": opts.filter, "invert": opts.invert,
+        });
+        Ok(NativeImageDataset { info: dataset_info(ds.store(), extra), store: ds.store().clone() })
+    })
+}
+
+#[napi]
+pub fn load_image_folder(options: Value) -> AsyncTask<Blocking<NativeImageDataset>> {
+    blocking(move || {
+        let opts: ImageFolderOptions = tasks::config_from_json(options)?;
+        if opts.root.as_os_str().is_empty() {
+            return Err(Error::config("root", "the image folder's root directory is required"));
+        }
+        let ds = ImageFolderDataset::load(&opts)?;
+        let extra = json!({
+            "source": ds.root, "sourceChecksum": ds.source_checksum, "cache": status_json(&ds.cache_status),
+            "cachePath": ds.cache_path, "size": opts.size, "filter": opts.filter, "invert": opts.invert,
+        });
+        Ok(NativeImageDataset { info: dataset_info(ds.store(), extra), store: ds.store().clone() })
+    })
+}
+
+#[napi(object)]
+pub struct JsZipSummary {
+    pub alphabets: u32,
+    pub classes: u32,
+    pub images: u32,
+}
+
+/// Structural check of a downloaded Omniglot archive (opens, PNG entries, 964×20 or 659×20).
+#[napi]
+pub fn verify_omniglot_zip(path: String, split: String) -> AsyncTask<Blocking<JsZipSummary>> {
+    blocking(move || {
+        let split: OmniglotSplit = split.parse()?;
+        let s = omniglot::verify_zip(std::path::Path::new(&path), split)?;
+        Ok(JsZipSummary { alphabets: s.alphabets as u32, classes: s.classes as u32, images: s.images as u32 })
+    })
+}
+
+#[napi(object)]
+pub struct JsDataPaths {
+    pub data_root: String,
+    pub download_dir: String,
+    pub cache_root: String,
+}
+
+/// Where the loader looks, where a download goes, and the cache root.
+#[napi]
+pub fn omniglot_paths(dir: Option<String>) -> JsDataPaths {
+    let d = dir.map(std::path::PathBuf::from);
+    JsDataPaths {
+        data_root: omniglot::data_root(d.as_deref()).display().to_string(),
+        download_dir: omniglot::download_dir(d.as_deref()).display().to_string(),
+        cache_root: tasks::cache::default_root().display().to_string(),
+    }
+}

@@ -1,0 +1,34 @@
+import { configError, MetaplasticError } from '../errors.js';
+
+/** Order of an inner-loop stream: task after task (class after class), or shuffled. */
+export type StreamOrder = 'continual' | 'iid';
+
+export function checkSeed(seed: number, field = 'seed'): number {
+  if (!Number.isSafeInteger(seed) || seed < 0) throw configError(field, `expected a non-negative integer, got ${seed}`);
+  return seed;
+}
+
+export function checkOrder(order: string): StreamOrder {
+  if (order !== 'continual' && order !== 'iid') throw configError('order', `expected "continual" or "iid", got ${JSON.stringify(order)}`);
+  return order;
+}
+
+/** Holds a native object until `dispose()`; afterwards every use is an error, not a crash. */
+export class NativeHandle<T> {
+  #value: T | undefined;
+  constructor(value: T, private readonly what: string) {
+    this.#value = value;
+  }
+  get(): T {
+    if (this.#value === undefined) throw new MetaplasticError('E_USAGE', `${this.what} was disposed`);
+    return this.#value;
+  }
+  dispose(): void {
+    this.#value = undefined;
+  }
+}
+
+/** Drops keys whose value is undefined (the engine reads a present key as a value). */
+export function defined<T extends object>(o: T): T {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T;
+}

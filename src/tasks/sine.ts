@@ -1,0 +1,101 @@
+/** Incremental sine regression (OML/FLP protocol): a fixed 400-function pool and fresh evaluation functions. */
+import { native, wrapNativeObject } from '../native.js';
+import type { EpisodeData } from '../episode.js';
+import type { TensorData } from '../tensor.js';
+import { checkOrder, checkSeed, defined, NativeHandle, type StreamOrder } from './common.js';
+
+/** All sizes default to the paper's: 400 pool functions, episodes of 10 functions × 40 minibatches × 32 points. */
+export interface SineConfig {
+  poolSize?: number;
+  /** Functions per episode. */
+  functions?: number;
+  /** Width of the slot one-hot; the input has slots + 1 numbers (one-hot, then x). */
+  slots?: number;
+  batchesPerFunction?: number;
+  batchSize?: number;
+  queryPerFunction?: number;
+  /** y = A·sin(x + φ): A ~ U[amplitude], φ ~ U[phase], x ~ U[xRange]. */
+  amplitude?: [number, number];
+  phase?: [number, number];
+  xRange?: [number, number];
+}
+
+export interface SineFunction {
+  amplitude: number;
+  phase: number;
+}
+
+/** One lifetime: supportX [T, B, slots+1], supportY [T, B, 1], queryX [F, Q, slots+1], queryY [F, Q, 1]. */
+export interface SineRun {
+  supportX: TensorData;
+  supportY: TensorData;
+  queryX: TensorData;
+  queryY: TensorData;
+  /** Slot (function index) of each step's minibatch. */
+  stepFunction: number[];
+  functions: SineFunction[];
+  /** Pool ids of the slots' functions (meta-training runs only). */
+  poolIds?: number[];
+}
+
+/** Flattens a run's per-function query sets into an episode (query [F·Q, ...]). */
+export function sineRunToEpisode(run: SineRun): EpisodeData {
+  const [f, q, w] = run.queryX.shape;
+  return {
+    supportX: run.supportX,
+    supportY: run.supportY,
+    queryX: { data: run.queryX.data, shape: [f * q, w] },
+    queryY: { data: run.queryY.data, shape: [f * q, 1] },
+  };
+}
+
+export class SineTask {
+  readonly #native: NativeHandle<any>;
+
+  /** `seed` fixes the function pool and the stream of episodes. */
+  constructor(config: SineConfig = {}, seed = 0) {
+    this.#native = new NativeHandle(wrapNativeObject(native.createSineTask(defined(config), checkSeed(seed))), 'SineTask');
+  }
+
+  /** The configuration with every default filled in. */
+  get config(): Required<SineConfig> {
+    return this.#native.get().config();
+  }
+
+  /** The fixed meta-training functions, by id. */
+  pool(): SineFunction[] {
+    return this.#native.get().pool();
+  }
+
+  /** A meta-training episode over distinct pool functions. */
+  sample(order: StreamOrder = 'continual'): EpisodeData {
+    return sineRunToEpisode(this.sampleRun(order));
+  }
+
+  /** Like `sample`, keeping per-function query sets, step slots and pool ids. */
+  sampleRun(order: StreamOrder = 'continual'): SineRun {
+    return this.#native.get().sampleTrain(checkOrder(order));
+  }
+
+  /** An evaluation lifetime over fresh functions (never from the pool). */
+  evalRun(order: StreamOrder = 'continual'): SineRun {
+    return this.#native.get().evalRun(checkOrder(order));
+  }
+
+  /** The episode generator's state, to resume the same stream later with `setRngState`. */
+  rngState(): string {
+    return this.#native.get().rngState();
+  }
+
+  setRngState(state: string): void {
+    this.#native.get().setRngState(state);
+  }
+
+  dispose(): void {
+    this.#native.dispose();
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+}
