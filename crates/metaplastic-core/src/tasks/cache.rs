@@ -67,8 +67,10 @@ struct Header {
     payload_len: u64,
 }
 
-/// Returns Ok(None) when there is no file, Err(reason) when the file exists but must not be used.
-fn read(path: &Path, key: &str, channels: Channels, size: usize) -> std::result::Result<Option<(Vec<ClassEntry>, Vec<u8>)>, String> {
+/// A cache read: Ok(None) when there is no file, Err(reason) when the file exists but must not be used.
+type ReadOutcome = std::result::Result<Option<(Vec<ClassEntry>, Vec<u8>)>, String>;
+
+fn read(path: &Path, key: &str, channels: Channels, size: usize) -> ReadOutcome {
     let file = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),

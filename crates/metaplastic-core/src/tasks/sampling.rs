@@ -77,7 +77,7 @@ impl ImageEpisodeSampler {
         if cfg.ways > n {
             return Err(Error::config("ways", format!("{} classes per episode requested but the set has only {n}", cfg.ways)));
         }
-        if (cfg.ways * cfg.shots) % cfg.batch_size != 0 {
+        if !(cfg.ways * cfg.shots).is_multiple_of(cfg.batch_size) {
             return Err(Error::config("batchSize", format!("ways × shots = {} is not a multiple of the batch size {}", cfg.ways * cfg.shots, cfg.batch_size)));
         }
         too_few_images(&store, "shots", cfg.shots + cfg.query_shots.unwrap_or(cfg.shots))?;
