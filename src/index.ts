@@ -1,4 +1,12 @@
 export { runtimeInfo, cudaLoadError, setThreads, manualSeed, type RuntimeInfo } from './runtime.js';
 export { tensor, roundTrip, numel, type TensorData } from './tensor.js';
 export { MetaplasticError, type ErrorCode } from './errors.js';
+export type { EpisodeData } from './episode.js';
 export * from './tasks/index.js';
+export * from './config.js';
+export { preset, presetNames, listPresets, type PresetInfo } from './presets.js';
+export { Experiment, checkConfig, summarizeRaw, evalJson, METRICS_FILE, type EvalOptions, type EpisodeResult, type MetaTrainOptions, type ParamInfo, type ProgressEvent, type StepRecord } from './experiment.js';
+export * from './stats.js';
+export * from './results.js';
+export * from './plots.js';
+export * from './compare.js';

@@ -16,6 +16,8 @@ pub enum Error {
     Io { path: String, source: std::io::Error },
     #[error("libtorch error: {0}")]
     Torch(#[from] tch::TchError),
+    #[error("busy: {0}")]
+    Busy(String),
     #[error("operation cancelled")]
     Cancelled,
     #[error("internal error: {0}")]
@@ -32,6 +34,7 @@ impl Error {
             Error::Checkpoint(_) => "E_CHECKPOINT",
             Error::Io { .. } => "E_IO",
             Error::Torch(_) => "E_TORCH",
+            Error::Busy(_) => "E_BUSY",
             Error::Cancelled => "E_CANCELLED",
             Error::Internal(_) => "E_INTERNAL",
         }

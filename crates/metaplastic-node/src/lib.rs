@@ -1,8 +1,10 @@
 //! Thin napi binding over metaplastic-core: converts JS values to core types and back, runs long work
 //! off the JS thread, and turns every failure (including panics) into a JS `Error` with a stable code.
 mod errors;
+mod experiment;
 mod runtime;
 mod tasks;
+mod work;
 
 #[napi_derive::module_init]
 fn init() {

@@ -1,0 +1,254 @@
+//! Experiments and learners for TypeScript. One native class serves both: an experiment with a built-in
+//! task (sine, Omniglot, image folder) trains itself; one with a `custom` task takes episodes from JS.
+//! State sits behind a mutex; a call made while a task runs is refused with E_BUSY, never blocked.
+use crate::errors::guard;
+use crate::runtime::{host_from_js, host_to_js, JsTensor};
+use crate::work::{off_thread, Work};
+use metaplastic_core::episode::Episode;
+use metaplastic_core::eval::{evaluate, EvalOptions};
+use metaplastic_core::experiment::{stack, Experiment, ExperimentConfig};
+use metaplastic_core::inner::StepMode;
+use metaplastic_core::{checkpoint, Error, Result};
+use napi::bindgen_prelude::AsyncTask;
+use napi_derive::napi;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use tch::{Device, Kind};
+
+/// An episode handed in from JS; labels may arrive as whole-number floats.
+#[napi(object)]
+pub struct JsEpisodeInput {
+    pub support_x: JsTensor,
+    pub support_y: JsTensor,
+    pub query_x: JsTensor,
+    pub query_y: JsTensor,
+    pub classes: Option<Vec<i64>>,
+}
+
+fn to_episode(e: &JsEpisodeInput, classification: bool, index: usize) -> Result<Episode> {
+    let t = |x: &JsTensor, what: &str| -> Result<tch::Tensor> {
+        let h = host_from_js(x)?;
+        h.check_finite(&format!("episode {index} {what}"))?;
+        h.to_tensor(Device::Cpu)
+    };
+    let ep = Episode {
+        support_x: t(&e.support_x, "supportX")?,
+        support_y: t(&e.support_y, "supportY")?,
+        query_x: t(&e.query_x, "queryX")?,
+        query_y: t(&e.query_y, "queryY")?,
+        classes: e.classes.clone().unwrap_or_default(),
+    };
+    if classification {
+        for (name, y) in [("supportY", &ep.support_y), ("queryY", &ep.query_y)] {
+            if y.numel() > 0 && y.f_sub(&y.f_round()?)?.f_abs()?.f_max()?.f_double_value(&[])? != 0.0 {
+                return Err(Error::Data(format!("episode {index} {name} holds non-integer class labels")));
+            }
+        }
+        ep.labels_to_int()
+    } else {
+        Ok(ep)
+    }
+}
+
+struct Shared {
+    state: Mutex<Experiment>,
+    stop: AtomicBool,
+}
+
+#[napi(js_name = "NativeExperiment")]
+pub struct NativeExperiment {
+    shared: Arc<Shared>,
+}
+
+fn busy() -> Error {
+    Error::Busy("the experiment is busy with another operation (training, evaluation or saving); await it first".into())
+}
+
+impl NativeExperiment {
+    fn wrap(exp: Experiment) -> Self {
+        Self { shared: Arc::new(Shared { state: Mutex::new(exp), stop: AtomicBool::new(false) }) }
+    }
+
+    fn lock(&self) -> napi::Result<MutexGuard<'_, Experiment>> {
+        lock_shared(&self.shared).map_err(crate::errors::to_napi)
+    }
+}
+
+fn lock_shared(shared: &Shared) -> Result<MutexGuard<'_, Experiment>> {
+    match shared.state.try_lock() {
+        Ok(g) => Ok(g),
+        Err(TryLockError::WouldBlock) => Err(busy()),
+        // A panic inside an earlier task poisoned the lock; the state may be half-updated.
+        Err(TryLockError::Poisoned(_)) => Err(Error::Internal("experiment state is unusable after an earlier native panic; reload it from a checkpoint".into())),
+    }
+}
+
+/// Runs `f` on the pool with the experiment locked; refuses at once if it is busy.
+fn with_state<T: Send + 'static + napi::bindgen_prelude::ToNapiValue + napi::bindgen_prelude::TypeName>(
+    shared: &Arc<Shared>,
+    f: impl FnOnce(&mut Experiment, &AtomicBool) -> Result<T> + Send + 'static,
+) -> AsyncTask<Work<T>> {
+    let shared = shared.clone();
+    off_thread(move || {
+        let mut guard = lock_shared(&shared)?;
+        f(&mut guard, &shared.stop)
+    })
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| Error::Internal(e.to_string()))
+}
+
+#[napi]
+pub fn create_experiment(config_json: String) -> AsyncTask<Work<NativeExperiment>> {
+    off_thread(move || Ok(NativeExperiment::wrap(Experiment::new(ExperimentConfig::from_json(&config_json)?)?)))
+}
+
+#[napi]
+pub fn load_experiment(dir: String) -> AsyncTask<Work<NativeExperiment>> {
+    off_thread(move || Ok(NativeExperiment::wrap(checkpoint::load(&PathBuf::from(dir))?)))
+}
+
+/// Validates a configuration and builds its learner without loading any data; returns the parameter list
+/// as JSON (so every preset can be checked cheaply).
+#[napi]
+pub fn check_experiment_config(config_json: String) -> napi::Result<String> {
+    guard(|| {
+        let cfg = ExperimentConfig::from_json(&config_json)?;
+        let learner = metaplastic_core::learner::Learner::new(cfg.learner).map_err(|e| match e {
+            Error::Config { field, message } => Error::config(format!("learner.{field}"), message),
+            other => other,
+        })?;
+        json(&learner.params.infos())
+    })
+}
+
+/// Reads a checkpoint's manifest without loading it.
+#[napi]
+pub fn read_checkpoint_manifest(dir: String) -> napi::Result<String> {
+    guard(|| json(&checkpoint::read_manifest(&PathBuf::from(dir))?))
+}
+
+#[napi]
+impl NativeExperiment {
+    /// The full configuration, defaults filled in, as JSON.
+    #[napi]
+    pub fn config_json(&self) -> napi::Result<String> {
+        let exp = self.lock()?;
+        guard(|| json(&exp.cfg))
+    }
+
+    /// Meta-steps taken so far and how many were skipped as non-finite.
+    #[napi]
+    pub fn progress(&self) -> napi::Result<Vec<i64>> {
+        let exp = self.lock()?;
+        Ok(vec![exp.step as i64, exp.skipped as i64])
+    }
+
+    /// Up to `steps` meta-steps off the JS thread; resolves to the JSON list of step records.
+    #[napi]
+    pub fn train(&self, steps: u32) -> AsyncTask<Work<String>> {
+        self.shared.stop.store(false, Ordering::Relaxed);
+        with_state(&self.shared, move |exp, stop| json(&exp.train(steps as u64, stop)?))
+    }
+
+    /// Asks a running `train` to stop after its current meta-step.
+    #[napi]
+    pub fn request_stop(&self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+    }
+
+    #[napi]
+    pub fn save(&self, dir: String) -> AsyncTask<Work<()>> {
+        with_state(&self.shared, move |exp, _| checkpoint::save(exp, &PathBuf::from(dir)))
+    }
+
+    /// Runs the task's evaluation protocol; resolves to raw per-run results as JSON.
+    #[napi]
+    pub fn evaluate(&self, options_json: String) -> AsyncTask<Work<String>> {
+        with_state(&self.shared, move |exp, _| {
+            let opts: EvalOptions = metaplastic_core::tasks::config_from_json(serde_json::from_str(&options_json).map_err(|e| Error::config("options", e.to_string()))?)?;
+            json(&evaluate(exp, &opts)?)
+        })
+    }
+
+    /// One meta-step on episodes supplied from JS (any task); resolves to the step record as JSON.
+    #[napi]
+    pub fn meta_step(&self, episodes: Vec<JsEpisodeInput>) -> AsyncTask<Work<String>> {
+        with_state(&self.shared, move |exp, _| {
+            if episodes.is_empty() {
+                return Err(Error::config("episodes", "at least one episode is required"));
+            }
+            let cls = exp.learner.is_classification();
+            let eps = episodes.iter().enumerate().map(|(i, e)| to_episode(e, cls, i)).collect::<Result<Vec<_>>>()?;
+            let batch = stack(&exp.learner, &eps)?;
+            let start = std::time::Instant::now();
+            let report = exp.adam.step(&mut exp.learner, &batch)?;
+            exp.step += 1;
+            if report.skipped {
+                exp.skipped += 1;
+            }
+            json(&metaplastic_core::experiment::StepRecord { step: exp.step, report, skipped_total: exp.skipped, seconds: start.elapsed().as_secs_f64() })
+        })
+    }
+
+    /// Runs each episode's inner loop (no meta-gradient) and scores its query set. Resolves to JSON
+    /// `{ queryLoss: number[], queryAccuracy?: number[] }` and the query predictions [E, Q, out].
+    #[napi]
+    pub fn run_episodes(&self, episodes: Vec<JsEpisodeInput>) -> AsyncTask<Work<JsEpisodeResult>> {
+        with_state(&self.shared, move |exp, _| {
+            if episodes.is_empty() {
+                return Err(Error::config("episodes", "at least one episode is required"));
+            }
+            let cls = exp.learner.is_classification();
+            let eps = episodes.iter().enumerate().map(|(i, e)| to_episode(e, cls, i)).collect::<Result<Vec<_>>>()?;
+            let batch = stack(&exp.learner, &eps)?;
+            let learner = &mut exp.learner;
+            tch::no_grad(|| {
+                let e = batch.support_x.size()[0];
+                let fast = learner.start(e, &batch.classes, false)?;
+                let fast = learner.adapt(fast, &batch.support_x, &batch.support_y, |_| StepMode::Constant)?;
+                let y_hat = learner.predict(&fast, &batch.query_x)?;
+                let loss = metaplastic_core::loss::per_episode(&learner.cfg, &y_hat, &batch.query_y)?;
+                let acc = if cls { Some(Vec::<f64>::try_from(&metaplastic_core::loss::accuracy(&y_hat, &batch.query_y)?.f_to_device(Device::Cpu)?)?) } else { None };
+                Ok(JsEpisodeResult {
+                    query_loss: Vec::<f64>::try_from(&loss.f_to_kind(Kind::Double)?.f_to_device(Device::Cpu)?)?,
+                    query_accuracy: acc,
+                    predictions: host_to_js(metaplastic_core::tensor_io::HostTensor::from_tensor(&y_hat)?),
+                })
+            })
+        })
+    }
+
+    /// The parameters as a JSON list of { name, shape, group, trainable }.
+    #[napi]
+    pub fn params(&self) -> napi::Result<String> {
+        let exp = self.lock()?;
+        guard(|| json(&exp.learner.params.infos()))
+    }
+
+    #[napi]
+    pub fn param(&self, name: String) -> napi::Result<JsTensor> {
+        let exp = self.lock()?;
+        guard(|| Ok(host_to_js(exp.learner.params.read(&name)?)))
+    }
+
+    #[napi]
+    pub fn set_param(&self, name: String, value: JsTensor) -> napi::Result<()> {
+        let mut exp = self.lock()?;
+        guard(|| {
+            let h = host_from_js(&value)?;
+            h.check_finite(&name)?;
+            let t = h.to_tensor(exp.learner.device)?.f_to_kind(exp.learner.kind)?;
+            exp.learner.params.write(&name, &t)
+        })
+    }
+}
+
+#[napi(object)]
+pub struct JsEpisodeResult {
+    pub query_loss: Vec<f64>,
+    pub query_accuracy: Option<Vec<f64>>,
+    pub predictions: JsTensor,
+}

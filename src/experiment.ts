@@ -1,0 +1,285 @@
+/**
+ * Experiments from TypeScript: create one from a preset or a configuration, meta-train it off the JS
+ * thread with progress, cancellation and checkpoints, evaluate it with the paper's protocols, save and
+ * load it. The numerical work runs in the native engine; this module orchestrates.
+ */
+import { appendFile, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { native, wrapNativeObject } from './native.js';
+import { configError, MetaplasticError } from './errors.js';
+import { mergeConfig, type DeepPartial, type ExperimentConfig } from './config.js';
+import { preset } from './presets.js';
+import { summarize, summarizeCurves } from './stats.js';
+import { stableStringify, type EvalFile, type MetricsRecord, type OmniglotEvalResult, type SineEvalResult, type SineOrderResult } from './results.js';
+import type { EpisodeData } from './episode.js';
+import type { TensorData } from './tensor.js';
+
+export interface ParamInfo {
+  name: string;
+  shape: number[];
+  group: 'forward' | 'feedback' | 'plasticity' | 'strength';
+  trainable: boolean;
+}
+
+export interface StepRecord {
+  step: number;
+  metaLoss: number;
+  gradNorm: number;
+  skipped: boolean;
+  clipped: boolean;
+  skippedTotal: number;
+  seconds: number;
+}
+
+export interface ProgressEvent {
+  step: number;
+  totalSteps: number;
+  metaLoss: number;
+  gradNorm: number;
+  /** Adam learning rate of each parameter group. */
+  lr: Record<string, number>;
+  /** Non-finite meta-steps skipped so far. */
+  skipped: number;
+  /** Meta-steps per second over the last chunk. */
+  stepsPerSec: number;
+}
+
+export interface MetaTrainOptions {
+  /** The run's total number of meta-steps: training continues from the current step up to this. */
+  steps: number;
+  signal?: AbortSignal;
+  onProgress?: (e: ProgressEvent) => void;
+  /** Directory for checkpoints and metrics.jsonl (nothing is written without it). */
+  outDir?: string;
+  /** Checkpoint every N meta-steps (and always at the end); 0 = only at the end. */
+  checkpointEvery?: number;
+}
+
+export interface EvalOptions {
+  /** Independent runs per setting (default 50). */
+  runs?: number;
+  seed?: number;
+  /** Omniglot: class counts (default 10, 50, 75, 100, 150, 200). */
+  classes?: number[];
+  /** Gradient learners: multipliers of the step size tried on the validation split. */
+  stepScales?: number[];
+  validationRuns?: number;
+  validationHeldOut?: number;
+  /** Runs evaluated together as a batch of episodes (0 = automatic). */
+  maxBatch?: number;
+}
+
+export interface EpisodeResult {
+  queryLoss: number[];
+  queryAccuracy?: number[];
+  /** Query predictions [E, Q, out]. */
+  predictions: TensorData;
+}
+
+type Native = any;
+
+function toNativeEpisode(e: EpisodeData): object {
+  return { supportX: e.supportX, supportY: e.supportY, queryX: e.queryX, queryY: e.queryY, classes: e.classes };
+}
+
+function groupRates(config: ExperimentConfig): Record<string, number> {
+  const lr = config.learner.meta?.lr ?? {};
+  return { forward: lr.forward ?? 1e-4, feedback: lr.feedback ?? 1e-4, plasticity: lr.plasticity ?? 1e-8, strength: lr.strength ?? 1e-4 };
+}
+
+function checkSteps(steps: number): void {
+  if (!Number.isSafeInteger(steps) || steps < 0) throw configError('steps', `expected a non-negative integer, got ${steps}`);
+}
+
+export const METRICS_FILE = 'metrics.jsonl';
+
+/** Validates a configuration (or preset) and builds its learner without loading data: its parameters. */
+export function checkConfig(config: string | ExperimentConfig, overrides?: DeepPartial<ExperimentConfig>): ParamInfo[] {
+  const full = typeof config === 'string' ? preset(config, overrides) : mergeConfig(config, overrides);
+  return JSON.parse(native.checkExperimentConfig(JSON.stringify(full)));
+}
+
+export class Experiment implements Disposable {
+  #native: Native | undefined;
+  #config: ExperimentConfig;
+
+  private constructor(handle: Native) {
+    this.#native = wrapNativeObject(handle);
+    this.#config = JSON.parse(this.#native.configJson());
+  }
+
+  /** From a preset name (with optional overrides) or a full configuration. Loads the task's data. */
+  static async create(config: string | ExperimentConfig, overrides?: DeepPartial<ExperimentConfig>): Promise<Experiment> {
+    const full = typeof config === 'string' ? preset(config, overrides) : mergeConfig(config, overrides);
+    return new Experiment(await native.createExperiment(JSON.stringify(full)));
+  }
+
+  /** Loads a checkpoint directory written by `save` or `metaTrain({ outDir })`. */
+  static async load(dir: string): Promise<Experiment> {
+    return new Experiment(await native.loadExperiment(dir));
+  }
+
+  private get handle(): Native {
+    if (!this.#native) throw new MetaplasticError('E_USAGE', 'this experiment was disposed');
+    return this.#native;
+  }
+
+  /** The full configuration, every default filled in. */
+  get config(): ExperimentConfig {
+    return structuredClone(this.#config);
+  }
+
+  get name(): string {
+    return this.#config.name ?? 'experiment';
+  }
+
+  /** Meta-steps taken so far. */
+  get step(): number {
+    return this.handle.progress()[0];
+  }
+
+  /** Non-finite meta-steps skipped so far. */
+  get skipped(): number {
+    return this.handle.progress()[1];
+  }
+
+  params(): ParamInfo[] {
+    return JSON.parse(this.handle.params());
+  }
+
+  param(name: string): TensorData {
+    return this.handle.param(name);
+  }
+
+  setParam(name: string, value: TensorData): void {
+    this.handle.setParam(name, value);
+  }
+
+  /** Meta-trains up to `steps` total meta-steps. Resolves with the records of the steps taken. */
+  async metaTrain(options: MetaTrainOptions): Promise<StepRecord[]> {
+    const { steps, signal, onProgress, outDir } = options;
+    const every = options.checkpointEvery ?? 0;
+    checkSteps(steps);
+    checkSteps(every);
+    if (outDir) {
+      await mkdir(outDir, { recursive: true });
+      await truncateMetrics(join(outDir, METRICS_FILE), this.step);
+    }
+    const rates = groupRates(this.#config);
+    const records: StepRecord[] = [];
+    const stop = () => this.handle.requestStop();
+    signal?.addEventListener('abort', stop);
+    try {
+      let chunk = 1;
+      while (this.step < steps && !signal?.aborted) {
+        const start = this.step;
+        let n = Math.min(chunk, steps - start);
+        if (every > 0) n = Math.min(n, every - (start % every));
+        const t0 = performance.now();
+        const got: StepRecord[] = JSON.parse(await this.handle.train(n));
+        const seconds = (performance.now() - t0) / 1000;
+        if (got.length === 0) break;
+        records.push(...got);
+        const rate = got.length / Math.max(seconds, 1e-9);
+        // Chunks of about a quarter second: responsive progress and cancellation, little overhead.
+        chunk = Math.max(1, Math.min(1000, Math.round(rate * 0.25)));
+        if (outDir) {
+          const lines = got.map((r) => JSON.stringify(metricsRecord(r, rates, rate)) + '\n').join('');
+          await appendFile(join(outDir, METRICS_FILE), lines);
+        }
+        const last = got[got.length - 1];
+        onProgress?.({ step: last.step, totalSteps: steps, metaLoss: last.metaLoss, gradNorm: last.gradNorm, lr: rates, skipped: last.skippedTotal, stepsPerSec: rate });
+        if (outDir && every > 0 && last.step % every === 0 && last.step < steps) await this.save(outDir);
+      }
+    } finally {
+      signal?.removeEventListener('abort', stop);
+    }
+    if (outDir) await this.save(outDir);
+    if (signal?.aborted) {
+      throw new MetaplasticError('E_CANCELLED', `meta-training cancelled at step ${this.step}${outDir ? `; checkpoint saved in ${outDir}` : ''}`);
+    }
+    return records;
+  }
+
+  /** Writes a checkpoint (atomically) into `dir`. */
+  async save(dir: string): Promise<void> {
+    await this.handle.save(dir);
+  }
+
+  /** Runs the task's evaluation protocol (PAPER.md 5); the result is a pure function of the weights, seed and options. */
+  async evaluate(options: EvalOptions = {}): Promise<EvalFile> {
+    const opts = { runs: 50, seed: 0, ...options };
+    const raw = JSON.parse(await this.handle.evaluate(JSON.stringify(opts)));
+    return { format: 1, name: this.name, checkpointStep: this.step, seed: opts.seed, options: opts, result: summarizeRaw(raw) };
+  }
+
+  /** One meta-step on episodes you supply (e.g. from a custom task). */
+  async metaStep(episodes: EpisodeData[]): Promise<StepRecord> {
+    return JSON.parse(await this.handle.metaStep(episodes.map(toNativeEpisode)));
+  }
+
+  /** Runs each episode's inner loop and scores its query set, without meta-gradients or changes. */
+  async runEpisodes(episodes: EpisodeData[]): Promise<EpisodeResult> {
+    const r = await this.handle.runEpisodes(episodes.map(toNativeEpisode));
+    return { queryLoss: r.queryLoss, queryAccuracy: r.queryAccuracy ?? undefined, predictions: r.predictions };
+  }
+
+  dispose(): void {
+    this.#native = undefined;
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+}
+
+function metricsRecord(r: StepRecord, lr: Record<string, number>, stepsPerSec: number): MetricsRecord & { gradNorm: number } {
+  return { step: r.step, metaLoss: r.metaLoss, gradNorm: r.gradNorm, lr, skipped: r.skippedTotal, stepsPerSec, time: new Date().toISOString() };
+}
+
+/** After a resume, drops metrics lines past the checkpoint's step so that steps are not repeated. */
+async function truncateMetrics(path: string, step: number): Promise<void> {
+  if (!existsSync(path)) return;
+  const lines = (await readFile(path, 'utf8')).split('\n').filter((l) => l.trim() !== '');
+  const kept = lines.filter((l) => {
+    try {
+      return JSON.parse(l).step <= step;
+    } catch {
+      return false; // a line cut by an interrupted write
+    }
+  });
+  if (kept.length !== lines.length) await writeFile(path, kept.map((l) => l + '\n').join(''));
+}
+
+interface RawSineOrder {
+  finalMse: number[];
+  curve: number[][];
+  perFunction: number[][];
+}
+
+function summarizeOrder(o: RawSineOrder): SineOrderResult {
+  return { finalMse: summarize(o.finalMse), curve: summarizeCurves(o.curve), perFunction: summarizeCurves(o.perFunction) };
+}
+
+/** Turns the engine's per-run values into means with 95% confidence intervals. */
+export function summarizeRaw(raw: any): SineEvalResult | OmniglotEvalResult {
+  if (raw.protocol === 'sine') {
+    return { protocol: 'sine', runs: raw.runs, functions: raw.functions, continual: summarizeOrder(raw.continual), iid: summarizeOrder(raw.iid) };
+  }
+  return {
+    protocol: 'omniglot',
+    runs: raw.runs,
+    points: raw.points.map((p: any) => ({
+      classes: p.classes,
+      heldOut: summarize(p.heldOut),
+      train: summarize(p.train),
+      ...(p.stepSize != null ? { stepSize: p.stepSize } : {}),
+    })),
+  };
+}
+
+/** The evaluation as canonical JSON: byte-identical for identical inputs. */
+export function evalJson(file: EvalFile): string {
+  return stableStringify(file) + '\n';
+}

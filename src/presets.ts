@@ -1,0 +1,129 @@
+/**
+ * The paper's configurations by name (PAPER.md sections 2–5). Each is a complete ExperimentConfig that can
+ * be printed, copied and overridden field by field (`preset(name, overrides)`).
+ */
+import { configError } from './errors.js';
+import { mergeConfig, type DeepPartial, type ExperimentConfig, type LayerSpec, type LearnerConfig } from './config.js';
+
+const linear = (units: number): LayerSpec => ({ type: 'linear', units });
+
+/** 11→300→300→300→300→300→900→300→300→1 (PAPER.md 5.1). */
+const SINE_LAYERS: LayerSpec[] = [300, 300, 300, 300, 300, 900, 300, 300, 1].map(linear);
+
+/** Six 3×3 convs without padding, strides 2,1,2,1,2,2 (PAPER.md 5.2). */
+function convs(channels: number): LayerSpec[] {
+  return [2, 1, 2, 1, 2, 2].map((stride) => ({ type: 'conv', channels, kernel: 3, stride, padding: 0 }));
+}
+
+const flpSineLearner: LearnerConfig = {
+  inputShape: [11],
+  layers: SINE_LAYERS,
+  rln: 0,
+  task: 'regression',
+  rule: { type: 'oja' },
+  feedback: { type: 'learned', signal: 'error', layers: 1, activation: 'relu', strength: { init: 0.5, learned: true }, detachSignal: false },
+  plasticity: { granularity: 'synapse', init: 0, hiddenMultiplier: 1 },
+  plasticInit: 'metaLearned',
+  outputReset: 'none',
+  meta: { gradient: { type: 'secondOrder' }, lr: { forward: 1e-4, feedback: 1e-4, plasticity: 1e-8, strength: 1e-4 }, nonFinite: 'skip' },
+  dtype: 'float32',
+  device: 'auto',
+  seed: 0,
+};
+
+const sineTask = { type: 'sine' as const, sine: { poolSize: 400, functions: 10, slots: 10, batchesPerFunction: 40, batchSize: 32, queryPerFunction: 32 }, order: 'continual' as const };
+
+const omlSineLearner: LearnerConfig = {
+  ...flpSineLearner,
+  rln: 6,
+  rule: { type: 'sgd', lr: 0.003, stepSizes: 'fixed', biases: true },
+  meta: { gradient: { type: 'secondOrder' }, lr: { forward: 1e-4, feedback: 0, plasticity: 0, strength: 0 }, nonFinite: 'skip' },
+};
+
+const flpOmniglotLearner: LearnerConfig = {
+  inputShape: [1, 84, 84],
+  layers: [...convs(128), linear(128), linear(1000)],
+  rln: 6,
+  task: 'classification',
+  rule: { type: 'oja' },
+  feedback: { type: 'learned', signal: 'target', layers: 1, activation: 'relu', strength: { init: 1, learned: false }, clampOutput: true },
+  plasticity: { granularity: 'synapse', init: 0, hiddenMultiplier: 100 },
+  plasticInit: 'metaLearned',
+  outputReset: 'none',
+  meta: { gradient: { type: 'secondOrder' }, lr: { forward: 1e-4, feedback: 1e-4, plasticity: 1e-5, strength: 0 }, nonFinite: 'skip' },
+  dtype: 'float32',
+  device: 'auto',
+  seed: 0,
+};
+
+const omlOmniglotLearner: LearnerConfig = {
+  ...flpOmniglotLearner,
+  layers: [...convs(256), linear(1024), linear(1000)],
+  rule: { type: 'sgd', lr: 0.03, stepSizes: 'fixed', biases: true },
+  feedback: undefined,
+  plasticity: undefined,
+  outputReset: 'episodeClasses',
+  meta: { gradient: { type: 'secondOrder' }, lr: { forward: 1e-4, feedback: 0, plasticity: 0, strength: 0 }, nonFinite: 'skip' },
+};
+
+const omniglotData = { size: 84 };
+
+function sine(name: string, learner: LearnerConfig): ExperimentConfig {
+  return { name, learner, task: structuredClone(sineTask), metaBatch: 1, seed: 0 };
+}
+
+function ablation(name: string, learner: DeepPartial<LearnerConfig>): ExperimentConfig {
+  return sine(name, mergeConfig(flpSineLearner, learner));
+}
+
+const PRESETS: Record<string, { description: string; config: ExperimentConfig }> = {
+  'flp-sine': { description: 'FLP on incremental sine regression: Oja rule, learned feedback, all 9 layers plastic', config: sine('flp-sine', flpSineLearner) },
+  'oml-sine': { description: 'OML on incremental sine regression: SGD inner loop on the last 3 layers (rln 6)', config: sine('oml-sine', omlSineLearner) },
+  'flp-omniglot': {
+    description: 'FLP on Omniglot (84×84): 6 frozen convs (128 ch), plastic 1152→128→1000, s = 1, hidden ×100',
+    config: {
+      name: 'flp-omniglot',
+      learner: flpOmniglotLearner,
+      task: { type: 'omniglot', data: omniglotData, episode: { ways: 5, shots: 5, order: 'continual', batchSize: 1, queryShots: 5, labels: 'permuted', labelSpace: 1000 } },
+      metaBatch: 1,
+      seed: 0,
+    },
+  },
+  'oml-omniglot': {
+    description: 'OML on Omniglot (84×84): 6 frozen convs (256 ch), SGD on 2304→1024→1000, output rows reset, remember set',
+    config: {
+      name: 'oml-omniglot',
+      learner: omlOmniglotLearner,
+      task: { type: 'omniglot', data: omniglotData, episode: { ways: 5, shots: 5, order: 'continual', batchSize: 1, queryShots: 5, remember: 15, labels: 'classId' } },
+      metaBatch: 1,
+      seed: 0,
+    },
+  },
+  'flp-sine-random-feedback': { description: 'Ablation: fixed random feedback (feedback-alignment-like)', config: ablation('flp-sine-random-feedback', { feedback: { type: 'random' } }) },
+  'flp-sine-no-feedback': { description: 'Ablation: no feedback to hidden layers (unsupervised Oja), feedback only to the output', config: ablation('flp-sine-no-feedback', { feedback: { type: 'none' } }) },
+  'flp-sine-derivative': { description: 'Control: post-synaptic activity is the true negative gradient signal', config: ablation('flp-sine-derivative', { feedback: { type: 'derivative' } }) },
+  'flp-sine-hebb': { description: 'Ablation: plain Hebbian rule instead of Oja', config: ablation('flp-sine-hebb', { rule: { type: 'hebb' } }) },
+  'flp-sine-target-signal': { description: 'Ablation: feedback carries the target y instead of the error', config: ablation('flp-sine-target-signal', { feedback: { signal: 'target' } }) },
+  'flp-sine-output-only': { description: 'Ablation: plasticity only in the output layer (rln 8)', config: ablation('flp-sine-output-only', { rln: 8 }) },
+  'flp-sine-reinit': { description: 'Ablation: plastic weights re-initialised each episode instead of meta-learned', config: ablation('flp-sine-reinit', { plasticInit: 'reinit' }) },
+};
+
+export interface PresetInfo {
+  name: string;
+  description: string;
+}
+
+export function presetNames(): string[] {
+  return Object.keys(PRESETS);
+}
+
+export function listPresets(): PresetInfo[] {
+  return Object.entries(PRESETS).map(([name, p]) => ({ name, description: p.description }));
+}
+
+/** A copy of a preset's configuration, with optional field-by-field overrides. */
+export function preset(name: string, overrides?: DeepPartial<ExperimentConfig>): ExperimentConfig {
+  const p = PRESETS[name];
+  if (!p) throw configError('preset', `unknown preset '${name}' (known: ${presetNames().join(', ')})`);
+  return mergeConfig(p.config, overrides);
+}
