@@ -103,6 +103,8 @@ export function checkConfig(config: string | ExperimentConfig, overrides?: DeepP
 export class Experiment implements Disposable {
   #native: Native | undefined;
   #config: ExperimentConfig;
+  /** The long operation in progress (meta-training spans many native calls). */
+  #running: string | undefined;
 
   private constructor(handle: Native) {
     this.#native = wrapNativeObject(handle);
@@ -120,9 +122,14 @@ export class Experiment implements Disposable {
     return new Experiment(await native.loadExperiment(dir));
   }
 
-  private get handle(): Native {
+  private get raw(): Native {
     if (!this.#native) throw new MetaplasticError('E_USAGE', 'this experiment was disposed');
     return this.#native;
+  }
+
+  private get handle(): Native {
+    if (this.#running) throw new MetaplasticError('E_BUSY', `the experiment is busy (${this.#running}); await it first`);
+    return this.raw;
   }
 
   /** The full configuration, every default filled in. */
@@ -166,18 +173,20 @@ export class Experiment implements Disposable {
       await mkdir(outDir, { recursive: true });
       await truncateMetrics(join(outDir, METRICS_FILE), this.step);
     }
+    const native = this.handle;
     const rates = groupRates(this.#config);
     const records: StepRecord[] = [];
-    const stop = () => this.handle.requestStop();
+    const stop = () => native.requestStop();
     signal?.addEventListener('abort', stop);
+    this.#running = 'meta-training';
     try {
       let chunk = 1;
-      while (this.step < steps && !signal?.aborted) {
-        const start = this.step;
+      while (native.progress()[0] < steps && !signal?.aborted) {
+        const start = native.progress()[0];
         let n = Math.min(chunk, steps - start);
         if (every > 0) n = Math.min(n, every - (start % every));
         const t0 = performance.now();
-        const got: StepRecord[] = JSON.parse(await this.handle.train(n));
+        const got: StepRecord[] = JSON.parse(await native.train(n));
         const seconds = (performance.now() - t0) / 1000;
         if (got.length === 0) break;
         records.push(...got);
@@ -190,10 +199,11 @@ export class Experiment implements Disposable {
         }
         const last = got[got.length - 1];
         onProgress?.({ step: last.step, totalSteps: steps, metaLoss: last.metaLoss, gradNorm: last.gradNorm, lr: rates, skipped: last.skippedTotal, stepsPerSec: rate });
-        if (outDir && every > 0 && last.step % every === 0 && last.step < steps) await this.save(outDir);
+        if (outDir && every > 0 && last.step % every === 0 && last.step < steps) await native.save(outDir);
       }
     } finally {
       signal?.removeEventListener('abort', stop);
+      this.#running = undefined;
     }
     if (outDir) await this.save(outDir);
     if (signal?.aborted) {
@@ -226,6 +236,7 @@ export class Experiment implements Disposable {
   }
 
   dispose(): void {
+    if (this.#running) throw new MetaplasticError('E_BUSY', `cannot dispose while ${this.#running} is in progress`);
     this.#native = undefined;
   }
 

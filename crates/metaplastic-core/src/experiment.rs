@@ -113,6 +113,33 @@ impl LoadedTask {
         })
     }
 
+    /// Checks that the learner fits the task's examples, targets and labels, naming the fields.
+    pub fn check_learner(&self, learner: &LearnerConfig) -> Result<()> {
+        let (shape, classification, need_outputs) = match self {
+            LoadedTask::Sine(task, _) => (vec![task.config().input_size() as i64], false, 1),
+            LoadedTask::Images { train, test } => {
+                let c = train.config();
+                let labels = match c.labels {
+                    crate::tasks::LabelMode::ClassId => train.store().num_classes().max(test.num_classes()),
+                    crate::tasks::LabelMode::Permuted => c.label_space.unwrap_or(c.ways),
+                };
+                (test.image_shape().to_vec(), true, labels as i64)
+            }
+        };
+        if learner.input_shape != shape {
+            return Err(Error::config("learner.inputShape", format!("is {:?} but the task's examples have shape {shape:?}", learner.input_shape)));
+        }
+        let is_cls = learner.task == crate::config::TaskKind::Classification;
+        if is_cls != classification {
+            return Err(Error::config("learner.task", format!("the task is {}", if classification { "classification" } else { "regression" })));
+        }
+        let outputs = learner.outputs();
+        if (classification && outputs < need_outputs) || (!classification && outputs != need_outputs) {
+            return Err(Error::config("learner.layers", format!("the output layer has {outputs} units but the task needs {}{need_outputs}", if classification { "at least " } else { "" })));
+        }
+        Ok(())
+    }
+
     fn sample(&mut self, rng: &mut Rng) -> Result<Episode> {
         match self {
             LoadedTask::Sine(task, order) => task.meta_train_sampler(*order).sample(rng),
@@ -170,6 +197,7 @@ impl Experiment {
     pub fn new(cfg: ExperimentConfig) -> Result<Self> {
         let learner = Learner::new(cfg.learner.clone()).map_err(|e| prefix(e, "learner"))?;
         let task = LoadedTask::load(&cfg.task, cfg.seed)?;
+        task.check_learner(&cfg.learner)?;
         let rng = crate::rng::stream(cfg.seed, "meta-train");
         Ok(Self { cfg, learner, adam: Adam::default(), task, rng, step: 0, skipped: 0 })
     }

@@ -13,7 +13,7 @@ use napi::bindgen_prelude::AsyncTask;
 use napi_derive::napi;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use tch::{Device, Kind};
 
 /// An episode handed in from JS; labels may arrive as whole-number floats.
@@ -54,6 +54,9 @@ fn to_episode(e: &JsEpisodeInput, classification: bool, index: usize) -> Result<
 struct Shared {
     state: Mutex<Experiment>,
     stop: AtomicBool,
+    /// Set on the JS thread when an operation is started, cleared when its work is done: calls made in
+    /// between are refused at once (deterministically, not by racing for the lock).
+    busy: AtomicBool,
 }
 
 #[napi(js_name = "NativeExperiment")]
@@ -67,32 +70,37 @@ fn busy() -> Error {
 
 impl NativeExperiment {
     fn wrap(exp: Experiment) -> Self {
-        Self { shared: Arc::new(Shared { state: Mutex::new(exp), stop: AtomicBool::new(false) }) }
+        Self { shared: Arc::new(Shared { state: Mutex::new(exp), stop: AtomicBool::new(false), busy: AtomicBool::new(false) }) }
     }
 
     fn lock(&self) -> napi::Result<MutexGuard<'_, Experiment>> {
+        if self.shared.busy.load(Ordering::Acquire) {
+            return Err(crate::errors::to_napi(busy()));
+        }
         lock_shared(&self.shared).map_err(crate::errors::to_napi)
     }
 }
 
 fn lock_shared(shared: &Shared) -> Result<MutexGuard<'_, Experiment>> {
-    match shared.state.try_lock() {
-        Ok(g) => Ok(g),
-        Err(TryLockError::WouldBlock) => Err(busy()),
+    shared.state.lock().map_err(|_| {
         // A panic inside an earlier task poisoned the lock; the state may be half-updated.
-        Err(TryLockError::Poisoned(_)) => Err(Error::Internal("experiment state is unusable after an earlier native panic; reload it from a checkpoint".into())),
-    }
+        Error::Internal("experiment state is unusable after an earlier native panic; reload it from a checkpoint".into())
+    })
 }
 
-/// Runs `f` on the pool with the experiment locked; refuses at once if it is busy.
+/// Runs `f` on the pool with the experiment locked; refuses at once if another operation is running.
 fn with_state<T: Send + 'static + napi::bindgen_prelude::ToNapiValue + napi::bindgen_prelude::TypeName>(
     shared: &Arc<Shared>,
     f: impl FnOnce(&mut Experiment, &AtomicBool) -> Result<T> + Send + 'static,
 ) -> AsyncTask<Work<T>> {
+    if shared.busy.swap(true, Ordering::AcqRel) {
+        return off_thread(|| Err(busy()));
+    }
     let shared = shared.clone();
     off_thread(move || {
-        let mut guard = lock_shared(&shared)?;
-        f(&mut guard, &shared.stop)
+        let result = lock_shared(&shared).and_then(|mut guard| f(&mut guard, &shared.stop));
+        shared.busy.store(false, Ordering::Release);
+        result
     })
 }
 

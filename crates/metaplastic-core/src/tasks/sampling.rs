@@ -97,6 +97,10 @@ impl ImageEpisodeSampler {
         Ok(Self { store, cfg })
     }
 
+    pub fn store(&self) -> &Arc<ImageStore> {
+        &self.store
+    }
+
     pub fn config(&self) -> &EpisodeConfig {
         &self.cfg
     }

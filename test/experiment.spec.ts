@@ -1,0 +1,222 @@
+import test from 'ava';
+import { mkdtempSync, readFileSync, writeFileSync, existsSync, readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { checkConfig, customTask, Experiment, listPresets, MetaplasticError, preset, presetNames, tensor, type ExperimentConfig } from '../src/index.js';
+
+const tinySine = (rule: ExperimentConfig['learner']['rule'] = { type: 'oja' }): ExperimentConfig =>
+  preset('flp-sine', {
+    name: 'tiny',
+    seed: 4,
+    metaBatch: 2,
+    learner: {
+      inputShape: [4],
+      layers: [{ type: 'linear', units: 12 }, { type: 'linear', units: 12 }, { type: 'linear', units: 1 }],
+      rule,
+      rln: 0,
+      plasticity: { init: 1e-4 },
+      meta: { lr: { forward: 1e-3, plasticity: 1e-4 } },
+      seed: 2,
+    },
+    task: { sine: { poolSize: 20, functions: 3, slots: 3, batchesPerFunction: 2, batchSize: 4, queryPerFunction: 5 } },
+  });
+
+const tmp = (name: string) => mkdtempSync(join(tmpdir(), `metaplastic-${name}-`));
+
+test('every preset builds, and presets can be overridden field by field', (t) => {
+  const names = presetNames();
+  for (const required of ['flp-sine', 'oml-sine', 'flp-omniglot', 'oml-omniglot', 'flp-sine-random-feedback', 'flp-sine-no-feedback', 'flp-sine-derivative', 'flp-sine-hebb', 'flp-sine-output-only']) {
+    t.true(names.includes(required), required);
+  }
+  t.is(listPresets().length, names.length);
+  for (const name of names) {
+    const params = checkConfig(name);
+    t.true(params.some((p) => p.name === 'forward.0.weight'), name);
+  }
+  // The paper's sine network: 9 linear layers, OML plastic from layer 6 on.
+  const oml = checkConfig('oml-sine');
+  t.is(oml.filter((p) => p.name.endsWith('.weight') && p.name.startsWith('forward.')).length, 9);
+  const flp = checkConfig('flp-sine');
+  t.true(flp.some((p) => p.name === 'plasticity.0' && p.group === 'plasticity'));
+  t.true(flp.some((p) => p.name === 'feedback.8.0.weight' && p.trainable));
+  const random = checkConfig('flp-sine-random-feedback');
+  t.true(random.some((p) => p.name === 'feedback.0.0.weight' && !p.trainable));
+  // Overrides are deep and do not touch the preset itself.
+  const cfg = preset('flp-sine', { learner: { plasticity: { granularity: 'neuron' } } });
+  t.is(cfg.learner.plasticity?.granularity, 'neuron');
+  t.is(cfg.learner.plasticity?.init, 0);
+  t.is(preset('flp-sine').learner.plasticity?.granularity, 'synapse');
+  t.throws(() => preset('no-such'), { instanceOf: MetaplasticError, message: /unknown preset 'no-such'/ });
+});
+
+test('invalid configurations are rejected naming the field', async (t) => {
+  const bad = tinySine();
+  (bad.learner.plasticity as any).granularity = 'axon';
+  const err = await t.throwsAsync(Experiment.create(bad), { instanceOf: MetaplasticError });
+  t.is(err.code, 'E_CONFIG');
+  t.regex(err.message, /learner\.plasticity\.granularity/);
+  const e2 = t.throws(() => checkConfig(tinySine(), { learner: { rln: 3 } }), { instanceOf: MetaplasticError });
+  t.regex(e2.message, /rln/);
+  const e3 = await t.throwsAsync(Experiment.create(tinySine(), { metaBatch: 0 }));
+  t.regex(e3.message, /metaBatch/);
+});
+
+test('save, load and resume give the same result as an uninterrupted run', async (t) => {
+  const straight = await Experiment.create(tinySine());
+  await straight.metaTrain({ steps: 6 });
+  const dir = tmp('resume');
+  const first = await Experiment.create(tinySine());
+  await first.metaTrain({ steps: 3, outDir: dir, checkpointEvery: 2 });
+  t.is(first.step, 3);
+  first.dispose();
+  const resumed = await Experiment.load(dir);
+  t.is(resumed.step, 3);
+  t.deepEqual(resumed.config, straight.config);
+  await resumed.metaTrain({ steps: 6, outDir: dir });
+  for (const p of straight.params()) {
+    t.deepEqual(Array.from(resumed.param(p.name).data), Array.from(straight.param(p.name).data), p.name);
+  }
+  // metrics.jsonl holds each step once, in order, across the interruption.
+  const steps = readFileSync(join(dir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).step);
+  t.deepEqual(steps, [1, 2, 3, 4, 5, 6]);
+  t.is(readdirSync(dir).filter((f) => f.endsWith('.safetensors')).length, 1);
+});
+
+test('a checkpoint from an unknown format version or with corrupt tensors is refused', async (t) => {
+  const dir = tmp('badckpt');
+  const exp = await Experiment.create(tinySine());
+  await exp.save(dir);
+  const manifest = join(dir, 'checkpoint.json');
+  const text = readFileSync(manifest, 'utf8');
+  writeFileSync(manifest, text.replace('"formatVersion": 1', '"formatVersion": 2'));
+  const err = await t.throwsAsync(Experiment.load(dir), { instanceOf: MetaplasticError });
+  t.is(err.code, 'E_CHECKPOINT');
+  t.regex(err.message, /format version 2 is not supported/);
+  writeFileSync(manifest, text);
+  const tensors = readdirSync(dir).find((f) => f.endsWith('.safetensors'))!;
+  const bytes = readFileSync(join(dir, tensors));
+  bytes[bytes.length - 3] ^= 0x55;
+  writeFileSync(join(dir, tensors), bytes);
+  const corrupt = await t.throwsAsync(Experiment.load(dir));
+  t.regex(corrupt.message, /corrupt/);
+  const missing = await t.throwsAsync(Experiment.load(join(dir, 'nope')));
+  t.regex(missing.message, /checkpoint\.json is missing/);
+});
+
+test('meta-training reports progress, stops on abort and leaves a checkpoint', async (t) => {
+  const exp = await Experiment.create(tinySine());
+  const events: number[] = [];
+  const controller = new AbortController();
+  const dir = tmp('abort');
+  const err = await t.throwsAsync(
+    exp.metaTrain({
+      steps: 100_000,
+      outDir: dir,
+      signal: controller.signal,
+      onProgress: (e) => {
+        events.push(e.step);
+        t.true(Number.isFinite(e.metaLoss) && e.stepsPerSec > 0);
+        t.deepEqual(Object.keys(e.lr).sort(), ['feedback', 'forward', 'plasticity', 'strength']);
+        if (e.step >= 5) controller.abort();
+      },
+    }),
+    { instanceOf: MetaplasticError },
+  );
+  t.is(err.code, 'E_CANCELLED');
+  t.true(exp.step >= 5 && exp.step < 100_000);
+  t.true(events.length >= 1);
+  t.true(existsSync(join(dir, 'checkpoint.json')));
+  const back = await Experiment.load(dir);
+  t.is(back.step, exp.step);
+});
+
+test('a second operation while one runs is refused with E_BUSY', async (t) => {
+  const exp = await Experiment.create(tinySine());
+  const running = exp.metaTrain({ steps: 30 });
+  const err = t.throws(() => exp.params(), { instanceOf: MetaplasticError });
+  t.is(err.code, 'E_BUSY');
+  const evalErr = await t.throwsAsync(exp.evaluate({ runs: 2 }), { instanceOf: MetaplasticError });
+  t.is(evalErr.code, 'E_BUSY');
+  await running;
+  t.true(exp.params().length > 0, 'usable again once the operation is done');
+  t.is(exp.step, 30);
+});
+
+test('sine evaluation: structure, confidence intervals, determinism', async (t) => {
+  const exp = await Experiment.create(tinySine());
+  await exp.metaTrain({ steps: 5 });
+  const a = await exp.evaluate({ runs: 6, seed: 3 });
+  const b = await exp.evaluate({ runs: 6, seed: 3 });
+  t.deepEqual(a, b);
+  t.is(a.format, 1);
+  t.is(a.checkpointStep, 5);
+  t.is(a.result.protocol, 'sine');
+  if (a.result.protocol !== 'sine') return;
+  t.is(a.result.runs, 6);
+  for (const order of [a.result.continual, a.result.iid]) {
+    t.is(order.curve.length, 3);
+    t.is(order.perFunction.length, 3);
+    const s = order.finalMse;
+    t.is(s.n, 6);
+    // 95% CI = mean ± t(0.975, 5)·std/√n, t = 2.5706.
+    const half = (2.5706 * s.std) / Math.sqrt(6);
+    t.true(Math.abs(s.ci95[1] - s.mean - half) < 1e-3 * Math.max(1, half));
+    t.true(Math.abs(s.mean - s.ci95[0] - half) < 1e-3 * Math.max(1, half));
+  }
+  const other = await exp.evaluate({ runs: 6, seed: 4 });
+  t.notDeepEqual(other.result, a.result);
+});
+
+test('episodes from TypeScript: a custom task drives meta-steps and runs', async (t) => {
+  const task = customTask(
+    (rng) => {
+      const T = 3, B = 2, Q = 4;
+      const xs = (n: number) => Array.from({ length: n * 2 }, () => rng.uniform(-1, 1));
+      const sx = xs(T * B);
+      const qx = xs(Q);
+      const f = (v: number[]) => v.filter((_, i) => i % 2 === 0).map((a, i) => a - v[2 * i + 1]);
+      return {
+        supportX: tensor(sx, [T, B, 2]),
+        supportY: tensor(f(sx), [T, B, 1]),
+        queryX: tensor(qx, [Q, 2]),
+        queryY: tensor(f(qx), [Q, 1]),
+      };
+    },
+    { inputShape: [2], outputs: 1, classification: false, seed: 1 },
+  );
+  const exp = await Experiment.create({
+    learner: { inputShape: [2], layers: [{ type: 'linear', units: 6 }, { type: 'linear', units: 1 }], task: 'regression', rule: { type: 'sgd', lr: 0.05 }, meta: { lr: { forward: 1e-2 } } },
+    task: { type: 'sine', sine: { poolSize: 4, functions: 1, slots: 1, batchesPerFunction: 1, batchSize: 1, queryPerFunction: 1 } },
+  });
+  const episodes = [task.sample(), task.sample()];
+  const before = await exp.runEpisodes(episodes);
+  t.is(before.queryLoss.length, 2);
+  t.deepEqual(before.predictions.shape, [2, 4, 1]);
+  const rec = await exp.metaStep(episodes);
+  t.is(rec.step, 1);
+  t.true(Number.isFinite(rec.metaLoss));
+  // The meta-loss is the mean of the episodes' query losses before the step.
+  t.true(Math.abs(rec.metaLoss - (before.queryLoss[0] + before.queryLoss[1]) / 2) < 1e-5);
+  const bad = { ...episodes[0], supportX: tensor(new Float32Array(6 * 3), [3, 2, 3]) };
+  const err = await t.throwsAsync(exp.metaStep([bad]), { instanceOf: MetaplasticError });
+  t.is(err.code, 'E_SHAPE');
+  const nan = { ...episodes[0], queryY: tensor([NaN, 0, 0, 0], [4, 1]) };
+  const nanErr = await t.throwsAsync(exp.runEpisodes([nan]));
+  t.regex(nanErr.message, /non-finite/);
+});
+
+test('learned parameters can be read out by name', async (t) => {
+  const exp = await Experiment.create(tinySine());
+  const p = exp.param('plasticity.1');
+  t.deepEqual(p.shape, [12, 12]);
+  t.true(p.data.every((v) => Math.abs(v - 1e-4) < 1e-9));
+  const s = exp.param('strength.0');
+  t.deepEqual(s.shape, []);
+  t.true(Math.abs(s.data[0] - 0.5) < 1e-7);
+  exp.setParam('strength.0', tensor([0.25], []));
+  t.true(Math.abs(exp.param('strength.0').data[0] - 0.25) < 1e-7);
+  const err = t.throws(() => exp.param('nope'), { instanceOf: MetaplasticError });
+  t.regex(err.message, /no parameter named 'nope'/);
+  exp.dispose();
+  t.throws(() => exp.params(), { message: /disposed/ });
+});
