@@ -1,0 +1,57 @@
+import test from 'ava';
+import { Experiment, type ExperimentConfig } from '../src/index.js';
+import { omniglotDir } from './helpers.js';
+
+// A small Omniglot learner: 28×28 input, one frozen conv, plastic 16 → 20-way output.
+function tiny(rule: ExperimentConfig['learner']['rule'], extra: Partial<ExperimentConfig['learner']> = {}): ExperimentConfig {
+  return {
+    name: rule.type === 'sgd' ? 'tiny-oml' : 'tiny-flp',
+    seed: 1,
+    learner: {
+      inputShape: [1, 28, 28],
+      layers: [{ type: 'conv', channels: 4, kernel: 3, stride: 2 }, { type: 'linear', units: 16 }, { type: 'linear', units: 20 }],
+      rln: 1,
+      task: 'classification',
+      rule,
+      plasticity: { init: 1e-3 },
+      feedback: { strength: { init: 1, learned: false } },
+      ...extra,
+    },
+    task: { type: 'omniglot', data: { dir: omniglotDir, size: 28 }, episode: { ways: 3, shots: 2, queryShots: 2, labelSpace: 20 } },
+  };
+}
+
+test('Omniglot: meta-train a few steps and evaluate on the class schedule', async (t) => {
+  for (const cfg of [tiny({ type: 'oja' }), tiny({ type: 'sgd', lr: 0.05 }, { outputReset: 'episodeClasses' })]) {
+    const exp = await Experiment.create(cfg);
+    const records = await exp.metaTrain({ steps: 3 });
+    t.is(records.length, 3);
+    t.true(records.every((r) => Number.isFinite(r.metaLoss)));
+    const ev = await exp.evaluate({ runs: 2, classes: [5, 10], validationRuns: 1, stepScales: [0.5, 1] });
+    t.is(ev.result.protocol, 'omniglot');
+    if (ev.result.protocol !== 'omniglot') continue;
+    t.deepEqual(ev.result.points.map((p) => p.classes), [5, 10]);
+    for (const p of ev.result.points) {
+      for (const s of [p.heldOut, p.train]) {
+        t.is(s.n, 2);
+        t.true(s.mean >= 0 && s.mean <= 1);
+      }
+      // Gradient learners report the step size chosen on validation; local rules have none.
+      if (cfg.learner.rule.type === 'sgd') t.true(p.stepSize === 0.025 || p.stepSize === 0.05, String(p.stepSize));
+      else t.is(p.stepSize, undefined);
+    }
+    t.deepEqual(await exp.evaluate({ runs: 2, classes: [5, 10], validationRuns: 1, stepScales: [0.5, 1] }), ev);
+  }
+});
+
+test('Omniglot: a learner that does not fit the task is refused naming the field', async (t) => {
+  const wrongShape = tiny({ type: 'oja' }, { inputShape: [1, 84, 84] });
+  const e1 = await t.throwsAsync(Experiment.create(wrongShape));
+  t.regex(e1.message, /learner\.inputShape/);
+  const tooFewOutputs = tiny({ type: 'oja' }, { layers: [{ type: 'conv', channels: 4, kernel: 3, stride: 2 }, { type: 'linear', units: 16 }, { type: 'linear', units: 10 }] });
+  const e2 = await t.throwsAsync(Experiment.create(tooFewOutputs));
+  t.regex(e2.message, /learner\.layers.*needs at least 20/);
+  const exp = await Experiment.create(tiny({ type: 'oja' }));
+  const e3 = await t.throwsAsync(exp.evaluate({ runs: 1, classes: [25] }));
+  t.regex(e3.message, /classes/);
+});
