@@ -10,8 +10,8 @@ use metaplastic_core::tasks::{
 };
 use metaplastic_core::tensor_io::HostTensor;
 use metaplastic_core::{Error, Result};
-use napi::bindgen_prelude::{AsyncTask, ToNapiValue, TypeName};
-use napi::{Env, Task};
+use crate::work::{off_thread, Work};
+use napi::bindgen_prelude::AsyncTask;
 use napi_derive::napi;
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
@@ -32,25 +32,6 @@ fn seed_of(seed: Option<i64>) -> u64 {
 
 fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>> {
     m.lock().map_err(|_| Error::Internal("sampler state poisoned by an earlier panic".into()))
-}
-
-/// Runs engine work on libuv's thread pool; errors and panics reject the promise with a coded error.
-pub struct Blocking<T: Send + 'static>(Option<Box<dyn FnOnce() -> Result<T> + Send>>);
-
-impl<T: Send + 'static + ToNapiValue + TypeName> Task for Blocking<T> {
-    type Output = T;
-    type JsValue = T;
-    fn compute(&mut self) -> napi::Result<T> {
-        let f = self.0.take().ok_or_else(|| napi::Error::from_reason("[E_INTERNAL] task ran twice"))?;
-        guard(f)
-    }
-    fn resolve(&mut self, _env: Env, output: T) -> napi::Result<T> {
-        Ok(output)
-    }
-}
-
-fn blocking<T: Send + 'static + ToNapiValue + TypeName>(f: impl FnOnce() -> Result<T> + Send + 'static) -> AsyncTask<Blocking<T>> {
-    AsyncTask::new(Blocking(Some(Box::new(f))))
 }
 
 #[napi(object)]
@@ -277,8 +258,8 @@ fn status_json(s: &tasks::CacheStatus) -> Value {
 
 /// Loads one Omniglot split (decoding, or from the cache) off the JS thread.
 #[napi]
-pub fn load_omniglot(split: String, options: Option<Value>) -> AsyncTask<Blocking<NativeImageDataset>> {
-    blocking(move || {
+pub fn load_omniglot(split: String, options: Option<Value>) -> AsyncTask<Work<NativeImageDataset>> {
+    off_thread(move || {
         let split: OmniglotSplit = split.parse()?;
         let opts: OmniglotOptions = tasks::config_from_json(or_empty(options))?;
         let ds = OmniglotDataset::load(split, &opts)?;
@@ -292,8 +273,8 @@ pub fn load_omniglot(split: String, options: Option<Value>) -> AsyncTask<Blockin
 }
 
 #[napi]
-pub fn load_image_folder(options: Value) -> AsyncTask<Blocking<NativeImageDataset>> {
-    blocking(move || {
+pub fn load_image_folder(options: Value) -> AsyncTask<Work<NativeImageDataset>> {
+    off_thread(move || {
         let opts: ImageFolderOptions = tasks::config_from_json(options)?;
         if opts.root.as_os_str().is_empty() {
             return Err(Error::config("root", "the image folder's root directory is required"));
@@ -316,8 +297,8 @@ pub struct JsZipSummary {
 
 /// Structural check of a downloaded Omniglot archive (opens, PNG entries, 964×20 or 659×20).
 #[napi]
-pub fn verify_omniglot_zip(path: String, split: String) -> AsyncTask<Blocking<JsZipSummary>> {
-    blocking(move || {
+pub fn verify_omniglot_zip(path: String, split: String) -> AsyncTask<Work<JsZipSummary>> {
+    off_thread(move || {
         let split: OmniglotSplit = split.parse()?;
         let s = omniglot::verify_zip(std::path::Path::new(&path), split)?;
         Ok(JsZipSummary { alphabets: s.alphabets as u32, classes: s.classes as u32, images: s.images as u32 })
