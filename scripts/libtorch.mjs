@@ -7,8 +7,9 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 
 export const TORCH_VERSION = '2.11.0';
-// Only these NVIDIA runtime libraries are needed for libtorch_cpu to load on a machine without a GPU.
-const CPU_EXTRAS = ['cuda-toolkit[cudart,cupti]==13.0.2'];
+// Linux wheels are CUDA builds whose libtorch_cpu links these two small NVIDIA runtime libraries; they are
+// all a machine without a GPU needs. macOS wheels are CPU builds with no such dependency.
+const CPU_EXTRAS = process.platform === 'linux' ? ['cuda-toolkit[cudart,cupti]==13.0.2'] : [];
 
 export class SetupError extends Error {}
 
@@ -97,7 +98,7 @@ export function ensureLibtorch({ log = console.error } = {}) {
   // On a GPU machine take the wheel with all its NVIDIA dependencies; elsewhere only what libtorch_cpu links.
   const installs = gpu
     ? [['install', '--no-compile', `torch==${TORCH_VERSION}`]]
-    : [['install', '--no-compile', '--no-deps', `torch==${TORCH_VERSION}`], ['install', '--no-compile', ...CPU_EXTRAS]];
+    : [['install', '--no-compile', '--no-deps', `torch==${TORCH_VERSION}`], ...(CPU_EXTRAS.length ? [['install', '--no-compile', ...CPU_EXTRAS]] : [])];
   for (const args of installs) {
     const r = run(pip, args);
     if (r.status === 0) continue;
