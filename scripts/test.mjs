@@ -1,5 +1,6 @@
 // `npm test`: setup, then the engine's cargo tests, then the ava suite. Fails if either fails.
-import { spawnSync } from 'node:child_process';
+// Ends with one summary line, "N passed, N failed", counted from both runners' own reports.
+import { spawn } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setup } from './setup.mjs';
@@ -8,9 +9,23 @@ import { SetupError } from './libtorch.mjs';
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const cargoOnly = process.argv.includes('--cargo-only');
 
+/** Runs a command, echoing its output, and resolves with its exit code and everything it printed. */
 function run(cmd, args, env) {
-  const r = spawnSync(cmd, args, { cwd: root, stdio: 'inherit', env });
-  return r.status ?? 1;
+  return new Promise((resolve) => {
+    const child = spawn(cmd, args, { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let text = '';
+    const echo = (stream) => (chunk) => {
+      text += chunk;
+      stream.write(chunk);
+    };
+    child.stdout.on('data', echo(process.stdout));
+    child.stderr.on('data', echo(process.stderr));
+    child.on('close', (code) => resolve({ code: code ?? 1, text }));
+  });
+}
+
+function sum(text, re) {
+  return [...text.matchAll(re)].reduce((n, m) => n + Number(m[1]), 0);
 }
 
 let env;
@@ -25,11 +40,17 @@ try {
 }
 const testEnv = { ...env, OMP_NUM_THREADS: '1' };
 // Release profile: shares the compiled libtorch bindings with the addon build.
-const cargo = run('cargo', ['test', '--release', '-p', 'metaplastic-core'], testEnv);
-if (cargo !== 0) {
-  console.error('cargo test failed');
-  process.exit(cargo);
+const cargo = await run('cargo', ['test', '--release', '-p', 'metaplastic-core'], testEnv);
+let passed = sum(cargo.text, /test result: \w+\. (\d+) passed/g);
+let failed = sum(cargo.text, /test result: \w+\. \d+ passed; (\d+) failed/g);
+let code = cargo.code;
+if (code === 0 && !cargoOnly) {
+  const ava = await run(process.execPath, [join(root, 'node_modules', 'ava', 'entrypoints', 'cli.mjs')], { ...testEnv, FORCE_COLOR: '0' });
+  passed += sum(ava.text, /^\s*(\d+) tests? passed/gm);
+  failed += sum(ava.text, /^\s*(\d+) tests? failed/gm) + sum(ava.text, /^\s*(\d+) uncaught exceptions?/gm);
+  code = ava.code;
+} else if (code !== 0) {
+  console.error('cargo test failed; the TypeScript tests were not run');
 }
-if (cargoOnly) process.exit(0);
-const ava = run(process.execPath, [join(root, 'node_modules', 'ava', 'entrypoints', 'cli.mjs')], testEnv);
-process.exit(ava);
+console.log(`\n${passed} passed, ${failed} failed`);
+process.exit(code !== 0 && failed === 0 ? code : failed > 0 ? 1 : code);

@@ -35,7 +35,7 @@ pub fn meta_gradient(learner: &mut Learner, batch: &EpisodeBatch) -> Result<(f64
     let fast = learner.start(e, &batch.classes, true)?;
     let fast = learner.adapt(fast, &batch.support_x, &batch.support_y, |t| step_mode(gradient, t, steps))?;
     let loss = learner.loss(&fast, &batch.query_x, &batch.query_y)?.f_mean(None::<Kind>)?;
-    let trainable: Vec<usize> = (0..learner.params.len()).filter(|&i| learner.params.iter().nth(i).is_some_and(|p| p.trainable)).collect();
+    let trainable: Vec<usize> = learner.params.iter().enumerate().filter(|(_, p)| p.trainable).map(|(i, _)| i).collect();
     let inputs: Vec<Tensor> = trainable.iter().map(|&i| learner.params.at(i).shallow_clone()).collect();
     let grads = Tensor::f_run_backward(&[&loss], &inputs, false, false)?;
     let mut out = Vec::with_capacity(trainable.len());
