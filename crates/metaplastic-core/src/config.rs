@@ -348,6 +348,19 @@ fn auto() -> String {
     "auto".to_string()
 }
 
+/// Deserializes a configuration value; a structural error names the offending path (e.g. `rule.lr`).
+pub fn from_value<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        Error::config(if path == "." { "config".to_string() } else { path }, e.into_inner().to_string())
+    })
+}
+
+/// Parses JSON text into a configuration (see `from_value`).
+pub fn parse_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
+    from_value(serde_json::from_str(text).map_err(|e| Error::config("config", format!("not valid JSON: {e}")))?)
+}
+
 fn positive(field: &str, v: f64) -> Result<()> {
     if v.is_finite() && v > 0.0 { Ok(()) } else { Err(Error::config(field, format!("must be a positive finite number, got {v}"))) }
 }
@@ -359,11 +372,7 @@ fn non_negative(field: &str, v: f64) -> Result<()> {
 impl LearnerConfig {
     /// Parses JSON, naming the offending path for structural errors, then validates.
     pub fn from_json(text: &str) -> Result<Self> {
-        let de = &mut serde_json::Deserializer::from_str(text);
-        let cfg: LearnerConfig = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            Error::config(if path == "." { "config".to_string() } else { path }, e.inner().to_string())
-        })?;
+        let cfg: LearnerConfig = parse_json(text)?;
         cfg.validate()?;
         Ok(cfg)
     }

@@ -64,11 +64,7 @@ fn one() -> usize {
 
 impl ExperimentConfig {
     pub fn from_json(text: &str) -> Result<Self> {
-        let de = &mut serde_json::Deserializer::from_str(text);
-        let cfg: ExperimentConfig = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            Error::config(if path == "." { "config".to_string() } else { path }, e.inner().to_string())
-        })?;
+        let cfg: ExperimentConfig = crate::config::parse_json(text)?;
         if cfg.meta_batch < 1 {
             return Err(Error::config("metaBatch", "must be >= 1"));
         }
@@ -202,11 +198,19 @@ impl Experiment {
         Ok(Self { cfg, learner, adam: Adam::default(), task, rng, step: 0, skipped: 0 })
     }
 
-    /// One meta-step on a fresh meta-batch of episodes.
+    /// One meta-step on a fresh meta-batch of episodes from the task.
     pub fn train_step(&mut self) -> Result<StepRecord> {
-        let start = Instant::now();
         let episodes = (0..self.cfg.meta_batch).map(|_| self.task.sample(&mut self.rng)).collect::<Result<Vec<_>>>()?;
-        let batch = stack(&self.learner, &episodes)?;
+        self.step_on(&episodes)
+    }
+
+    /// One meta-step on the given episodes (from the task or from elsewhere).
+    pub fn step_on(&mut self, episodes: &[Episode]) -> Result<StepRecord> {
+        if episodes.is_empty() {
+            return Err(Error::config("episodes", "at least one episode is required"));
+        }
+        let start = Instant::now();
+        let batch = stack(&self.learner, episodes)?;
         let report = self.adam.step(&mut self.learner, &batch)?;
         self.step += 1;
         if report.skipped {

@@ -34,6 +34,13 @@ pub struct EpisodeBatch {
     pub classes: Vec<Vec<i64>>,
 }
 
+/// What running episodes without meta-gradients gives: query predictions [E, Q, out], loss and accuracy per episode.
+pub struct EpisodeScores {
+    pub predictions: Tensor,
+    pub loss: Vec<f64>,
+    pub accuracy: Option<Vec<f64>>,
+}
+
 /// Copies a tensor into fresh storage (never an alias of a parameter).
 fn materialize(t: &Tensor) -> Result<Tensor> {
     let mut out = Tensor::f_empty(t.size(), (t.kind(), t.device()))?;
@@ -255,22 +262,27 @@ impl Learner {
         })
     }
 
-    /// Evaluates E episodes without meta-gradients: adapt on the support stream, score the query set.
-    /// Returns (query loss [E], query accuracy [E] for classification).
-    pub fn evaluate(&mut self, batch: &EpisodeBatch) -> Result<(Vec<f64>, Option<Vec<f64>>)> {
-        let e = batch.support_x.size()[0];
-        let fast = tch::no_grad(|| self.start(e, &batch.classes, false))?;
-        let fast = tch::no_grad(|| self.adapt(fast, &batch.support_x, &batch.support_y, |_| StepMode::Constant))?;
+    /// Runs E episodes without meta-gradients: adapt on the support stream, predict and score the query set.
+    pub fn run_episodes(&mut self, batch: &EpisodeBatch) -> Result<EpisodeScores> {
         tch::no_grad(|| {
-            let y_hat = self.predict(&fast, &batch.query_x)?;
-            let l = loss::per_episode(&self.cfg, &y_hat, &batch.query_y)?;
-            let losses = Vec::<f64>::try_from(&l.f_to_kind(Kind::Double)?.f_to_device(Device::Cpu)?)?;
-            let acc = if self.is_classification() {
-                Some(Vec::<f64>::try_from(&loss::accuracy(&y_hat, &batch.query_y)?.f_to_device(Device::Cpu)?)?)
+            let e = batch.support_x.size()[0];
+            let fast = self.start(e, &batch.classes, false)?;
+            let fast = self.adapt(fast, &batch.support_x, &batch.support_y, |_| StepMode::Constant)?;
+            let predictions = self.predict(&fast, &batch.query_x)?;
+            let l = loss::per_episode(&self.cfg, &predictions, &batch.query_y)?;
+            let loss = Vec::<f64>::try_from(&l.f_to_kind(Kind::Double)?.f_to_device(Device::Cpu)?)?;
+            let accuracy = if self.is_classification() {
+                Some(Vec::<f64>::try_from(&loss::accuracy(&predictions, &batch.query_y)?.f_to_device(Device::Cpu)?)?)
             } else {
                 None
             };
-            Ok((losses, acc))
+            Ok(EpisodeScores { predictions, loss, accuracy })
         })
+    }
+
+    /// Query loss [E] and accuracy [E] (classification) of E episodes, without meta-gradients.
+    pub fn evaluate(&mut self, batch: &EpisodeBatch) -> Result<(Vec<f64>, Option<Vec<f64>>)> {
+        let s = self.run_episodes(batch)?;
+        Ok((s.loss, s.accuracy))
     }
 }

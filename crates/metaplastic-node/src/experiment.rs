@@ -7,14 +7,13 @@ use crate::work::{off_thread, Work};
 use metaplastic_core::episode::Episode;
 use metaplastic_core::eval::{evaluate, EvalOptions};
 use metaplastic_core::experiment::{stack, Experiment, ExperimentConfig};
-use metaplastic_core::inner::StepMode;
 use metaplastic_core::{checkpoint, Error, Result};
 use napi::bindgen_prelude::AsyncTask;
 use napi_derive::napi;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use tch::{Device, Kind};
+use tch::Device;
 
 /// An episode handed in from JS; labels may arrive as whole-number floats.
 #[napi(object)]
@@ -49,6 +48,10 @@ fn to_episode(e: &JsEpisodeInput, classification: bool, index: usize) -> Result<
     } else {
         Ok(ep)
     }
+}
+
+fn to_episodes(episodes: &[JsEpisodeInput], classification: bool) -> Result<Vec<Episode>> {
+    episodes.iter().enumerate().map(|(i, e)| to_episode(e, classification, i)).collect()
 }
 
 struct Shared {
@@ -185,46 +188,25 @@ impl NativeExperiment {
     #[napi]
     pub fn meta_step(&self, episodes: Vec<JsEpisodeInput>) -> AsyncTask<Work<String>> {
         with_state(&self.shared, move |exp, _| {
-            if episodes.is_empty() {
-                return Err(Error::config("episodes", "at least one episode is required"));
-            }
-            let cls = exp.learner.is_classification();
-            let eps = episodes.iter().enumerate().map(|(i, e)| to_episode(e, cls, i)).collect::<Result<Vec<_>>>()?;
-            let batch = stack(&exp.learner, &eps)?;
-            let start = std::time::Instant::now();
-            let report = exp.adam.step(&mut exp.learner, &batch)?;
-            exp.step += 1;
-            if report.skipped {
-                exp.skipped += 1;
-            }
-            json(&metaplastic_core::experiment::StepRecord { step: exp.step, report, skipped_total: exp.skipped, seconds: start.elapsed().as_secs_f64() })
+            let eps = to_episodes(&episodes, exp.learner.is_classification())?;
+            json(&exp.step_on(&eps)?)
         })
     }
 
-    /// Runs each episode's inner loop (no meta-gradient) and scores its query set. Resolves to JSON
-    /// `{ queryLoss: number[], queryAccuracy?: number[] }` and the query predictions [E, Q, out].
+    /// Runs each episode's inner loop (no meta-gradient) and scores its query set.
     #[napi]
     pub fn run_episodes(&self, episodes: Vec<JsEpisodeInput>) -> AsyncTask<Work<JsEpisodeResult>> {
         with_state(&self.shared, move |exp, _| {
-            if episodes.is_empty() {
+            let eps = to_episodes(&episodes, exp.learner.is_classification())?;
+            if eps.is_empty() {
                 return Err(Error::config("episodes", "at least one episode is required"));
             }
-            let cls = exp.learner.is_classification();
-            let eps = episodes.iter().enumerate().map(|(i, e)| to_episode(e, cls, i)).collect::<Result<Vec<_>>>()?;
             let batch = stack(&exp.learner, &eps)?;
-            let learner = &mut exp.learner;
-            tch::no_grad(|| {
-                let e = batch.support_x.size()[0];
-                let fast = learner.start(e, &batch.classes, false)?;
-                let fast = learner.adapt(fast, &batch.support_x, &batch.support_y, |_| StepMode::Constant)?;
-                let y_hat = learner.predict(&fast, &batch.query_x)?;
-                let loss = metaplastic_core::loss::per_episode(&learner.cfg, &y_hat, &batch.query_y)?;
-                let acc = if cls { Some(Vec::<f64>::try_from(&metaplastic_core::loss::accuracy(&y_hat, &batch.query_y)?.f_to_device(Device::Cpu)?)?) } else { None };
-                Ok(JsEpisodeResult {
-                    query_loss: Vec::<f64>::try_from(&loss.f_to_kind(Kind::Double)?.f_to_device(Device::Cpu)?)?,
-                    query_accuracy: acc,
-                    predictions: host_to_js(metaplastic_core::tensor_io::HostTensor::from_tensor(&y_hat)?),
-                })
+            let scores = exp.learner.run_episodes(&batch)?;
+            Ok(JsEpisodeResult {
+                query_loss: scores.loss,
+                query_accuracy: scores.accuracy,
+                predictions: host_to_js(metaplastic_core::tensor_io::HostTensor::from_tensor(&scores.predictions)?),
             })
         })
     }

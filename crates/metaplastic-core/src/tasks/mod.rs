@@ -44,13 +44,7 @@ impl std::str::FromStr for Order {
 }
 
 /// Parses a task configuration from JSON; an error names the offending field (e.g. `ways`).
-pub fn config_from_json<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let field = if path == "." { "config".to_string() } else { path };
-        Error::config(field, e.into_inner().to_string())
-    })
-}
+pub use crate::config::from_value as config_from_json;
 
 /// Writes a file atomically: a temporary sibling, flushed to disk, then renamed over the target.
 pub fn write_atomic(path: &std::path::Path, write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>) -> Result<()> {
