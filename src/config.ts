@@ -85,6 +85,8 @@ export interface LearnerConfig {
 }
 
 export type TaskConfig =
+  /** Episodes come from your code (`metaStep`, `runEpisodes`); nothing to sample or evaluate. */
+  | { type: 'custom' }
   | { type: 'sine'; sine?: SineConfig; order?: 'continual' | 'iid' }
   | { type: 'omniglot'; data?: OmniglotOptions; episode?: Omit<EpisodeOptions, 'seed'> }
   | { type: 'imageFolder'; data: ImageFolderOptions; test?: ImageFolderOptions; episode?: Omit<EpisodeOptions, 'seed'> };

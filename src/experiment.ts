@@ -117,6 +117,11 @@ export class Experiment implements Disposable {
     return new Experiment(await native.createExperiment(JSON.stringify(full)));
   }
 
+  /** A learner for episodes you supply (`metaStep`, `runEpisodes`): an experiment with a custom task. */
+  static async forLearner(learner: ExperimentConfig['learner'], options: { name?: string; seed?: number } = {}): Promise<Experiment> {
+    return Experiment.create({ name: options.name ?? 'learner', seed: options.seed ?? 0, learner, task: { type: 'custom' } });
+  }
+
   /** Loads a checkpoint directory written by `save` or `metaTrain({ outDir })`. */
   static async load(dir: string): Promise<Experiment> {
     return new Experiment(await native.loadExperiment(dir));

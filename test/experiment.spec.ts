@@ -184,10 +184,12 @@ test('episodes from TypeScript: a custom task drives meta-steps and runs', async
     },
     { inputShape: [2], outputs: 1, classification: false, seed: 1 },
   );
-  const exp = await Experiment.create({
-    learner: { inputShape: [2], layers: [{ type: 'linear', units: 6 }, { type: 'linear', units: 1 }], task: 'regression', rule: { type: 'sgd', lr: 0.05 }, meta: { lr: { forward: 1e-2 } } },
-    task: { type: 'sine', sine: { poolSize: 4, functions: 1, slots: 1, batchesPerFunction: 1, batchSize: 1, queryPerFunction: 1 } },
-  });
+  const exp = await Experiment.forLearner({ inputShape: [2], layers: [{ type: 'linear', units: 6 }, { type: 'linear', units: 1 }], task: 'regression', rule: { type: 'sgd', lr: 0.05 }, meta: { lr: { forward: 1e-2 } } });
+  // Nothing to sample or evaluate in a custom task: those calls say so.
+  const noTrain = await t.throwsAsync(exp.metaTrain({ steps: 1 }));
+  t.regex(noTrain.message, /custom task has no sampler/);
+  const noEval = await t.throwsAsync(exp.evaluate({ runs: 1 }));
+  t.regex(noEval.message, /custom task has no evaluation protocol/);
   const episodes = [task.sample(), task.sample()];
   const before = await exp.runEpisodes(episodes);
   t.is(before.queryLoss.length, 2);

@@ -84,6 +84,7 @@ pub fn evaluate(exp: &mut Experiment, opts: &EvalOptions) -> Result<EvalRaw> {
     // Re-initialised plastic weights draw from the learner's generator: evaluation uses its own.
     let saved = std::mem::replace(&mut exp.learner.rng, stream(opts.seed, "eval-reinit"));
     let result = tch::no_grad(|| match &exp.task {
+        LoadedTask::Custom => Err(Error::config("task", "a custom task has no evaluation protocol: score your own episodes with runEpisodes")),
         LoadedTask::Sine(task, _) => sine(&mut exp.learner, task, opts),
         LoadedTask::Images { test, .. } => images(&mut exp.learner, test, opts),
     });

@@ -30,6 +30,8 @@ pub enum TaskConfig {
         #[serde(default)]
         episode: EpisodeConfig,
     },
+    /// Episodes come from the caller (`Experiment::step_on`); there is nothing to sample or evaluate.
+    Custom {},
     /// Any root/class/image folder (e.g. Mini-ImageNet); `test` is the evaluation folder (default: `data`).
     ImageFolder {
         data: ImageFolderOptions,
@@ -83,6 +85,7 @@ fn prefix(e: Error, path: &str) -> Error {
 
 /// The task as loaded: the meta-training sampler's source and what evaluation needs.
 pub enum LoadedTask {
+    Custom,
     Sine(SineTask, Order),
     Images { train: crate::tasks::ImageEpisodeSampler, test: std::sync::Arc<crate::tasks::ImageStore> },
 }
@@ -90,6 +93,7 @@ pub enum LoadedTask {
 impl LoadedTask {
     pub fn load(cfg: &TaskConfig, seed: u64) -> Result<Self> {
         Ok(match cfg {
+            TaskConfig::Custom {} => LoadedTask::Custom,
             TaskConfig::Sine { sine, order } => LoadedTask::Sine(SineTask::new(sine.clone(), seed).map_err(|e| prefix(e, "task.sine"))?, *order),
             TaskConfig::Omniglot { data, episode } => {
                 let train = OmniglotDataset::load(OmniglotSplit::Background, data)?;
@@ -112,6 +116,7 @@ impl LoadedTask {
     /// Checks that the learner fits the task's examples, targets and labels, naming the fields.
     pub fn check_learner(&self, learner: &LearnerConfig) -> Result<()> {
         let (shape, classification, need_outputs) = match self {
+            LoadedTask::Custom => return Ok(()),
             LoadedTask::Sine(task, _) => (vec![task.config().input_size() as i64], false, 1),
             LoadedTask::Images { train, test } => {
                 let c = train.config();
@@ -138,6 +143,7 @@ impl LoadedTask {
 
     fn sample(&mut self, rng: &mut Rng) -> Result<Episode> {
         match self {
+            LoadedTask::Custom => Err(Error::config("task", "a custom task has no sampler: supply episodes with metaStep")),
             LoadedTask::Sine(task, order) => task.meta_train_sampler(*order).sample(rng),
             LoadedTask::Images { train, .. } => train.sample(rng),
         }
