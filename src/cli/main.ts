@@ -3,6 +3,12 @@ import { Command, CommanderError } from 'commander';
 import { MetaplasticError } from '../errors.js';
 import { registerInfo } from './info.js';
 import { registerData } from './data.js';
+import { registerTrain } from './train.js';
+import { registerEval } from './eval.js';
+import { registerCompare } from './compare.js';
+import { registerPresets } from './presets.js';
+import { registerDemo } from './demo.js';
+import { CliExit } from './args.js';
 import { packageVersion } from '../version.js';
 
 export function buildProgram(): Command {
@@ -15,6 +21,11 @@ export function buildProgram(): Command {
     .exitOverride();
   registerInfo(program);
   registerData(program);
+  registerPresets(program);
+  registerTrain(program);
+  registerEval(program);
+  registerCompare(program);
+  registerDemo(program);
   return program;
 }
 
@@ -27,6 +38,10 @@ export async function main(argv: string[]): Promise<number> {
   } catch (e) {
     if (e instanceof CommanderError) {
       // Help and version exit with code 0; usage errors were already printed by commander.
+      return e.exitCode;
+    }
+    if (e instanceof CliExit) {
+      if (e.message) process.stderr.write(`metaplastic: ${e.message}\n`);
       return e.exitCode;
     }
     if (e instanceof MetaplasticError) {

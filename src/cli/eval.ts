@@ -1,0 +1,125 @@
+/**
+ * `metaplastic eval`: runs the task's evaluation protocol on a checkpoint, writes eval.json (canonical
+ * bytes: a pure function of checkpoint, seed and options; timings go to stderr only) and the plots.
+ */
+import type { Command } from 'commander';
+import { dirname, join } from 'node:path';
+import { mkdir } from 'node:fs/promises';
+import { Experiment, evalJson, type EvalOptions } from '../experiment.js';
+import { compareFigures } from '../plots.js';
+import { writeFileAtomic, type EvalFile } from '../results.js';
+import type { Stat } from '../stats.js';
+import { formatDuration } from './progress.js';
+import { intList, positiveInt, seedInt, usageError } from './args.js';
+import { CHECKPOINT_FILE, EVAL_FILE, hasCheckpoint, readRunMetrics } from './runs.js';
+
+export const DEFAULT_RUNS = 50;
+
+export interface EvalRequest {
+  checkpoint: string;
+  runs?: number;
+  seed?: number;
+  classes?: number[];
+  /** Where eval.json goes (default: inside the checkpoint directory). */
+  out?: string;
+  /** Also write the figures of this learner into the checkpoint directory (default true). */
+  plots?: boolean;
+  log?: (line: string) => void;
+}
+
+export interface EvalRunResult {
+  file: EvalFile;
+  path: string;
+  plots: string[];
+  seconds: number;
+}
+
+export async function evalRun(req: EvalRequest): Promise<EvalRunResult> {
+  const log = req.log ?? ((line: string) => process.stderr.write(line + '\n'));
+  if (!hasCheckpoint(req.checkpoint)) {
+    throw usageError(`${req.checkpoint} has no checkpoint (${CHECKPOINT_FILE} is missing); train one with \`metaplastic train --out ${req.checkpoint}\``);
+  }
+  const exp = await Experiment.load(req.checkpoint);
+  try {
+    return await evaluateLoaded(exp, req, log);
+  } finally {
+    exp.dispose();
+  }
+}
+
+async function evaluateLoaded(exp: Experiment, req: EvalRequest, log: (line: string) => void): Promise<EvalRunResult> {
+  if (req.classes && exp.config.task.type === 'sine') {
+    throw usageError(`--classes applies to classification checkpoints; ${req.checkpoint} was trained on the sine task`);
+  }
+  const options: EvalOptions = { runs: req.runs ?? DEFAULT_RUNS, seed: req.seed ?? 0 };
+  if (req.classes) options.classes = req.classes;
+  log(`${exp.name}: evaluating the checkpoint at step ${exp.step} (${options.runs} runs, seed ${options.seed})`);
+  const t0 = performance.now();
+  const file = await exp.evaluate(options);
+  const seconds = (performance.now() - t0) / 1000;
+  log(`${exp.name}: evaluated in ${formatDuration(seconds)}`);
+
+  const path = req.out ?? join(req.checkpoint, EVAL_FILE);
+  await mkdir(dirname(path), { recursive: true });
+  await writeFileAtomic(path, evalJson(file));
+  const plots: string[] = [];
+  if (req.plots ?? true) {
+    const metrics = await readRunMetrics(req.checkpoint);
+    const figs = await compareFigures(req.checkpoint, [{ name: file.name, eval: file, metrics }]);
+    for (const f of figs) plots.push(f.svg, f.png);
+  }
+  return { file, path, plots, seconds };
+}
+
+function stat(s: Stat, digits = 4): string {
+  const p = (x: number) => x.toPrecision(digits);
+  return `${p(s.mean)}  (95% CI ${p(s.ci95[0])} – ${p(s.ci95[1])})`;
+}
+
+/** A few readable lines: sine final MSE per order, or Omniglot accuracy per class count. */
+export function evalSummary(file: EvalFile): string {
+  const r = file.result;
+  const lines = [`${file.name} at meta-step ${file.checkpointStep}: ${r.runs} runs, seed ${file.seed}`];
+  if (r.protocol === 'sine') {
+    lines.push(`  MSE over all ${r.functions} functions after learning them:`);
+    lines.push(`    continual  ${stat(r.continual.finalMse)}`);
+    lines.push(`    i.i.d.     ${stat(r.iid.finalMse)}`);
+  } else {
+    lines.push('  classes   held-out accuracy                  train accuracy');
+    for (const p of r.points) {
+      lines.push(`  ${String(p.classes).padStart(7)}   ${stat(p.heldOut, 3).padEnd(33)}  ${stat(p.train, 3)}${p.stepSize !== undefined ? `   step ${p.stepSize}` : ''}`);
+    }
+  }
+  return lines.join('\n');
+}
+
+interface EvalCliOptions {
+  checkpoint: string;
+  runs: number;
+  classes?: number[];
+  seed: number;
+  out?: string;
+  json?: boolean;
+}
+
+export function registerEval(program: Command): void {
+  program
+    .command('eval')
+    .description("Evaluate a checkpoint with its task's continual-learning protocol; writes eval.json and plots.")
+    .requiredOption('--checkpoint <dir>', 'run directory holding the checkpoint')
+    .option('--runs <n>', 'independent evaluation runs', positiveInt, DEFAULT_RUNS)
+    .option('--classes <list>', 'Omniglot: class counts, e.g. 10,50,100 (default 10,50,75,100,150,200)', intList)
+    .option('--seed <s>', 'evaluation seed', seedInt, 0)
+    .option('--out <file>', 'where to write the evaluation (default: <dir>/eval.json)')
+    .option('--json', 'print the evaluation JSON on stdout')
+    .action(async (opts: EvalCliOptions) => {
+      const r = await evalRun({ checkpoint: opts.checkpoint, runs: opts.runs, seed: opts.seed, classes: opts.classes, out: opts.out });
+      if (opts.json) {
+        process.stdout.write(evalJson(r.file));
+        return;
+      }
+      process.stdout.write(evalSummary(r.file) + '\n');
+      process.stdout.write(`wrote ${r.path}\n`);
+      if (r.plots.length > 0) process.stdout.write(`plots: ${r.plots.join(', ')}\n`);
+    });
+}

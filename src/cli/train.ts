@@ -1,0 +1,213 @@
+/**
+ * `metaplastic train`: meta-trains one learner into a run directory (config.json, metrics.jsonl, the
+ * checkpoint, meta-loss plot), with a progress bar, Ctrl-C → checkpoint → exit 130, and exact resume.
+ */
+import type { Command } from 'commander';
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Experiment } from '../experiment.js';
+import { MetaplasticError } from '../errors.js';
+import { mergeConfig, type ExperimentConfig } from '../config.js';
+import { preset } from '../presets.js';
+import { plotMetaLoss } from '../plots.js';
+import { writeFileAtomic } from '../results.js';
+import { createProgress, formatDuration, type ProgressMode } from './progress.js';
+import { applySet, CliExit, collect, firstDifference, nonNegativeInt, positiveInt, readConfigFile, seedInt, usageError } from './args.js';
+import { CHECKPOINT_FILE, CONFIG_FILE, finalMetaLoss, hasCheckpoint, initialMetaLoss, readRunMetrics } from './runs.js';
+
+export const DEFAULT_STEPS = 1000;
+export const DEFAULT_CHECKPOINT_EVERY = 100;
+
+export interface TrainRequest {
+  /** The configuration to train; with `resume`, checked against the checkpoint's (may be omitted). */
+  config?: ExperimentConfig;
+  out: string;
+  /** Total meta-steps of the run. */
+  steps: number;
+  resume?: boolean;
+  checkpointEvery?: number;
+  /** Progress label (default: the learner's name). */
+  label?: string;
+  log?: (line: string) => void;
+  /** Progress display (default 'auto': a bar on a terminal, lines otherwise). */
+  progress?: ProgressMode | 'auto';
+}
+
+export interface TrainResult {
+  name: string;
+  out: string;
+  /** Meta-steps done (the checkpoint's step). */
+  steps: number;
+  /** Step the run started from in this invocation (0 for a fresh run). */
+  startStep: number;
+  /** Mean meta-loss over the first and last 10% of the run's finite steps (null without any). */
+  initialMetaLoss: number | null;
+  finalMetaLoss: number | null;
+  skipped: number;
+  seconds: number;
+  plots: string[];
+}
+
+/** --preset / --config / --set / --seed → one configuration (null when none of them is given). */
+export async function resolveConfig(opts: { preset?: string; config?: string; set?: string[]; seed?: number }): Promise<ExperimentConfig | null> {
+  if (!opts.preset && !opts.config && !opts.set?.length && opts.seed === undefined) return null;
+  let config: Record<string, unknown>;
+  if (opts.config) {
+    const file = await readConfigFile(opts.config);
+    // With a preset the file holds overrides; alone it is a complete configuration.
+    config = opts.preset ? (preset(opts.preset, file) as unknown as Record<string, unknown>) : file;
+  } else if (opts.preset) {
+    config = preset(opts.preset) as unknown as Record<string, unknown>;
+  } else {
+    throw usageError('give --preset NAME or --config FILE.json (see `metaplastic presets`)');
+  }
+  for (const s of opts.set ?? []) applySet(config, s);
+  if (opts.seed !== undefined) {
+    config = mergeConfig(config, { seed: opts.seed, learner: { seed: opts.seed } });
+  }
+  if (typeof config.learner !== 'object' || typeof config.task !== 'object') {
+    throw new MetaplasticError('E_CONFIG', `invalid configuration: ${opts.config}: needs "learner" and "task" (print a complete one with \`metaplastic presets flp-sine\`)`);
+  }
+  return config as unknown as ExperimentConfig;
+}
+
+/** `runs/<name>-<seed>`. */
+export function defaultRunDir(config: ExperimentConfig): string {
+  return join('runs', `${config.name ?? 'experiment'}-${config.seed ?? 0}`);
+}
+
+async function openRun(req: TrainRequest): Promise<Experiment> {
+  if (!req.resume) {
+    if (!req.config) throw usageError('give --preset NAME or --config FILE.json (see `metaplastic presets`)');
+    if (hasCheckpoint(req.out)) {
+      throw usageError(`${req.out} already holds a checkpoint (${CHECKPOINT_FILE}); continue it with --resume, or choose another --out`);
+    }
+    const exp = await Experiment.create(req.config);
+    await mkdir(req.out, { recursive: true });
+    await writeFileAtomic(join(req.out, CONFIG_FILE), JSON.stringify(exp.config, null, 2) + '\n');
+    return exp;
+  }
+  if (!hasCheckpoint(req.out)) {
+    throw usageError(`--resume: ${req.out} has no checkpoint (${CHECKPOINT_FILE} is missing); start a fresh run without --resume`);
+  }
+  const exp = await Experiment.load(req.out);
+  const diff = req.config ? firstDifference(req.config, exp.config) : null;
+  if (diff) {
+    exp.dispose();
+    throw usageError(`--resume: the checkpoint in ${req.out} was trained with another configuration (${diff}); resume with \`--resume --out ${req.out}\` alone, or choose another --out`);
+  }
+  return exp;
+}
+
+/** Meta-trains `req.config` (or resumes the run in `req.out`) up to `req.steps` total meta-steps. */
+export async function trainRun(req: TrainRequest): Promise<TrainResult> {
+  const log = req.log ?? ((line: string) => process.stderr.write(line + '\n'));
+  const exp = await openRun(req);
+  const startStep = exp.step;
+  const name = exp.name;
+  if (startStep >= req.steps) log(`${name}: the checkpoint in ${req.out} is already at step ${startStep} (--steps ${req.steps}); nothing to train`);
+  else if (startStep > 0) log(`${name}: resuming from step ${startStep} in ${req.out}`);
+
+  const controller = new AbortController();
+  const onSigint = () => {
+    log(`\n${name}: interrupted; saving a checkpoint (press Ctrl-C again to quit without saving)`);
+    controller.abort();
+  };
+  process.once('SIGINT', onSigint);
+  const progress = createProgress({ label: req.label ?? name, mode: req.progress });
+  const t0 = performance.now();
+  try {
+    if (startStep < req.steps) progress.start(req.steps, startStep);
+    await exp.metaTrain({
+      steps: req.steps,
+      outDir: req.out,
+      signal: controller.signal,
+      checkpointEvery: req.checkpointEvery ?? DEFAULT_CHECKPOINT_EVERY,
+      onProgress: (e) => progress.update(e.step, { 'meta-loss': e.metaLoss ?? 'nan', skipped: e.skipped }),
+    });
+  } catch (e) {
+    progress.stop();
+    if (e instanceof MetaplasticError && e.code === 'E_CANCELLED') {
+      throw new CliExit(130, `${name}: stopped at step ${exp.step} of ${req.steps}; checkpoint saved in ${req.out}.\nResume with: metaplastic train --resume --out ${req.out} --steps ${req.steps}`);
+    }
+    throw e;
+  } finally {
+    process.removeListener('SIGINT', onSigint);
+  }
+  progress.stop();
+  const seconds = (performance.now() - t0) / 1000;
+
+  const records = await readRunMetrics(req.out);
+  const plots: string[] = [];
+  if (records.length > 0) {
+    const fig = await plotMetaLoss(req.out, [{ name, records }], { smoothing: 0.9 });
+    plots.push(fig.svg, fig.png);
+  }
+  const result: TrainResult = {
+    name,
+    out: req.out,
+    steps: exp.step,
+    startStep,
+    initialMetaLoss: initialMetaLoss(records),
+    finalMetaLoss: finalMetaLoss(records),
+    skipped: exp.skipped,
+    seconds,
+    plots,
+  };
+  exp.dispose();
+  return result;
+}
+
+function fmt(x: number | null): string {
+  return x === null ? '-' : x.toPrecision(4);
+}
+
+export function trainSummary(r: TrainResult): string {
+  const lines = [
+    `${r.name}: ${r.steps} meta-steps in ${r.out} (${r.steps - r.startStep} this run, ${formatDuration(r.seconds)})`,
+    `  meta-loss  first 10%: ${fmt(r.initialMetaLoss)}   last 10%: ${fmt(r.finalMetaLoss)}`,
+  ];
+  if (r.skipped > 0) lines.push(`  skipped non-finite meta-steps: ${r.skipped}`);
+  if (r.plots.length > 0) lines.push(`  plot: ${r.plots.join(', ')}`);
+  return lines.join('\n');
+}
+
+interface TrainOptions {
+  preset?: string;
+  config?: string;
+  set?: string[];
+  steps: number;
+  out?: string;
+  seed?: number;
+  resume?: boolean;
+  checkpointEvery: number;
+  json?: boolean;
+}
+
+export function registerTrain(program: Command): void {
+  program
+    .command('train')
+    .description('Meta-train a learner from a preset or configuration into a run directory (resumable).')
+    .option('--preset <name>', 'preset to start from (see `metaplastic presets`)')
+    .option('--config <file>', 'JSON configuration: complete, or overrides of --preset')
+    .option('--set <key.path=value>', 'override one field, e.g. --set task.sine.batchSize=16 (repeatable; values are JSON or strings)', collect, [])
+    .option('--steps <n>', `the run's TOTAL number of meta-steps (a resumed run continues up to it); the paper trains 20,000`, positiveInt, DEFAULT_STEPS)
+    .option('--out <dir>', 'run directory (default: runs/<name>-<seed>)')
+    .option('--seed <s>', 'seed of the task streams and of the initial weights', seedInt)
+    .option('--resume', 'continue the checkpoint in --out up to --steps')
+    .option('--checkpoint-every <n>', 'also checkpoint every n meta-steps (0 = only at the end)', nonNegativeInt, DEFAULT_CHECKPOINT_EVERY)
+    .option('--json', 'print the result as JSON on stdout')
+    .action(async (opts: TrainOptions) => {
+      const config = await resolveConfig(opts);
+      if (!opts.resume && !config) throw usageError('give --preset NAME or --config FILE.json (see `metaplastic presets`)');
+      if (opts.resume && !opts.out) throw usageError('--resume needs --out DIR, the run directory to continue');
+      const out = opts.out ?? defaultRunDir(config!);
+      const r = await trainRun({ config: config ?? undefined, out, steps: opts.steps, resume: opts.resume, checkpointEvery: opts.checkpointEvery });
+      if (opts.json) {
+        const json = { name: r.name, out: r.out, steps: r.steps, startStep: r.startStep, finalMetaLoss: r.finalMetaLoss, initialMetaLoss: r.initialMetaLoss, skipped: r.skipped, seconds: r.seconds, plots: r.plots };
+        process.stdout.write(JSON.stringify(json) + '\n');
+      } else {
+        process.stdout.write(trainSummary(r) + '\n');
+      }
+    });
+}
