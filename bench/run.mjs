@@ -36,9 +36,10 @@ const PROFILES = {
   // inner loop = functions × batchesPerFunction minibatches of 32 points; query 32 points per function
   quick: { functions: 1, batches: 10, warmup: 1, repeats: 2, evalRepeats: 1, evalRuns: 4, metaBatches: [1, 8], matmulN: 1024 },
   default: { functions: 1, batches: 40, warmup: 1, repeats: 5, evalRepeats: 3, evalRuns: 8, metaBatches: [1, 8], matmulN: 2048 },
-  // The paper's full episode (10 functions × 40 minibatches = 400 inner steps). FLP keeps ~1 GB of graph
-  // per episode per 40 steps, so the full-length batch is 4 episodes on a 24 GB machine.
-  full: { functions: 10, batches: 40, warmup: 1, repeats: 3, evalRepeats: 2, evalRuns: 8, metaBatches: [1, 4], matmulN: 2048 },
+  // The paper's full episode (10 functions × 40 minibatches = 400 inner steps). The engine's FLP graph
+  // measured ~26 MB per episode per inner step (~10 GB per 400-step episode): one episode per meta-step
+  // on a 24 GB CPU machine; 8 on a GPU (cudaMetaBatches).
+  full: { functions: 10, batches: 40, warmup: 1, repeats: 3, evalRepeats: 2, evalRuns: 8, metaBatches: [1], cudaMetaBatches: [1, 8], matmulN: 2048 },
 };
 
 function learnerConfig(net, device) {
@@ -207,18 +208,19 @@ async function main() {
   if (values.child) return child(JSON.parse(values.child));
 
   const profileName = values.full ? 'full' : values.quick ? 'quick' : 'default';
-  const profile = PROFILES[profileName];
+  let profile = PROFILES[profileName];
   const threads = Number(values.threads);
   if (!Number.isInteger(threads) || threads < 1) throw new Error(`--threads must be a positive integer, got ${values.threads}`);
   const filters = values.filter.flatMap((f) => f.split(',')).filter(Boolean);
-  const chosen = scenarios(profile).filter((s) => filters.length === 0 || filters.some((f) => s.name.includes(f)));
-  const wantMatmul = filters.length === 0 || filters.some((f) => 'matmul'.includes(f));
 
   // The engine's device decides the reference's.
   const probe = runEngine({ kind: 'eval', name: 'probe', net: 'oml', runs: 1, repeats: 0, threads, device: values.device, profile: { ...profile, functions: 1, batches: 1 } });
   if (probe.error) throw new Error(`the engine could not start: ${probe.error}\n  Build it first: node scripts/setup.mjs`);
   const runtime = probe.runtime;
   const device = runtime.device.startsWith('cuda') && values.device !== 'cpu' ? 'cuda' : 'cpu';
+  if (device === 'cuda' && profile.cudaMetaBatches) profile = { ...profile, metaBatches: profile.cudaMetaBatches };
+  const chosen = scenarios(profile).filter((s) => filters.length === 0 || filters.some((f) => s.name.includes(f)));
+  const wantMatmul = filters.length === 0 || filters.some((f) => 'matmul'.includes(f));
 
   const py = values['no-reference'] ? { error: 'disabled with --no-reference' } : findTorchPython(root, values.python);
   const machine = {
