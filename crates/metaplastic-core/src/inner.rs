@@ -32,7 +32,10 @@ impl FastWeights {
         let mut w = Vec::with_capacity(self.w.len());
         let mut b = Vec::with_capacity(self.b.len());
         for (k, (wk, bk)) in self.w.into_iter().zip(self.b).enumerate() {
-            w.push(add(wk, &u.w[k])?);
+            w.push(match &u.w_rate[k] {
+                Some(rate) => add_scaled(wk, rate, &u.w[k])?,
+                None => add(wk, &u.w[k])?,
+            });
             b.push(match &u.b[k] {
                 Some(db) => add(bk, db)?,
                 None => bk,
@@ -48,6 +51,16 @@ fn add(mut t: Tensor, d: &Tensor) -> Result<Tensor> {
         Ok(t.f_add(d)?)
     } else {
         let _ = t.f_add_(d)?;
+        Ok(t)
+    }
+}
+
+/// t + rate ⊙ d, fused; in place when nothing is tracked.
+fn add_scaled(mut t: Tensor, rate: &Tensor, d: &Tensor) -> Result<Tensor> {
+    if t.requires_grad() || d.requires_grad() || rate.requires_grad() {
+        Ok(t.f_addcmul(rate, d)?)
+    } else {
+        let _ = t.f_addcmul_(rate, d)?;
         Ok(t)
     }
 }
@@ -112,9 +125,13 @@ impl InnerLoop<'_> {
                         self.update(&acts, &inner, y, false)
                     })?
                 };
+                let detach = |v: &[Option<Tensor>]| -> Result<Vec<Option<Tensor>>> {
+                    Ok(v.iter().map(|t| t.as_ref().map(|t| t.f_detach()).transpose()).collect::<std::result::Result<_, _>>()?)
+                };
                 let u = Update {
                     w: u.w.iter().map(|t| t.f_detach()).collect::<std::result::Result<_, _>>()?,
-                    b: u.b.iter().map(|t| t.as_ref().map(|t| t.f_detach()).transpose()).collect::<std::result::Result<_, _>>()?,
+                    w_rate: detach(&u.w_rate)?,
+                    b: detach(&u.b)?,
                 };
                 fast.apply(u)
             }

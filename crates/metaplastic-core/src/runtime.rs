@@ -4,6 +4,7 @@
 //! We `dlopen` it once, globally, before anything touches libtorch; on a CPU-only machine (or a wheel
 //! installed without the NVIDIA libraries) the load fails quietly and the CPU is used.
 use std::ffi::CString;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::OnceLock;
 use tch::Device;
 
@@ -90,9 +91,16 @@ pub fn device_name(d: Device) -> String {
     }
 }
 
+/// Thread count asked for with `set_threads` (0: libtorch's default). libtorch's OpenMP setting is per
+/// calling thread, so work running on other threads applies it with `apply_threads`.
+static THREADS: AtomicI32 = AtomicI32::new(0);
+
 pub fn threads() -> i32 {
     init();
-    tch::get_num_threads()
+    match THREADS.load(Ordering::Relaxed) {
+        0 => tch::get_num_threads(),
+        n => n,
+    }
 }
 
 pub fn set_threads(n: i32) -> crate::Result<()> {
@@ -100,8 +108,17 @@ pub fn set_threads(n: i32) -> crate::Result<()> {
         return Err(crate::Error::config("threads", format!("must be >= 1, got {n}")));
     }
     init();
+    THREADS.store(n, Ordering::Relaxed);
     tch::set_num_threads(n);
     Ok(())
+}
+
+/// Applies the requested thread count on the current thread (call at the start of off-thread work).
+pub fn apply_threads() {
+    let n = THREADS.load(Ordering::Relaxed);
+    if n > 0 && tch::get_num_threads() != n {
+        tch::set_num_threads(n);
+    }
 }
 
 /// Seeds libtorch's global generators (CPU and CUDA).

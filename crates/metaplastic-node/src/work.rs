@@ -12,6 +12,8 @@ impl<T: Send + 'static + ToNapiValue + TypeName> Task for Work<T> {
     type JsValue = T;
     fn compute(&mut self) -> napi::Result<T> {
         let f = self.0.take().ok_or_else(|| napi::Error::from_reason("[E_INTERNAL] task ran twice"))?;
+        // Thread settings are per thread in libtorch: apply the requested count on this pool thread.
+        metaplastic_core::runtime::apply_threads();
         guard(f)
     }
     fn resolve(&mut self, _env: Env, output: T) -> napi::Result<T> {

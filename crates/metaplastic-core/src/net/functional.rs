@@ -26,9 +26,9 @@ pub fn front(spec: &NetSpec, weights: &[Tensor], biases: &[Tensor], x: &Tensor) 
 
 /// Pre-activation of a plastic layer: z = h Wᵀ + b, with h [E, B, in], w [E, out, in], b [E, out] or [out].
 pub fn plastic_linear(h: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
-    let z = h.f_matmul(&w.f_transpose(1, 2)?)?;
     let b = if b.dim() == 1 { b.f_view([1, 1, -1])? } else { b.f_unsqueeze(1)? };
-    Ok(z.f_add(&b)?)
+    // One fused batched multiply-add: no separate product tensor to allocate and keep for backward.
+    Ok(b.f_baddbmm(h, &w.f_transpose(1, 2)?, 1.0, 1.0)?)
 }
 
 /// Activations of the plastic tail for one minibatch.

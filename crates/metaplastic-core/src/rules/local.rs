@@ -25,15 +25,23 @@ pub struct LocalRule {
     pub multipliers: Vec<f64>,
 }
 
-/// The rule's core on explicit tensors: post [E, B, out], pre [E, B, in], w [E, out, in].
-pub fn local_delta(post: &Tensor, pre: &Tensor, w: &Tensor, rate: &Tensor, oja_decay: bool, multiplier: f64) -> Result<Tensor> {
-    let mut hebb = post.f_transpose(1, 2)?.f_matmul(pre)?;
+/// The rule's term before the rates: m · (ãᵀa − diag(Σ ã²) W), with post [E, B, out], pre [E, B, in],
+/// w [E, out, in]. The update is rate ⊙ term, applied by the driver as one fused W + rate ⊙ term.
+pub fn local_term(post: &Tensor, pre: &Tensor, w: &Tensor, oja_decay: bool, multiplier: f64) -> Result<Tensor> {
+    let post_t = post.f_transpose(1, 2)?;
     if oja_decay {
         let post_sq = post.f_square()?.f_sum_dim_intlist([1i64].as_slice(), false, None::<Kind>)?.f_unsqueeze(2)?;
-        hebb = hebb.f_sub(&post_sq.f_mul(w)?)?;
+        // baddbmm: −m·(Σã²)⊙W + m·ãᵀa in one kernel.
+        Ok(post_sq.f_mul(w)?.f_baddbmm(&post_t, pre, -multiplier, multiplier)?)
+    } else {
+        let hebb = post_t.f_matmul(pre)?;
+        Ok(if multiplier == 1.0 { hebb } else { hebb.f_mul_scalar(multiplier)? })
     }
-    let delta = hebb.f_mul(rate)?;
-    Ok(if multiplier == 1.0 { delta } else { delta.f_mul_scalar(multiplier)? })
+}
+
+/// The full update ΔW = rate ⊙ term (for callers that want the delta itself).
+pub fn local_delta(post: &Tensor, pre: &Tensor, w: &Tensor, rate: &Tensor, oja_decay: bool, multiplier: f64) -> Result<Tensor> {
+    Ok(local_term(post, pre, w, oja_decay, multiplier)?.f_mul(rate)?)
 }
 
 impl InnerRule for LocalRule {
@@ -45,10 +53,12 @@ impl InnerRule for LocalRule {
             .collect();
         let post = teaching_activity(inp.cfg, inp.acts, inp.w, inp.y, &feedback)?;
         let mut w = Vec::with_capacity(post.len());
+        let mut rates = Vec::with_capacity(post.len());
         for (k, post_k) in post.iter().enumerate() {
-            w.push(local_delta(post_k, &inp.acts.pre[k], &inp.w[k], params.at(self.rates[k]), self.oja_decay, self.multipliers[k])?);
+            w.push(local_term(post_k, &inp.acts.pre[k], &inp.w[k], self.oja_decay, self.multipliers[k])?);
+            rates.push(Some(params.at(self.rates[k]).shallow_clone()));
         }
         let b = (0..w.len()).map(|_| None).collect();
-        Ok(Update { w, b })
+        Ok(Update { w, w_rate: rates, b })
     }
 }

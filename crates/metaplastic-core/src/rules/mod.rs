@@ -23,9 +23,11 @@ pub struct StepInputs<'a> {
     pub step_scale: f64,
 }
 
-/// Additive changes to the plastic layers' fast weights (and biases, for rules that adapt them).
+/// Additive changes to the plastic layers' fast weights (and biases, for rules that adapt them):
+/// ΔW_k = w_rate[k] ⊙ w[k] when a rate is given (applied as one fused multiply-add), else w[k].
 pub struct Update {
     pub w: Vec<Tensor>,
+    pub w_rate: Vec<Option<Tensor>>,
     pub b: Vec<Option<Tensor>>,
 }
 

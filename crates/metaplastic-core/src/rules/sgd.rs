@@ -50,7 +50,8 @@ impl InnerRule for SgdRule {
             w.push(scaled(grad(k)?, &self.step, idx(k, false), params, inp.step_scale)?);
             b.push(if self.biases { Some(scaled(grad(n + k)?, &self.step, idx(k, true), params, inp.step_scale)?) } else { None });
         }
-        Ok(Update { w, b })
+        let w_rate = (0..n).map(|_| None).collect();
+        Ok(Update { w, w_rate, b })
     }
 
     fn needs_weight_grad(&self) -> bool {
