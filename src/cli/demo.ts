@@ -22,7 +22,7 @@ export interface DemoConfigs {
   oml: ExperimentConfig;
 }
 
-export const DEMO_STEPS = 600;
+export const DEMO_STEPS = 1000;
 export const DEMO_RUNS = 20;
 export const DEMO_OUT = join('runs', 'demo');
 

@@ -190,7 +190,7 @@ export function registerTrain(program: Command): void {
     .description('Meta-train a learner from a preset or configuration into a run directory (resumable).')
     .option('--preset <name>', 'preset to start from (see `metaplastic presets`)')
     .option('--config <file>', 'JSON configuration: complete, or overrides of --preset')
-    .option('--set <key.path=value>', 'override one field, e.g. --set task.sine.batchSize=16 (repeatable; values are JSON or strings)', collect, [])
+    .option('--set <key.path=value>', 'override one field, e.g. --set task.sine.batchSize=16 (repeatable; values are JSON or strings)', collect)
     .option('--steps <n>', `the run's TOTAL number of meta-steps (a resumed run continues up to it); the paper trains 20,000`, positiveInt, DEFAULT_STEPS)
     .option('--out <dir>', 'run directory (default: runs/<name>-<seed>)')
     .option('--seed <s>', 'seed of the task streams and of the initial weights', seedInt)
