@@ -1,7 +1,7 @@
 // Side-by-side comparison of learners: one list of rows (metric × learner) rendered either as an
 // aligned plain-text table or as JSON, so the two never disagree.
 import { configError } from './errors.js';
-import type { CompareEntry, EvalFile } from './results.js';
+import { meanMetaLoss, type CompareEntry, type EvalFile } from './results.js';
 import { ciHalfWidth, type Stat } from './stats.js';
 
 export type CompareValue = Stat | number | null;
@@ -113,8 +113,7 @@ function omniglot(e: CompareEntry) {
 function finalLoss(e: CompareEntry): number | undefined {
   const recs = e.metrics ?? [];
   if (recs.length === 0) return undefined;
-  const tail = recs.slice(-LAST_STEPS);
-  return tail.reduce((sum, r) => sum + r.metaLoss, 0) / tail.length;
+  return meanMetaLoss(recs.slice(-LAST_STEPS)) ?? undefined;
 }
 
 function isStat(v: CompareValue): v is Stat {

@@ -24,7 +24,8 @@ export interface ParamInfo {
 
 export interface StepRecord {
   step: number;
-  metaLoss: number;
+  /** null when the meta-loss was not finite (the step was then skipped). */
+  metaLoss: number | null;
   gradNorm: number;
   skipped: boolean;
   clipped: boolean;
@@ -35,7 +36,8 @@ export interface StepRecord {
 export interface ProgressEvent {
   step: number;
   totalSteps: number;
-  metaLoss: number;
+  /** null when the step was skipped as non-finite. */
+  metaLoss: number | null;
   gradNorm: number;
   /** Adam learning rate of each parameter group. */
   lr: Record<string, number>;
@@ -278,8 +280,18 @@ function summarizeOrder(o: RawSineOrder): SineOrderResult {
   return { finalMse: summarize(o.finalMse), curve: summarizeCurves(o.curve), perFunction: summarizeCurves(o.perFunction) };
 }
 
+/** Refuses to summarise runs whose scores are not finite: the learner diverged on them. */
+function checkFinite(values: number[], what: string): void {
+  const bad = values.filter((v) => v === null || !Number.isFinite(v)).length;
+  if (bad > 0) throw new MetaplasticError('E_DATA', `the learner diverged during evaluation: ${what} is not finite in ${bad} of ${values.length} runs`);
+}
+
 /** Turns the engine's per-run values into means with 95% confidence intervals. */
 export function summarizeRaw(raw: any): SineEvalResult | OmniglotEvalResult {
+  if (raw.protocol === 'sine') {
+    checkFinite(raw.continual.finalMse, 'the continual-order MSE');
+    checkFinite(raw.iid.finalMse, 'the i.i.d.-order MSE');
+  }
   if (raw.protocol === 'sine') {
     return { protocol: 'sine', runs: raw.runs, functions: raw.functions, continual: summarizeOrder(raw.continual), iid: summarizeOrder(raw.iid) };
   }

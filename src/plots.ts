@@ -118,7 +118,7 @@ export function metaLossSpec(series: readonly LossSeries[], options: MetaLossOpt
   const rows: { learner: string; step: number; loss: number; kind: 'raw' | 'smoothed' }[] = [];
   for (const s of series) {
     // A log axis cannot show non-positive losses; non-finite ones never reach metrics.jsonl.
-    const recs = s.records.filter((r) => r.metaLoss > 0);
+    const recs = s.records.filter((r): r is MetricsRecord & { metaLoss: number } => r.metaLoss !== null && r.metaLoss > 0);
     const smoothed = smoothing > 0 ? smoothEma(recs.map((r) => r.metaLoss), smoothing) : undefined;
     const points = thin(recs.map((r, i) => ({ step: r.step, raw: r.metaLoss, smooth: smoothed?.[i] })), maxPoints);
     for (const p of points) {

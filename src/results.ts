@@ -48,10 +48,17 @@ export interface EvalFile {
   result: SineEvalResult | OmniglotEvalResult;
 }
 
+/** Mean meta-loss of the steps that were not skipped, or null when there are none. */
+export function meanMetaLoss(records: readonly MetricsRecord[]): number | null {
+  const losses = records.map((r) => r.metaLoss).filter((l): l is number => l !== null);
+  return losses.length === 0 ? null : losses.reduce((a, b) => a + b, 0) / losses.length;
+}
+
 /** One line of metrics.jsonl. */
 export interface MetricsRecord {
   step: number;
-  metaLoss: number;
+  /** null for a meta-step skipped because its loss or gradient was not finite. */
+  metaLoss: number | null;
   lr: Record<string, number>;
   skipped: number;
   stepsPerSec: number;
@@ -127,7 +134,7 @@ export const evalFileSchema = z.object({
 
 export const metricsRecordSchema = z.object({
   step: count,
-  metaLoss: finite,
+  metaLoss: finite.nullable(),
   lr: z.record(z.string(), finite),
   skipped: count,
   stepsPerSec: finite.nonnegative(),

@@ -222,3 +222,17 @@ test('learned parameters can be read out by name', async (t) => {
   exp.dispose();
   t.throws(() => exp.params(), { message: /disposed/ });
 });
+
+test('a diverging learner: skipped steps are recorded, metrics stay readable, evaluation says it diverged', async (t) => {
+  const { readMetrics } = await import('../src/index.js');
+  const exp = await Experiment.create(tinySine(), { learner: { plasticity: { init: 0.5 } } });
+  const dir = tmp('diverge');
+  const records = await exp.metaTrain({ steps: 3, outDir: dir });
+  t.true(records.every((r) => r.skipped && r.metaLoss === null));
+  t.is(exp.skipped, 3);
+  const metrics = await readMetrics(join(dir, 'metrics.jsonl'));
+  t.deepEqual(metrics.map((m) => [m.step, m.metaLoss, m.skipped]), [[1, null, 1], [2, null, 2], [3, null, 3]]);
+  const err = await t.throwsAsync(exp.evaluate({ runs: 3 }), { instanceOf: MetaplasticError });
+  t.is(err.code, 'E_DATA');
+  t.regex(err.message, /diverged during evaluation: the continual-order MSE is not finite in 3 of 3 runs/);
+});
