@@ -59,6 +59,8 @@ export interface MetaConfig {
   clipNorm?: number | null;
   /** Non-finite loss or gradient: 'skip' the step and count it (default), or fail with 'error'. */
   nonFinite?: 'skip' | 'error';
+  /** With 'skip': fail after this many skipped steps in a row (default 100); nothing changes while every step is skipped. */
+  maxConsecutiveSkips?: number;
 }
 
 export interface LearnerConfig {

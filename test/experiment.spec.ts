@@ -225,7 +225,7 @@ test('learned parameters can be read out by name', async (t) => {
 
 test('a diverging learner: skipped steps are recorded, metrics stay readable, evaluation says it diverged', async (t) => {
   const { readMetrics } = await import('../src/index.js');
-  const exp = await Experiment.create(tinySine(), { learner: { plasticity: { init: 0.5 } } });
+  const exp = await Experiment.create(tinySine(), { learner: { plasticity: { init: 0.5 }, meta: { maxConsecutiveSkips: 5 } } });
   const dir = tmp('diverge');
   const records = await exp.metaTrain({ steps: 3, outDir: dir });
   t.true(records.every((r) => r.skipped && r.metaLoss === null));
@@ -235,4 +235,8 @@ test('a diverging learner: skipped steps are recorded, metrics stay readable, ev
   const err = await t.throwsAsync(exp.evaluate({ runs: 3 }), { instanceOf: MetaplasticError });
   t.is(err.code, 'E_DATA');
   t.regex(err.message, /diverged during evaluation: the continual-order MSE is not finite in 3 of 3 runs/);
+  // Every step skipped: after maxConsecutiveSkips in a row, meta-training stops and says why.
+  const stuck = await t.throwsAsync(exp.metaTrain({ steps: 100 }), { instanceOf: MetaplasticError });
+  t.is(stuck.code, 'E_DATA');
+  t.regex(stuck.message, /last 5 meta-steps \(up to step 5\) were all non-finite/);
 });

@@ -23,6 +23,8 @@ pub struct Manifest {
     pub config: ExperimentConfig,
     pub step: u64,
     pub skipped: u64,
+    #[serde(default)]
+    pub consecutive_skips: u32,
     pub adam_steps: i64,
     pub task_rng: Rng,
     pub learner_rng: Rng,
@@ -57,6 +59,7 @@ pub fn save(exp: &Experiment, dir: &Path) -> Result<()> {
         config: exp.cfg.clone(),
         step: exp.step,
         skipped: exp.skipped,
+        consecutive_skips: exp.consecutive_skips,
         adam_steps: exp.adam.steps,
         task_rng: exp.rng.clone(),
         learner_rng: exp.learner.rng.clone(),
@@ -132,6 +135,7 @@ pub fn load(dir: &Path) -> Result<Experiment> {
     }
     exp.step = manifest.step;
     exp.skipped = manifest.skipped;
+    exp.consecutive_skips = manifest.consecutive_skips;
     exp.adam.steps = manifest.adam_steps;
     exp.rng = manifest.task_rng;
     exp.learner.rng = manifest.learner_rng;

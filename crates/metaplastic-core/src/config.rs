@@ -280,6 +280,14 @@ pub struct MetaConfig {
     pub clip_norm: Option<f64>,
     #[serde(default)]
     pub non_finite: NonFinitePolicy,
+    /// Under the 'skip' policy, fail after this many consecutive skipped steps: a learner whose every
+    /// step is non-finite can never recover (skipped steps change nothing), so going on wastes the run.
+    #[serde(default = "max_consecutive_skips")]
+    pub max_consecutive_skips: u32,
+}
+
+fn max_consecutive_skips() -> u32 {
+    100
 }
 
 fn betas() -> [f64; 2] {
@@ -291,7 +299,15 @@ fn eps() -> f64 {
 
 impl Default for MetaConfig {
     fn default() -> Self {
-        Self { gradient: MetaGradient::SecondOrder, lr: LearningRates::default(), betas: betas(), eps: eps(), clip_norm: None, non_finite: NonFinitePolicy::Skip }
+        Self {
+            gradient: MetaGradient::SecondOrder,
+            lr: LearningRates::default(),
+            betas: betas(),
+            eps: eps(),
+            clip_norm: None,
+            non_finite: NonFinitePolicy::Skip,
+            max_consecutive_skips: max_consecutive_skips(),
+        }
     }
 }
 

@@ -171,6 +171,8 @@ pub struct Experiment {
     /// Meta-steps taken (skipped ones included).
     pub step: u64,
     pub skipped: u64,
+    /// Skipped steps in a row, up to the last one.
+    pub consecutive_skips: u32,
 }
 
 /// Stacks episodes into one batch on the learner's device.
@@ -201,7 +203,7 @@ impl Experiment {
         let task = LoadedTask::load(&cfg.task, cfg.seed)?;
         task.check_learner(&cfg.learner)?;
         let rng = crate::rng::stream(cfg.seed, "meta-train");
-        Ok(Self { cfg, learner, adam: Adam::default(), task, rng, step: 0, skipped: 0 })
+        Ok(Self { cfg, learner, adam: Adam::default(), task, rng, step: 0, skipped: 0, consecutive_skips: 0 })
     }
 
     /// One meta-step on a fresh meta-batch of episodes from the task.
@@ -221,6 +223,18 @@ impl Experiment {
         self.step += 1;
         if report.skipped {
             self.skipped += 1;
+            self.consecutive_skips += 1;
+            let limit = self.learner.cfg.meta.max_consecutive_skips;
+            if self.consecutive_skips >= limit {
+                return Err(Error::Data(format!(
+                    "meta-training diverged: the last {limit} meta-steps (up to step {}) were all non-finite and skipped, so nothing can change; \
+                     resume from an earlier checkpoint with smaller plasticity rates or meta learning rates (learner.plasticity.init, learner.meta.lr), \
+                     or clipping (learner.meta.clipNorm)",
+                    self.step
+                )));
+            }
+        } else {
+            self.consecutive_skips = 0;
         }
         Ok(StepRecord { step: self.step, report, skipped_total: self.skipped, seconds: start.elapsed().as_secs_f64() })
     }
