@@ -7,24 +7,17 @@ import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { fromNative, MetaplasticError } from './errors.js';
+import type { RuntimeInfo } from './runtime.js';
 
 export interface NativeTensor {
   data: Float32Array;
   shape: number[];
 }
 
-export interface NativeRuntimeInfo {
-  version: string;
-  torchVersion: string;
-  device: string;
-  cudaAvailable: boolean;
-  cudaDeviceCount: number;
-  threads: number;
-}
 
 /** The raw binding's surface. Modules add their functions here as the engine grows. */
 export interface NativeBinding {
-  runtimeInfo(): NativeRuntimeInfo;
+  runtimeInfo(): RuntimeInfo;
   cudaLoadError(): string | null;
   setThreads(n: number): void;
   manualSeed(seed: number): void;

@@ -32,3 +32,29 @@ export class NativeHandle<T> {
 export function defined<T extends object>(o: T): T {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T;
 }
+
+/** A native sampler with a seeded generator whose state can be saved and restored. */
+export abstract class SeededSampler implements Disposable {
+  protected readonly native: NativeHandle<any>;
+
+  protected constructor(handle: any, what: string) {
+    this.native = new NativeHandle(handle, what);
+  }
+
+  /** The generator's state, to resume the same stream later with `setRngState`. */
+  rngState(): string {
+    return this.native.get().rngState();
+  }
+
+  setRngState(state: string): void {
+    this.native.get().setRngState(state);
+  }
+
+  dispose(): void {
+    this.native.dispose();
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+}

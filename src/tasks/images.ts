@@ -6,7 +6,7 @@ import { native, wrapNativeObject } from '../native.js';
 import { configError } from '../errors.js';
 import type { EpisodeData } from '../episode.js';
 import type { TensorData } from '../tensor.js';
-import { checkSeed, defined, NativeHandle, type StreamOrder } from './common.js';
+import { checkSeed, defined, NativeHandle, SeededSampler, type StreamOrder } from './common.js';
 
 /** Resampling filter; `triangle` (default) is antialiased bilinear, like PIL's BILINEAR. */
 export type ResizeFilter = 'nearest' | 'triangle' | 'catmullRom' | 'gaussian' | 'lanczos3';
@@ -112,15 +112,14 @@ function withoutSeed<T extends { seed?: number }>(o: T): Omit<T, 'seed'> {
   return defined(rest);
 }
 
-export class EpisodeSampler implements Iterable<ImageEpisode> {
-  readonly #native: NativeHandle<any>;
+export class EpisodeSampler extends SeededSampler implements Iterable<ImageEpisode> {
   /** @internal */
   constructor(nativeSampler: any) {
-    this.#native = new NativeHandle(wrapNativeObject(nativeSampler), 'EpisodeSampler');
+    super(wrapNativeObject(nativeSampler), 'EpisodeSampler');
   }
 
   sample(): ImageEpisode {
-    const e = this.#native.get().sample();
+    const e = this.native.get().sample();
     return { supportX: e.supportX, supportY: e.supportY, queryX: e.queryX, queryY: e.queryY, classes: e.classes, classIds: e.sourceIds };
   }
 
@@ -129,21 +128,6 @@ export class EpisodeSampler implements Iterable<ImageEpisode> {
     for (;;) yield this.sample();
   }
 
-  rngState(): string {
-    return this.#native.get().rngState();
-  }
-
-  setRngState(state: string): void {
-    this.#native.get().setRngState(state);
-  }
-
-  dispose(): void {
-    this.#native.dispose();
-  }
-
-  [Symbol.dispose](): void {
-    this.dispose();
-  }
 }
 
 export class ImageDataset {

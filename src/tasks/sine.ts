@@ -2,7 +2,7 @@
 import { native, wrapNativeObject } from '../native.js';
 import type { EpisodeData } from '../episode.js';
 import type { TensorData } from '../tensor.js';
-import { checkOrder, checkSeed, defined, NativeHandle, type StreamOrder } from './common.js';
+import { checkOrder, checkSeed, defined, SeededSampler, type StreamOrder } from './common.js';
 
 /** All sizes default to the paper's: 400 pool functions, episodes of 10 functions × 40 minibatches × 32 points. */
 export interface SineConfig {
@@ -49,22 +49,20 @@ export function sineRunToEpisode(run: SineRun): EpisodeData {
   };
 }
 
-export class SineTask {
-  readonly #native: NativeHandle<any>;
-
+export class SineTask extends SeededSampler {
   /** `seed` fixes the function pool and the stream of episodes. */
   constructor(config: SineConfig = {}, seed = 0) {
-    this.#native = new NativeHandle(wrapNativeObject(native.createSineTask(defined(config), checkSeed(seed))), 'SineTask');
+    super(wrapNativeObject(native.createSineTask(defined(config), checkSeed(seed))), 'SineTask');
   }
 
   /** The configuration with every default filled in. */
   get config(): Required<SineConfig> {
-    return this.#native.get().config();
+    return this.native.get().config();
   }
 
   /** The fixed meta-training functions, by id. */
   pool(): SineFunction[] {
-    return this.#native.get().pool();
+    return this.native.get().pool();
   }
 
   /** A meta-training episode over distinct pool functions. */
@@ -74,28 +72,12 @@ export class SineTask {
 
   /** Like `sample`, keeping per-function query sets, step slots and pool ids. */
   sampleRun(order: StreamOrder = 'continual'): SineRun {
-    return this.#native.get().sampleTrain(checkOrder(order));
+    return this.native.get().sampleTrain(checkOrder(order));
   }
 
   /** An evaluation lifetime over fresh functions (never from the pool). */
   evalRun(order: StreamOrder = 'continual'): SineRun {
-    return this.#native.get().evalRun(checkOrder(order));
+    return this.native.get().evalRun(checkOrder(order));
   }
 
-  /** The episode generator's state, to resume the same stream later with `setRngState`. */
-  rngState(): string {
-    return this.#native.get().rngState();
-  }
-
-  setRngState(state: string): void {
-    this.#native.get().setRngState(state);
-  }
-
-  dispose(): void {
-    this.#native.dispose();
-  }
-
-  [Symbol.dispose](): void {
-    this.dispose();
-  }
 }

@@ -30,6 +30,16 @@ fn seed_of(seed: Option<i64>) -> u64 {
     seed.unwrap_or(0) as u64
 }
 
+/// A sampler's generator state as JSON (store it to resume the same stream).
+fn rng_state(rng: &Mutex<Rng>) -> Result<String> {
+    serde_json::to_string(&*lock(rng)?).map_err(|e| Error::Internal(e.to_string()))
+}
+
+fn set_rng_state(rng: &Mutex<Rng>, state: &str) -> Result<()> {
+    *lock(rng)? = serde_json::from_str(state).map_err(|e| Error::config("rngState", e.to_string()))?;
+    Ok(())
+}
+
 fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>> {
     m.lock().map_err(|_| Error::Internal("sampler state poisoned by an earlier panic".into()))
 }
@@ -135,15 +145,12 @@ impl NativeSineTask {
     /// The generator's state as JSON (store it to resume the same stream).
     #[napi]
     pub fn rng_state(&self) -> napi::Result<String> {
-        guard(|| serde_json::to_string(&*lock(&self.rng)?).map_err(|e| Error::Internal(e.to_string())))
+        guard(|| rng_state(&self.rng))
     }
 
     #[napi]
     pub fn set_rng_state(&self, state: String) -> napi::Result<()> {
-        guard(|| {
-            *lock(&self.rng)? = serde_json::from_str(&state).map_err(|e| Error::config("rngState", e.to_string()))?;
-            Ok(())
-        })
+        guard(|| set_rng_state(&self.rng, &state))
     }
 }
 
@@ -240,15 +247,12 @@ impl NativeEpisodeSampler {
 
     #[napi]
     pub fn rng_state(&self) -> napi::Result<String> {
-        guard(|| serde_json::to_string(&*lock(&self.rng)?).map_err(|e| Error::Internal(e.to_string())))
+        guard(|| rng_state(&self.rng))
     }
 
     #[napi]
     pub fn set_rng_state(&self, state: String) -> napi::Result<()> {
-        guard(|| {
-            *lock(&self.rng)? = serde_json::from_str(&state).map_err(|e| Error::config("rngState", e.to_string()))?;
-            Ok(())
-        })
+        guard(|| set_rng_state(&self.rng, &state))
     }
 }
 
