@@ -4,29 +4,10 @@ use metaplastic_core::{runtime, tensor_io::HostTensor};
 use napi::bindgen_prelude::Float32Array;
 use napi_derive::napi;
 
-#[napi(object)]
-pub struct JsRuntimeInfo {
-    pub version: String,
-    pub torch_version: String,
-    pub device: String,
-    pub cuda_available: bool,
-    pub cuda_device_count: i64,
-    pub threads: i32,
-}
-
-#[napi]
-pub fn runtime_info() -> napi::Result<JsRuntimeInfo> {
-    guard(|| {
-        let i = runtime::info();
-        Ok(JsRuntimeInfo {
-            version: i.version,
-            torch_version: i.torch_version,
-            device: i.device,
-            cuda_available: i.cuda_available,
-            cuda_device_count: i.cuda_device_count,
-            threads: i.threads,
-        })
-    })
+/// `{ version, torchVersion, device, cudaAvailable, cudaDeviceCount, threads }` (see core `RuntimeInfo`).
+#[napi(ts_return_type = "RuntimeInfo")]
+pub fn runtime_info() -> napi::Result<serde_json::Value> {
+    guard(|| serde_json::to_value(runtime::info()).map_err(|e| metaplastic_core::Error::Internal(e.to_string())))
 }
 
 #[napi]
