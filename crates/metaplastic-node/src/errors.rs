@@ -19,8 +19,24 @@ pub fn install_panic_hook() {
     }));
 }
 
+/// A failure as it crosses threads: the JS error's reason, "[CODE] message".
+#[derive(Debug)]
+pub struct Failure(pub String);
+
+impl From<metaplastic_core::Error> for Failure {
+    fn from(err: metaplastic_core::Error) -> Self {
+        Failure(format!("[{}] {}", err.code(), err))
+    }
+}
+
+impl From<Failure> for napi::Error {
+    fn from(f: Failure) -> Self {
+        napi::Error::from_reason(f.0)
+    }
+}
+
 pub fn to_napi(err: metaplastic_core::Error) -> napi::Error {
-    napi::Error::from_reason(format!("[{}] {}", err.code(), err))
+    Failure::from(err).into()
 }
 
 fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
@@ -37,10 +53,15 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
-/// Runs engine code so that neither an error nor a panic can escape as anything but a JS error.
-pub fn guard<T>(f: impl FnOnce() -> metaplastic_core::Result<T>) -> napi::Result<T> {
+/// Runs engine code so that neither an error nor a panic escapes as anything but a `Failure`.
+pub fn contain<T>(f: impl FnOnce() -> metaplastic_core::Result<T>) -> Result<T, Failure> {
     match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(result) => result.map_err(to_napi),
-        Err(payload) => Err(napi::Error::from_reason(format!("[E_PANIC] native panic: {}", panic_message(payload)))),
+        Ok(result) => result.map_err(Failure::from),
+        Err(payload) => Err(Failure(format!("[E_PANIC] native panic: {}", panic_message(payload)))),
     }
+}
+
+/// `contain` for calls made on the JS thread.
+pub fn guard<T>(f: impl FnOnce() -> metaplastic_core::Result<T>) -> napi::Result<T> {
+    contain(f).map_err(napi::Error::from)
 }
