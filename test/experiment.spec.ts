@@ -240,3 +240,13 @@ test('a diverging learner: skipped steps are recorded, metrics stay readable, ev
   t.is(stuck.code, 'E_DATA');
   t.regex(stuck.message, /last 5 meta-steps \(up to step 5\) were all non-finite/);
 });
+
+test('two experiments train concurrently and both finish with the results of training alone', async (t) => {
+  const [a, b] = await Promise.all([Experiment.create(tinySine()), Experiment.create(tinySine({ type: 'sgd', lr: 0.01 }))]);
+  const [ra, rb] = await Promise.all([a.metaTrain({ steps: 4 }), b.metaTrain({ steps: 4 })]);
+  t.is(ra.length, 4);
+  t.is(rb.length, 4);
+  const alone = await Experiment.create(tinySine());
+  const r = await alone.metaTrain({ steps: 4 });
+  t.deepEqual(r.map((x) => x.metaLoss), ra.map((x) => x.metaLoss));
+});
