@@ -5,8 +5,9 @@ use crate::experiment::{Experiment, LoadedTask};
 use crate::inner::{InnerLoop, StepMode};
 use crate::learner::Learner;
 use crate::rng::{stream, Rng};
-use crate::tasks::sampling::continual_stream;
-use crate::tasks::{ContinualStream, ImageStore, Order, SineTask, StreamConfig};
+use crate::net::functional::tail;
+use crate::tasks::sampling::{stream_items, StreamItems};
+use crate::tasks::{ImageStore, Order, SineTask, StreamConfig};
 use crate::{loss, Error, Result};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
@@ -116,10 +117,10 @@ fn sine_order(learner: &mut Learner, task: &SineTask, runs: usize, chunk: usize,
         let batch = learner.prepare(&sx, &sy, &qx.f_flatten(1, 2)?, &qy.f_flatten(1, 2)?, vec![vec![]; n])?;
         let q = qx.size()[2];
         let per_function = |learner: &Learner, fast: &crate::inner::FastWeights| -> Result<Tensor> {
-            let err = learner.predict(fast, &batch.query_x)?.f_sub(&batch.query_y)?.f_square()?;
+            let err = learner.predict_with(fast, &batch.query_x, false)?.f_sub(&batch.query_y)?.f_square()?;
             Ok(err.f_reshape([n as i64, f as i64, q])?.f_mean_dim([2i64].as_slice(), false, None::<Kind>)?)
         };
-        let features = learner.features(&batch.support_x)?;
+        let features = learner.features_with(&batch.support_x, false)?;
         let mut fast = learner.start(n as i64, &batch.classes, false)?;
         let inner = learner.inner_loop();
         let mut curves = vec![Vec::with_capacity(f); n];
@@ -149,32 +150,90 @@ fn sine_order(learner: &mut Learner, task: &SineTask, runs: usize, chunk: usize,
     Ok(out)
 }
 
-/// Accuracy on the held-out and training images after learning each stream: ([E], [E]).
-fn run_streams(learner: &mut Learner, streams: &[ContinualStream], scale: f64) -> Result<(Vec<f64>, Vec<f64>)> {
-    let e = streams.len() as i64;
-    let st = |g: &dyn Fn(&ContinualStream) -> &Tensor| -> Result<Tensor> { Ok(Tensor::f_stack(&streams.iter().map(g).collect::<Vec<_>>(), 0)?) };
-    let (train_x, train_y, test_x, test_y) = (st(&|s| &s.train_x)?, st(&|s| &s.train_y)?, st(&|s| &s.test_x)?, st(&|s| &s.test_y)?);
-    let classes: Vec<Vec<i64>> = streams.iter().map(|s| (0..s.class_ids.len() as i64).collect()).collect();
-    // One image per inner step: support [E, T, 1, ...].
-    let batch = learner.prepare(&train_x.f_unsqueeze(2)?, &train_y.f_unsqueeze(2)?, &test_x, &test_y, classes)?;
-    let features = learner.features(&batch.support_x)?;
-    let fast = learner.start(e, &batch.classes, false)?;
-    let inner = InnerLoop { step_scale: scale, ..learner.inner_loop() };
-    let fast = inner.run(fast, &features, &batch.support_y, |_| StepMode::Constant)?;
-    let acc = |x: &Tensor, y: &Tensor| -> Result<Vec<f64>> {
-        Ok(Vec::<f64>::try_from(&loss::accuracy(&learner.predict(&fast, x)?, y)?.f_to_device(Device::Cpu)?)?)
-    };
-    let train_acc = acc(&batch.support_x.f_squeeze_dim(2)?, &batch.support_y.f_squeeze_dim(2)?)?;
-    Ok((acc(&batch.query_x, &batch.query_y)?, train_acc))
+/// The frozen front's features of the images the streams show, computed on first use: an image goes
+/// through the convolutions once, however many streams and runs show it, and unused images never do.
+struct FeatureBank<'a> {
+    store: &'a ImageStore,
+    /// Row of each image (store order) in `rows`, or −1 while not computed.
+    row: Vec<i64>,
+    rows: Option<Tensor>,
 }
 
-fn streams(store: &ImageStore, rng: &mut Rng, n: usize, cfg: &StreamConfig) -> Result<Vec<ContinualStream>> {
-    (0..n).map(|_| continual_stream(store, rng, cfg)).collect()
+impl<'a> FeatureBank<'a> {
+    fn new(store: &'a ImageStore) -> Self {
+        Self { store, row: vec![-1; store.num_images()], rows: None }
+    }
+
+    fn global(&self, (c, i): (usize, usize)) -> usize {
+        self.store.classes()[c].start + i
+    }
+
+    /// Features [n, F] of the given images, in order.
+    fn features(&mut self, learner: &Learner, items: &[((usize, usize), i64)]) -> Result<Tensor> {
+        let mut missing: Vec<(usize, usize)> = Vec::new();
+        for &(item, _) in items {
+            let g = self.global(item);
+            if self.row[g] < 0 {
+                self.row[g] = -2; // queued
+                missing.push(item);
+            }
+        }
+        for chunk in missing.chunks(512) {
+            let images = self.store.gather(chunk)?.f_to_device(learner.device)?.f_to_kind(learner.kind)?;
+            let f = learner.features_with(&images, false)?;
+            let start = self.rows.as_ref().map_or(0, |r| r.size()[0]);
+            for (k, &item) in chunk.iter().enumerate() {
+                let g = self.global(item);
+                self.row[g] = start + k as i64;
+            }
+            self.rows = Some(match self.rows.take() {
+                Some(r) => Tensor::f_cat(&[r, f], 0)?,
+                None => f,
+            });
+        }
+        let idx: Vec<i64> = items.iter().map(|&(item, _)| self.row[self.global(item)]).collect();
+        let rows = self.rows.as_ref().ok_or_else(|| Error::Data("a stream with no images".into()))?;
+        Ok(rows.f_index_select(0, &Tensor::f_from_slice(&idx)?.f_to_device(learner.device)?)?)
+    }
+}
+
+/// Features [E, n, F] and labels [E, n] of one part (train or test) of each stream.
+fn gather_features(learner: &Learner, bank: &mut FeatureBank, streams: &[StreamItems], train: bool) -> Result<(Tensor, Tensor)> {
+    let mut feats = Vec::with_capacity(streams.len());
+    let mut labels = Vec::with_capacity(streams.len());
+    for s in streams {
+        let items = if train { &s.train } else { &s.test };
+        feats.push(bank.features(learner, items)?);
+        labels.push(Tensor::f_from_slice(&items.iter().map(|&(_, l)| l).collect::<Vec<_>>())?);
+    }
+    Ok((Tensor::f_stack(&feats, 0)?, Tensor::f_stack(&labels, 0)?.f_to_device(learner.device)?))
+}
+
+/// Accuracy on the held-out and training images after learning each stream, one image per inner step:
+/// ([E], [E]).
+fn run_streams(learner: &mut Learner, bank: &mut FeatureBank, streams: &[StreamItems], scale: f64) -> Result<(Vec<f64>, Vec<f64>)> {
+    let e = streams.len() as i64;
+    let (train_f, train_y) = gather_features(learner, bank, streams, true)?;
+    let (test_f, test_y) = gather_features(learner, bank, streams, false)?;
+    let classes: Vec<Vec<i64>> = streams.iter().map(|s| (0..s.class_ids.len() as i64).collect()).collect();
+    let fast = learner.start(e, &classes, false)?;
+    let inner = InnerLoop { step_scale: scale, ..learner.inner_loop() };
+    let fast = inner.run(fast, &train_f.f_unsqueeze(2)?, &train_y.f_unsqueeze(2)?, |_| StepMode::Constant)?;
+    let acc = |f: &Tensor, y: &Tensor| -> Result<Vec<f64>> {
+        let y_hat = tail(f, &fast.w, &fast.b)?.output().shallow_clone();
+        Ok(Vec::<f64>::try_from(&loss::accuracy(&y_hat, y)?.f_to_device(Device::Cpu)?)?)
+    };
+    Ok((acc(&test_f, &test_y)?, acc(&train_f, &train_y)?))
+}
+
+fn streams(store: &ImageStore, rng: &mut Rng, n: usize, cfg: &StreamConfig) -> Result<Vec<StreamItems>> {
+    (0..n).map(|_| stream_items(store, rng, cfg)).collect()
 }
 
 fn images(learner: &mut Learner, store: &ImageStore, opts: &EvalOptions) -> Result<EvalRaw> {
     let outputs = learner.spec.outputs() as usize;
     let base = StreamConfig::default();
+    let mut bank = FeatureBank::new(store);
     let image_bytes: i64 = store.image_shape().iter().product::<i64>() * 8;
     let mut points = Vec::new();
     for &c in &opts.classes {
@@ -193,7 +252,7 @@ fn images(learner: &mut Learner, store: &ImageStore, opts: &EvalOptions) -> Resu
             for &s in &opts.step_scales {
                 let mut accs = Vec::new();
                 for group in candidates.chunks(chunk) {
-                    accs.extend(run_streams(learner, group, s)?.0);
+                    accs.extend(run_streams(learner, &mut bank, group, s)?.0);
                 }
                 let mean = accs.iter().sum::<f64>() / accs.len() as f64;
                 if mean > best {
@@ -212,7 +271,7 @@ fn images(learner: &mut Learner, store: &ImageStore, opts: &EvalOptions) -> Resu
         while done < opts.runs {
             let n = chunk.min(opts.runs - done);
             let group = streams(store, &mut rng, n, &StreamConfig { classes: c, ..base.clone() })?;
-            let (h, t) = run_streams(learner, &group, scale)?;
+            let (h, t) = run_streams(learner, &mut bank, &group, scale)?;
             held_out.extend(h);
             train.extend(t);
             done += n;
@@ -220,4 +279,53 @@ fn images(learner: &mut Learner, store: &ImageStore, opts: &EvalOptions) -> Resu
         points.push(OmniglotPointRaw { classes: c, held_out, train, step_size });
     }
     Ok(EvalRaw::Omniglot { runs: opts.runs, points })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::LearnerConfig;
+    use crate::tasks::images::ClassEntry;
+    use crate::tasks::Channels;
+
+    /// The feature-bank path gives exactly what passing each stream's images through the front does.
+    #[test]
+    fn feature_bank_streams_equal_direct_streams() {
+        let (classes, per, size) = (6usize, 4usize, 8usize);
+        let mut rng = stream(1, "pixels");
+        let pixels: Vec<u8> = (0..classes * per * size * size).map(|_| rand::Rng::random::<u8>(&mut rng)).collect();
+        let entries = (0..classes).map(|c| ClassEntry { name: format!("c{c}"), start: c * per, count: per }).collect();
+        let store = ImageStore::new(entries, pixels, Channels::Gray, size, false).unwrap();
+        let cfg = LearnerConfig::from_json(
+            r#"{"inputShape":[1,8,8],"layers":[{"type":"conv","channels":3,"kernel":3,"stride":2},{"type":"linear","units":7},{"type":"linear","units":6}],
+                "rln":1,"task":"classification","rule":{"type":"sgd","lr":0.5},"dtype":"float64","device":"cpu","seed":2}"#,
+        )
+        .unwrap();
+        let mut learner = Learner::new(cfg).unwrap();
+        let scfg = StreamConfig { classes: 4, train_per_class: 3, test_per_class: 1, ..StreamConfig::default() };
+        let items = streams(&store, &mut stream(5, "s"), 3, &scfg).unwrap();
+        let mut bank = FeatureBank::new(&store);
+        // The bank gives each image's front features, in the order asked, whatever it computed before.
+        let some: Vec<((usize, usize), i64)> = [(5, 1), (0, 3), (5, 1), (2, 0)].iter().map(|&c| (c, 0)).collect();
+        let all: Vec<((usize, usize), i64)> = (0..classes).flat_map(|c| (0..per).map(move |i| ((c, i), 0))).collect();
+        for part in [&some, &all] {
+            let direct = learner.features(&store.gather(&part.iter().map(|p| p.0).collect::<Vec<_>>()).unwrap().to_kind(tch::Kind::Double)).unwrap();
+            let banked = bank.features(&learner, part).unwrap();
+            assert_eq!(banked.size(), direct.size());
+            assert!((&banked - &direct).abs().max().double_value(&[]) < 1e-12);
+        }
+        let (held_out, train) = tch::no_grad(|| run_streams(&mut learner, &mut bank, &items, 0.7)).unwrap();
+        for (k, s) in items.iter().enumerate() {
+            let imgs = |part: &[((usize, usize), i64)]| store.gather(&part.iter().map(|p| p.0).collect::<Vec<_>>()).unwrap().to_kind(tch::Kind::Double);
+            let labels = |part: &[((usize, usize), i64)]| Tensor::from_slice(&part.iter().map(|p| p.1).collect::<Vec<_>>());
+            let (tx, ty, qx, qy) = (imgs(&s.train), labels(&s.train), imgs(&s.test), labels(&s.test));
+            let fast = learner.start(1, &[(0..4).collect()], false).unwrap();
+            let inner = InnerLoop { step_scale: 0.7, ..learner.inner_loop() };
+            let feats = learner.features(&tx.unsqueeze(0).unsqueeze(2)).unwrap();
+            let fast = inner.run(fast, &feats, &ty.unsqueeze(0).unsqueeze(2), |_| StepMode::Constant).unwrap();
+            let acc = |x: &Tensor, y: &Tensor| loss::accuracy(&learner.predict(&fast, &x.unsqueeze(0)).unwrap(), &y.unsqueeze(0)).unwrap().double_value(&[0]);
+            assert_eq!(acc(&qx, &qy), held_out[k], "stream {k} held-out");
+            assert_eq!(acc(&tx, &ty), train[k], "stream {k} train");
+        }
+    }
 }

@@ -162,6 +162,36 @@ impl Learner {
 
     /// Features for the first plastic layer: x [..., ...input] → [..., F], running the frozen front.
     pub fn features(&self, x: &Tensor) -> Result<Tensor> {
+        self.features_with(x, true)
+    }
+
+    /// Like `features`; without gradients the front runs in chunks of examples, so evaluating hundreds
+    /// of classes at 84×84 does not hold every conv activation of every image at once.
+    pub fn features_with(&self, x: &Tensor, differentiable: bool) -> Result<Tensor> {
+        const CHUNK: i64 = 256;
+        if differentiable || self.spec.rln == 0 {
+            return self.features_all(x);
+        }
+        let in_dims = self.cfg.input_shape.len();
+        let size = x.size();
+        if size.len() < in_dims {
+            return self.features_all(x);
+        }
+        let mut flat_shape = vec![-1i64];
+        flat_shape.extend_from_slice(&self.cfg.input_shape);
+        let flat = x.f_reshape(&flat_shape)?;
+        let n = flat.size()[0];
+        if n <= CHUNK {
+            return tch::no_grad(|| self.features_all(x));
+        }
+        let parts = tch::no_grad(|| -> Result<Vec<Tensor>> { (0..n).step_by(CHUNK as usize).map(|s| self.features_all(&flat.f_narrow(0, s, CHUNK.min(n - s))?)).collect() })?;
+        let f = Tensor::f_cat(&parts, 0)?;
+        let mut out_shape = size[..size.len() - in_dims].to_vec();
+        out_shape.push(f.size()[1]);
+        Ok(f.f_reshape(&out_shape)?)
+    }
+
+    fn features_all(&self, x: &Tensor) -> Result<Tensor> {
         let in_dims = self.cfg.input_shape.len();
         let size = x.size();
         if size.len() < in_dims || size[size.len() - in_dims..] != self.cfg.input_shape[..] {
@@ -239,9 +269,20 @@ impl Learner {
         self.inner_loop().run(fast, &features, support_y, mode)
     }
 
+    /// `adapt` without any meta-gradient (evaluation): the front runs without gradients, in chunks.
+    pub fn adapt_frozen(&self, fast: FastWeights, support_x: &Tensor, support_y: &Tensor) -> Result<FastWeights> {
+        let features = self.features_with(support_x, false)?;
+        self.inner_loop().run(fast, &features, support_y, |_| StepMode::Constant)
+    }
+
     /// Predictions with fast weights: x [E, Q, ...input] → [E, Q, out].
     pub fn predict(&self, fast: &FastWeights, x: &Tensor) -> Result<Tensor> {
-        let f = self.features(x)?;
+        self.predict_with(fast, x, true)
+    }
+
+    /// `predict`, with the front run without gradients (in chunks) when `differentiable` is false.
+    pub fn predict_with(&self, fast: &FastWeights, x: &Tensor, differentiable: bool) -> Result<Tensor> {
+        let f = self.features_with(x, differentiable)?;
         Ok(functional::tail(&f, &fast.w, &fast.b)?.output().shallow_clone())
     }
 
@@ -267,8 +308,8 @@ impl Learner {
         tch::no_grad(|| {
             let e = batch.support_x.size()[0];
             let fast = self.start(e, &batch.classes, false)?;
-            let fast = self.adapt(fast, &batch.support_x, &batch.support_y, |_| StepMode::Constant)?;
-            let predictions = self.predict(&fast, &batch.query_x)?;
+            let fast = self.adapt_frozen(fast, &batch.support_x, &batch.support_y)?;
+            let predictions = self.predict_with(&fast, &batch.query_x, false)?;
             let l = loss::per_episode(&self.cfg, &predictions, &batch.query_y)?;
             let loss = Vec::<f64>::try_from(&l.f_to_kind(Kind::Double)?.f_to_device(Device::Cpu)?)?;
             let accuracy = if self.is_classification() {

@@ -183,3 +183,15 @@ fn invalid_configurations_name_the_field() {
         assert!(err.to_string().contains(field), "error for {json} should name {field}: {err}");
     }
 }
+
+#[test]
+fn chunked_frozen_features_equal_the_full_front() {
+    let learner = Learner::new(classification(r#"{"type":"oja"}"#, "")).unwrap();
+    tch::manual_seed(3);
+    let x = Tensor::randn([2, 300, 1, 6, 6], (Kind::Double, tch::Device::Cpu)); // 600 examples: 3 chunks
+    let full = learner.features(&x).unwrap();
+    let chunked = learner.features_with(&x, false).unwrap();
+    assert_eq!(full.size(), chunked.size());
+    assert!(max_abs_diff(&full, &chunked) < 1e-12);
+    assert!(!chunked.requires_grad());
+}

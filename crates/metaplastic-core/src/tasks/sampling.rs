@@ -204,7 +204,23 @@ pub struct ContinualStream {
     pub test_y: Tensor,
 }
 
+/// Which images a continual stream shows, without the pixels: ((class, index within class), label).
+#[derive(Debug, Clone)]
+pub struct StreamItems {
+    pub class_ids: Vec<usize>,
+    pub train: Vec<((usize, usize), i64)>,
+    pub test: Vec<((usize, usize), i64)>,
+}
+
 pub fn continual_stream(store: &ImageStore, rng: &mut Rng, cfg: &StreamConfig) -> Result<ContinualStream> {
+    let items = stream_items(store, rng, cfg)?;
+    let (train_x, train_y) = gather(store, &items.train)?;
+    let (test_x, test_y) = gather(store, &items.test)?;
+    Ok(ContinualStream { class_ids: items.class_ids, train_x, train_y, test_x, test_y })
+}
+
+/// Draws a continual stream's classes and images (same draws as `continual_stream`).
+pub fn stream_items(store: &ImageStore, rng: &mut Rng, cfg: &StreamConfig) -> Result<StreamItems> {
     let n = store.num_classes();
     let class_ids = match &cfg.class_ids {
         Some(ids) => {
@@ -234,7 +250,6 @@ pub fn continual_stream(store: &ImageStore, rng: &mut Rng, cfg: &StreamConfig) -
     let items = |r: &std::ops::Range<usize>| -> Vec<((usize, usize), i64)> {
         class_ids.iter().enumerate().flat_map(|(j, &c)| r.clone().map(move |i| ((c, i), j as i64))).collect()
     };
-    let (train_x, train_y) = gather(store, &items(&train))?;
-    let (test_x, test_y) = gather(store, &items(&test))?;
-    Ok(ContinualStream { class_ids, train_x, train_y, test_x, test_y })
+    let (train, test) = (items(&train), items(&test));
+    Ok(StreamItems { class_ids, train, test })
 }
