@@ -276,24 +276,33 @@ interface RawSineOrder {
   perFunction: number[][];
 }
 
-function summarizeOrder(o: RawSineOrder): SineOrderResult {
-  return { finalMse: summarize(o.finalMse), curve: summarizeCurves(o.curve), perFunction: summarizeCurves(o.perFunction) };
-}
+const finite = (v: number | null): v is number => v !== null && Number.isFinite(v);
 
-/** Refuses to summarise runs whose scores are not finite: the learner diverged on them. */
-function checkFinite(values: number[], what: string): void {
-  const bad = values.filter((v) => v === null || !Number.isFinite(v)).length;
-  if (bad > 0) throw new MetaplasticError('E_DATA', `the learner diverged during evaluation: ${what} is not finite in ${bad} of ${values.length} runs`);
+/**
+ * Summarises the runs whose errors are all finite and counts the others as diverged; when every run
+ * diverged there is nothing to summarise and that is an error.
+ */
+function summarizeOrder(o: RawSineOrder, what: string): SineOrderResult {
+  const ok = o.finalMse.map((_, r) => finite(o.finalMse[r]) && o.curve[r].every(finite) && o.perFunction[r].every(finite));
+  const keep = <T>(rows: T[]) => rows.filter((_, r) => ok[r]);
+  const diverged = ok.filter((x) => !x).length;
+  if (diverged === ok.length) {
+    throw new MetaplasticError('E_DATA', `the learner diverged during evaluation: ${what} is not finite in any of the ${ok.length} runs`);
+  }
+  const result: SineOrderResult = { finalMse: summarize(keep(o.finalMse)), curve: summarizeCurves(keep(o.curve)), perFunction: summarizeCurves(keep(o.perFunction)) };
+  return diverged > 0 ? { ...result, diverged } : result;
 }
 
 /** Turns the engine's per-run values into means with 95% confidence intervals. */
 export function summarizeRaw(raw: any): SineEvalResult | OmniglotEvalResult {
   if (raw.protocol === 'sine') {
-    checkFinite(raw.continual.finalMse, 'the continual-order MSE');
-    checkFinite(raw.iid.finalMse, 'the i.i.d.-order MSE');
-  }
-  if (raw.protocol === 'sine') {
-    return { protocol: 'sine', runs: raw.runs, functions: raw.functions, continual: summarizeOrder(raw.continual), iid: summarizeOrder(raw.iid) };
+    return {
+      protocol: 'sine',
+      runs: raw.runs,
+      functions: raw.functions,
+      continual: summarizeOrder(raw.continual, 'the continual-order MSE'),
+      iid: summarizeOrder(raw.iid, 'the i.i.d.-order MSE'),
+    };
   }
   return {
     protocol: 'omniglot',

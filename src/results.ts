@@ -14,6 +14,8 @@ export interface SineOrderResult {
   curve: Stat[];
   /** Error on function i after all F functions were learned. */
   perFunction: Stat[];
+  /** Runs whose errors were not finite (the learner diverged); the statistics cover the other runs. */
+  diverged?: number;
 }
 
 export interface SineEvalResult {
@@ -85,6 +87,7 @@ export const sineOrderResultSchema = z.object({
   finalMse: statSchema,
   curve: z.array(statSchema),
   perFunction: z.array(statSchema),
+  diverged: count.optional(),
 });
 
 export const sineEvalResultSchema = z

@@ -234,7 +234,7 @@ test('a diverging learner: skipped steps are recorded, metrics stay readable, ev
   t.deepEqual(metrics.map((m) => [m.step, m.metaLoss, m.skipped]), [[1, null, 1], [2, null, 2], [3, null, 3]]);
   const err = await t.throwsAsync(exp.evaluate({ runs: 3 }), { instanceOf: MetaplasticError });
   t.is(err.code, 'E_DATA');
-  t.regex(err.message, /diverged during evaluation: the continual-order MSE is not finite in 3 of 3 runs/);
+  t.regex(err.message, /diverged during evaluation: the continual-order MSE is not finite in any of the 3 runs/);
   // Every step skipped: after maxConsecutiveSkips in a row, meta-training stops and says why.
   const stuck = await t.throwsAsync(exp.metaTrain({ steps: 100 }), { instanceOf: MetaplasticError });
   t.is(stuck.code, 'E_DATA');
@@ -249,4 +249,17 @@ test('two experiments train concurrently and both finish with the results of tra
   const alone = await Experiment.create(tinySine());
   const r = await alone.metaTrain({ steps: 4 });
   t.deepEqual(r.map((x) => x.metaLoss), ra.map((x) => x.metaLoss));
+});
+
+test('evaluation summaries leave out and count the runs that diverged', async (t) => {
+  const { summarizeRaw } = await import('../src/index.js');
+  const order = (finalMse: (number | null)[]) => ({ finalMse, curve: finalMse.map((v) => [v, v]), perFunction: finalMse.map((v) => [v, v]) });
+  const raw = { protocol: 'sine', runs: 3, functions: 2, continual: order([1, null, 3]), iid: order([2, 2, 2]) };
+  const s = summarizeRaw(raw);
+  if (s.protocol !== 'sine') return t.fail();
+  t.is(s.continual.diverged, 1);
+  t.is(s.continual.finalMse.n, 2);
+  t.is(s.continual.finalMse.mean, 2);
+  t.is(s.iid.diverged, undefined);
+  t.is(s.iid.finalMse.n, 3);
 });

@@ -82,8 +82,9 @@ export function evalSummary(file: EvalFile): string {
   const lines = [`${file.name} at meta-step ${file.checkpointStep}: ${r.runs} runs, seed ${file.seed}`];
   if (r.protocol === 'sine') {
     lines.push(`  MSE over all ${r.functions} functions after learning them:`);
-    lines.push(`    continual  ${stat(r.continual.finalMse)}`);
-    lines.push(`    i.i.d.     ${stat(r.iid.finalMse)}`);
+    const diverged = (o: { diverged?: number }) => (o.diverged ? `  (${o.diverged} of ${r.runs} runs diverged and are left out)` : '');
+    lines.push(`    continual  ${stat(r.continual.finalMse)}${diverged(r.continual)}`);
+    lines.push(`    i.i.d.     ${stat(r.iid.finalMse)}${diverged(r.iid)}`);
   } else {
     lines.push('  classes   held-out accuracy                  train accuracy');
     for (const p of r.points) {
