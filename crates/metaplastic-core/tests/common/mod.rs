@@ -2,7 +2,8 @@
 #![allow(dead_code)]
 use metaplastic_core::config::LearnerConfig;
 use metaplastic_core::learner::{EpisodeBatch, Learner};
-use tch::{Device, Kind, Tensor};
+use metaplastic_core::rng::{normal_vec, seeded};
+use tch::{Kind, Tensor};
 
 pub fn config(json: &str) -> LearnerConfig {
     LearnerConfig::from_json(json).unwrap_or_else(|e| panic!("bad test config: {e}\n{json}"))
@@ -24,9 +25,19 @@ pub fn classification(rule: &str, extra: &str) -> LearnerConfig {
     ))
 }
 
+/// Normal draws from a local seeded generator: libtorch's global generator is shared by the tests that
+/// run in parallel threads, so seeding it and drawing would race.
 fn randn(shape: &[i64], seed: i64) -> Tensor {
-    tch::manual_seed(seed);
-    Tensor::randn(shape, (Kind::Double, Device::Cpu))
+    let n: i64 = shape.iter().product();
+    let values = normal_vec(&mut seeded(seed as u64), n as usize, 1.0);
+    Tensor::from_slice(&values).reshape(shape).to_kind(Kind::Double)
+}
+
+fn randint(high: i64, shape: &[i64], seed: i64) -> Tensor {
+    let mut rng = seeded(seed as u64);
+    let n: i64 = shape.iter().product();
+    let values: Vec<i64> = (0..n).map(|_| rand::Rng::random_range(&mut rng, 0..high)).collect();
+    Tensor::from_slice(&values).reshape(shape)
 }
 
 /// E episodes of T steps × B examples, Q query examples.
@@ -37,9 +48,8 @@ pub fn batch(learner: &Learner, e: i64, t: i64, b: i64, q: i64, seed: i64) -> Ep
     let qx = randn(&shape(&[e, q]), seed + 1);
     let outputs = learner.spec.outputs();
     let (sy, qy, classes) = if learner.is_classification() {
-        tch::manual_seed(seed + 2);
-        let sy = Tensor::randint(outputs, [e, t, b], (Kind::Int64, Device::Cpu));
-        let qy = Tensor::randint(outputs, [e, q], (Kind::Int64, Device::Cpu));
+        let sy = randint(outputs, &[e, t, b], seed + 2);
+        let qy = randint(outputs, &[e, q], seed + 3);
         let classes = (0..e).map(|_| (0..outputs).collect()).collect();
         (sy, qy, classes)
     } else {
