@@ -169,41 +169,26 @@ impl Learner {
     /// of classes at 84×84 does not hold every conv activation of every image at once.
     pub fn features_with(&self, x: &Tensor, differentiable: bool) -> Result<Tensor> {
         const CHUNK: i64 = 256;
-        if differentiable || self.spec.rln == 0 {
-            return self.features_all(x);
-        }
-        let in_dims = self.cfg.input_shape.len();
-        let size = x.size();
-        if size.len() < in_dims {
-            return self.features_all(x);
-        }
-        let mut flat_shape = vec![-1i64];
-        flat_shape.extend_from_slice(&self.cfg.input_shape);
-        let flat = x.f_reshape(&flat_shape)?;
-        let n = flat.size()[0];
-        if n <= CHUNK {
-            return tch::no_grad(|| self.features_all(x));
-        }
-        let parts = tch::no_grad(|| -> Result<Vec<Tensor>> { (0..n).step_by(CHUNK as usize).map(|s| self.features_all(&flat.f_narrow(0, s, CHUNK.min(n - s))?)).collect() })?;
-        let f = Tensor::f_cat(&parts, 0)?;
-        let mut out_shape = size[..size.len() - in_dims].to_vec();
-        out_shape.push(f.size()[1]);
-        Ok(f.f_reshape(&out_shape)?)
-    }
-
-    fn features_all(&self, x: &Tensor) -> Result<Tensor> {
         let in_dims = self.cfg.input_shape.len();
         let size = x.size();
         if size.len() < in_dims || size[size.len() - in_dims..] != self.cfg.input_shape[..] {
             return Err(Error::Shape(format!("inputs have shape {size:?}, expected [..., {:?}]", self.cfg.input_shape)));
         }
-        let lead = &size[..size.len() - in_dims];
         let mut flat_shape = vec![-1i64];
         flat_shape.extend_from_slice(&self.cfg.input_shape);
         let flat = x.f_reshape(&flat_shape)?;
         let (w, b) = self.front_params();
-        let f = functional::front(&self.spec, &w, &b, &flat)?;
-        let mut out_shape = lead.to_vec();
+        let front = |part: &Tensor| functional::front(&self.spec, &w, &b, part);
+        let n = flat.size()[0];
+        let f = if differentiable || self.spec.rln == 0 {
+            front(&flat)?
+        } else if n <= CHUNK {
+            tch::no_grad(|| front(&flat))?
+        } else {
+            let parts = tch::no_grad(|| (0..n).step_by(CHUNK as usize).map(|s| front(&flat.f_narrow(0, s, CHUNK.min(n - s))?)).collect::<Result<Vec<_>>>())?;
+            Tensor::f_cat(&parts, 0)?
+        };
+        let mut out_shape = size[..size.len() - in_dims].to_vec();
         out_shape.push(f.size()[1]);
         Ok(f.f_reshape(&out_shape)?)
     }
