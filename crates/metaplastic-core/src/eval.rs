@@ -116,8 +116,10 @@ fn sine_order(learner: &mut Learner, task: &SineTask, runs: usize, chunk: usize,
         let (qx, qy) = (stack(&|r| &r.query_x)?, stack(&|r| &r.query_y)?); // [E, F, Q, in], [E, F, Q, 1]
         let batch = learner.prepare(&sx, &sy, &qx.f_flatten(1, 2)?, &qy.f_flatten(1, 2)?, vec![vec![]; n])?;
         let q = qx.size()[2];
-        let per_function = |learner: &Learner, fast: &crate::inner::FastWeights| -> Result<Tensor> {
-            let err = learner.predict_with(fast, &batch.query_x, false)?.f_sub(&batch.query_y)?.f_square()?;
+        // The front is frozen: the query set's features are the same at every checkpoint of the curve.
+        let query_features = learner.features_with(&batch.query_x, false)?;
+        let per_function = |fast: &crate::inner::FastWeights| -> Result<Tensor> {
+            let err = tail(&query_features, &fast.w, &fast.b)?.output().f_sub(&batch.query_y)?.f_square()?;
             Ok(err.f_reshape([n as i64, f as i64, q])?.f_mean_dim([2i64].as_slice(), false, None::<Kind>)?)
         };
         let features = learner.features_with(&batch.support_x, false)?;
@@ -127,7 +129,7 @@ fn sine_order(learner: &mut Learner, task: &SineTask, runs: usize, chunk: usize,
         for t in 0..cfg.steps() {
             fast = inner.step(fast, &features.f_select(1, t as i64)?, &batch.support_y.f_select(1, t as i64)?, StepMode::Constant)?;
             if (t + 1) % bpf == 0 {
-                let mse = to_vec2(&per_function(learner, &fast)?)?;
+                let mse = to_vec2(&per_function(&fast)?)?;
                 for (r, run) in data.iter().enumerate() {
                     // Functions seen so far in this run's stream (in i.i.d. order, usually all of them).
                     let mut seen = vec![false; f];
@@ -139,7 +141,7 @@ fn sine_order(learner: &mut Learner, task: &SineTask, runs: usize, chunk: usize,
                 }
             }
         }
-        let last = to_vec2(&per_function(learner, &fast)?)?;
+        let last = to_vec2(&per_function(&fast)?)?;
         for r in 0..n {
             out.final_mse.push(last[r].iter().sum::<f64>() / f as f64);
         }
