@@ -44,6 +44,15 @@ impl Error {
         Error::Config { field: field.into(), message: message.into() }
     }
 
+    /// A configuration error of a nested object, with its field named from the enclosing one
+    /// (`rln` inside `learner` becomes `learner.rln`); other errors are unchanged.
+    pub fn within(self, path: &str) -> Self {
+        match self {
+            Error::Config { field, message } => Error::config(format!("{path}.{field}"), message),
+            other => other,
+        }
+    }
+
     pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
         Error::Io { path: path.as_ref().display().to_string(), source }
     }

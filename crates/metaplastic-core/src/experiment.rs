@@ -70,16 +70,8 @@ impl ExperimentConfig {
         if cfg.meta_batch < 1 {
             return Err(Error::config("metaBatch", "must be >= 1"));
         }
-        cfg.learner.validate().map_err(|e| prefix(e, "learner"))?;
+        cfg.learner.validate().map_err(|e| e.within("learner"))?;
         Ok(cfg)
-    }
-}
-
-/// Prefixes the field of a configuration error with the path of the enclosing object.
-fn prefix(e: Error, path: &str) -> Error {
-    match e {
-        Error::Config { field, message } => Error::config(format!("{path}.{field}"), message),
-        other => other,
     }
 }
 
@@ -94,16 +86,16 @@ impl LoadedTask {
     pub fn load(cfg: &TaskConfig, seed: u64) -> Result<Self> {
         Ok(match cfg {
             TaskConfig::Custom {} => LoadedTask::Custom,
-            TaskConfig::Sine { sine, order } => LoadedTask::Sine(SineTask::new(sine.clone(), seed).map_err(|e| prefix(e, "task.sine"))?, *order),
+            TaskConfig::Sine { sine, order } => LoadedTask::Sine(SineTask::new(sine.clone(), seed).map_err(|e| e.within("task.sine"))?, *order),
             TaskConfig::Omniglot { data, episode } => {
                 let train = OmniglotDataset::load(OmniglotSplit::Background, data)?;
-                let sampler = train.episode_sampler(episode.clone()).map_err(|e| prefix(e, "task.episode"))?;
+                let sampler = train.episode_sampler(episode.clone()).map_err(|e| e.within("task.episode"))?;
                 let test = OmniglotDataset::load(OmniglotSplit::Evaluation, data)?;
                 LoadedTask::Images { train: sampler, test: test.store().clone() }
             }
             TaskConfig::ImageFolder { data, test, episode } => {
                 let train = ImageFolderDataset::load(data)?;
-                let sampler = train.episode_sampler(episode.clone()).map_err(|e| prefix(e, "task.episode"))?;
+                let sampler = train.episode_sampler(episode.clone()).map_err(|e| e.within("task.episode"))?;
                 let test = match test {
                     Some(t) => ImageFolderDataset::load(t)?.store().clone(),
                     None => train.store().clone(),
@@ -199,7 +191,7 @@ pub fn stack(learner: &Learner, episodes: &[Episode]) -> Result<EpisodeBatch> {
 
 impl Experiment {
     pub fn new(cfg: ExperimentConfig) -> Result<Self> {
-        let learner = Learner::new(cfg.learner.clone()).map_err(|e| prefix(e, "learner"))?;
+        let learner = Learner::new(cfg.learner.clone()).map_err(|e| e.within("learner"))?;
         let task = LoadedTask::load(&cfg.task, cfg.seed)?;
         task.check_learner(&cfg.learner)?;
         let rng = crate::rng::stream(cfg.seed, "meta-train");

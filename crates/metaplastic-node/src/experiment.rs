@@ -127,10 +127,7 @@ pub fn load_experiment(dir: String) -> AsyncTask<Work<NativeExperiment>> {
 pub fn check_experiment_config(config_json: String) -> napi::Result<String> {
     guard(|| {
         let cfg = ExperimentConfig::from_json(&config_json)?;
-        let learner = metaplastic_core::learner::Learner::new(cfg.learner).map_err(|e| match e {
-            Error::Config { field, message } => Error::config(format!("learner.{field}"), message),
-            other => other,
-        })?;
+        let learner = metaplastic_core::learner::Learner::new(cfg.learner).map_err(|e| e.within("learner"))?;
         json(&learner.params.infos())
     })
 }
