@@ -85,9 +85,9 @@ function toNativeEpisode(e: EpisodeData): object {
   return { supportX: e.supportX, supportY: e.supportY, queryX: e.queryX, queryY: e.queryY, classes: e.classes };
 }
 
+/** The Adam learning rate of each group, from the engine's configuration (every default filled in). */
 function groupRates(config: ExperimentConfig): Record<string, number> {
-  const lr = config.learner.meta?.lr ?? {};
-  return { forward: lr.forward ?? 1e-4, feedback: lr.feedback ?? 1e-4, plasticity: lr.plasticity ?? 1e-8, strength: lr.strength ?? 1e-4 };
+  return { ...(config.learner.meta!.lr as Record<string, number>) };
 }
 
 function checkSteps(steps: number): void {
@@ -96,10 +96,14 @@ function checkSteps(steps: number): void {
 
 export const METRICS_FILE = 'metrics.jsonl';
 
+/** A preset by name (with overrides), or a configuration with overrides merged in. */
+function resolveConfig(config: string | ExperimentConfig, overrides?: DeepPartial<ExperimentConfig>): ExperimentConfig {
+  return typeof config === 'string' ? preset(config, overrides) : mergeConfig(config, overrides);
+}
+
 /** Validates a configuration (or preset) and builds its learner without loading data: its parameters. */
 export function checkConfig(config: string | ExperimentConfig, overrides?: DeepPartial<ExperimentConfig>): ParamInfo[] {
-  const full = typeof config === 'string' ? preset(config, overrides) : mergeConfig(config, overrides);
-  return JSON.parse(native.checkExperimentConfig(JSON.stringify(full)));
+  return JSON.parse(native.checkExperimentConfig(JSON.stringify(resolveConfig(config, overrides))));
 }
 
 export class Experiment implements Disposable {
@@ -115,8 +119,7 @@ export class Experiment implements Disposable {
 
   /** From a preset name (with optional overrides) or a full configuration. Loads the task's data. */
   static async create(config: string | ExperimentConfig, overrides?: DeepPartial<ExperimentConfig>): Promise<Experiment> {
-    const full = typeof config === 'string' ? preset(config, overrides) : mergeConfig(config, overrides);
-    return new Experiment(await native.createExperiment(JSON.stringify(full)));
+    return new Experiment(await native.createExperiment(JSON.stringify(resolveConfig(config, overrides))));
   }
 
   /** A learner for episodes you supply (`metaStep`, `runEpisodes`): an experiment with a custom task. */
