@@ -51,6 +51,13 @@ export type MetaGradient = { type: 'secondOrder' } | { type: 'firstOrder' } | { 
 
 export interface MetaConfig {
   gradient?: MetaGradient;
+  /**
+   * How the meta-gradient is computed: 'auto' (default) uses the hand-derived reverse pass for local rules
+   * and autograd for sgd; 'autograd' is the reference; 'adjoint' requires a local rule.
+   */
+  backward?: 'auto' | 'autograd' | 'adjoint';
+  /** Reverse pass: keep the fast weights every this many inner steps (default ⌈√T⌉; 1 keeps every step). */
+  checkpointEvery?: number | null;
   /** Adam learning rate per group; 0 freezes a group. */
   lr?: { forward?: number; feedback?: number; plasticity?: number; strength?: number };
   betas?: [number, number];

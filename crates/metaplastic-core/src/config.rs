@@ -264,11 +264,29 @@ pub enum NonFinitePolicy {
     Error,
 }
 
+/// How the meta-gradient is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum Backward {
+    /// The hand-derived reverse pass where it applies (local rules), autograd elsewhere.
+    #[default]
+    Auto,
+    /// Autograd through the unrolled lifetime: the reference the reverse pass is tested against.
+    Autograd,
+    /// The hand-derived reverse pass over checkpointed fast weights (local rules only).
+    Adjoint,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MetaConfig {
     #[serde(default)]
     pub gradient: MetaGradient,
+    #[serde(default)]
+    pub backward: Backward,
+    /// Reverse pass: keep the fast weights every this many inner steps (default ⌈√T⌉); 1 keeps all.
+    #[serde(default)]
+    pub checkpoint_every: Option<usize>,
     #[serde(default)]
     pub lr: LearningRates,
     #[serde(default = "betas")]
@@ -301,6 +319,8 @@ impl Default for MetaConfig {
     fn default() -> Self {
         Self {
             gradient: MetaGradient::SecondOrder,
+            backward: Backward::Auto,
+            checkpoint_every: None,
             lr: LearningRates::default(),
             betas: betas(),
             eps: eps(),
@@ -489,6 +509,12 @@ impl LearnerConfig {
         positive("meta.eps", self.meta.eps)?;
         if let Some(c) = self.meta.clip_norm {
             positive("meta.clipNorm", c)?;
+        }
+        if self.meta.backward == Backward::Adjoint && !self.rule.is_local() {
+            return Err(Error::config("meta.backward", "'adjoint' needs a local rule (oja or hebb); use 'auto' or 'autograd' with sgd"));
+        }
+        if self.meta.checkpoint_every == Some(0) {
+            return Err(Error::config("meta.checkpointEvery", "must be >= 1"));
         }
         if let MetaGradient::Truncated { steps } = self.meta.gradient {
             if steps < 1 {

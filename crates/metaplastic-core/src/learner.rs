@@ -146,6 +146,11 @@ impl Learner {
         !self.cfg.rule.is_local()
     }
 
+    /// The local rule (Oja, Hebb), if this learner has one.
+    pub fn local_rule(&self) -> Option<&LocalRule> {
+        self.rule.as_local()
+    }
+
     pub fn is_classification(&self) -> bool {
         self.cfg.task == TaskKind::Classification
     }

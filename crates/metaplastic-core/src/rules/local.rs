@@ -44,7 +44,18 @@ pub fn local_delta(post: &Tensor, pre: &Tensor, w: &Tensor, rate: &Tensor, oja_d
     Ok(local_term(post, pre, w, oja_decay, multiplier)?.f_mul(rate)?)
 }
 
+impl LocalRule {
+    /// The effective plasticity rate P of plastic layer `k` (differentiable in the stored parameters).
+    pub fn rate(&self, params: &ParamStore, k: usize) -> Result<Tensor> {
+        Ok(params.at(self.rates[k]).shallow_clone())
+    }
+}
+
 impl InnerRule for LocalRule {
+    fn as_local(&self) -> Option<&LocalRule> {
+        Some(self)
+    }
+
     fn update(&self, params: &ParamStore, inp: &StepInputs) -> Result<Update> {
         let feedback: Vec<LayerFeedback> = self
             .feedback
@@ -56,7 +67,7 @@ impl InnerRule for LocalRule {
         let mut rates = Vec::with_capacity(post.len());
         for (k, post_k) in post.iter().enumerate() {
             w.push(local_term(post_k, &inp.acts.pre[k], &inp.w[k], self.oja_decay, self.multipliers[k])?);
-            rates.push(Some(params.at(self.rates[k]).shallow_clone()));
+            rates.push(Some(self.rate(params, k)?));
         }
         let b = (0..w.len()).map(|_| None).collect();
         Ok(Update { w, w_rate: rates, b })

@@ -37,4 +37,8 @@ pub trait InnerRule: Send {
     fn needs_weight_grad(&self) -> bool {
         false
     }
+    /// The local rule behind this one, for the hand-derived reverse pass.
+    fn as_local(&self) -> Option<&local::LocalRule> {
+        None
+    }
 }

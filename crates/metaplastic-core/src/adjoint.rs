@@ -1,0 +1,456 @@
+//! The meta-gradient of a local-rule lifetime by a hand-derived reverse pass (the adjoint method).
+//!
+//! The forward runs without a graph and keeps the fast weights every `k` steps. The reverse pass walks
+//! the lifetime backwards one segment at a time: it recomputes the segment's forward from its
+//! checkpoint, then propagates G_t = ∂L/∂W_t through each step's update and forward pass by the closed
+//! forms below, accumulating the meta-parameters' gradients. Memory is O(T/k + k) weight copies instead
+//! of autograd's O(T) graph. Everything the inner loop does not own (the frozen front, the initial
+//! weights' construction, the query loss, the rate parameterization) goes through autograd once, via a
+//! surrogate scalar Σ <tensor, its adjoint> (see `meta_gradient`).
+//!
+//! One Oja step of layer k, with pre a [E,B,I], teaching activity ã [E,B,O], r = Σ_b ã² [E,O,1]:
+//!   term = m (ãᵀa − r ⊙ W),   W' = W + P ⊙ term        (Hebb: no r ⊙ W)
+//! and with Q = P ⊙ G' (G' = ∂L/∂W'):
+//!   ∂L/∂P += m G' ⊙ (ãᵀa − r ⊙ W)      (reduced to P's shape)
+//!   ∂L/∂W  = G' − m Q ⊙ r  + (forward-pass term)
+//!   ∂L/∂ã  = m (a Qᵀ − 2 ã ⊙ rowsum(Q ⊙ W))
+//!   ∂L/∂a  = m ã Q
+//! The teaching activity ã = s f(e) + (1 − s) a_out, the feedback MLP f and the signal e are then
+//! differentiated by hand as well, and finally the step's forward pass z = a Wᵀ + b.
+use crate::config::{Activation, FeedbackKind, LearnerConfig, Signal, TaskKind};
+use crate::feedback::dense_target;
+use crate::inner::StepMode;
+use crate::learner::{EpisodeBatch, Learner};
+use crate::net::functional::{tail, TailActivations};
+use crate::rules::local::{local_term, LocalRule};
+use crate::{Error, Result};
+use tch::{Kind, Tensor};
+
+/// Detached values of the rule's meta-parameters for the reverse pass.
+struct RuleValues {
+    /// Effective rate of each layer, broadcastable to [E, O, I].
+    rates: Vec<Tensor>,
+    /// (B, c) of each feedback layer, per plastic layer.
+    feedback: Vec<Vec<(Tensor, Tensor)>>,
+    strength: Vec<Tensor>,
+    multipliers: Vec<f64>,
+    oja: bool,
+}
+
+/// What the reverse pass needs of one inner step besides the fast weights.
+struct StepTape {
+    acts: TailActivations,
+    /// Teaching activity of each plastic layer.
+    post: Vec<Tensor>,
+    /// Σ_b ã² of each layer [E, O, 1] (Oja only).
+    post_sq: Vec<Option<Tensor>>,
+    /// The rule's term m(ãᵀa − r ⊙ W) of each layer (before the rates).
+    term: Vec<Tensor>,
+    feedback: FeedbackTape,
+}
+
+enum FeedbackTape {
+    /// Derivative control: δ of each layer (post = δ) and the output probabilities (classification).
+    Derivative { softmax: Option<Tensor> },
+    /// Learned/random/none feedback: per layer, the MLP's inputs and pre-activations, its output f
+    /// (None where ã does not come from the feedback map); the signal's softmax (cross-entropy).
+    Map { layers: Vec<Option<MapTape>>, softmax: Option<Tensor> },
+}
+
+struct MapTape {
+    /// Input of each feedback layer (the first is e) and its pre-activation.
+    inputs: Vec<Tensor>,
+    pre: Vec<Tensor>,
+    f: Tensor,
+}
+
+/// Gradient accumulators of the meta-parameters that the reverse pass owns.
+struct Grads {
+    rates: Vec<Option<Tensor>>,
+    feedback: Vec<Vec<(Option<Tensor>, Option<Tensor>)>>,
+    strength: Vec<Option<Tensor>>,
+    /// ∂L/∂b of the fast biases [E, O] (constant over the lifetime for local rules).
+    bias: Vec<Option<Tensor>>,
+}
+
+fn accumulate(slot: &mut Option<Tensor>, g: Tensor) -> Result<()> {
+    *slot = Some(match slot.take() {
+        Some(acc) => acc.f_add(&g)?,
+        None => g,
+    });
+    Ok(())
+}
+
+/// x ⊙ 1[pre > 0]
+fn relu_backward(x: &Tensor, pre: &Tensor) -> Result<Tensor> {
+    Ok(x.f_mul(&pre.f_gt(0.0)?.f_to_kind(x.kind())?)?)
+}
+
+/// Vector-Jacobian product of softmax: p ⊙ (d − Σ d ⊙ p).
+fn softmax_backward(d: &Tensor, p: &Tensor) -> Result<Tensor> {
+    let dot = d.f_mul(p)?.f_sum_dim_intlist([-1i64].as_slice(), true, None::<Kind>)?;
+    Ok(p.f_mul(&d.f_sub(&dot)?)?)
+}
+
+/// [E, B, X] → [E·B, X] (feedback parameters are shared by every episode).
+fn flat(t: &Tensor) -> Result<Tensor> {
+    let s = t.size();
+    Ok(t.f_reshape([-1, s[s.len() - 1]])?)
+}
+
+struct Reverse<'a> {
+    cfg: &'a LearnerConfig,
+    rule: RuleValues,
+    n: usize,
+}
+
+impl Reverse<'_> {
+    /// One forward inner step without a graph: the new fast weights and the tape of the step.
+    fn forward(&self, w: &[Tensor], b: &[Tensor], x: &Tensor, y: &Tensor) -> Result<(Vec<Tensor>, StepTape)> {
+        let acts = tail(x, w, b)?;
+        let (post, feedback) = self.teaching(&acts, w, y)?;
+        let mut next = Vec::with_capacity(self.n);
+        let mut term = Vec::with_capacity(self.n);
+        let mut post_sq = Vec::with_capacity(self.n);
+        for k in 0..self.n {
+            let t = local_term(&post[k], &acts.pre[k], &w[k], self.rule.oja, self.rule.multipliers[k])?;
+            next.push(w[k].f_addcmul(&self.rule.rates[k], &t)?);
+            post_sq.push(if self.rule.oja { Some(post[k].f_square()?.f_sum_dim_intlist([1i64].as_slice(), false, None::<Kind>)?.f_unsqueeze(2)?) } else { None });
+            term.push(t);
+        }
+        Ok((next, StepTape { acts, post, post_sq, term, feedback }))
+    }
+
+    /// Teaching activities ã_k (as feedback.rs computes them) with what their backward needs.
+    fn teaching(&self, acts: &TailActivations, w: &[Tensor], y: &Tensor) -> Result<(Vec<Tensor>, FeedbackTape)> {
+        let cfg = self.cfg;
+        let y_hat = acts.output();
+        let y_dense = dense_target(cfg, y, y_hat.size()[2], y_hat.kind())?;
+        let classification = cfg.task == TaskKind::Classification;
+        if cfg.feedback.kind == FeedbackKind::Derivative {
+            let (delta_out, softmax) = if classification {
+                let p = y_hat.f_softmax(-1, y_hat.kind())?;
+                (y_dense.f_sub(&p)?, Some(p))
+            } else {
+                (y_dense.f_sub(y_hat)?, None)
+            };
+            let deltas = crate::feedback::derivative_signals(acts, w, delta_out)?;
+            return Ok((deltas, FeedbackTape::Derivative { softmax }));
+        }
+        let (e, softmax) = match cfg.signal() {
+            Signal::Error => (y_dense.f_sub(y_hat)?, None),
+            Signal::Target => (y_dense.shallow_clone(), None),
+            Signal::CrossEntropy => {
+                let p = y_hat.f_softmax(-1, y_hat.kind())?;
+                (y_dense.f_sub(&p)?, Some(p))
+            }
+        };
+        let mut post = Vec::with_capacity(self.n);
+        let mut layers = Vec::with_capacity(self.n);
+        for k in 0..self.n {
+            let is_output = k + 1 == self.n;
+            let a = &acts.post[k];
+            if is_output && classification && cfg.feedback.clamp_output {
+                post.push(y_dense.shallow_clone());
+                layers.push(None);
+            } else if !is_output && cfg.feedback.kind == FeedbackKind::None {
+                post.push(a.shallow_clone());
+                layers.push(None);
+            } else {
+                let mut h = e.shallow_clone();
+                let mut inputs = Vec::new();
+                let mut pre = Vec::new();
+                for (bw, c) in &self.rule.feedback[k] {
+                    let z = h.f_linear(bw, Some(c))?;
+                    inputs.push(h);
+                    h = if cfg.feedback.activation == Activation::Relu { z.f_relu()? } else { z.shallow_clone() };
+                    pre.push(z);
+                }
+                let s = &self.rule.strength[k];
+                // ã = s·f + (1 − s)·a
+                post.push(h.f_mul(s)?.f_add(&a.f_mul(&s.f_neg()?.f_add_scalar(1.0)?)?)?);
+                layers.push(Some(MapTape { inputs, pre, f: h }));
+            }
+        }
+        Ok((post, FeedbackTape::Map { layers, softmax }))
+    }
+
+    /// Propagates G (= ∂L/∂W after step t) back through step t; returns ∂L/∂W before it and
+    /// ∂L/∂x_t (the step's input features) when the step is differentiated fully.
+    fn backward(&self, w: &[Tensor], tape: &StepTape, g: Vec<Tensor>, mode: StepMode, grads: &mut Grads) -> Result<(Vec<Tensor>, Option<Tensor>)> {
+        if mode == StepMode::Constant {
+            return Ok((g, None));
+        }
+        let n = self.n;
+        let full = mode == StepMode::Full;
+        let mut d_post = Vec::with_capacity(n);
+        let mut d_pre = Vec::with_capacity(n);
+        let mut g_next = Vec::with_capacity(n);
+        for k in 0..n {
+            let m = self.rule.multipliers[k];
+            let rate = &self.rule.rates[k];
+            accumulate(&mut grads.rates[k], g[k].f_mul(&tape.term[k])?.f_sum_to_size(rate.size())?)?;
+            let q = g[k].f_mul(rate)?; // P ⊙ G
+            let post = &tape.post[k];
+            let pre = &tape.acts.pre[k];
+            let mut dp = pre.f_matmul(&q.f_transpose(1, 2)?)?;
+            if tape.post_sq[k].is_some() {
+                let row = q.f_mul(&w[k])?.f_sum_dim_intlist([2i64].as_slice(), false, None::<Kind>)?.f_unsqueeze(1)?;
+                dp = dp.f_sub(&post.f_mul(&row)?.f_mul_scalar(2.0)?)?;
+            }
+            d_post.push(dp.f_mul_scalar(m)?);
+            if full {
+                d_pre.push(post.f_matmul(&q)?.f_mul_scalar(m)?);
+                g_next.push(match &tape.post_sq[k] {
+                    Some(r) => g[k].f_sub(&q.f_mul(r)?.f_mul_scalar(m)?)?,
+                    None => g[k].shallow_clone(),
+                });
+            }
+        }
+        // Gradients reaching the layers' outputs a_k (hidden: ReLU(z_k), output: ŷ) from the teaching path.
+        let mut d_act: Vec<Option<Tensor>> = (0..n).map(|_| None).collect();
+        let mut extra_w: Vec<Option<Tensor>> = (0..n).map(|_| None).collect();
+        self.teaching_backward(w, tape, d_post, full, &mut d_act, &mut extra_w, grads)?;
+        if !full {
+            return Ok((g, None)); // first order: dW_{t+1}/dW_t = I and the activations are constants
+        }
+        // The forward pass of the step, from the output down.
+        let acts = &tape.acts;
+        let mut d_input: Option<Tensor> = None; // ∂L/∂(input of layer k+1) from layers above
+        for k in (0..n).rev() {
+            let mut da = d_act[k].take();
+            if k + 1 < n {
+                for extra in [d_input.take(), Some(d_pre[k + 1].shallow_clone())].into_iter().flatten() {
+                    accumulate(&mut da, extra)?;
+                }
+            }
+            let Some(da) = da else {
+                continue;
+            };
+            let dz = if k + 1 == n { da } else { relu_backward(&da, &acts.z[k])? };
+            let gw = dz.f_transpose(1, 2)?.f_matmul(&acts.pre[k])?;
+            accumulate(&mut extra_w[k], gw)?;
+            accumulate(&mut grads.bias[k], dz.f_sum_dim_intlist([1i64].as_slice(), false, None::<Kind>)?)?;
+            d_input = Some(dz.f_matmul(&w[k])?);
+        }
+        let mut d_x = d_input;
+        accumulate(&mut d_x, d_pre[0].shallow_clone())?;
+        let g_prev = g_next.into_iter().zip(extra_w).map(|(gk, e)| match e {
+            Some(e) => Ok(gk.f_add(&e)?),
+            None => Ok(gk),
+        });
+        Ok((g_prev.collect::<Result<_>>()?, d_x))
+    }
+
+    /// Back through ã_k: into the feedback parameters, the strengths and (fully) the activations.
+    #[allow(clippy::too_many_arguments)]
+    fn teaching_backward(&self, w: &[Tensor], tape: &StepTape, d_post: Vec<Tensor>, full: bool, d_act: &mut [Option<Tensor>], extra_w: &mut [Option<Tensor>], grads: &mut Grads) -> Result<()> {
+        let n = self.n;
+        let to_output = full && !self.cfg.feedback.detach_signal;
+        let classification = self.cfg.task == TaskKind::Classification;
+        match &tape.feedback {
+            FeedbackTape::Derivative { softmax } => {
+                if !full {
+                    return Ok(()); // δ is built from constants only
+                }
+                // δ_k = (δ_{k+1} W_{k+1}) ⊙ 1[z_k > 0], from the first layer up.
+                let mut d_delta: Vec<Tensor> = d_post;
+                for k in 0..n - 1 {
+                    let du = relu_backward(&d_delta[k], &tape.acts.z[k])?;
+                    let d_next = du.f_matmul(&w[k + 1].f_transpose(1, 2)?)?;
+                    d_delta[k + 1] = d_delta[k + 1].f_add(&d_next)?;
+                    accumulate(&mut extra_w[k + 1], tape.post[k + 1].f_transpose(1, 2)?.f_matmul(&du)?)?;
+                }
+                if to_output {
+                    let d_out = &d_delta[n - 1];
+                    let d_yhat = if classification { softmax_backward(d_out, softmax.as_ref().unwrap())?.f_neg()? } else { d_out.f_neg()? };
+                    accumulate(&mut d_act[n - 1], d_yhat)?;
+                }
+            }
+            FeedbackTape::Map { layers, softmax } => {
+                let mut d_e: Option<Tensor> = None;
+                for (k, dp) in d_post.into_iter().enumerate() {
+                    let Some(map) = &layers[k] else {
+                        // ã is the layer's own activity (no feedback) or the clamped target.
+                        let is_output = k + 1 == n;
+                        if full && !(is_output && classification && self.cfg.feedback.clamp_output) {
+                            accumulate(&mut d_act[k], dp)?;
+                        }
+                        continue;
+                    };
+                    let s = &self.rule.strength[k];
+                    let a = &tape.acts.post[k];
+                    accumulate(&mut grads.strength[k], dp.f_mul(&map.f.f_sub(a)?)?.f_sum(None::<Kind>)?)?;
+                    if full {
+                        accumulate(&mut d_act[k], dp.f_mul(&s.f_neg()?.f_add_scalar(1.0)?)?)?;
+                    }
+                    let mut dh = dp.f_mul(s)?;
+                    for j in (0..map.pre.len()).rev() {
+                        let dz = if self.cfg.feedback.activation == Activation::Relu { relu_backward(&dh, &map.pre[j])? } else { dh };
+                        let (gb, gc) = &mut grads.feedback[k][j];
+                        accumulate(gb, flat(&dz)?.f_transpose(0, 1)?.f_mm(&flat(&map.inputs[j])?)?)?;
+                        accumulate(gc, flat(&dz)?.f_sum_dim_intlist([0i64].as_slice(), false, None::<Kind>)?)?;
+                        dh = dz.f_matmul(&self.rule.feedback[k][j].0)?;
+                    }
+                    if to_output {
+                        accumulate(&mut d_e, dh)?;
+                    }
+                }
+                if let Some(de) = d_e {
+                    let d_yhat = match self.cfg.signal() {
+                        Signal::Error => Some(de.f_neg()?),
+                        Signal::CrossEntropy => Some(softmax_backward(&de, softmax.as_ref().unwrap())?.f_neg()?),
+                        Signal::Target => None,
+                    };
+                    if let Some(d) = d_yhat {
+                        accumulate(&mut d_act[n - 1], d)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checkpoint interval used when none is configured: about √T (memory and recomputation balanced).
+pub fn default_interval(steps: usize) -> usize {
+    ((steps as f64).sqrt().ceil() as usize).max(1)
+}
+
+fn dot(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    Ok(a.f_mul(b)?.f_sum(Some(Kind::Double))?)
+}
+
+/// The meta-gradient of a local-rule learner by the reverse pass: (mean query loss, gradient of every
+/// trainable parameter by store index). Equal to `meta::autograd_meta_gradient` up to rounding.
+pub fn meta_gradient(learner: &mut Learner, batch: &EpisodeBatch, interval: Option<usize>, mode: impl Fn(usize) -> StepMode) -> Result<(f64, Vec<(usize, Tensor)>)> {
+    let e = batch.support_x.size()[0];
+    let steps = batch.support_x.size()[1] as usize;
+    let k = interval.unwrap_or_else(|| default_interval(steps)).max(1);
+    let detach_all = |v: &[Tensor]| -> Result<Vec<Tensor>> { Ok(v.iter().map(|t| t.f_detach()).collect::<std::result::Result<_, _>>()?) };
+
+    // What the reverse pass needs of the rule; the rates keep their graph for the final surrogate.
+    let (rates_graph, values, feedback_idx, strength_idx) = {
+        let rule: &LocalRule = learner.local_rule().ok_or_else(|| Error::Internal("the reverse pass needs a local rule".into()))?;
+        let params = &learner.params;
+        let rates_graph: Vec<Tensor> = (0..rule.rates.len()).map(|i| rule.rate(params, i)).collect::<Result<_>>()?;
+        let values = RuleValues {
+            rates: detach_all(&rates_graph)?,
+            feedback: rule
+                .feedback
+                .iter()
+                .map(|f| f.layers.iter().map(|&(b, c)| Ok((params.at(b).f_detach()?, params.at(c).f_detach()?))).collect::<Result<Vec<_>>>())
+                .collect::<Result<_>>()?,
+            strength: rule.feedback.iter().map(|f| Ok(params.at(f.strength).f_detach()?)).collect::<Result<_>>()?,
+            multipliers: rule.multipliers.clone(),
+            oja: rule.oja_decay,
+        };
+        let feedback_idx: Vec<Vec<(usize, usize)>> = rule.feedback.iter().map(|f| f.layers.clone()).collect();
+        let strength_idx: Vec<usize> = rule.feedback.iter().map(|f| f.strength).collect();
+        (rates_graph, values, feedback_idx, strength_idx)
+    };
+    let n = rates_graph.len();
+
+    let fast = learner.start(e, &batch.classes, true)?;
+    let features = learner.features(&batch.support_x)?;
+    let x = features.f_detach()?;
+    let y = &batch.support_y;
+    let rev = Reverse { cfg: &learner.cfg, rule: values, n };
+    let b = detach_all(&fast.b)?;
+
+    // Forward, keeping the weights at the start of every segment.
+    let mut checkpoints = Vec::with_capacity(steps.div_ceil(k));
+    let mut w = detach_all(&fast.w)?;
+    tch::no_grad(|| -> Result<()> {
+        for t in 0..steps {
+            if t % k == 0 {
+                checkpoints.push(w.iter().map(|t| t.shallow_clone()).collect::<Vec<_>>());
+            }
+            w = rev.forward(&w, &b, &x.f_select(1, t as i64)?, &y.f_select(1, t as i64)?)?.0;
+        }
+        Ok(())
+    })?;
+
+    // Query loss on the final weights (autograd): its gradient with respect to them starts the reverse pass.
+    let w_final: Vec<Tensor> = w.iter().map(|t| t.shallow_clone().set_requires_grad(true)).collect();
+    let final_fast = crate::inner::FastWeights { w: w_final.iter().map(|t| t.shallow_clone()).collect(), b: fast.b.iter().map(|t| t.shallow_clone()).collect() };
+    let loss = learner.loss(&final_fast, &batch.query_x, &batch.query_y)?.f_mean(None::<Kind>)?;
+    let mut g: Vec<Tensor> = Tensor::f_run_backward(&[&loss], &w_final, true, false)?;
+    for (gk, wk) in g.iter_mut().zip(&w_final) {
+        if !gk.defined() {
+            *gk = wk.f_zeros_like()?;
+        }
+    }
+
+    let mut grads = Grads {
+        rates: (0..n).map(|_| None).collect(),
+        feedback: feedback_idx.iter().map(|l| l.iter().map(|_| (None, None)).collect()).collect(),
+        strength: (0..n).map(|_| None).collect(),
+        bias: (0..n).map(|_| None).collect(),
+    };
+    let needs_dx = features.requires_grad();
+    let mut d_features: Vec<Option<Tensor>> = (0..steps).map(|_| None).collect();
+    {
+        let _no_grad = tch::no_grad_guard();
+        for (seg, start) in checkpoints.iter().enumerate().rev() {
+            let t0 = seg * k;
+            let t1 = (t0 + k).min(steps);
+            let mut weights = Vec::with_capacity(t1 - t0);
+            let mut tapes = Vec::with_capacity(t1 - t0);
+            let mut wt: Vec<Tensor> = start.iter().map(|t| t.shallow_clone()).collect();
+            for t in t0..t1 {
+                let (next, tape) = rev.forward(&wt, &b, &x.f_select(1, t as i64)?, &y.f_select(1, t as i64)?)?;
+                weights.push(std::mem::replace(&mut wt, next));
+                tapes.push(tape);
+            }
+            for t in (t0..t1).rev() {
+                let tape = tapes.pop().unwrap();
+                let wt = weights.pop().unwrap();
+                let (prev, dx) = rev.backward(&wt, &tape, g, mode(t), &mut grads)?;
+                g = prev;
+                if needs_dx {
+                    d_features[t] = dx;
+                }
+            }
+        }
+    }
+
+    // One autograd call through everything outside the inner loop: Σ <tensor, adjoint> has exactly the
+    // gradient the unrolled graph would give those tensors' inputs.
+    let mut surrogate = loss.f_to_kind(Kind::Double)?;
+    for (kk, gk) in g.iter().enumerate() {
+        surrogate = surrogate.f_add(&dot(&fast.w[kk], gk)?)?;
+        if let Some(gb) = &grads.bias[kk] {
+            surrogate = surrogate.f_add(&dot(&fast.b[kk], gb)?)?;
+        }
+        if let Some(gr) = &grads.rates[kk] {
+            surrogate = surrogate.f_add(&dot(&rates_graph[kk], gr)?)?;
+        }
+        if let Some(gs) = &grads.strength[kk] {
+            surrogate = surrogate.f_add(&dot(learner.params.at(strength_idx[kk]), gs)?)?;
+        }
+        for (j, (gb, gc)) in grads.feedback[kk].iter().enumerate() {
+            let (bi, ci) = feedback_idx[kk][j];
+            if let Some(gb) = gb {
+                surrogate = surrogate.f_add(&dot(learner.params.at(bi), gb)?)?;
+            }
+            if let Some(gc) = gc {
+                surrogate = surrogate.f_add(&dot(learner.params.at(ci), gc)?)?;
+            }
+        }
+    }
+    if needs_dx {
+        let zeros = |t: usize| -> Result<Tensor> { Ok(x.f_select(1, t as i64)?.f_zeros_like()?) };
+        let parts: Vec<Tensor> = (0..steps).map(|t| d_features[t].take().map_or_else(|| zeros(t), Ok)).collect::<Result<_>>()?;
+        surrogate = surrogate.f_add(&dot(&features, &Tensor::f_stack(&parts, 1)?)?)?;
+    }
+    let trainable: Vec<usize> = learner.params.iter().enumerate().filter(|(_, p)| p.trainable).map(|(i, _)| i).collect();
+    let inputs: Vec<Tensor> = trainable.iter().map(|&i| learner.params.at(i).shallow_clone()).collect();
+    let out = Tensor::f_run_backward(&[&surrogate], &inputs, false, false)?;
+    let mut result = Vec::with_capacity(trainable.len());
+    for (i, gr) in out.into_iter().enumerate() {
+        let gr = if gr.defined() { gr.f_to_kind(inputs[i].kind())? } else { inputs[i].f_zeros_like()? };
+        result.push((trainable[i], gr));
+    }
+    Ok((loss.f_double_value(&[])?, result))
+}

@@ -1,0 +1,144 @@
+//! The hand-derived reverse pass against autograd through the unrolled lifetime, in float64, for every
+//! option the local rules have, every meta-gradient mode and several checkpoint intervals; plus finite
+//! differences on the reverse pass itself.
+mod common;
+use common::*;
+use metaplastic_core::config::{Backward, LearnerConfig, MetaGradient};
+use metaplastic_core::learner::Learner;
+use metaplastic_core::meta::{autograd_meta_gradient, meta_gradient, uses_adjoint};
+
+/// Worst relative difference between the two meta-gradients, per parameter, with the loss.
+fn compare(cfg: LearnerConfig, seed: i64, interval: Option<usize>) -> f64 {
+    let mut cfg = cfg;
+    cfg.meta.backward = Backward::Adjoint;
+    cfg.meta.checkpoint_every = interval;
+    let mut learner = Learner::new(cfg).unwrap();
+    jitter_biases(&mut learner, seed);
+    assert!(uses_adjoint(&learner));
+    let batch = batch(&learner, 2, 5, 3, 4, seed);
+    // Re-initialised plastic weights draw from the learner's generator: both paths must see the same draw.
+    let rng = learner.rng.clone();
+    let (loss_a, fast) = meta_gradient(&mut learner, &batch).unwrap();
+    learner.rng = rng;
+    let (loss_b, reference) = autograd_meta_gradient(&mut learner, &batch).unwrap();
+    assert!((loss_a - loss_b).abs() <= 1e-12 * loss_b.abs().max(1.0), "loss {loss_a} vs {loss_b}");
+    assert_eq!(fast.len(), reference.len());
+    let mut worst: f64 = 0.0;
+    let mut nonzero = 0;
+    for ((i, a), (j, b)) in fast.iter().zip(&reference) {
+        assert_eq!(i, j);
+        let name = &learner.params.iter().nth(*i).unwrap().name;
+        let scale = b.abs().max().double_value(&[]);
+        let diff = max_abs_diff(a, b);
+        let rel = diff / scale.max(1e-300);
+        if scale > 0.0 {
+            nonzero += 1;
+            worst = worst.max(rel);
+        } else {
+            assert_eq!(diff, 0.0, "{name}: autograd gives zero, the reverse pass {diff}");
+        }
+        assert!(rel < 1e-10 || scale == 0.0, "{name}: relative difference {rel:e} (scale {scale:e})");
+    }
+    assert!(nonzero > 0, "every gradient is zero: the comparison checks nothing");
+    worst
+}
+
+fn flp(extra: &str) -> LearnerConfig {
+    regression(r#"{"type":"oja"}"#, &format!(r#","plasticity":{{"init":0.05}}{extra}"#))
+}
+
+#[test]
+fn oja_and_hebb_every_granularity_and_interval() {
+    for rule in ["oja", "hebb"] {
+        for g in ["synapse", "neuron", "layer", "global"] {
+            for interval in [None, Some(1), Some(2), Some(5)] {
+                let cfg = regression(&format!(r#"{{"type":"{rule}"}}"#), &format!(r#","plasticity":{{"granularity":"{g}","init":0.02,"hiddenMultiplier":1.5}}"#));
+                compare(cfg, 1, interval);
+            }
+        }
+    }
+}
+
+#[test]
+fn every_feedback_kind_signal_and_map() {
+    for kind in ["learned", "random", "none", "derivative"] {
+        for signal in ["error", "target"] {
+            for detach in [false, true] {
+                compare(flp(&format!(r#","feedback":{{"type":"{kind}","signal":"{signal}","detachSignal":{detach}}}"#)), 2, Some(2));
+            }
+        }
+    }
+    compare(flp(r#","feedback":{"layers":2,"activation":"linear","strength":{"init":0.3}}"#), 3, None);
+    compare(flp(r#","feedback":{"layers":3,"strength":{"init":0.8,"learned":false}}"#), 4, Some(3));
+}
+
+#[test]
+fn frozen_front_and_reinitialised_weights() {
+    compare(flp(r#","rln":1"#), 5, Some(2));
+    compare(flp(r#","rln":1,"plasticInit":"reinit""#), 6, None);
+}
+
+#[test]
+fn classification_options() {
+    for signal in ["target", "crossEntropy", "error"] {
+        for clamp in [true, false] {
+            let cfg = classification(r#"{"type":"oja"}"#, &format!(r#","plasticity":{{"init":0.05,"hiddenMultiplier":3}},"feedback":{{"signal":"{signal}","clampOutput":{clamp}}}"#));
+            compare(cfg, 7, Some(2));
+        }
+    }
+    for reset in ["episodeClasses", "all"] {
+        let cfg = classification(r#"{"type":"hebb"}"#, &format!(r#","plasticity":{{"init":0.05}},"outputReset":"{reset}""#));
+        compare(cfg, 8, None);
+    }
+    compare(classification(r#"{"type":"oja"}"#, r#","plasticity":{"init":0.05},"feedback":{"type":"derivative"}"#), 9, Some(1));
+}
+
+#[test]
+fn first_order_and_truncated() {
+    for g in [MetaGradient::FirstOrder, MetaGradient::Truncated { steps: 2 }] {
+        for kind in ["learned", "derivative", "none"] {
+            let mut cfg = flp(&format!(r#","rln":1,"feedback":{{"type":"{kind}"}}"#));
+            cfg.meta.gradient = g;
+            compare(cfg, 10, Some(2));
+        }
+    }
+}
+
+#[test]
+fn sgd_rules_stay_on_autograd() {
+    let mut cfg = regression(r#"{"type":"sgd","lr":0.1}"#, "");
+    assert!(!uses_adjoint(&Learner::new(cfg.clone()).unwrap()));
+    cfg.meta.backward = Backward::Adjoint;
+    let err = cfg.validate().unwrap_err();
+    assert_eq!(err.code(), "E_CONFIG");
+    assert!(err.to_string().contains("meta.backward"), "{err}");
+    let mut cfg = flp("");
+    cfg.meta.backward = Backward::Autograd;
+    assert!(!uses_adjoint(&Learner::new(cfg).unwrap()));
+}
+
+/// The reverse pass against central differences of the loss, independently of autograd.
+#[test]
+fn finite_differences() {
+    let mut learner = Learner::new(flp(r#","rln":1,"feedback":{"layers":2}"#)).unwrap();
+    jitter_biases(&mut learner, 11);
+    let batch = batch(&learner, 2, 4, 3, 4, 11);
+    let (_, grads) = meta_gradient(&mut learner, &batch).unwrap();
+    let h = 1e-6;
+    for (index, grad) in grads {
+        let flat = grad.view([-1]);
+        let n = flat.size()[0];
+        for k in [0, n - 1] {
+            let analytic = flat.double_value(&[k]);
+            nudge(&mut learner, index, k, h);
+            let up = meta_gradient(&mut learner, &batch).unwrap().0;
+            nudge(&mut learner, index, k, -2.0 * h);
+            let down = meta_gradient(&mut learner, &batch).unwrap().0;
+            nudge(&mut learner, index, k, h);
+            let numeric = (up - down) / (2.0 * h);
+            let err = (analytic - numeric).abs() / (1e-6 + analytic.abs().max(numeric.abs()));
+            let name = &learner.params.iter().nth(index).unwrap().name;
+            assert!(err < 1e-4, "{name}[{k}]: reverse pass {analytic:e}, finite differences {numeric:e}");
+        }
+    }
+}
