@@ -44,7 +44,7 @@ struct StepTape {
     post: Vec<Tensor>,
     /// Σ_b ã² of each layer [E, O, 1] (Oja only).
     post_sq: Vec<Option<Tensor>>,
-    /// The rule's term m(ãᵀa − r ⊙ W) of each layer (before the rates).
+    /// Per layer: the outer product ãᵀa (fused kernels) or the rule's whole term m(ãᵀa − r ⊙ W).
     term: Vec<Tensor>,
     feedback: FeedbackTape,
 }
@@ -71,6 +71,8 @@ struct Grads {
     strength: Vec<Option<Tensor>>,
     /// ∂L/∂b of the fast biases [E, O] (constant over the lifetime for local rules).
     bias: Vec<Option<Tensor>>,
+    /// Fused kernels: the rate gradient of each layer at full [O, I] size, reduced at the end.
+    rate_full: Vec<Tensor>,
 }
 
 fn accumulate(slot: &mut Option<Tensor>, g: Tensor) -> Result<()> {
@@ -102,6 +104,8 @@ struct Reverse<'a> {
     cfg: &'a LearnerConfig,
     rule: RuleValues,
     n: usize,
+    /// Weight-sized work in the fused CPU loops (kernels.rs) rather than libtorch operations.
+    fused: bool,
 }
 
 impl Reverse<'_> {
@@ -113,10 +117,18 @@ impl Reverse<'_> {
         let mut term = Vec::with_capacity(self.n);
         let mut post_sq = Vec::with_capacity(self.n);
         for k in 0..self.n {
-            let t = local_term(&post[k], &acts.pre[k], &w[k], self.rule.oja, self.rule.multipliers[k])?;
-            next.push(w[k].f_addcmul(&self.rule.rates[k], &t)?);
-            post_sq.push(if self.rule.oja { Some(post[k].f_square()?.f_sum_dim_intlist([1i64].as_slice(), false, None::<Kind>)?.f_unsqueeze(2)?) } else { None });
-            term.push(t);
+            let m = self.rule.multipliers[k];
+            let r = if self.rule.oja { Some(post[k].f_square()?.f_sum_dim_intlist([1i64].as_slice(), false, None::<Kind>)?.f_unsqueeze(2)?) } else { None };
+            if self.fused {
+                let outer = post[k].f_transpose(1, 2)?.f_bmm(&acts.pre[k])?;
+                next.push(crate::kernels::local_step(&w[k], &outer, &self.rule.rates[k], r.as_ref(), m)?);
+                term.push(outer);
+            } else {
+                let t = local_term(&post[k], &acts.pre[k], &w[k], self.rule.oja, m)?;
+                next.push(w[k].f_addcmul(&self.rule.rates[k], &t)?);
+                term.push(t);
+            }
+            post_sq.push(r);
         }
         Ok((next, StepTape { acts, post, post_sq, term, feedback }))
     }
@@ -189,19 +201,35 @@ impl Reverse<'_> {
         for k in 0..n {
             let m = self.rule.multipliers[k];
             let rate = &self.rule.rates[k];
-            accumulate(&mut grads.rates[k], g[k].f_mul(&tape.term[k])?.f_sum_to_size(rate.size())?)?;
-            let q = g[k].f_mul(rate)?; // P ⊙ G
             let post = &tape.post[k];
             let pre = &tape.acts.pre[k];
+            let r = tape.post_sq[k].as_ref();
+            if self.fused {
+                // Updates G in place to its direct part G − m Q ⊙ r (kept as is under first order).
+                let mut direct = g[k].shallow_clone();
+                let (q, rowsum) = crate::kernels::local_step_adjoint(&mut direct, full, &w[k], &tape.term[k], rate, r, m, &mut grads.rate_full[k])?;
+                let mut dp = pre.f_matmul(&q.f_transpose(1, 2)?)?;
+                if let Some(rowsum) = rowsum {
+                    dp = dp.f_sub(&post.f_mul(&rowsum.f_unsqueeze(1)?)?.f_mul_scalar(2.0)?)?;
+                }
+                d_post.push(dp.f_mul_scalar(m)?);
+                if full {
+                    d_pre.push(post.f_matmul(&q)?.f_mul_scalar(m)?);
+                    g_next.push(direct);
+                }
+                continue;
+            }
+            accumulate(&mut grads.rates[k], g[k].f_mul(&tape.term[k])?.f_sum_to_size(rate.size())?)?;
+            let q = g[k].f_mul(rate)?; // P ⊙ G
             let mut dp = pre.f_matmul(&q.f_transpose(1, 2)?)?;
-            if tape.post_sq[k].is_some() {
+            if r.is_some() {
                 let row = q.f_mul(&w[k])?.f_sum_dim_intlist([2i64].as_slice(), false, None::<Kind>)?.f_unsqueeze(1)?;
                 dp = dp.f_sub(&post.f_mul(&row)?.f_mul_scalar(2.0)?)?;
             }
             d_post.push(dp.f_mul_scalar(m)?);
             if full {
                 d_pre.push(post.f_matmul(&q)?.f_mul_scalar(m)?);
-                g_next.push(match &tape.post_sq[k] {
+                g_next.push(match r {
                     Some(r) => g[k].f_sub(&q.f_mul(r)?.f_mul_scalar(m)?)?,
                     None => g[k].shallow_clone(),
                 });
@@ -228,8 +256,11 @@ impl Reverse<'_> {
                 continue;
             };
             let dz = if k + 1 == n { da } else { relu_backward(&da, &acts.z[k])? };
-            let gw = dz.f_transpose(1, 2)?.f_matmul(&acts.pre[k])?;
-            accumulate(&mut extra_w[k], gw)?;
+            if self.fused {
+                let _ = g_next[k].f_baddbmm_(&dz.f_transpose(1, 2)?, &acts.pre[k])?; // no weight-sized temporary
+            } else {
+                accumulate(&mut extra_w[k], dz.f_transpose(1, 2)?.f_matmul(&acts.pre[k])?)?;
+            }
             accumulate(&mut grads.bias[k], dz.f_sum_dim_intlist([1i64].as_slice(), false, None::<Kind>)?)?;
             d_input = Some(dz.f_matmul(&w[k])?);
         }
@@ -321,9 +352,19 @@ fn dot(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     Ok(a.f_mul(b)?.f_sum(Some(Kind::Double))?)
 }
 
+/// How the reverse pass runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AdjointOptions {
+    /// Checkpoint interval (default `default_interval(T)`).
+    pub interval: Option<usize>,
+    /// Fused CPU loops for the weight-sized work (default: where they apply, see kernels.rs).
+    pub fused: Option<bool>,
+}
+
 /// The meta-gradient of a local-rule learner by the reverse pass: (mean query loss, gradient of every
 /// trainable parameter by store index). Equal to `meta::autograd_meta_gradient` up to rounding.
-pub fn meta_gradient(learner: &mut Learner, batch: &EpisodeBatch, interval: Option<usize>, mode: impl Fn(usize) -> StepMode) -> Result<(f64, Vec<(usize, Tensor)>)> {
+pub fn meta_gradient(learner: &mut Learner, batch: &EpisodeBatch, opts: AdjointOptions, mode: impl Fn(usize) -> StepMode) -> Result<(f64, Vec<(usize, Tensor)>)> {
+    let interval = opts.interval;
     let e = batch.support_x.size()[0];
     let steps = batch.support_x.size()[1] as usize;
     let k = interval.unwrap_or_else(|| default_interval(steps)).max(1);
@@ -355,12 +396,17 @@ pub fn meta_gradient(learner: &mut Learner, batch: &EpisodeBatch, interval: Opti
     let features = learner.features(&batch.support_x)?;
     let x = features.f_detach()?;
     let y = &batch.support_y;
-    let rev = Reverse { cfg: &learner.cfg, rule: values, n };
+    let fused = opts.fused.unwrap_or_else(|| crate::kernels::applies(learner.kind, learner.device));
+    if fused && !crate::kernels::applies(learner.kind, learner.device) {
+        return Err(Error::Internal(format!("the fused kernels run on the CPU in float32/float64, not {:?} on {:?}", learner.kind, learner.device)));
+    }
+    let rev = Reverse { cfg: &learner.cfg, rule: values, n, fused };
     let b = detach_all(&fast.b)?;
 
     // Forward, keeping the weights at the start of every segment.
     let mut checkpoints = Vec::with_capacity(steps.div_ceil(k));
-    let mut w = detach_all(&fast.w)?;
+    // Contiguous from the start: the fused loops read rows in place (W_0 may be a broadcast view).
+    let mut w: Vec<Tensor> = fast.w.iter().map(|t| t.f_detach()?.f_contiguous()).collect::<std::result::Result<_, _>>()?;
     tch::no_grad(|| -> Result<()> {
         for t in 0..steps {
             if t % k == 0 {
@@ -377,9 +423,7 @@ pub fn meta_gradient(learner: &mut Learner, batch: &EpisodeBatch, interval: Opti
     let loss = learner.loss(&final_fast, &batch.query_x, &batch.query_y)?.f_mean(None::<Kind>)?;
     let mut g: Vec<Tensor> = Tensor::f_run_backward(&[&loss], &w_final, true, false)?;
     for (gk, wk) in g.iter_mut().zip(&w_final) {
-        if !gk.defined() {
-            *gk = wk.f_zeros_like()?;
-        }
+        *gk = if gk.defined() { gk.f_contiguous()? } else { wk.f_zeros_like()? };
     }
 
     let mut grads = Grads {
@@ -387,6 +431,7 @@ pub fn meta_gradient(learner: &mut Learner, batch: &EpisodeBatch, interval: Opti
         feedback: feedback_idx.iter().map(|l| l.iter().map(|_| (None, None)).collect()).collect(),
         strength: (0..n).map(|_| None).collect(),
         bias: (0..n).map(|_| None).collect(),
+        rate_full: if fused { fast.w.iter().map(|w| Tensor::f_zeros(&w.size()[1..], (w.kind(), w.device()))).collect::<std::result::Result<_, _>>()? } else { Vec::new() },
     };
     let needs_dx = features.requires_grad();
     let mut d_features: Vec<Option<Tensor>> = (0..steps).map(|_| None).collect();
@@ -413,6 +458,11 @@ pub fn meta_gradient(learner: &mut Learner, batch: &EpisodeBatch, interval: Opti
                 }
             }
         }
+    }
+
+    for (kk, full) in grads.rate_full.iter().enumerate() {
+        let reduced = full.f_sum_to_size(rev.rule.rates[kk].size())?;
+        accumulate(&mut grads.rates[kk], reduced)?;
     }
 
     // One autograd call through everything outside the inner loop: Σ <tensor, adjoint> has exactly the

@@ -9,6 +9,7 @@ pub mod eval;
 pub mod experiment;
 pub mod feedback;
 pub mod inner;
+pub mod kernels;
 pub mod learner;
 pub mod loss;
 pub mod meta;

@@ -40,8 +40,8 @@ pub fn meta_gradient(learner: &mut Learner, batch: &EpisodeBatch) -> Result<(f64
     let steps = batch.support_x.size()[1] as usize;
     let gradient = learner.cfg.meta.gradient;
     if uses_adjoint(learner) {
-        let interval = learner.cfg.meta.checkpoint_every;
-        return crate::adjoint::meta_gradient(learner, batch, interval, |t| step_mode(gradient, t, steps));
+        let opts = crate::adjoint::AdjointOptions { interval: learner.cfg.meta.checkpoint_every, fused: None };
+        return crate::adjoint::meta_gradient(learner, batch, opts, |t| step_mode(gradient, t, steps));
     }
     autograd_meta_gradient(learner, batch)
 }

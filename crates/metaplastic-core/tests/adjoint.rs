@@ -5,20 +5,28 @@ mod common;
 use common::*;
 use metaplastic_core::config::{Backward, LearnerConfig, MetaGradient};
 use metaplastic_core::learner::Learner;
+use metaplastic_core::adjoint::{self, AdjointOptions};
+use metaplastic_core::inner::step_mode;
 use metaplastic_core::meta::{autograd_meta_gradient, meta_gradient, uses_adjoint};
 
-/// Worst relative difference between the two meta-gradients, per parameter, with the loss.
-fn compare(cfg: LearnerConfig, seed: i64, interval: Option<usize>) -> f64 {
-    let mut cfg = cfg;
+/// Compares the reverse pass, with the fused CPU loops and with libtorch operations, to autograd.
+fn compare(cfg: LearnerConfig, seed: i64, interval: Option<usize>) {
+    for fused in [true, false] {
+        compare_one(cfg.clone(), seed, AdjointOptions { interval, fused: Some(fused) });
+    }
+}
+
+/// Worst relative difference between the two meta-gradients over all parameters.
+fn compare_one(mut cfg: LearnerConfig, seed: i64, opts: AdjointOptions) -> f64 {
     cfg.meta.backward = Backward::Adjoint;
-    cfg.meta.checkpoint_every = interval;
+    let gradient = cfg.meta.gradient;
     let mut learner = Learner::new(cfg).unwrap();
     jitter_biases(&mut learner, seed);
     assert!(uses_adjoint(&learner));
     let batch = batch(&learner, 2, 5, 3, 4, seed);
     // Re-initialised plastic weights draw from the learner's generator: both paths must see the same draw.
     let rng = learner.rng.clone();
-    let (loss_a, fast) = meta_gradient(&mut learner, &batch).unwrap();
+    let (loss_a, fast) = adjoint::meta_gradient(&mut learner, &batch, opts, |t| step_mode(gradient, t, 5)).unwrap();
     learner.rng = rng;
     let (loss_b, reference) = autograd_meta_gradient(&mut learner, &batch).unwrap();
     assert!((loss_a - loss_b).abs() <= 1e-12 * loss_b.abs().max(1.0), "loss {loss_a} vs {loss_b}");
@@ -37,7 +45,7 @@ fn compare(cfg: LearnerConfig, seed: i64, interval: Option<usize>) -> f64 {
         } else {
             assert_eq!(diff, 0.0, "{name}: autograd gives zero, the reverse pass {diff}");
         }
-        assert!(rel < 1e-10 || scale == 0.0, "{name}: relative difference {rel:e} (scale {scale:e})");
+        assert!(rel < 1e-10 || scale == 0.0, "{name}: relative difference {rel:e} (scale {scale:e}, {opts:?})");
     }
     assert!(nonzero > 0, "every gradient is zero: the comparison checks nothing");
     worst
@@ -140,5 +148,18 @@ fn finite_differences() {
             let name = &learner.params.iter().nth(index).unwrap().name;
             assert!(err < 1e-4, "{name}[{k}]: reverse pass {analytic:e}, finite differences {numeric:e}");
         }
+    }
+}
+
+/// Layers wide enough for the fused loops to split rows over threads.
+#[test]
+fn fused_loops_split_over_threads() {
+    tch::set_num_threads(2);
+    for (rule, g) in [("oja", "synapse"), ("oja", "neuron"), ("hebb", "global")] {
+        let cfg = config(&format!(
+            r#"{{"inputShape":[4],"layers":[{{"type":"linear","units":70}},{{"type":"linear","units":90}},{{"type":"linear","units":2}}],
+                "task":"regression","rule":{{"type":"{rule}"}},"plasticity":{{"granularity":"{g}","init":0.01}},"dtype":"float64","device":"cpu","seed":3}}"#
+        ));
+        compare(cfg, 12, Some(2));
     }
 }

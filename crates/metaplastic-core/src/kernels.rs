@@ -1,0 +1,229 @@
+//! Fused CPU loops for the local rules' weight-sized work: one pass over memory per layer and step,
+//! where the same arithmetic in libtorch operations makes 4–12 passes and as many weight-sized
+//! temporaries. Rows are split over threads. The libtorch-operation forms (adjoint.rs) stay for other
+//! devices and are tested against these.
+//!
+//! Shapes (contiguous, float32 or float64, on the CPU): W, H, G, Q [E, O, I]; r [E, O, 1]; the rate P is
+//! broadcast from [O, I], [O, 1] or [] and read through its strides; the rate gradient accumulates into
+//! a full [O, I] (summed over episodes) and is reduced to P's shape once at the end.
+use crate::{Error, Result};
+use std::ops::{Add, Mul, Sub};
+use tch::{Device, Kind, Tensor};
+
+trait Real: Copy + Send + Sync + Add<Output = Self> + Sub<Output = Self> + Mul<Output = Self> + 'static {
+    fn of(x: f64) -> Self;
+    const ZERO: Self;
+}
+impl Real for f32 {
+    fn of(x: f64) -> Self {
+        x as f32
+    }
+    const ZERO: Self = 0.0;
+}
+impl Real for f64 {
+    fn of(x: f64) -> Self {
+        x
+    }
+    const ZERO: Self = 0.0;
+}
+
+/// Whether the fused loops can serve tensors of this kind on this device.
+pub fn applies(kind: Kind, device: Device) -> bool {
+    device == Device::Cpu && matches!(kind, Kind::Float | Kind::Double)
+}
+
+/// P broadcast to [O, I], read by row and column strides (0 where broadcast).
+struct Rate<T> {
+    ptr: *const T,
+    row: usize,
+    col: usize,
+}
+// The rate is only read, by every thread.
+unsafe impl<T> Send for Rate<T> {}
+unsafe impl<T> Sync for Rate<T> {}
+/// One row of P: its own values, or one value for the whole row (neuron, layer, global rates).
+enum RateRow<'a, T> {
+    Values(&'a [T]),
+    Scalar(T),
+}
+
+impl<T: Copy> Rate<T> {
+    fn row(&self, row: usize, cols: usize) -> RateRow<'_, T> {
+        unsafe {
+            let base = self.ptr.add(row * self.row);
+            if self.col == 0 { RateRow::Scalar(*base) } else { RateRow::Values(std::slice::from_raw_parts(base, cols)) }
+        }
+    }
+}
+
+fn rate<T>(p: &Tensor, o: i64, i: i64) -> Result<(Tensor, Rate<T>)> {
+    let expanded = p.f_expand([o, i], false)?;
+    let s = expanded.stride();
+    let r = Rate { ptr: expanded.data_ptr() as *const T, row: s[0] as usize, col: s[1] as usize };
+    Ok((expanded, r))
+}
+
+fn check(t: &Tensor, kind: Kind, what: &str) -> Result<()> {
+    if t.device() != Device::Cpu || t.kind() != kind || !t.is_contiguous() {
+        return Err(Error::Internal(format!("fused kernel: {what} must be a contiguous CPU tensor of {kind:?}, got {:?} {:?}", t.kind(), t.device())));
+    }
+    Ok(())
+}
+
+/// Raw row pointers: each thread gets disjoint rows, so the writes never overlap.
+#[derive(Clone, Copy)]
+struct Ptr<T>(*mut T);
+unsafe impl<T> Send for Ptr<T> {}
+unsafe impl<T> Sync for Ptr<T> {}
+impl<T> Ptr<T> {
+    fn of(t: &Tensor) -> Self {
+        Ptr(t.data_ptr() as *mut T)
+    }
+    /// Row `row` of length `len` (a null pointer stands for an absent operand).
+    unsafe fn row<'a>(self, row: usize, len: usize) -> &'a mut [T] {
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(row * len), len) }
+    }
+}
+
+/// Runs `f(first_row, last_row)` over `rows` rows, split into contiguous blocks across libtorch's thread
+/// count (the same cores libtorch's own operations use; never both at once).
+fn parallel_rows(rows: usize, f: impl Fn(usize, usize) + Sync) {
+    let threads = (tch::get_num_threads().max(1) as usize).min(rows.max(1));
+    if threads <= 1 || rows < 64 || std::env::var_os("MP_ONE").is_some() {
+        f(0, rows);
+        return;
+    }
+    let block = rows.div_ceil(threads);
+    std::thread::scope(|s| {
+        for t in 1..threads {
+            let f = &f;
+            s.spawn(move || f(t * block, ((t + 1) * block).min(rows)));
+        }
+        f(0, block.min(rows));
+    });
+}
+
+/// W' = W + m P ⊙ (H − r ⊙ W), or W + m P ⊙ H without r (Hebb). Returns W'.
+pub fn local_step(w: &Tensor, h: &Tensor, p: &Tensor, r: Option<&Tensor>, m: f64) -> Result<Tensor> {
+    match w.kind() {
+        Kind::Float => step_typed::<f32>(w, h, p, r, m),
+        Kind::Double => step_typed::<f64>(w, h, p, r, m),
+        k => Err(Error::Internal(format!("fused kernel: unsupported kind {k:?}"))),
+    }
+}
+
+fn step_typed<T: Real>(w: &Tensor, h: &Tensor, p: &Tensor, r: Option<&Tensor>, m: f64) -> Result<Tensor> {
+    let kind = w.kind();
+    let [e, o, i] = w.size()[..] else { return Err(Error::Internal("fused kernel: W must be [E, O, I]".into())) };
+    for (t, name) in [(w, "W"), (h, "H")] {
+        check(t, kind, name)?;
+    }
+    if let Some(r) = r {
+        check(r, kind, "r")?;
+    }
+    let out = w.f_empty_like()?;
+    let (_keep, pr) = rate::<T>(p, o, i)?;
+    let (wp, hp, op, rp) = (Ptr::<T>::of(w), Ptr::<T>::of(h), Ptr::<T>::of(&out), r.map(Ptr::<T>::of));
+    let (cols, orows) = (i as usize, o as usize);
+    let m = T::of(m);
+    parallel_rows((e * o) as usize, |a, b| {
+        for row in a..b {
+            let (wr, hr, or) = unsafe { (wp.row(row, cols), hp.row(row, cols), op.row(row, cols)) };
+            let prow = pr.row(row % orows, cols);
+            let decay = rp.map(|rp| unsafe { *rp.0.add(row) });
+            // W' = W(1 − m p d) + m p H, with d = 0 for Hebb.
+            let d = decay.unwrap_or(T::ZERO);
+            match prow {
+                RateRow::Values(p) => {
+                    for (((o, &w), &h), &p) in or.iter_mut().zip(wr.iter()).zip(hr.iter()).zip(p.iter()) {
+                        *o = w + m * p * (h - d * w);
+                    }
+                }
+                RateRow::Scalar(p) => {
+                    let mp = m * p;
+                    for ((o, &w), &h) in or.iter_mut().zip(wr.iter()).zip(hr.iter()) {
+                        *o = w + mp * (h - d * w);
+                    }
+                }
+            }
+        }
+    });
+    Ok(out)
+}
+
+/// The adjoint of `local_step` for G = ∂L/∂W' (with `update`, overwritten in place by G − m Q ⊙ r, the
+/// direct part of ∂L/∂W; first-order steps leave it). Accumulates m G ⊙ (H − r ⊙ W) into `grad_rate` [O, I]; returns Q = P ⊙ G and, with r,
+/// rowsum(Q ⊙ W) [E, O].
+#[allow(clippy::too_many_arguments)]
+pub fn local_step_adjoint(g: &mut Tensor, update: bool, w: &Tensor, h: &Tensor, p: &Tensor, r: Option<&Tensor>, m: f64, grad_rate: &mut Tensor) -> Result<(Tensor, Option<Tensor>)> {
+    match w.kind() {
+        Kind::Float => adjoint_typed::<f32>(g, update, w, h, p, r, m, grad_rate),
+        Kind::Double => adjoint_typed::<f64>(g, update, w, h, p, r, m, grad_rate),
+        k => Err(Error::Internal(format!("fused kernel: unsupported kind {k:?}"))),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn adjoint_typed<T: Real>(g: &mut Tensor, update: bool, w: &Tensor, h: &Tensor, p: &Tensor, r: Option<&Tensor>, m: f64, grad_rate: &mut Tensor) -> Result<(Tensor, Option<Tensor>)> {
+    let kind = w.kind();
+    let [e, o, i] = w.size()[..] else { return Err(Error::Internal("fused kernel: W must be [E, O, I]".into())) };
+    for (t, name) in [(&*g, "G"), (w, "W"), (h, "H"), (&*grad_rate, "rate gradient")] {
+        check(t, kind, name)?;
+    }
+    if let Some(r) = r {
+        check(r, kind, "r")?;
+    }
+    let q = w.f_empty_like()?;
+    let rowsum = match r {
+        Some(_) => Some(Tensor::f_empty([e, o], (kind, Device::Cpu))?),
+        None => None,
+    };
+    let (_keep, pr) = rate::<T>(p, o, i)?;
+    let (gp, wp, hp, qp, gr) = (Ptr::<T>::of(g), Ptr::<T>::of(w), Ptr::<T>::of(h), Ptr::<T>::of(&q), Ptr::<T>::of(grad_rate));
+    let rp = r.map(Ptr::<T>::of);
+    let sp = rowsum.as_ref().map(Ptr::<T>::of);
+    let (cols, orows) = (i as usize, o as usize);
+    let m = T::of(m);
+    // Rows of the rate gradient are shared by the episodes: split over output rows, loop over episodes
+    // inside, so no two threads write the same accumulator row.
+    parallel_rows(orows, |a, b| {
+        for oi in a..b {
+            let grow = unsafe { gr.row(oi, cols) };
+            for ep in 0..e as usize {
+                let row = ep * orows + oi;
+                let (gw, wr, hr, qr) = unsafe { (gp.row(row, cols), wp.row(row, cols), hp.row(row, cols), qp.row(row, cols)) };
+                let prow = pr.row(oi, cols);
+                let d = rp.map_or(T::ZERO, |rp| unsafe { *rp.0.add(row) });
+                let shrink = if update { m * d } else { T::ZERO };
+                // Eight partial sums: a single running sum would serialize the loop (no reassociation).
+                let mut acc = [T::ZERO; 8];
+                let mut lane = 0;
+                let mut body = |gw: &mut T, gr: &mut T, q: &mut T, w: T, h: T, p: T| {
+                    let g = *gw;
+                    *gr = *gr + m * g * (h - d * w);
+                    let qj = p * g;
+                    *q = qj;
+                    acc[lane & 7] = acc[lane & 7] + qj * w;
+                    lane += 1;
+                    *gw = g - shrink * qj;
+                };
+                match prow {
+                    RateRow::Values(p) => {
+                        for ((((gw, gr), q), (&w, &h)), &p) in gw.iter_mut().zip(grow.iter_mut()).zip(qr.iter_mut()).zip(wr.iter().zip(hr.iter())).zip(p.iter()) {
+                            body(gw, gr, q, w, h, p);
+                        }
+                    }
+                    RateRow::Scalar(p) => {
+                        for (((gw, gr), q), (&w, &h)) in gw.iter_mut().zip(grow.iter_mut()).zip(qr.iter_mut()).zip(wr.iter().zip(hr.iter())) {
+                            body(gw, gr, q, w, h, p);
+                        }
+                    }
+                }
+                if let Some(sp) = sp {
+                    unsafe { *sp.0.add(row) = acc.iter().fold(T::ZERO, |a, &b| a + b) };
+                }
+            }
+        }
+    });
+    Ok((q, rowsum))
+}
