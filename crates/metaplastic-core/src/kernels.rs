@@ -85,19 +85,32 @@ impl<T> Ptr<T> {
     }
 }
 
-/// Runs `f(first_row, last_row)` over `rows` rows, split into contiguous blocks across libtorch's thread
-/// count (the same cores libtorch's own operations use; never both at once).
+/// A pool per thread count, kept for the process: spawning threads per call costs more than a small
+/// layer's whole update, and under load a fresh thread may wait a scheduler slice to start.
+fn pool(threads: usize) -> std::sync::Arc<rayon::ThreadPool> {
+    static POOLS: std::sync::Mutex<Vec<(usize, std::sync::Arc<rayon::ThreadPool>)>> = std::sync::Mutex::new(Vec::new());
+    let mut pools = POOLS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, p)) = pools.iter().find(|(n, _)| *n == threads) {
+        return p.clone();
+    }
+    let p = std::sync::Arc::new(rayon::ThreadPoolBuilder::new().num_threads(threads).thread_name(|i| format!("metaplastic-kernel-{i}")).build().expect("kernel thread pool"));
+    pools.push((threads, p.clone()));
+    p
+}
+
+/// Runs `f(first_row, last_row)` over `rows` rows in contiguous blocks, on as many threads as libtorch
+/// uses (the same cores its own operations use, never at the same time).
 fn parallel_rows(rows: usize, f: impl Fn(usize, usize) + Sync) {
-    let threads = (tch::get_num_threads().max(1) as usize).min(rows.max(1));
-    if threads <= 1 || rows < 64 || std::env::var_os("MP_ONE").is_some() {
+    let threads = (tch::get_num_threads().max(1) as usize).min(rows / 32).max(1);
+    if threads == 1 {
         f(0, rows);
         return;
     }
     let block = rows.div_ceil(threads);
-    std::thread::scope(|s| {
+    pool(threads).scope(|s| {
         for t in 1..threads {
             let f = &f;
-            s.spawn(move || f(t * block, ((t + 1) * block).min(rows)));
+            s.spawn(move |_| f(t * block, ((t + 1) * block).min(rows)));
         }
         f(0, block.min(rows));
     });
