@@ -14,6 +14,7 @@ use std::process::Command;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
+/// The paper's sine network (PAPER.md 5.1); `--units` replaces it (e.g. 64,64,64,1 for the demo's).
 const UNITS: [i64; 9] = [300, 300, 300, 300, 300, 900, 300, 300, 1];
 const INPUT: i64 = 11;
 const BATCH: i64 = 32;
@@ -29,6 +30,7 @@ struct Opts {
     repeats: usize,
     json: Option<String>,
     child: Option<String>,
+    units: Vec<i64>,
 }
 
 fn list<T: std::str::FromStr>(s: &str) -> Vec<T> {
@@ -47,6 +49,7 @@ fn parse() -> Opts {
         repeats: 3,
         json: None,
         child: None,
+        units: UNITS.to_vec(),
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -63,6 +66,7 @@ fn parse() -> Opts {
             "--repeats" => o.repeats = v.parse().expect("--repeats R"),
             "--json" => o.json = Some(v),
             "--child" => o.child = Some(v),
+            "--units" => o.units = list(&v),
             other => panic!("unknown option {other} (see the header of examples/bench.rs)"),
         }
         i += 2;
@@ -70,9 +74,9 @@ fn parse() -> Opts {
     o
 }
 
-fn learner_config(net: &str, device: &str, backward: &str, interval: &str) -> LearnerConfig {
-    let layers: Vec<String> = UNITS.iter().map(|u| format!(r#"{{"type":"linear","units":{u}}}"#)).collect();
-    let (rule, rln) = if net == "flp" { (r#"{"type":"oja"}"#, 0) } else { (r#"{"type":"sgd","lr":0.003}"#, 6) };
+fn learner_config(units: &[i64], net: &str, device: &str, backward: &str, interval: &str) -> LearnerConfig {
+    let layers: Vec<String> = units.iter().map(|u| format!(r#"{{"type":"linear","units":{u}}}"#)).collect();
+    let (rule, rln) = if net == "flp" { (r#"{"type":"oja"}"#, 0) } else { (r#"{"type":"sgd","lr":0.003}"#, units.len().saturating_sub(3)) };
     let every = if interval == "auto" { "null".to_string() } else { interval.to_string() };
     let backward = if net == "flp" { backward } else { "autograd" };
     LearnerConfig::from_json(&format!(
@@ -140,7 +144,7 @@ fn measure(o: &Opts, spec: &str) -> String {
     let (net, backward, interval, e) = (parts[0], parts[1], parts[2], parts[3].parse::<i64>().unwrap());
     tch::set_num_threads(o.threads);
     tch::manual_seed(1);
-    let mut learner = Learner::new(learner_config(net, &o.device, backward, interval)).expect("learner");
+    let mut learner = Learner::new(learner_config(&o.units, net, &o.device, backward, interval)).expect("learner");
     let device = learner.device;
     let b = batch(&learner, e, o.steps);
     let mut adam = Adam::default();
@@ -179,11 +183,11 @@ fn cuda_peak_mib() -> f64 {
 }
 
 /// FLOP of one sine meta-step (forward, update and reverse of every step; matmuls only).
-fn flops(net: &str, e: i64, steps: i64) -> f64 {
+fn flops(units: &[i64], net: &str, e: i64, steps: i64) -> f64 {
     let mut sizes = vec![INPUT];
-    sizes.extend(UNITS);
+    sizes.extend(units);
     let weights: Vec<f64> = sizes.windows(2).map(|w| (w[0] * w[1]) as f64).collect();
-    let plastic: f64 = if net == "flp" { weights.iter().sum() } else { weights[6..].iter().sum() };
+    let plastic: f64 = if net == "flp" { weights.iter().sum() } else { weights[weights.len().saturating_sub(3)..].iter().sum() };
     let all: f64 = weights.iter().sum();
     let b = BATCH as f64;
     // forward 1, rule's outer product 1, reverse ≈ 4 (per plastic weight per example, ×2 FLOP).
@@ -199,7 +203,7 @@ fn main() {
     }
     let exe = std::env::current_exe().expect("own path");
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!("metaplastic engine bench: device {}, {} thread(s), {} inner steps, load average {}", o.device, o.threads, o.steps, load.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
+    println!("metaplastic engine bench: device {}, {} thread(s), {} inner steps, units {:?}, load average {}", o.device, o.threads, o.steps, o.units, load.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
     println!("| net | backward | interval | E | s/meta-step (median) | episodes/s | GFLOP/s | of bmm rate | CPU s/step | cores busy | peak RSS MiB | peak GPU MiB |");
     println!("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut lines = Vec::new();
@@ -222,7 +226,7 @@ fn main() {
                     let mut s: Vec<f64> = v["seconds"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
                     s.sort_by(|a, b| a.total_cmp(b));
                     let med = s[s.len() / 2];
-                    let gflops = flops(net, e, o.steps) / med / 1e9;
+                    let gflops = flops(&o.units, net, e, o.steps) / med / 1e9;
                     let rate = v["matmulGflops"].as_f64().unwrap();
                     println!(
                         "| {net} | {backward} | {interval} | {e} | {med:.3} | {:.2} | {gflops:.1} | {:.0}% | {} | {} | {} | {} |",

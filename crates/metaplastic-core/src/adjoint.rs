@@ -32,7 +32,8 @@ struct RuleValues {
     rates: Vec<Tensor>,
     /// (B, c) of each feedback layer, per plastic layer.
     feedback: Vec<Vec<(Tensor, Tensor)>>,
-    strength: Vec<Tensor>,
+    /// Blend strength s of each layer (read once per meta-step: scalar arithmetic in the steps).
+    strength: Vec<f64>,
     multipliers: Vec<f64>,
     oja: bool,
 }
@@ -42,7 +43,7 @@ struct StepTape {
     acts: TailActivations,
     /// Teaching activity of each plastic layer.
     post: Vec<Tensor>,
-    /// Σ_b ã² of each layer [E, O, 1] (Oja only).
+    /// Σ_b ã² of each layer [E, O, 1] (Oja, libtorch-operation path; the fused kernels compute it).
     post_sq: Vec<Option<Tensor>>,
     /// Per layer: the outer product ãᵀa (fused kernels) or the rule's whole term m(ãᵀa − r ⊙ W).
     term: Vec<Tensor>,
@@ -118,17 +119,19 @@ impl Reverse<'_> {
         let mut post_sq = Vec::with_capacity(self.n);
         for k in 0..self.n {
             let m = self.rule.multipliers[k];
-            let r = if self.rule.oja { Some(post[k].f_square()?.f_sum_dim_intlist([1i64].as_slice(), false, None::<Kind>)?.f_unsqueeze(2)?) } else { None };
             if self.fused {
-                let outer = post[k].f_transpose(1, 2)?.f_bmm(&acts.pre[k])?;
-                next.push(crate::kernels::local_step(&w[k], &outer, &self.rule.rates[k], r.as_ref(), m)?);
+                // The kernel computes Oja's r = Σ_b ã² per row itself.
+                let post_k = post[k].f_contiguous()?;
+                let outer = post_k.f_transpose(1, 2)?.f_bmm(&acts.pre[k])?;
+                next.push(crate::kernels::local_step(&w[k], &outer, &self.rule.rates[k], self.rule.oja.then_some(&post_k), m)?);
                 term.push(outer);
+                post_sq.push(None);
             } else {
                 let t = local_term(&post[k], &acts.pre[k], &w[k], self.rule.oja, m)?;
                 next.push(w[k].f_addcmul(&self.rule.rates[k], &t)?);
                 term.push(t);
+                post_sq.push(if self.rule.oja { Some(post[k].f_square()?.f_sum_dim_intlist([1i64].as_slice(), true, None::<Kind>)?.f_transpose(1, 2)?) } else { None });
             }
-            post_sq.push(r);
         }
         Ok((next, StepTape { acts, post, post_sq, term, feedback }))
     }
@@ -178,9 +181,8 @@ impl Reverse<'_> {
                     h = if cfg.feedback.activation == Activation::Relu { z.f_relu()? } else { z.shallow_clone() };
                     pre.push(z);
                 }
-                let s = &self.rule.strength[k];
                 // ã = s·f + (1 − s)·a
-                post.push(h.f_mul(s)?.f_add(&a.f_mul(&s.f_neg()?.f_add_scalar(1.0)?)?)?);
+                post.push(a.f_lerp(&h, self.rule.strength[k])?);
                 layers.push(Some(MapTape { inputs, pre, f: h }));
             }
         }
@@ -207,7 +209,9 @@ impl Reverse<'_> {
             if self.fused {
                 // Updates G in place to its direct part G − m Q ⊙ r (kept as is under first order).
                 let mut direct = g[k].shallow_clone();
-                let (q, rowsum) = crate::kernels::local_step_adjoint(&mut direct, full, &w[k], &tape.term[k], rate, r, m, &mut grads.rate_full[k])?;
+                let post_k = post.f_contiguous()?;
+                let decay = self.rule.oja.then_some(&post_k);
+                let (q, rowsum) = crate::kernels::local_step_adjoint(&mut direct, full, &w[k], &tape.term[k], rate, decay, m, &mut grads.rate_full[k])?;
                 let mut dp = pre.f_matmul(&q.f_transpose(1, 2)?)?;
                 if let Some(rowsum) = rowsum {
                     dp = dp.f_sub(&post.f_mul(&rowsum.f_unsqueeze(1)?)?.f_mul_scalar(2.0)?)?;
@@ -309,13 +313,13 @@ impl Reverse<'_> {
                         }
                         continue;
                     };
-                    let s = &self.rule.strength[k];
+                    let s = self.rule.strength[k];
                     let a = &tape.acts.post[k];
                     accumulate(&mut grads.strength[k], dp.f_mul(&map.f.f_sub(a)?)?.f_sum(None::<Kind>)?)?;
                     if full {
-                        accumulate(&mut d_act[k], dp.f_mul(&s.f_neg()?.f_add_scalar(1.0)?)?)?;
+                        accumulate(&mut d_act[k], dp.f_mul_scalar(1.0 - s)?)?;
                     }
-                    let mut dh = dp.f_mul(s)?;
+                    let mut dh = dp.f_mul_scalar(s)?;
                     for j in (0..map.pre.len()).rev() {
                         let dz = if self.cfg.feedback.activation == Activation::Relu { relu_backward(&dh, &map.pre[j])? } else { dh };
                         let (gb, gc) = &mut grads.feedback[k][j];
@@ -382,7 +386,7 @@ pub fn meta_gradient(learner: &mut Learner, batch: &EpisodeBatch, opts: AdjointO
                 .iter()
                 .map(|f| f.layers.iter().map(|&(b, c)| Ok((params.at(b).f_detach()?, params.at(c).f_detach()?))).collect::<Result<Vec<_>>>())
                 .collect::<Result<_>>()?,
-            strength: rule.feedback.iter().map(|f| Ok(params.at(f.strength).f_detach()?)).collect::<Result<_>>()?,
+            strength: rule.feedback.iter().map(|f| Ok(params.at(f.strength).f_double_value(&[])?)).collect::<Result<_>>()?,
             multipliers: rule.multipliers.clone(),
             oja: rule.oja_decay,
         };

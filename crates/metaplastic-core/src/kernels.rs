@@ -3,7 +3,8 @@
 //! temporaries. Rows are split over threads. The libtorch-operation forms (adjoint.rs) stay for other
 //! devices and are tested against these.
 //!
-//! Shapes (contiguous, float32 or float64, on the CPU): W, H, G, Q [E, O, I]; r [E, O, 1]; the rate P is
+//! Shapes (contiguous, float32 or float64, on the CPU): W, H, G, Q [E, O, I]; the teaching activity ã
+//! [E, B, O] (Oja's decay r = Σ_b ã², computed per row here; absent for Hebb); the rate P is
 //! broadcast from [O, I], [O, 1] or [] and read through its strides; the rate gradient accumulates into
 //! a full [O, I] (summed over episodes) and is reduced to P's shape once at the end.
 use crate::{Error, Result};
@@ -70,6 +71,36 @@ fn check(t: &Tensor, kind: Kind, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// Oja's decay factor of each row (e, i): r = Σ_b ã[e, b, i]².
+#[derive(Clone, Copy)]
+struct Decay<T> {
+    post: Ptr<T>,
+    batch: usize,
+    outputs: usize,
+}
+
+impl<T: Real> Decay<T> {
+    fn of(post: Option<&Tensor>, kind: Kind, e: i64, o: i64) -> Result<Option<Self>> {
+        let Some(post) = post else { return Ok(None) };
+        check(post, kind, "teaching activity")?;
+        let s = post.size();
+        if s.len() != 3 || s[0] != e || s[2] != o {
+            return Err(Error::Internal(format!("fused kernel: teaching activity {s:?} does not fit [{e}, B, {o}]")));
+        }
+        Ok(Some(Decay { post: Ptr::of(post), batch: s[1] as usize, outputs: o as usize }))
+    }
+
+    #[inline(always)]
+    fn at(&self, row: usize) -> T {
+        let (ep, i) = (row / self.outputs, row % self.outputs);
+        let base = ep * self.batch * self.outputs + i;
+        (0..self.batch).fold(T::ZERO, |acc, b| {
+            let a = unsafe { *self.post.0.add(base + b * self.outputs) };
+            acc + a * a
+        })
+    }
+}
+
 /// Raw row pointers: each thread gets disjoint rows, so the writes never overlap.
 #[derive(Clone, Copy)]
 struct Ptr<T>(*mut T);
@@ -116,36 +147,33 @@ fn parallel_rows(rows: usize, f: impl Fn(usize, usize) + Sync) {
     });
 }
 
-/// W' = W + m P ⊙ (H − r ⊙ W), or W + m P ⊙ H without r (Hebb). Returns W'.
-pub fn local_step(w: &Tensor, h: &Tensor, p: &Tensor, r: Option<&Tensor>, m: f64) -> Result<Tensor> {
+/// W' = W + m P ⊙ (H − r ⊙ W) with r = Σ_b ã² from `post` (Oja), or W + m P ⊙ H without (Hebb).
+pub fn local_step(w: &Tensor, h: &Tensor, p: &Tensor, post: Option<&Tensor>, m: f64) -> Result<Tensor> {
     match w.kind() {
-        Kind::Float => step_typed::<f32>(w, h, p, r, m),
-        Kind::Double => step_typed::<f64>(w, h, p, r, m),
+        Kind::Float => step_typed::<f32>(w, h, p, post, m),
+        Kind::Double => step_typed::<f64>(w, h, p, post, m),
         k => Err(Error::Internal(format!("fused kernel: unsupported kind {k:?}"))),
     }
 }
 
-fn step_typed<T: Real>(w: &Tensor, h: &Tensor, p: &Tensor, r: Option<&Tensor>, m: f64) -> Result<Tensor> {
+fn step_typed<T: Real>(w: &Tensor, h: &Tensor, p: &Tensor, post: Option<&Tensor>, m: f64) -> Result<Tensor> {
     let kind = w.kind();
     let [e, o, i] = w.size()[..] else { return Err(Error::Internal("fused kernel: W must be [E, O, I]".into())) };
     for (t, name) in [(w, "W"), (h, "H")] {
         check(t, kind, name)?;
     }
-    if let Some(r) = r {
-        check(r, kind, "r")?;
-    }
+    let decay = Decay::<T>::of(post, kind, e, o)?;
     let out = w.f_empty_like()?;
     let (_keep, pr) = rate::<T>(p, o, i)?;
-    let (wp, hp, op, rp) = (Ptr::<T>::of(w), Ptr::<T>::of(h), Ptr::<T>::of(&out), r.map(Ptr::<T>::of));
+    let (wp, hp, op) = (Ptr::<T>::of(w), Ptr::<T>::of(h), Ptr::<T>::of(&out));
     let (cols, orows) = (i as usize, o as usize);
     let m = T::of(m);
     parallel_rows((e * o) as usize, |a, b| {
         for row in a..b {
             let (wr, hr, or) = unsafe { (wp.row(row, cols), hp.row(row, cols), op.row(row, cols)) };
             let prow = pr.row(row % orows, cols);
-            let decay = rp.map(|rp| unsafe { *rp.0.add(row) });
             // W' = W(1 − m p d) + m p H, with d = 0 for Hebb.
-            let d = decay.unwrap_or(T::ZERO);
+            let d = decay.map_or(T::ZERO, |dc| dc.at(row));
             match prow {
                 RateRow::Values(p) => {
                     for (((o, &w), &h), &p) in or.iter_mut().zip(wr.iter()).zip(hr.iter()).zip(p.iter()) {
@@ -168,32 +196,29 @@ fn step_typed<T: Real>(w: &Tensor, h: &Tensor, p: &Tensor, r: Option<&Tensor>, m
 /// direct part of ∂L/∂W; first-order steps leave it). Accumulates m G ⊙ (H − r ⊙ W) into `grad_rate` [O, I]; returns Q = P ⊙ G and, with r,
 /// rowsum(Q ⊙ W) [E, O].
 #[allow(clippy::too_many_arguments)]
-pub fn local_step_adjoint(g: &mut Tensor, update: bool, w: &Tensor, h: &Tensor, p: &Tensor, r: Option<&Tensor>, m: f64, grad_rate: &mut Tensor) -> Result<(Tensor, Option<Tensor>)> {
+pub fn local_step_adjoint(g: &mut Tensor, update: bool, w: &Tensor, h: &Tensor, p: &Tensor, post: Option<&Tensor>, m: f64, grad_rate: &mut Tensor) -> Result<(Tensor, Option<Tensor>)> {
     match w.kind() {
-        Kind::Float => adjoint_typed::<f32>(g, update, w, h, p, r, m, grad_rate),
-        Kind::Double => adjoint_typed::<f64>(g, update, w, h, p, r, m, grad_rate),
+        Kind::Float => adjoint_typed::<f32>(g, update, w, h, p, post, m, grad_rate),
+        Kind::Double => adjoint_typed::<f64>(g, update, w, h, p, post, m, grad_rate),
         k => Err(Error::Internal(format!("fused kernel: unsupported kind {k:?}"))),
     }
 }
 
 #[allow(clippy::too_many_arguments)]
-fn adjoint_typed<T: Real>(g: &mut Tensor, update: bool, w: &Tensor, h: &Tensor, p: &Tensor, r: Option<&Tensor>, m: f64, grad_rate: &mut Tensor) -> Result<(Tensor, Option<Tensor>)> {
+fn adjoint_typed<T: Real>(g: &mut Tensor, update: bool, w: &Tensor, h: &Tensor, p: &Tensor, post: Option<&Tensor>, m: f64, grad_rate: &mut Tensor) -> Result<(Tensor, Option<Tensor>)> {
     let kind = w.kind();
     let [e, o, i] = w.size()[..] else { return Err(Error::Internal("fused kernel: W must be [E, O, I]".into())) };
     for (t, name) in [(&*g, "G"), (w, "W"), (h, "H"), (&*grad_rate, "rate gradient")] {
         check(t, kind, name)?;
     }
-    if let Some(r) = r {
-        check(r, kind, "r")?;
-    }
+    let decay = Decay::<T>::of(post, kind, e, o)?;
     let q = w.f_empty_like()?;
-    let rowsum = match r {
+    let rowsum = match decay {
         Some(_) => Some(Tensor::f_empty([e, o], (kind, Device::Cpu))?),
         None => None,
     };
     let (_keep, pr) = rate::<T>(p, o, i)?;
     let (gp, wp, hp, qp, gr) = (Ptr::<T>::of(g), Ptr::<T>::of(w), Ptr::<T>::of(h), Ptr::<T>::of(&q), Ptr::<T>::of(grad_rate));
-    let rp = r.map(Ptr::<T>::of);
     let sp = rowsum.as_ref().map(Ptr::<T>::of);
     let (cols, orows) = (i as usize, o as usize);
     let m = T::of(m);
@@ -206,7 +231,7 @@ fn adjoint_typed<T: Real>(g: &mut Tensor, update: bool, w: &Tensor, h: &Tensor, 
                 let row = ep * orows + oi;
                 let (gw, wr, hr, qr) = unsafe { (gp.row(row, cols), wp.row(row, cols), hp.row(row, cols), qp.row(row, cols)) };
                 let prow = pr.row(oi, cols);
-                let d = rp.map_or(T::ZERO, |rp| unsafe { *rp.0.add(row) });
+                let d = decay.map_or(T::ZERO, |dc| dc.at(row));
                 let shrink = if update { m * d } else { T::ZERO };
                 // Eight partial sums: a single running sum would serialize the loop (no reassociation).
                 let mut acc = [T::ZERO; 8];
