@@ -78,7 +78,6 @@ fn learner_config(units: &[i64], net: &str, device: &str, backward: &str, interv
     let layers: Vec<String> = units.iter().map(|u| format!(r#"{{"type":"linear","units":{u}}}"#)).collect();
     let (rule, rln) = if net == "flp" { (r#"{"type":"oja"}"#, 0) } else { (r#"{"type":"sgd","lr":0.003}"#, units.len().saturating_sub(3)) };
     let every = if interval == "auto" { "null".to_string() } else { interval.to_string() };
-    let backward = if net == "flp" { backward } else { "autograd" };
     LearnerConfig::from_json(&format!(
         r#"{{"inputShape":[{INPUT}],"layers":[{}],"rln":{rln},"task":"regression","rule":{rule},
             "plasticity":{{"init":1e-4}},"meta":{{"backward":"{backward}","checkpointEvery":{every}}},"device":"{device}","seed":1}}"#,
@@ -165,7 +164,7 @@ fn measure(o: &Opts, spec: &str) -> String {
     let rate = matmul_rate(device, e);
     format!(
         r#"{{"net":"{net}","backward":"{}","interval":"{interval}","metaBatch":{e},"steps":{},"seconds":{seconds:?},"cpuSeconds":{cpu:.3},"coresBusy":{busy:.2},"matmulGflops":{rate:.1},"peakRssMiB":{:.0},"peakGpuMiB":{}}}"#,
-        if net == "flp" { backward } else { "autograd" },
+        backward,
         o.steps,
         peak_rss_mib(),
         if peak_gpu.is_nan() { "null".to_string() } else { format!("{peak_gpu:.0}") }
@@ -209,8 +208,7 @@ fn main() {
     let mut lines = Vec::new();
     for net in &o.nets {
         for &e in &o.meta_batch {
-            let backwards: Vec<String> = if net == "flp" { o.backward.clone() } else { vec!["autograd".into()] };
-            for backward in &backwards {
+            for backward in &o.backward {
                 let intervals: Vec<String> = if backward == "adjoint" { o.intervals.clone() } else { vec!["auto".into()] };
                 for interval in &intervals {
                     let spec = format!("{net},{backward},{interval},{e}");

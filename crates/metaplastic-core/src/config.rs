@@ -268,12 +268,12 @@ pub enum NonFinitePolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub enum Backward {
-    /// The hand-derived reverse pass where it applies (local rules), autograd elsewhere.
+    /// The hand-derived reverse pass where it applies, autograd elsewhere.
     #[default]
     Auto,
     /// Autograd through the unrolled lifetime: the reference the reverse pass is tested against.
     Autograd,
-    /// The hand-derived reverse pass over checkpointed fast weights (local rules only).
+    /// The hand-derived reverse pass over checkpointed fast weights (an error where it does not apply).
     Adjoint,
 }
 
@@ -509,9 +509,6 @@ impl LearnerConfig {
         positive("meta.eps", self.meta.eps)?;
         if let Some(c) = self.meta.clip_norm {
             positive("meta.clipNorm", c)?;
-        }
-        if self.meta.backward == Backward::Adjoint && !self.rule.is_local() {
-            return Err(Error::config("meta.backward", "'adjoint' needs a local rule (oja or hebb); use 'auto' or 'autograd' with sgd"));
         }
         if self.meta.checkpoint_every == Some(0) {
             return Err(Error::config("meta.checkpointEvery", "must be >= 1"));

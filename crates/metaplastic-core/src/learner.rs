@@ -151,6 +151,11 @@ impl Learner {
         self.rule.as_local()
     }
 
+    /// OML's SGD rule, if this learner has one.
+    pub fn sgd_rule(&self) -> Option<&SgdRule> {
+        self.rule.as_sgd()
+    }
+
     pub fn is_classification(&self) -> bool {
         self.cfg.task == TaskKind::Classification
     }

@@ -31,7 +31,7 @@ pub struct MetaStepReport {
 pub fn uses_adjoint(learner: &Learner) -> bool {
     match learner.cfg.meta.backward {
         Backward::Autograd => false,
-        Backward::Auto | Backward::Adjoint => learner.local_rule().is_some(),
+        Backward::Auto | Backward::Adjoint => crate::adjoint::applies(learner),
     }
 }
 
@@ -39,6 +39,9 @@ pub fn uses_adjoint(learner: &Learner) -> bool {
 pub fn meta_gradient(learner: &mut Learner, batch: &EpisodeBatch) -> Result<(f64, Vec<(usize, Tensor)>)> {
     let steps = batch.support_x.size()[1] as usize;
     let gradient = learner.cfg.meta.gradient;
+    if learner.cfg.meta.backward == Backward::Adjoint && !uses_adjoint(learner) {
+        return Err(Error::config("meta.backward", "'adjoint' does not cover this learner's rule options; use 'auto' or 'autograd'"));
+    }
     if uses_adjoint(learner) {
         let opts = crate::adjoint::AdjointOptions { interval: learner.cfg.meta.checkpoint_every, fused: None };
         return crate::adjoint::meta_gradient(learner, batch, opts, |t| step_mode(gradient, t, steps));

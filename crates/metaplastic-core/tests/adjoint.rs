@@ -113,16 +113,30 @@ fn first_order_and_truncated() {
 }
 
 #[test]
-fn sgd_rules_stay_on_autograd() {
-    let mut cfg = regression(r#"{"type":"sgd","lr":0.1}"#, "");
-    assert!(!uses_adjoint(&Learner::new(cfg.clone()).unwrap()));
-    cfg.meta.backward = Backward::Adjoint;
-    let err = cfg.validate().unwrap_err();
-    assert_eq!(err.code(), "E_CONFIG");
-    assert!(err.to_string().contains("meta.backward"), "{err}");
-    let mut cfg = flp("");
-    cfg.meta.backward = Backward::Autograd;
-    assert!(!uses_adjoint(&Learner::new(cfg).unwrap()));
+fn sgd_every_step_size_and_meta_gradient_mode() {
+    for sizes in ["fixed", "perParameter", "perLayer"] {
+        for biases in [true, false] {
+            let rule = format!(r#"{{"type":"sgd","lr":0.1,"stepSizes":"{sizes}","biases":{biases}}}"#);
+            compare(regression(&rule, r#","rln":1"#), 13, Some(2));
+            compare(regression(&rule, ""), 14, None);
+            compare(classification(&rule, r#","outputReset":"episodeClasses""#), 15, Some(3));
+        }
+    }
+    for g in [MetaGradient::FirstOrder, MetaGradient::Truncated { steps: 2 }] {
+        let mut cfg = regression(r#"{"type":"sgd","lr":0.1,"stepSizes":"perLayer"}"#, r#","rln":1"#);
+        cfg.meta.gradient = g;
+        compare(cfg, 16, Some(2));
+    }
+}
+
+#[test]
+fn autograd_stays_available() {
+    for rule in [r#"{"type":"oja"}"#, r#"{"type":"sgd","lr":0.1}"#] {
+        let mut cfg = regression(rule, r#","plasticity":{"init":0.05}"#);
+        assert!(uses_adjoint(&Learner::new(cfg.clone()).unwrap()), "auto takes the reverse pass for {rule}");
+        cfg.meta.backward = Backward::Autograd;
+        assert!(!uses_adjoint(&Learner::new(cfg).unwrap()));
+    }
 }
 
 /// The reverse pass against central differences of the loss, independently of autograd.

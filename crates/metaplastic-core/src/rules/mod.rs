@@ -41,4 +41,8 @@ pub trait InnerRule: Send {
     fn as_local(&self) -> Option<&local::LocalRule> {
         None
     }
+    /// The SGD rule behind this one, for the hand-derived reverse pass.
+    fn as_sgd(&self) -> Option<&sgd::SgdRule> {
+        None
+    }
 }

@@ -1,12 +1,4 @@
-//! The meta-gradient of a local-rule lifetime by a hand-derived reverse pass (the adjoint method).
-//!
-//! The forward runs without a graph and keeps the fast weights every `k` steps. The reverse pass walks
-//! the lifetime backwards one segment at a time: it recomputes the segment's forward from its
-//! checkpoint, then propagates G_t = ∂L/∂W_t through each step's update and forward pass by the closed
-//! forms below, accumulating the meta-parameters' gradients. Memory is O(T/k + k) weight copies instead
-//! of autograd's O(T) graph. Everything the inner loop does not own (the frozen front, the initial
-//! weights' construction, the query loss, the rate parameterization) goes through autograd once, via a
-//! surrogate scalar Σ <tensor, its adjoint> (see `meta_gradient`).
+//! The reverse pass through a local-rule lifetime (Oja, Hebb), every feedback option included.
 //!
 //! One Oja step of layer k, with pre a [E,B,I], teaching activity ã [E,B,O], r = Σ_b ã² [E,O,1]:
 //!   term = m (ãᵀa − r ⊙ W),   W' = W + P ⊙ term        (Hebb: no r ⊙ W)
@@ -17,11 +9,13 @@
 //!   ∂L/∂a  = m ã Q
 //! The teaching activity ã = s f(e) + (1 − s) a_out, the feedback MLP f and the signal e are then
 //! differentiated by hand as well, and finally the step's forward pass z = a Wᵀ + b.
+use super::{accumulate, dot, relu_backward, softmax_backward, StepAdjoint};
 use crate::config::{Activation, FeedbackKind, LearnerConfig, Signal, TaskKind};
 use crate::feedback::dense_target;
 use crate::inner::StepMode;
-use crate::learner::{EpisodeBatch, Learner};
+use crate::learner::Learner;
 use crate::net::functional::{tail, TailActivations};
+use crate::params::ParamStore;
 use crate::rules::local::{local_term, LocalRule};
 use crate::{Error, Result};
 use tch::{Kind, Tensor};
@@ -39,7 +33,7 @@ struct RuleValues {
 }
 
 /// What the reverse pass needs of one inner step besides the fast weights.
-struct StepTape {
+pub(super) struct StepTape {
     acts: TailActivations,
     /// Teaching activity of each plastic layer.
     post: Vec<Tensor>,
@@ -70,29 +64,8 @@ struct Grads {
     rates: Vec<Option<Tensor>>,
     feedback: Vec<Vec<(Option<Tensor>, Option<Tensor>)>>,
     strength: Vec<Option<Tensor>>,
-    /// ∂L/∂b of the fast biases [E, O] (constant over the lifetime for local rules).
-    bias: Vec<Option<Tensor>>,
     /// Fused kernels: the rate gradient of each layer at full [O, I] size, reduced at the end.
     rate_full: Vec<Tensor>,
-}
-
-fn accumulate(slot: &mut Option<Tensor>, g: Tensor) -> Result<()> {
-    *slot = Some(match slot.take() {
-        Some(acc) => acc.f_add(&g)?,
-        None => g,
-    });
-    Ok(())
-}
-
-/// x ⊙ 1[pre > 0]
-fn relu_backward(x: &Tensor, pre: &Tensor) -> Result<Tensor> {
-    Ok(x.f_mul(&pre.f_gt(0.0)?.f_to_kind(x.kind())?)?)
-}
-
-/// Vector-Jacobian product of softmax: p ⊙ (d − Σ d ⊙ p).
-fn softmax_backward(d: &Tensor, p: &Tensor) -> Result<Tensor> {
-    let dot = d.f_mul(p)?.f_sum_dim_intlist([-1i64].as_slice(), true, None::<Kind>)?;
-    Ok(p.f_mul(&d.f_sub(&dot)?)?)
 }
 
 /// [E, B, X] → [E·B, X] (feedback parameters are shared by every episode).
@@ -101,17 +74,111 @@ fn flat(t: &Tensor) -> Result<Tensor> {
     Ok(t.f_reshape([-1, s[s.len() - 1]])?)
 }
 
-struct Reverse<'a> {
-    cfg: &'a LearnerConfig,
+/// Whether the reverse pass covers this local rule's options.
+pub(super) fn supports(_rule: &LocalRule) -> bool {
+    true
+}
+
+pub(super) struct LocalAdjoint {
+    cfg: LearnerConfig,
     rule: RuleValues,
     n: usize,
     /// Weight-sized work in the fused CPU loops (kernels.rs) rather than libtorch operations.
     fused: bool,
+    grads: Grads,
+    /// The effective rates with their graph to the stored parameters (for the surrogate).
+    rates_graph: Vec<Tensor>,
+    feedback_idx: Vec<Vec<(usize, usize)>>,
+    strength_idx: Vec<usize>,
 }
 
-impl Reverse<'_> {
+impl LocalAdjoint {
+    pub fn new(learner: &Learner, fused: bool) -> Result<Self> {
+        let rule: &LocalRule = learner.local_rule().ok_or_else(|| Error::Internal("not a local rule".into()))?;
+        let params = &learner.params;
+        let rates_graph: Vec<Tensor> = (0..rule.rates.len()).map(|i| rule.rate(params, i)).collect::<Result<_>>()?;
+        let rule_values = RuleValues {
+            rates: rates_graph.iter().map(|t| t.f_detach()).collect::<std::result::Result<_, _>>()?,
+            feedback: rule
+                .feedback
+                .iter()
+                .map(|f| f.layers.iter().map(|&(b, c)| Ok((params.at(b).f_detach()?, params.at(c).f_detach()?))).collect::<Result<Vec<_>>>())
+                .collect::<Result<_>>()?,
+            strength: rule.feedback.iter().map(|f| Ok(params.at(f.strength).f_double_value(&[])?)).collect::<Result<_>>()?,
+            multipliers: rule.multipliers.clone(),
+            oja: rule.oja_decay,
+        };
+        let feedback_idx: Vec<Vec<(usize, usize)>> = rule.feedback.iter().map(|f| f.layers.clone()).collect();
+        let n = rates_graph.len();
+        let grads = Grads {
+            rates: (0..n).map(|_| None).collect(),
+            feedback: feedback_idx.iter().map(|l| l.iter().map(|_| (None, None)).collect()).collect(),
+            strength: (0..n).map(|_| None).collect(),
+            rate_full: if fused {
+                learner.spec.plastic().map(|l| Tensor::f_zeros(learner.spec.layers[l].weight_shape(), (learner.kind, learner.device))).collect::<std::result::Result<_, _>>()?
+            } else {
+                Vec::new()
+            },
+        };
+        Ok(Self {
+            cfg: learner.cfg.clone(),
+            rule: rule_values,
+            n,
+            fused,
+            grads,
+            rates_graph,
+            feedback_idx,
+            strength_idx: rule.feedback.iter().map(|f| f.strength).collect(),
+        })
+    }
+}
+
+impl StepAdjoint for LocalAdjoint {
+    type Tape = StepTape;
+
+    fn forward(&self, _t: usize, w: &[Tensor], b: &[Tensor], x: &Tensor, y: &Tensor) -> Result<(Vec<Tensor>, Vec<Tensor>, StepTape)> {
+        let (next, tape) = self.step(w, b, x, y)?;
+        Ok((next, b.iter().map(|t| t.shallow_clone()).collect(), tape))
+    }
+
+    fn backward(&mut self, _t: usize, w: &[Tensor], _b: &[Tensor], tape: StepTape, gw: Vec<Tensor>, mut gb: Vec<Tensor>, mode: StepMode) -> Result<(Vec<Tensor>, Vec<Tensor>, Option<Tensor>)> {
+        let mut grads = std::mem::replace(&mut self.grads, Grads { rates: vec![], feedback: vec![], strength: vec![], rate_full: vec![] });
+        let out = self.step_backward(w, &tape, gw, mode, &mut grads, &mut gb);
+        self.grads = grads;
+        let (gw, dx) = out?;
+        Ok((gw, gb, dx))
+    }
+
+    fn surrogate(&self, params: &ParamStore) -> Result<Option<Tensor>> {
+        let mut total: Option<Tensor> = None;
+        let g = &self.grads;
+        for k in 0..self.n {
+            let mut rate = g.rates[k].as_ref().map(|t| t.shallow_clone());
+            if let Some(full) = g.rate_full.get(k) {
+                accumulate(&mut rate, full.f_sum_to_size(self.rule.rates[k].size())?)?;
+            }
+            if let Some(gr) = rate {
+                accumulate(&mut total, dot(&self.rates_graph[k], &gr)?)?;
+            }
+            if let Some(gs) = &g.strength[k] {
+                accumulate(&mut total, dot(params.at(self.strength_idx[k]), gs)?)?;
+            }
+            for (j, (gb, gc)) in g.feedback[k].iter().enumerate() {
+                let (bi, ci) = self.feedback_idx[k][j];
+                for (grad, index) in [(gb, bi), (gc, ci)] {
+                    if let Some(grad) = grad {
+                        accumulate(&mut total, dot(params.at(index), grad)?)?;
+                    }
+                }
+            }
+        }
+        Ok(total)
+    }
+}
+
+impl LocalAdjoint {
     /// One forward inner step without a graph: the new fast weights and the tape of the step.
-    fn forward(&self, w: &[Tensor], b: &[Tensor], x: &Tensor, y: &Tensor) -> Result<(Vec<Tensor>, StepTape)> {
+    fn step(&self, w: &[Tensor], b: &[Tensor], x: &Tensor, y: &Tensor) -> Result<(Vec<Tensor>, StepTape)> {
         let acts = tail(x, w, b)?;
         let (post, feedback) = self.teaching(&acts, w, y)?;
         let mut next = Vec::with_capacity(self.n);
@@ -138,7 +205,7 @@ impl Reverse<'_> {
 
     /// Teaching activities ã_k (as feedback.rs computes them) with what their backward needs.
     fn teaching(&self, acts: &TailActivations, w: &[Tensor], y: &Tensor) -> Result<(Vec<Tensor>, FeedbackTape)> {
-        let cfg = self.cfg;
+        let cfg = &self.cfg;
         let y_hat = acts.output();
         let y_dense = dense_target(cfg, y, y_hat.size()[2], y_hat.kind())?;
         let classification = cfg.task == TaskKind::Classification;
@@ -191,7 +258,7 @@ impl Reverse<'_> {
 
     /// Propagates G (= ∂L/∂W after step t) back through step t; returns ∂L/∂W before it and
     /// ∂L/∂x_t (the step's input features) when the step is differentiated fully.
-    fn backward(&self, w: &[Tensor], tape: &StepTape, g: Vec<Tensor>, mode: StepMode, grads: &mut Grads) -> Result<(Vec<Tensor>, Option<Tensor>)> {
+    fn step_backward(&self, w: &[Tensor], tape: &StepTape, g: Vec<Tensor>, mode: StepMode, grads: &mut Grads, gb: &mut [Tensor]) -> Result<(Vec<Tensor>, Option<Tensor>)> {
         if mode == StepMode::Constant {
             return Ok((g, None));
         }
@@ -265,7 +332,7 @@ impl Reverse<'_> {
             } else {
                 accumulate(&mut extra_w[k], dz.f_transpose(1, 2)?.f_matmul(&acts.pre[k])?)?;
             }
-            accumulate(&mut grads.bias[k], dz.f_sum_dim_intlist([1i64].as_slice(), false, None::<Kind>)?)?;
+            gb[k] = gb[k].f_add(&dz.f_sum_dim_intlist([1i64].as_slice(), false, None::<Kind>)?)?; // b is constant: its adjoint sums
             d_input = Some(dz.f_matmul(&w[k])?);
         }
         let mut d_x = d_input;
@@ -345,166 +412,4 @@ impl Reverse<'_> {
         }
         Ok(())
     }
-}
-
-/// Checkpoint interval used when none is configured: about √T (memory and recomputation balanced).
-pub fn default_interval(steps: usize) -> usize {
-    ((steps as f64).sqrt().ceil() as usize).max(1)
-}
-
-fn dot(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    Ok(a.f_mul(b)?.f_sum(Some(Kind::Double))?)
-}
-
-/// How the reverse pass runs.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct AdjointOptions {
-    /// Checkpoint interval (default `default_interval(T)`).
-    pub interval: Option<usize>,
-    /// Fused CPU loops for the weight-sized work (default: where they apply, see kernels.rs).
-    pub fused: Option<bool>,
-}
-
-/// The meta-gradient of a local-rule learner by the reverse pass: (mean query loss, gradient of every
-/// trainable parameter by store index). Equal to `meta::autograd_meta_gradient` up to rounding.
-pub fn meta_gradient(learner: &mut Learner, batch: &EpisodeBatch, opts: AdjointOptions, mode: impl Fn(usize) -> StepMode) -> Result<(f64, Vec<(usize, Tensor)>)> {
-    let interval = opts.interval;
-    let e = batch.support_x.size()[0];
-    let steps = batch.support_x.size()[1] as usize;
-    let k = interval.unwrap_or_else(|| default_interval(steps)).max(1);
-    let detach_all = |v: &[Tensor]| -> Result<Vec<Tensor>> { Ok(v.iter().map(|t| t.f_detach()).collect::<std::result::Result<_, _>>()?) };
-
-    // What the reverse pass needs of the rule; the rates keep their graph for the final surrogate.
-    let (rates_graph, values, feedback_idx, strength_idx) = {
-        let rule: &LocalRule = learner.local_rule().ok_or_else(|| Error::Internal("the reverse pass needs a local rule".into()))?;
-        let params = &learner.params;
-        let rates_graph: Vec<Tensor> = (0..rule.rates.len()).map(|i| rule.rate(params, i)).collect::<Result<_>>()?;
-        let values = RuleValues {
-            rates: detach_all(&rates_graph)?,
-            feedback: rule
-                .feedback
-                .iter()
-                .map(|f| f.layers.iter().map(|&(b, c)| Ok((params.at(b).f_detach()?, params.at(c).f_detach()?))).collect::<Result<Vec<_>>>())
-                .collect::<Result<_>>()?,
-            strength: rule.feedback.iter().map(|f| Ok(params.at(f.strength).f_double_value(&[])?)).collect::<Result<_>>()?,
-            multipliers: rule.multipliers.clone(),
-            oja: rule.oja_decay,
-        };
-        let feedback_idx: Vec<Vec<(usize, usize)>> = rule.feedback.iter().map(|f| f.layers.clone()).collect();
-        let strength_idx: Vec<usize> = rule.feedback.iter().map(|f| f.strength).collect();
-        (rates_graph, values, feedback_idx, strength_idx)
-    };
-    let n = rates_graph.len();
-
-    let fast = learner.start(e, &batch.classes, true)?;
-    let features = learner.features(&batch.support_x)?;
-    let x = features.f_detach()?;
-    let y = &batch.support_y;
-    let fused = opts.fused.unwrap_or_else(|| crate::kernels::applies(learner.kind, learner.device));
-    if fused && !crate::kernels::applies(learner.kind, learner.device) {
-        return Err(Error::Internal(format!("the fused kernels run on the CPU in float32/float64, not {:?} on {:?}", learner.kind, learner.device)));
-    }
-    let rev = Reverse { cfg: &learner.cfg, rule: values, n, fused };
-    let b = detach_all(&fast.b)?;
-
-    // Forward, keeping the weights at the start of every segment.
-    let mut checkpoints = Vec::with_capacity(steps.div_ceil(k));
-    // Contiguous from the start: the fused loops read rows in place (W_0 may be a broadcast view).
-    let mut w: Vec<Tensor> = fast.w.iter().map(|t| t.f_detach()?.f_contiguous()).collect::<std::result::Result<_, _>>()?;
-    tch::no_grad(|| -> Result<()> {
-        for t in 0..steps {
-            if t % k == 0 {
-                checkpoints.push(w.iter().map(|t| t.shallow_clone()).collect::<Vec<_>>());
-            }
-            w = rev.forward(&w, &b, &x.f_select(1, t as i64)?, &y.f_select(1, t as i64)?)?.0;
-        }
-        Ok(())
-    })?;
-
-    // Query loss on the final weights (autograd): its gradient with respect to them starts the reverse pass.
-    let w_final: Vec<Tensor> = w.iter().map(|t| t.shallow_clone().set_requires_grad(true)).collect();
-    let final_fast = crate::inner::FastWeights { w: w_final.iter().map(|t| t.shallow_clone()).collect(), b: fast.b.iter().map(|t| t.shallow_clone()).collect() };
-    let loss = learner.loss(&final_fast, &batch.query_x, &batch.query_y)?.f_mean(None::<Kind>)?;
-    let mut g: Vec<Tensor> = Tensor::f_run_backward(&[&loss], &w_final, true, false)?;
-    for (gk, wk) in g.iter_mut().zip(&w_final) {
-        *gk = if gk.defined() { gk.f_contiguous()? } else { wk.f_zeros_like()? };
-    }
-
-    let mut grads = Grads {
-        rates: (0..n).map(|_| None).collect(),
-        feedback: feedback_idx.iter().map(|l| l.iter().map(|_| (None, None)).collect()).collect(),
-        strength: (0..n).map(|_| None).collect(),
-        bias: (0..n).map(|_| None).collect(),
-        rate_full: if fused { fast.w.iter().map(|w| Tensor::f_zeros(&w.size()[1..], (w.kind(), w.device()))).collect::<std::result::Result<_, _>>()? } else { Vec::new() },
-    };
-    let needs_dx = features.requires_grad();
-    let mut d_features: Vec<Option<Tensor>> = (0..steps).map(|_| None).collect();
-    {
-        let _no_grad = tch::no_grad_guard();
-        for (seg, start) in checkpoints.iter().enumerate().rev() {
-            let t0 = seg * k;
-            let t1 = (t0 + k).min(steps);
-            let mut weights = Vec::with_capacity(t1 - t0);
-            let mut tapes = Vec::with_capacity(t1 - t0);
-            let mut wt: Vec<Tensor> = start.iter().map(|t| t.shallow_clone()).collect();
-            for t in t0..t1 {
-                let (next, tape) = rev.forward(&wt, &b, &x.f_select(1, t as i64)?, &y.f_select(1, t as i64)?)?;
-                weights.push(std::mem::replace(&mut wt, next));
-                tapes.push(tape);
-            }
-            for t in (t0..t1).rev() {
-                let tape = tapes.pop().unwrap();
-                let wt = weights.pop().unwrap();
-                let (prev, dx) = rev.backward(&wt, &tape, g, mode(t), &mut grads)?;
-                g = prev;
-                if needs_dx {
-                    d_features[t] = dx;
-                }
-            }
-        }
-    }
-
-    for (kk, full) in grads.rate_full.iter().enumerate() {
-        let reduced = full.f_sum_to_size(rev.rule.rates[kk].size())?;
-        accumulate(&mut grads.rates[kk], reduced)?;
-    }
-
-    // One autograd call through everything outside the inner loop: Σ <tensor, adjoint> has exactly the
-    // gradient the unrolled graph would give those tensors' inputs.
-    let mut surrogate = loss.f_to_kind(Kind::Double)?;
-    for (kk, gk) in g.iter().enumerate() {
-        surrogate = surrogate.f_add(&dot(&fast.w[kk], gk)?)?;
-        if let Some(gb) = &grads.bias[kk] {
-            surrogate = surrogate.f_add(&dot(&fast.b[kk], gb)?)?;
-        }
-        if let Some(gr) = &grads.rates[kk] {
-            surrogate = surrogate.f_add(&dot(&rates_graph[kk], gr)?)?;
-        }
-        if let Some(gs) = &grads.strength[kk] {
-            surrogate = surrogate.f_add(&dot(learner.params.at(strength_idx[kk]), gs)?)?;
-        }
-        for (j, (gb, gc)) in grads.feedback[kk].iter().enumerate() {
-            let (bi, ci) = feedback_idx[kk][j];
-            if let Some(gb) = gb {
-                surrogate = surrogate.f_add(&dot(learner.params.at(bi), gb)?)?;
-            }
-            if let Some(gc) = gc {
-                surrogate = surrogate.f_add(&dot(learner.params.at(ci), gc)?)?;
-            }
-        }
-    }
-    if needs_dx {
-        let zeros = |t: usize| -> Result<Tensor> { Ok(x.f_select(1, t as i64)?.f_zeros_like()?) };
-        let parts: Vec<Tensor> = (0..steps).map(|t| d_features[t].take().map_or_else(|| zeros(t), Ok)).collect::<Result<_>>()?;
-        surrogate = surrogate.f_add(&dot(&features, &Tensor::f_stack(&parts, 1)?)?)?;
-    }
-    let trainable: Vec<usize> = learner.params.iter().enumerate().filter(|(_, p)| p.trainable).map(|(i, _)| i).collect();
-    let inputs: Vec<Tensor> = trainable.iter().map(|&i| learner.params.at(i).shallow_clone()).collect();
-    let out = Tensor::f_run_backward(&[&surrogate], &inputs, false, false)?;
-    let mut result = Vec::with_capacity(trainable.len());
-    for (i, gr) in out.into_iter().enumerate() {
-        let gr = if gr.defined() { gr.f_to_kind(inputs[i].kind())? } else { inputs[i].f_zeros_like()? };
-        result.push((trainable[i], gr));
-    }
-    Ok((loss.f_double_value(&[])?, result))
 }
