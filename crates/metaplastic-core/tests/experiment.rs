@@ -116,3 +116,28 @@ fn sine_evaluation_has_the_protocol_structure_and_is_deterministic() {
     let other_seed = serde_json::to_string(&evaluate(&mut exp, &EvalOptions { seed: 10, ..opts }).unwrap()).unwrap();
     assert_ne!(a, other_seed);
 }
+
+#[test]
+fn a_cancel_inside_a_meta_step_changes_nothing_and_resume_repeats_the_step() {
+    use std::sync::Arc;
+    let stop = AtomicBool::new(false);
+    let mut straight = Experiment::new(tiny_sine(r#"{"type":"oja"}"#)).unwrap();
+    let all = straight.train(2, &stop).unwrap();
+    let mut exp = Experiment::new(tiny_sine(r#"{"type":"oja"}"#)).unwrap();
+    let before = params(&exp);
+    // The learner's flag is checked before every inner step: the meta-step stops inside its inner loop.
+    let cancel = Arc::new(AtomicBool::new(true));
+    exp.learner.cancel = Some(cancel.clone());
+    assert!(exp.train(2, &stop).unwrap().is_empty());
+    assert_eq!((exp.step, exp.skipped), (0, 0));
+    assert_eq!(params(&exp), before, "an interrupted meta-step applies nothing");
+    // train() rewound the task streams: once the flag is cleared, the steps equal an uninterrupted run's.
+    cancel.store(false, std::sync::atomic::Ordering::Relaxed);
+    let again = exp.train(2, &stop).unwrap();
+    assert_eq!(again.iter().map(|r| r.report.meta_loss).collect::<Vec<_>>(), all.iter().map(|r| r.report.meta_loss).collect::<Vec<_>>());
+    assert_eq!(params(&exp), params(&straight));
+    // A single meta-step reports the cancellation as such.
+    let mut other = Experiment::new(tiny_sine(r#"{"type":"oja"}"#)).unwrap();
+    other.learner.cancel = Some(Arc::new(AtomicBool::new(true)));
+    assert_eq!(other.train_step().err().unwrap().code(), "E_CANCELLED");
+}
