@@ -20,6 +20,19 @@ import { applyThreads } from './threads.js';
 import { EXIT } from './exit-codes.js';
 import { restoreTerminal } from './progress.js';
 
+/** First call: `first`; any later call: `later` (Ctrl-C, then Ctrl-C again). */
+export function interruptHandler(first: () => void, later: () => void): () => void {
+  let calls = 0;
+  return () => (calls++ === 0 ? first() : later());
+}
+
+/** The second Ctrl-C: the terminal as it was before the bar, a word on the checkpoint, exit 130. */
+export function quitWithoutSaving(message: string, stream: NodeJS.WritableStream & { isTTY?: boolean } = process.stderr, exit: (code: number) => void = process.exit): void {
+  restoreTerminal(stream);
+  stream.write(`\n${message}\n`);
+  exit(EXIT.interrupted);
+}
+
 export const DEFAULT_STEPS = 1000;
 export const DEFAULT_CHECKPOINT_EVERY = 100;
 
@@ -133,18 +146,13 @@ async function lockedTrainRun(req: TrainRequest, log: (line: string) => void, ru
   const progress = createProgress({ label: req.label ?? name, mode: req.progress });
   // First Ctrl-C: stop inside the current meta-step, save, exit 130. A second one quits at once, with the
   // terminal restored (cursor, line wrap) and the last checkpoint on disk untouched.
-  let interrupts = 0;
-  const onSigint = () => {
-    interrupts++;
-    if (interrupts === 1) {
+  const onSigint = interruptHandler(
+    () => {
       log(`\n${name}: interrupted; saving a checkpoint (press Ctrl-C again to quit without saving)`);
       controller.abort();
-      return;
-    }
-    restoreTerminal(process.stderr);
-    log(`\n${name}: quit without saving; the last checkpoint in ${req.out} is intact (resume with: metaplastic train --resume --out ${req.out} --steps ${req.steps})`);
-    process.exit(EXIT.interrupted);
-  };
+    },
+    () => quitWithoutSaving(`${name}: quit without saving; the last checkpoint in ${req.out} is intact (resume with: metaplastic train --resume --out ${req.out} --steps ${req.steps})`),
+  );
   process.on('SIGINT', onSigint);
   const t0 = performance.now();
   try {
