@@ -32,7 +32,7 @@ export function compareRows(entries: readonly CompareEntry[]): CompareRow[] {
 
   row('checkpointStep', 'meta-training steps', (e) => e.eval.checkpointStep);
   const windows = new Set(entries.filter((e) => e.metrics?.length).map((e) => metaLossWindow(e.metrics!)));
-  row('metaTraining.finalLoss', finalMetaLossLabel(windows.size === 1 ? [...windows][0] : FINAL_WINDOW), (e) => finalMetaLoss(e.metrics ?? []) ?? undefined);
+  row('metaTraining.finalLoss', windows.size === 1 ? finalMetaLossLabel([...windows][0]) : finalMetaLossLabel(FINAL_WINDOW, true), (e) => finalMetaLoss(e.metrics ?? []) ?? undefined);
   row('sine.continual.finalMse', 'sine continual: MSE after all functions', (e) => sine(e)?.continual.finalMse);
   row('sine.iid.finalMse', 'sine i.i.d.: MSE after all functions', (e) => sine(e)?.iid.finalMse);
 

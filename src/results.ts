@@ -70,10 +70,10 @@ export function initialMetaLoss(records: readonly MetricsRecord[]): number | nul
   return records.length === 0 ? null : meanMetaLoss(records.slice(0, metaLossWindow(records)));
 }
 
-/** The row label; runs of different lengths share FINAL_WINDOW, which a shorter run fills with all its steps. */
-export function finalMetaLossLabel(steps: number): string {
+/** The row label; runs of different lengths (`mixed`) share FINAL_WINDOW, which a shorter run fills with all its steps. */
+export function finalMetaLossLabel(steps: number, mixed = false): string {
   const what = `last ${steps} step${steps === 1 ? '' : 's'}`;
-  return `final meta-loss (mean of ${steps === FINAL_WINDOW ? `${what}, or all in a shorter run` : what})`;
+  return `final meta-loss (mean of ${mixed ? `${what}, or all in a shorter run` : what})`;
 }
 
 /** Mean meta-loss of the steps that were not skipped, or null when there are none. */
