@@ -1,7 +1,7 @@
 // One-step setup from a fresh clone: npm packages, libtorch, the native addon, the compiled TypeScript.
 // Every step is skipped when its result is already there and up to date.
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, renameSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, renameSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ensureLibtorch, SetupError } from './libtorch.mjs';
@@ -33,6 +33,8 @@ export function setup() {
   // Copy then rename, so a concurrently loading process never sees a half-written addon.
   copyFileSync(built, ADDON + '.tmp');
   renameSync(ADDON + '.tmp', ADDON);
+  // A clean dist/: nothing left from older builds (source maps of sources the package does not ship).
+  rmSync(join(root, 'dist'), { recursive: true, force: true });
   step(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json'], env, 'TypeScript build');
   return { libtorch, env };
 }

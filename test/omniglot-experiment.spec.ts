@@ -1,6 +1,8 @@
 import test from 'ava';
 import { Experiment, type ExperimentConfig } from '../src/index.js';
-import { omniglotDir } from './helpers.js';
+import { omniglotFixture } from './omniglot-fixture.js';
+
+const omniglotDir = omniglotFixture();
 
 // A small Omniglot learner: 28×28 input, one frozen conv, plastic 16 → 20-way output.
 function tiny(rule: ExperimentConfig['learner']['rule'], extra: Partial<ExperimentConfig['learner']> = {}): ExperimentConfig {

@@ -386,10 +386,40 @@ fn auto() -> String {
 
 /// Deserializes a configuration value; a structural error names the offending path (e.g. `rule.lr`).
 pub fn from_value<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T> {
+    let original = value.clone();
     serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        Error::config(if path == "." { "config".to_string() } else { path }, e.into_inner().to_string())
+        let mut path = e.path().to_string();
+        let message = e.into_inner().to_string();
+        // Tagged enums (the task) buffer their content, so the path stops at the enum: find the unknown
+        // key below it ("task" becomes "task.sine.batchSiz").
+        let unknown = message.strip_prefix("unknown field `").and_then(|m| m.split('`').next());
+        if let Some(key) = unknown {
+            let prefix = if path == "." { String::new() } else { path.clone() };
+            let mut found = Vec::new();
+            key_paths(&original, key, "", &mut found);
+            if let Some(p) = found.into_iter().find(|p| p.starts_with(&prefix) && p.len() > prefix.len()) {
+                path = p;
+            }
+        }
+        Error::config(if path == "." { "config".to_string() } else { path }, message)
     })
+}
+
+/// Dotted paths (`a.b[2].c`) of every object key named `key` in `v`.
+fn key_paths(v: &serde_json::Value, key: &str, at: &str, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, child) in m {
+                let p = if at.is_empty() { k.clone() } else { format!("{at}.{k}") };
+                if k == key {
+                    out.push(p.clone());
+                }
+                key_paths(child, key, &p, out);
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().enumerate().for_each(|(i, c)| key_paths(c, key, &format!("{at}[{i}]"), out)),
+        _ => {}
+    }
 }
 
 /// Parses JSON text into a configuration (see `from_value`).

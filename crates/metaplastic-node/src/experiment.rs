@@ -56,7 +56,8 @@ fn to_episodes(episodes: &[JsEpisodeInput], classification: bool) -> Result<Vec<
 
 struct Shared {
     state: Mutex<Experiment>,
-    stop: AtomicBool,
+    /// Also the learner's cancellation flag: a stop reaches the engine between inner steps.
+    stop: Arc<AtomicBool>,
     /// Set on the JS thread when an operation is started, cleared when its work is done: calls made in
     /// between are refused at once (deterministically, not by racing for the lock).
     busy: AtomicBool,
@@ -72,8 +73,10 @@ fn busy() -> Error {
 }
 
 impl NativeExperiment {
-    fn wrap(exp: Experiment) -> Self {
-        Self { shared: Arc::new(Shared { state: Mutex::new(exp), stop: AtomicBool::new(false), busy: AtomicBool::new(false) }) }
+    fn wrap(mut exp: Experiment) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        exp.learner.cancel = Some(stop.clone());
+        Self { shared: Arc::new(Shared { state: Mutex::new(exp), stop, busy: AtomicBool::new(false) }) }
     }
 
     fn lock(&self) -> napi::Result<MutexGuard<'_, Experiment>> {
@@ -99,9 +102,11 @@ fn with_state<T: Send + 'static + napi::bindgen_prelude::ToNapiValue + napi::bin
     if shared.busy.swap(true, Ordering::AcqRel) {
         return off_thread(|| Err(busy()));
     }
+    // A stop asked for an earlier operation must not cancel this one (the flag is the learner's too).
+    shared.stop.store(false, Ordering::Relaxed);
     let shared = shared.clone();
     off_thread(move || {
-        let result = lock_shared(&shared).and_then(|mut guard| f(&mut guard, &shared.stop));
+        let result = lock_shared(&shared).and_then(|mut guard| f(&mut guard, &*shared.stop));
         shared.busy.store(false, Ordering::Release);
         result
     })
@@ -157,11 +162,10 @@ impl NativeExperiment {
     /// Up to `steps` meta-steps off the JS thread; resolves to the JSON list of step records.
     #[napi]
     pub fn train(&self, steps: u32) -> AsyncTask<Work<String>> {
-        self.shared.stop.store(false, Ordering::Relaxed);
         with_state(&self.shared, move |exp, stop| json(&exp.train(steps as u64, stop)?))
     }
 
-    /// Asks a running `train` to stop after its current meta-step.
+    /// Asks a running `train` to stop before its next inner step (the interrupted meta-step is dropped).
     #[napi]
     pub fn request_stop(&self) {
         self.shared.stop.store(true, Ordering::Relaxed);
