@@ -208,3 +208,17 @@ fn float32_training_tracks_autograd() {
     }
     assert!(moved > 0.0);
 }
+
+/// The reverse pass stops at the next inner step once the learner's cancel flag is set.
+#[test]
+fn cancellation_reaches_the_reverse_pass() {
+    use std::sync::{atomic::AtomicBool, Arc};
+    for rule in [r#"{"type":"oja"}"#, r#"{"type":"sgd","lr":0.1}"#] {
+        let mut learner = Learner::new(regression(rule, r#","plasticity":{"init":0.05}"#)).unwrap();
+        assert!(uses_adjoint(&learner));
+        let b = batch(&learner, 2, 5, 3, 4, 17);
+        learner.cancel = Some(Arc::new(AtomicBool::new(true)));
+        let err = meta_gradient(&mut learner, &b).err().expect("a cancelled meta-gradient is an error");
+        assert_eq!(err.code(), "E_CANCELLED", "{rule}: {err}");
+    }
+}

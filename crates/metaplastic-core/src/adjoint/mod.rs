@@ -103,7 +103,18 @@ fn run<R: StepAdjoint>(learner: &mut Learner, batch: &EpisodeBatch, opts: Adjoin
     let features = learner.features(&batch.support_x)?;
     let x = features.f_detach()?;
     let y = &batch.support_y;
-    let step_input = |t: usize| -> Result<(Tensor, Tensor)> { Ok((x.f_select(1, t as i64)?, y.f_select(1, t as i64)?)) };
+    let cancel = learner.cancel.clone();
+    // Cancellation reaches the reverse pass between inner steps, forward and backward alike.
+    let check_cancel = || -> Result<()> {
+        if cancel.as_ref().is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed)) {
+            return Err(Error::Cancelled);
+        }
+        Ok(())
+    };
+    let step_input = |t: usize| -> Result<(Tensor, Tensor)> {
+        check_cancel()?;
+        Ok((x.f_select(1, t as i64)?, y.f_select(1, t as i64)?))
+    };
 
     // Forward, keeping the weights at the start of every segment (contiguous: the fused loops read rows
     // in place, and W_0 may be a broadcast view).
@@ -151,6 +162,7 @@ fn run<R: StepAdjoint>(learner: &mut Learner, batch: &EpisodeBatch, opts: Adjoin
                 states.push((std::mem::replace(&mut wt, nw), std::mem::replace(&mut bt, nb), tape));
             }
             for t in (t0..t1).rev() {
+                check_cancel()?;
                 let (wt, bt, tape) = states.pop().expect("one state per step");
                 let (pw, pb, dx) = rule.backward(t, &wt, &bt, tape, gw, gb, mode(t))?;
                 (gw, gb) = (pw, pb);
