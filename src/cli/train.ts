@@ -44,6 +44,8 @@ export interface TrainResult {
   initialMetaLoss: number | null;
   finalMetaLoss: number | null;
   skipped: number;
+  /** Meta-steps skipped as exploded lifetimes. */
+  exploded: number;
   seconds: number;
   plots: string[];
 }
@@ -123,7 +125,7 @@ export async function trainRun(req: TrainRequest): Promise<TrainResult> {
       outDir: req.out,
       signal: controller.signal,
       checkpointEvery: req.checkpointEvery ?? DEFAULT_CHECKPOINT_EVERY,
-      onProgress: (e) => progress.update(e.step, { 'meta-loss': e.metaLoss ?? 'nan', skipped: e.skipped }),
+      onProgress: (e) => progress.update(e.step, { 'meta-loss': e.metaLoss ?? 'nan', skipped: e.skipped, exploded: e.exploded }),
     });
   } catch (e) {
     progress.stop();
@@ -151,6 +153,7 @@ export async function trainRun(req: TrainRequest): Promise<TrainResult> {
     initialMetaLoss: initialMetaLoss(records),
     finalMetaLoss: finalMetaLoss(records),
     skipped: exp.skipped,
+    exploded: exp.exploded,
     seconds,
     plots,
   };
@@ -168,6 +171,7 @@ export function trainSummary(r: TrainResult): string {
     `  meta-loss  first 10%: ${fmt(r.initialMetaLoss)}   last 10%: ${fmt(r.finalMetaLoss)}`,
   ];
   if (r.skipped > 0) lines.push(`  skipped non-finite meta-steps: ${r.skipped}`);
+  if (r.exploded > 0) lines.push(`  skipped exploded lifetimes: ${r.exploded}`);
   if (r.plots.length > 0) lines.push(`  plot: ${r.plots.join(', ')}`);
   return lines.join('\n');
 }
@@ -204,7 +208,7 @@ export function registerTrain(program: Command): void {
       const out = opts.out ?? defaultRunDir(config!);
       const r = await trainRun({ config: config ?? undefined, out, steps: opts.steps, resume: opts.resume, checkpointEvery: opts.checkpointEvery });
       if (opts.json) {
-        const json = { name: r.name, out: r.out, steps: r.steps, startStep: r.startStep, finalMetaLoss: r.finalMetaLoss, initialMetaLoss: r.initialMetaLoss, skipped: r.skipped, seconds: r.seconds, plots: r.plots };
+        const json = { name: r.name, out: r.out, steps: r.steps, startStep: r.startStep, finalMetaLoss: r.finalMetaLoss, initialMetaLoss: r.initialMetaLoss, skipped: r.skipped, exploded: r.exploded, seconds: r.seconds, plots: r.plots };
         process.stdout.write(JSON.stringify(json) + '\n');
       } else {
         process.stdout.write(trainSummary(r) + '\n');

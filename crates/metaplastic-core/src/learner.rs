@@ -1,6 +1,6 @@
 //! A learner: the network's meta-parameters, its inner rule, and the operations on episodes
 //! (adapt over a stream, predict, query loss). Meta-training lives in meta.rs.
-use crate::config::{FeedbackKind, Granularity, LearnerConfig, OutputReset, PlasticInit, RuleConfig, StepSizes, TaskKind};
+use crate::config::{FeedbackKind, Granularity, LearnerConfig, OutputReset, PlasticInit, RateParameterization, RuleConfig, StepSizes, TaskKind};
 use crate::inner::{FastWeights, InnerLoop, StepMode};
 use crate::net::functional;
 use crate::net::spec::NetSpec;
@@ -81,8 +81,14 @@ impl Learner {
                 let mut feedback = Vec::new();
                 let mut rates = Vec::new();
                 let mut multipliers = Vec::new();
+                let mut scales = Vec::new();
+                // The stored θ with g(θ) = init.
+                let theta0 = match cfg.plasticity.parameterization {
+                    RateParameterization::Linear => cfg.plasticity.init,
+                    RateParameterization::Log => cfg.plasticity.init.ln(),
+                };
                 let global = if cfg.plasticity.granularity == Granularity::Global {
-                    Some(params.add("plasticity.global", full(cfg.plasticity.init, &[])?, Group::Plasticity, true))
+                    Some(params.add("plasticity.global", full(theta0, &[])?, Group::Plasticity, true))
                 } else {
                     None
                 };
@@ -107,11 +113,23 @@ impl Learner {
                     };
                     rates.push(match global {
                         Some(g) => g,
-                        None => params.add(format!("plasticity.{l}"), full(cfg.plasticity.init, &rate_shape)?, Group::Plasticity, true),
+                        None => params.add(format!("plasticity.{l}"), full(theta0, &rate_shape)?, Group::Plasticity, true),
                     });
+                    if cfg.plasticity.layer_scale {
+                        scales.push(params.add(format!("plasticityScale.{l}"), full(0.0, &[])?, Group::Plasticity, true));
+                    }
                     multipliers.push(if spec.is_output(l) { 1.0 } else { cfg.plasticity.hidden_multiplier });
                 }
-                Box::new(LocalRule { oja_decay: matches!(cfg.rule, RuleConfig::Oja), rates, feedback, multipliers })
+                Box::new(LocalRule {
+                    oja_decay: matches!(cfg.rule, RuleConfig::Oja),
+                    hebb_first_step: cfg.plasticity.hebb_first_step,
+                    normalize: cfg.plasticity.normalize,
+                    parameterization: cfg.plasticity.parameterization,
+                    rates,
+                    scales: cfg.plasticity.layer_scale.then_some(scales),
+                    feedback,
+                    multipliers,
+                })
             }
             RuleConfig::Sgd { lr, step_sizes, biases: adapt_biases } => {
                 let step = match step_sizes {

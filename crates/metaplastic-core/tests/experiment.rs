@@ -116,3 +116,70 @@ fn sine_evaluation_has_the_protocol_structure_and_is_deterministic() {
     let other_seed = serde_json::to_string(&evaluate(&mut exp, &EvalOptions { seed: 10, ..opts }).unwrap()).unwrap();
     assert_ne!(a, other_seed);
 }
+
+/// Exploded lifetimes: a finite meta-loss above explodeFactor × the median of the last applied steps'
+/// losses is skipped (nothing changes, Adam does not advance) and counted apart from non-finite steps.
+/// A factor just above 1 flags about half the steps, so the rule is checked against its definition.
+#[test]
+fn exploded_lifetimes_are_skipped_and_counted() {
+    let mut cfg = tiny_sine(r#"{"type":"oja"}"#);
+    cfg.learner.meta.explode_factor = Some(1.0001);
+    let mut exp = Experiment::new(cfg).unwrap();
+    let mut window: Vec<f64> = Vec::new();
+    let mut flagged = 0;
+    for _ in 0..40 {
+        let before = params(&exp);
+        let adam_before = exp.adam.steps;
+        let r = exp.train_step().unwrap();
+        let mut sorted = window.clone();
+        sorted.sort_by(f64::total_cmp);
+        let n = sorted.len();
+        let median = if n == 0 { f64::NAN } else if n % 2 == 1 { sorted[n / 2] } else { 0.5 * (sorted[n / 2 - 1] + sorted[n / 2]) };
+        let expected = n >= metaplastic_core::config::EXPLODE_MIN && r.report.meta_loss > 1.0001 * median;
+        assert_eq!(r.report.exploded, expected, "step {}: loss {} median {median}", r.step, r.report.meta_loss);
+        if r.report.exploded {
+            flagged += 1;
+            assert_eq!(params(&exp), before, "an exploded step must change nothing");
+            assert_eq!(exp.adam.steps, adam_before);
+        } else {
+            window.push(r.report.meta_loss);
+            if window.len() > metaplastic_core::config::EXPLODE_WINDOW {
+                window.remove(0);
+            }
+        }
+        assert_eq!((r.exploded_total, r.skipped_total), (flagged, 0));
+    }
+    assert!(flagged > 0 && exp.exploded == flagged);
+    // The window is part of the checkpoint: a resumed run flags the same steps.
+    let dir = tmpdir("exploded");
+    checkpoint::save(&exp, &dir).unwrap();
+    let mut resumed = checkpoint::load(&dir).unwrap();
+    assert_eq!(resumed.exploded, flagged);
+    let a: Vec<bool> = (0..10).map(|_| exp.train_step().unwrap().report.exploded).collect();
+    let b: Vec<bool> = (0..10).map(|_| resumed.train_step().unwrap().report.exploded).collect();
+    assert_eq!(a, b);
+    assert_eq!(params(&exp), params(&resumed));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// resetAdamEvery: Adam is re-created before every N-th step (moments and bias correction restart).
+#[test]
+fn adam_is_recreated_every_n_steps() {
+    let mut cfg = tiny_sine(r#"{"type":"oja"}"#);
+    cfg.learner.meta.reset_adam_every = Some(3);
+    let mut exp = Experiment::new(cfg.clone()).unwrap();
+    let counts: Vec<i64> = (0..7).map(|_| { exp.train_step().unwrap(); exp.adam.steps }).collect();
+    assert_eq!(counts, [1, 2, 3, 1, 2, 3, 1]);
+    // The first three steps are those of a run without resets; the fourth differs.
+    cfg.learner.meta.reset_adam_every = None;
+    let mut plain = Experiment::new(cfg).unwrap();
+    let mut reset = Experiment::new({ let mut c = tiny_sine(r#"{"type":"oja"}"#); c.learner.meta.reset_adam_every = Some(3); c }).unwrap();
+    for _ in 0..3 {
+        plain.train_step().unwrap();
+        reset.train_step().unwrap();
+    }
+    assert_eq!(params(&plain), params(&reset));
+    plain.train_step().unwrap();
+    reset.train_step().unwrap();
+    assert_ne!(params(&plain), params(&reset));
+}
