@@ -26,9 +26,20 @@ const RECIPES = {
   shipped: {},
   // Log-space rates: P = exp(θ), Adam moves ln P by about lr per step.
   log: { plasticity: { parameterization: 'log', init: 1e-6 }, meta: { lr: { plasticity: 1e-2 } } },
+  'log-3e-5': { plasticity: { parameterization: 'log', init: 3e-5 }, meta: { lr: { plasticity: 1e-2 } } },
+  'log-scale': { plasticity: { parameterization: 'log', init: 3e-5, layerScale: true }, meta: { lr: { plasticity: 1e-2 } } },
+  'log-layer': { plasticity: { parameterization: 'log', init: 3e-5, granularity: 'layer' }, meta: { lr: { plasticity: 3e-2 } } },
   // Batch-mean update (÷ B): the rate no longer scales with the minibatch.
   batch: { plasticity: { normalize: 'batch', init: 1e-3 }, meta: { lr: { plasticity: 3e-4 } } },
   'batch-log': { plasticity: { normalize: 'batch', parameterization: 'log', init: 1e-3 }, meta: { lr: { plasticity: 1e-2 } } },
+  // ÷ (1 + Σ_b ‖a_b‖²): normalised-LMS-like, the rate is relative to the presynaptic energy.
+  'pre-log': { plasticity: { normalize: 'presynaptic', parameterization: 'log', init: 1e-3 }, meta: { lr: { plasticity: 1e-2 } } },
+  'pre-log-scale': { plasticity: { normalize: 'presynaptic', parameterization: 'log', init: 1e-3, layerScale: true }, meta: { lr: { plasticity: 1e-2 } } },
+  'pre-log-linfb': { plasticity: { normalize: 'presynaptic', parameterization: 'log', init: 1e-3 }, feedback: { activation: 'linear' }, meta: { lr: { plasticity: 1e-2 } } },
+  'pre-log-lr3': { plasticity: { normalize: 'presynaptic', parameterization: 'log', init: 1e-3 }, meta: { lr: { plasticity: 3e-2 } } },
+  // Signed per-synapse rates θ (start 1) times a learned per-layer scale exp(σ_l) (start ln init).
+  'scale': { plasticity: { layerScale: true, init: 1e-6 }, meta: { lr: { plasticity: 1e-2 } } },
+  'pre-scale': { plasticity: { normalize: 'presynaptic', layerScale: true, init: 1e-3 }, meta: { lr: { plasticity: 1e-2 } } },
   // Row i ÷ (1 + Σ_b ã_bi²): stable by construction for 0 < P < 1.
   bounded: { plasticity: { normalize: 'bounded', init: 1e-2 }, meta: { lr: { plasticity: 1e-3 } } },
   'bounded-log': { plasticity: { normalize: 'bounded', parameterization: 'log', init: 1e-2 }, meta: { lr: { plasticity: 1e-2 } } },

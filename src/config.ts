@@ -47,11 +47,13 @@ export interface PlasticityConfig {
   hiddenMultiplier?: number;
   /** Stored θ → rate P: 'linear' P = θ (reference, default) or 'log' P = exp(θ), θ starting at ln(init) (init > 0). */
   parameterization?: 'linear' | 'log';
-  /** A meta-learned log-scale σ_l per plastic layer (init 0): P = exp(σ_l)·g(θ). Default false. */
+  /** A meta-learned log-scale σ_l per plastic layer: P = exp(σ_l)·g(θ), σ_l starting at ln(init) and θ where
+   * g(θ) = 1 (with 'linear', signed rates whose common scale moves multiplicatively). Default false. */
   layerScale?: boolean;
   /** Update normalisation: 'none' (summed over the minibatch, reference), 'batch' (÷ batch size) or
-   * 'bounded' (row i ÷ (1 + Σ_b ã_bi²), stable by construction for 0 < P < 1). */
-  normalize?: 'none' | 'batch' | 'bounded';
+   * 'presynaptic' (÷ (1 + Σ_b ‖a_b‖²), normalised-LMS-like, per episode) or 'bounded' (row i ÷ (1 + Σ_b ã_bi²),
+   * stable by construction for 0 < P < 1). */
+  normalize?: 'none' | 'batch' | 'presynaptic' | 'bounded';
   /** Oja only: plain Hebbian term on the first inner step, Oja after (the reference's `--hebb`). */
   hebbFirstStep?: boolean;
 }

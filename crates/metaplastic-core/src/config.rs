@@ -185,8 +185,10 @@ pub struct PlasticityConfig {
     /// How the stored parameter θ maps to the rate P (see `RateParameterization`).
     #[serde(default)]
     pub parameterization: RateParameterization,
-    /// A meta-learned log-scale σ_l per plastic layer (init 0): P = exp(σ_l) · g(θ). It lets a whole layer's
-    /// rates grow or shrink together, multiplicatively; it is in the plasticity learning-rate group.
+    /// A meta-learned log-scale σ_l per plastic layer: P = exp(σ_l) · g(θ). It lets a whole layer's rates grow
+    /// or shrink together, multiplicatively; it is in the plasticity learning-rate group. It then carries the
+    /// initial rate, σ_l = ln(init), and θ starts where g(θ) = 1 (θ = 1 linear, 0 log): with 'linear', rates
+    /// keep their sign freedom (θ may cross 0) while their common scale moves multiplicatively.
     #[serde(default)]
     pub layer_scale: bool,
     /// How the Oja/Hebb update is normalised (see `UpdateNormalization`).
@@ -218,6 +220,10 @@ pub enum UpdateNormalization {
     None,
     /// T / B: a mean over the minibatch of B examples instead of a sum.
     Batch,
+    /// T / (1 + Σ_b ‖a_b‖²), the minibatch's presynaptic energy (per episode), as normalised LMS does: the
+    /// Hebbian part then moves the layer's response to the minibatch by at most about P·|ã|, whatever the
+    /// width and scale of the presynaptic layer, so rates mean the same in every layer and network size.
+    Presynaptic,
     /// Row i of T divided by 1 + q_i. With Oja and 0 < P < 1 the decay factor 1 − P·q/(1+q) stays in
     /// (0, 1] and the Hebbian term is bounded by |a|/2 (Cauchy–Schwarz), whatever the activities' scale.
     Bounded,
@@ -546,8 +552,8 @@ impl LearnerConfig {
                 if !self.plasticity.hidden_multiplier.is_finite() {
                     return Err(Error::config("plasticity.hiddenMultiplier", "must be finite"));
                 }
-                if self.plasticity.parameterization == RateParameterization::Log && self.plasticity.init <= 0.0 {
-                    return Err(Error::config("plasticity.init", format!("must be > 0 with parameterization 'log' (θ starts at ln(init)), got {}", self.plasticity.init)));
+                if (self.plasticity.parameterization == RateParameterization::Log || self.plasticity.layer_scale) && self.plasticity.init <= 0.0 {
+                    return Err(Error::config("plasticity.init", format!("must be > 0 with parameterization 'log' or layerScale (they start from ln(init)), got {}", self.plasticity.init)));
                 }
                 if self.plasticity.hebb_first_step && !matches!(self.rule, RuleConfig::Oja) {
                     return Err(Error::config("plasticity.hebbFirstStep", "applies to the oja rule only"));

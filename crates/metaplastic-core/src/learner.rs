@@ -82,10 +82,13 @@ impl Learner {
                 let mut rates = Vec::new();
                 let mut multipliers = Vec::new();
                 let mut scales = Vec::new();
-                // The stored θ with g(θ) = init.
-                let theta0 = match cfg.plasticity.parameterization {
-                    RateParameterization::Linear => cfg.plasticity.init,
-                    RateParameterization::Log => cfg.plasticity.init.ln(),
+                // The stored θ with g(θ) = init; with a layer scale, σ_l = ln(init) carries the initial rate
+                // and θ starts where g(θ) = 1, so θ and σ are both of order one (one learning rate fits both).
+                let (theta0, sigma0) = match (cfg.plasticity.layer_scale, cfg.plasticity.parameterization) {
+                    (false, RateParameterization::Linear) => (cfg.plasticity.init, 0.0),
+                    (false, RateParameterization::Log) => (cfg.plasticity.init.ln(), 0.0),
+                    (true, RateParameterization::Linear) => (1.0, cfg.plasticity.init.ln()),
+                    (true, RateParameterization::Log) => (0.0, cfg.plasticity.init.ln()),
                 };
                 let global = if cfg.plasticity.granularity == Granularity::Global {
                     Some(params.add("plasticity.global", full(theta0, &[])?, Group::Plasticity, true))
@@ -116,7 +119,7 @@ impl Learner {
                         None => params.add(format!("plasticity.{l}"), full(theta0, &rate_shape)?, Group::Plasticity, true),
                     });
                     if cfg.plasticity.layer_scale {
-                        scales.push(params.add(format!("plasticityScale.{l}"), full(0.0, &[])?, Group::Plasticity, true));
+                        scales.push(params.add(format!("plasticityScale.{l}"), full(sigma0, &[])?, Group::Plasticity, true));
                     }
                     multipliers.push(if spec.is_output(l) { 1.0 } else { cfg.plasticity.hidden_multiplier });
                 }

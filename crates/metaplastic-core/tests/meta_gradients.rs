@@ -233,6 +233,7 @@ fn flp_rate_parameterizations_and_normalizations() {
         r#""layerScale":true,"granularity":"neuron""#,
         r#""normalize":"batch""#,
         r#""normalize":"bounded""#,
+        r#""normalize":"presynaptic","parameterization":"log""#,
         r#""normalize":"bounded","parameterization":"log","layerScale":true,"granularity":"layer""#,
         r#""hebbFirstStep":true"#,
     ];

@@ -67,6 +67,9 @@ fn batch_and_bounded_normalizations() {
     // Batch: the minibatch mean (B = 2) instead of the sum.
     let batch: Vec<f64> = oja.iter().map(|v| v / 2.0).collect();
     close(&local_delta(&post, &pre, &w, &rate, true, 1.0, UpdateNormalization::Batch).unwrap(), &t(&batch, &[1, 2, 3]), 1e-12);
+    // Presynaptic: divided by 1 + Σ_b ‖a_b‖² = 1 + (1 + 4) + (9 + 1 + 1) = 17.
+    let pre_norm: Vec<f64> = oja.iter().map(|v| v / 17.0).collect();
+    close(&local_delta(&post, &pre, &w, &rate, true, 1.0, UpdateNormalization::Presynaptic).unwrap(), &t(&pre_norm, &[1, 2, 3]), 1e-12);
     // Bounded: row i divided by 1 + Σ_b ã_bi² (2.25 and 6), for Oja and for Hebb.
     let bounded: Vec<f64> = (0..6).map(|i| oja[i] / (1.0 + sq[i])).collect();
     close(&local_delta(&post, &pre, &w, &rate, true, 1.0, UpdateNormalization::Bounded).unwrap(), &t(&bounded, &[1, 2, 3]), 1e-12);
@@ -225,5 +228,25 @@ fn oml_inner_step_equals_an_autograd_sgd_step() {
     for k in 0..w.len() {
         close(&after.w[k], &(w[k].detach() - grads[k].g_mul_scalar(0.03)), 1e-12);
         close(&after.b[k], &(b[k].detach() - grads[w.len() + k].g_mul_scalar(0.03)), 1e-12);
+    }
+}
+
+/// Every rate parameterisation starts at P = init: log (θ = ln init), a layer scale (σ = ln init with θ = 1
+/// linear or 0 log) and the plain linear one adapt identically before any meta-training.
+#[test]
+fn rate_parameterizations_start_at_init() {
+    let run = |extra: &str| {
+        let mut l = metaplastic_core::learner::Learner::new(regression(r#"{"type":"oja"}"#, &format!(r#","plasticity":{{"init":0.05{extra}}}"#))).unwrap();
+        jitter_biases(&mut l, 4);
+        let batch = batch(&l, 2, 3, 4, 1, 17);
+        let fast = l.start(2, &batch.classes, false).unwrap();
+        l.adapt(fast, &batch.support_x, &batch.support_y, |_| StepMode::Constant).unwrap()
+    };
+    let plain = run("");
+    for extra in [r#","parameterization":"log""#, r#","layerScale":true"#, r#","layerScale":true,"parameterization":"log""#] {
+        let other = run(extra);
+        for k in 0..plain.w.len() {
+            close(&plain.w[k], &other.w[k], 1e-8); // exp(ln init) rounds differently from init
+        }
     }
 }

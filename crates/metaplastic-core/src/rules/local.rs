@@ -3,7 +3,8 @@
 //! a is the layer's forward presynaptic activity, ã the post-synaptic teaching activity shaped by
 //! feedback, P the plasticity rates (broadcast from synapse/neuron/layer/global shape), m the
 //! hidden-layer multiplier (1 for the output layer). Sums run over the minibatch. N is the update
-//! normalisation (`plasticity.normalize`): identity (reference), ·1/B (batch), row i ·1/(1 + q_i) (bounded).
+//! normalisation (`plasticity.normalize`): identity (reference), ·1/B (batch), ·1/(1 + Σ_b ‖a_b‖²)
+//! (presynaptic, per episode), row i ·1/(1 + q_i) (bounded).
 //! P = g(θ) from the stored parameter θ (`plasticity.parameterization`): θ or exp(θ), times exp(σ_l)
 //! with a per-layer log-scale (`plasticity.layerScale`); see `LocalRule::rate`.
 use super::{InnerRule, StepInputs, Update};
@@ -52,6 +53,10 @@ pub fn local_term(post: &Tensor, pre: &Tensor, w: &Tensor, oja_decay: bool, mult
     Ok(match normalize {
         UpdateNormalization::None => term,
         UpdateNormalization::Batch => term.f_div_scalar(post.size()[1] as f64)?,
+        UpdateNormalization::Presynaptic => {
+            let energy = pre.f_square()?.f_sum_dim_intlist([1i64, 2].as_slice(), true, None::<Kind>)?; // [E, 1, 1]
+            term.f_div(&energy.f_add_scalar(1.0)?)?
+        }
         UpdateNormalization::Bounded => {
             let q = match q {
                 Some(q) => q,
