@@ -40,6 +40,20 @@ const RECIPES = {
   // Signed per-synapse rates θ (start 1) times a learned per-layer scale exp(σ_l) (start ln init).
   'scale': { plasticity: { layerScale: true, init: 1e-6 }, meta: { lr: { plasticity: 1e-2 } } },
   'pre-scale': { plasticity: { normalize: 'presynaptic', layerScale: true, init: 1e-3 }, meta: { lr: { plasticity: 1e-2 } } },
+  // Linear feedback with strength 1 (ã = B e: the output layer's Oja update is normalised LMS with a decay),
+  // presynaptic normalisation, log rates; hidden layers start 1000× slower (their random feedback at first
+  // only disturbs the features) and grow multiplicatively if the meta-gradient says so.
+  lms: {
+    plasticity: { normalize: 'presynaptic', parameterization: 'log', init: 0.1, hiddenMultiplier: 1e-3 },
+    feedback: { activation: 'linear', strength: { init: 1 } },
+    meta: { lr: { plasticity: 1e-2 } },
+  },
+  // … and the output's feedback starts at the identity: its update starts as an LMS step, not a random-signed one.
+  'lms-id': {
+    plasticity: { normalize: 'presynaptic', parameterization: 'log', init: 0.1, hiddenMultiplier: 1e-3 },
+    feedback: { activation: 'linear', strength: { init: 1 }, outputIdentity: true },
+    meta: { lr: { plasticity: 1e-2 } },
+  },
   // Row i ÷ (1 + Σ_b ã_bi²): stable by construction for 0 < P < 1.
   bounded: { plasticity: { normalize: 'bounded', init: 1e-2 }, meta: { lr: { plasticity: 1e-3 } } },
   'bounded-log': { plasticity: { normalize: 'bounded', parameterization: 'log', init: 1e-2 }, meta: { lr: { plasticity: 1e-2 } } },

@@ -37,6 +37,8 @@ export interface FeedbackConfig {
   detachSignal?: boolean;
   /** Classification: clamp the output's post-synaptic activity to onehot(y) (default true). */
   clampOutput?: boolean;
+  /** The output layer's feedback weights start at the identity (default false: Kaiming normal like the others). */
+  outputIdentity?: boolean;
 }
 
 export interface PlasticityConfig {

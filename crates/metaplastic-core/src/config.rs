@@ -141,6 +141,11 @@ pub struct FeedbackConfig {
     /// Classification: the output layer's post-synaptic activity is clamped to onehot(y).
     #[serde(default = "yes")]
     pub clamp_output: bool,
+    /// The output layer's feedback weights start at the identity (and biases at 0) instead of Kaiming normal,
+    /// so that with linear feedback and strength 1 the output's teaching activity starts as the error itself
+    /// (its Oja update then starts as a normalised-LMS step instead of a random-signed one).
+    #[serde(default)]
+    pub output_identity: bool,
 }
 
 fn one_usize() -> usize {
@@ -157,6 +162,7 @@ impl Default for FeedbackConfig {
             strength: StrengthConfig::default(),
             detach_signal: false,
             clamp_output: true,
+            output_identity: false,
         }
     }
 }

@@ -101,7 +101,11 @@ impl Learner {
                     let mut width_in = outputs;
                     for j in 0..cfg.feedback.layers {
                         let std = (2.0 / width_in as f64).sqrt();
-                        let b = params.add(format!("feedback.{l}.{j}.weight"), tensor(normal_vec(&mut rng, (units * width_in) as usize, std), &[units, width_in])?, Group::Feedback, fb_trainable);
+                        let mut init = normal_vec(&mut rng, (units * width_in) as usize, std);
+                        if cfg.feedback.output_identity && spec.is_output(l) {
+                            init = (0..units * width_in).map(|i| if i / width_in == i % width_in { 1.0 } else { 0.0 }).collect();
+                        }
+                        let b = params.add(format!("feedback.{l}.{j}.weight"), tensor(init, &[units, width_in])?, Group::Feedback, fb_trainable);
                         let c = params.add(format!("feedback.{l}.{j}.bias"), full(0.0, &[units])?, Group::Feedback, fb_trainable);
                         fl.push((b, c));
                         width_in = units;

@@ -250,3 +250,19 @@ fn rate_parameterizations_start_at_init() {
         }
     }
 }
+
+/// feedback.outputIdentity: the output layer's feedback starts at the identity (here 1×1: b = 1), the hidden
+/// layers' stay random; the draws of every other parameter are unchanged.
+#[test]
+fn output_feedback_can_start_at_the_identity() {
+    let mk = |id: bool| metaplastic_core::learner::Learner::new(regression(r#"{"type":"oja"}"#, &format!(r#","feedback":{{"outputIdentity":{id}}}"#))).unwrap();
+    let (a, b) = (mk(false), mk(true));
+    let last = a.spec.len() - 1;
+    let get = |l: &metaplastic_core::learner::Learner, name: &str| l.params.at(l.params.index_of(name).unwrap()).shallow_clone();
+    assert_eq!(get(&b, &format!("feedback.{last}.0.weight")).double_value(&[0, 0]), 1.0);
+    for p in a.params.iter() {
+        if p.name != format!("feedback.{last}.0.weight") {
+            close(&get(&a, &p.name), &get(&b, &p.name), 0.0 + 1e-15);
+        }
+    }
+}
