@@ -10,6 +10,7 @@
 import { appendFileSync, mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { createHash } from 'node:crypto';
 import { demoConfigs } from '../dist/cli/demo.js';
 import { mergeConfig } from '../dist/config.js';
 import { trainRun } from '../dist/cli/train.js';
@@ -19,50 +20,42 @@ import { setThreads } from '../dist/runtime.js';
 
 // Learner overrides on top of the demo's FLP learner as it shipped before issue 8 (the `shipped` recipe).
 const SHIPPED = {
-  plasticity: { init: 1e-6, parameterization: 'linear', normalize: 'none', layerScale: false },
+  rule: { type: 'oja' },
+  feedback: { activation: 'relu', strength: { init: 0.5, learned: true }, outputIdentity: false },
+  plasticity: { init: 1e-6, parameterization: 'linear', normalize: 'none', layerScale: false, hiddenMultiplier: 1 },
   meta: { lr: { forward: 1e-3, feedback: 1e-3, plasticity: 3e-6, strength: 1e-3 }, clipNorm: 1 },
 };
+const LMS = { normalize: 'presynaptic', parameterization: 'log', hiddenMultiplier: 1e-3 };
+const LINEAR_FEEDBACK = { activation: 'linear', strength: { init: 1 }, outputIdentity: true };
 const RECIPES = {
+  // The cumulative path from the demo as shipped to the working recipe (README "Training FLP").
   shipped: {},
-  // Log-space rates: P = exp(θ), Adam moves ln P by about lr per step.
+  // Log-space rates: P = exp(θ), Adam moves ln P by about lr per step; rates stay positive.
   log: { plasticity: { parameterization: 'log', init: 1e-6 }, meta: { lr: { plasticity: 1e-2 } } },
-  'log-3e-5': { plasticity: { parameterization: 'log', init: 3e-5 }, meta: { lr: { plasticity: 1e-2 } } },
-  'log-scale': { plasticity: { parameterization: 'log', init: 3e-5, layerScale: true }, meta: { lr: { plasticity: 1e-2 } } },
-  'log-layer': { plasticity: { parameterization: 'log', init: 3e-5, granularity: 'layer' }, meta: { lr: { plasticity: 3e-2 } } },
-  // Batch-mean update (÷ B): the rate no longer scales with the minibatch.
-  batch: { plasticity: { normalize: 'batch', init: 1e-3 }, meta: { lr: { plasticity: 3e-4 } } },
-  'batch-log': { plasticity: { normalize: 'batch', parameterization: 'log', init: 1e-3 }, meta: { lr: { plasticity: 1e-2 } } },
   // ÷ (1 + Σ_b ‖a_b‖²): normalised-LMS-like, the rate is relative to the presynaptic energy.
   'pre-log': { plasticity: { normalize: 'presynaptic', parameterization: 'log', init: 1e-3 }, meta: { lr: { plasticity: 1e-2 } } },
-  'pre-log-scale': { plasticity: { normalize: 'presynaptic', parameterization: 'log', init: 1e-3, layerScale: true }, meta: { lr: { plasticity: 1e-2 } } },
-  'pre-log-linfb': { plasticity: { normalize: 'presynaptic', parameterization: 'log', init: 1e-3 }, feedback: { activation: 'linear' }, meta: { lr: { plasticity: 1e-2 } } },
-  'pre-log-lr3': { plasticity: { normalize: 'presynaptic', parameterization: 'log', init: 1e-3 }, meta: { lr: { plasticity: 3e-2 } } },
-  // Signed per-synapse rates θ (start 1) times a learned per-layer scale exp(σ_l) (start ln init).
-  'scale': { plasticity: { layerScale: true, init: 1e-6 }, meta: { lr: { plasticity: 1e-2 } } },
-  'pre-scale': { plasticity: { normalize: 'presynaptic', layerScale: true, init: 1e-3 }, meta: { lr: { plasticity: 1e-2 } } },
-  // Linear feedback with strength 1 (ã = B e: the output layer's Oja update is normalised LMS with a decay),
-  // presynaptic normalisation, log rates; hidden layers start 1000× slower (their random feedback at first
-  // only disturbs the features) and grow multiplicatively if the meta-gradient says so.
-  lms: {
-    plasticity: { normalize: 'presynaptic', parameterization: 'log', init: 0.1, hiddenMultiplier: 1e-3 },
-    feedback: { activation: 'linear', strength: { init: 1 } },
-    meta: { lr: { plasticity: 1e-2 } },
-  },
-  // … and the output's feedback starts at the identity: its update starts as an LMS step, not a random-signed one.
-  'lms-id': {
-    plasticity: { normalize: 'presynaptic', parameterization: 'log', init: 0.1, hiddenMultiplier: 1e-3 },
-    feedback: { activation: 'linear', strength: { init: 1 }, outputIdentity: true },
-    meta: { lr: { plasticity: 1e-2 } },
-  },
-  // Row i ÷ (1 + Σ_b ã_bi²): stable by construction for 0 < P < 1.
-  bounded: { plasticity: { normalize: 'bounded', init: 1e-2 }, meta: { lr: { plasticity: 1e-3 } } },
-  'bounded-log': { plasticity: { normalize: 'bounded', parameterization: 'log', init: 1e-2 }, meta: { lr: { plasticity: 1e-2 } } },
-  'bounded-log-scale': { plasticity: { normalize: 'bounded', parameterization: 'log', init: 1e-2, layerScale: true }, meta: { lr: { plasticity: 1e-2 } } },
+  // Linear feedback with strength 1 (ã = B e), the output's feedback starting at the identity (its update
+  // starts as a normalised-LMS step), hidden layers 1000× slower at first.
+  'lms-oja': { plasticity: { ...LMS, init: 0.1 }, feedback: LINEAR_FEEDBACK, meta: { lr: { plasticity: 1e-2 } } },
+  // … starting at P = 1 with a 3× faster forward meta learning rate.
+  'lms-oja-fast': { plasticity: { ...LMS, init: 1 }, feedback: LINEAR_FEEDBACK, meta: { lr: { forward: 3e-3, plasticity: 1e-2 } } },
+  // … with the plain Hebbian rule: Oja's decay Σ_b ã² W, with ã carrying the error, erases what was learned.
+  recipe: { rule: { type: 'hebb' }, plasticity: { ...LMS, init: 1 }, feedback: LINEAR_FEEDBACK, meta: { lr: { forward: 3e-3, plasticity: 1e-2 } } },
+  // Ablations of the recipe: one ingredient back to the shipped setting.
+  'recipe-no-norm': { rule: { type: 'hebb' }, plasticity: { ...LMS, normalize: 'none', init: 1e-5 }, feedback: LINEAR_FEEDBACK, meta: { lr: { forward: 3e-3, plasticity: 1e-2 } } },
+  'recipe-linear-rates': { rule: { type: 'hebb' }, plasticity: { ...LMS, parameterization: 'linear', init: 1 }, feedback: LINEAR_FEEDBACK, meta: { lr: { forward: 3e-3, plasticity: 1e-2 } } },
+  'recipe-relu-feedback': { rule: { type: 'hebb' }, plasticity: { ...LMS, init: 1 }, feedback: { ...LINEAR_FEEDBACK, activation: 'relu' }, meta: { lr: { forward: 3e-3, plasticity: 1e-2 } } },
+  'recipe-random-output-feedback': { rule: { type: 'hebb' }, plasticity: { ...LMS, init: 1 }, feedback: { ...LINEAR_FEEDBACK, outputIdentity: false }, meta: { lr: { forward: 3e-3, plasticity: 1e-2 } } },
+  // The demo's OML learner, for comparison (the overrides do not apply to it).
+  oml: {},
+  // Other normalisations tried.
+  batch: { plasticity: { normalize: 'batch', parameterization: 'log', init: 1e-3 }, meta: { lr: { plasticity: 1e-2 } } },
+  bounded: { plasticity: { normalize: 'bounded', parameterization: 'log', init: 1e-2 }, meta: { lr: { plasticity: 1e-2 } } },
 };
 
 function recipeConfig(recipe, protocol, seed) {
-  const base = demoConfigs({ seed }).flp;
-  const learner = mergeConfig(mergeConfig(base.learner, SHIPPED), RECIPES[recipe]);
+  const base = recipe === 'oml' ? demoConfigs({ seed }).oml : demoConfigs({ seed }).flp;
+  const learner = recipe === 'oml' ? base.learner : mergeConfig(mergeConfig(base.learner, SHIPPED), RECIPES[recipe]);
   const task = protocol === 'full' ? { ...base.task, sine: { ...base.task.sine, batchesPerFunction: 40 } } : base.task;
   return { ...base, name: `flp-${recipe}-${protocol}`, learner, task };
 }
@@ -84,6 +77,8 @@ const { values, positionals } = parseArgs({
     out: { type: 'string' },
     results: { type: 'string', default: join('runs', 'flp-recipes', 'results.jsonl') },
     list: { type: 'boolean', default: false },
+    // Extra learner overrides (JSON) on top of the recipe, for exploring; recorded in the results line.
+    learner: { type: 'string' },
   },
 });
 if (values.list) {
@@ -95,8 +90,10 @@ if (!RECIPES[recipe]) throw new Error(`unknown recipe '${recipe}' (known: ${Obje
 if (!['demo', 'full'].includes(values.protocol)) throw new Error(`--protocol is demo or full`);
 const steps = Number(values.steps);
 const seed = Number(values.seed);
+const extra = values.learner ? JSON.parse(values.learner) : undefined;
 const config = recipeConfig(recipe, values.protocol, seed);
-const out = values.out ?? join('runs', 'flp-recipes', `${recipe}-${values.protocol}-s${seed}`);
+if (extra) config.learner = mergeConfig(config.learner, extra);
+const out = values.out ?? join('runs', 'flp-recipes', `${recipe}-${values.protocol}-s${seed}${extra ? '-' + createHash('sha1').update(values.learner).digest('hex').slice(0, 8) : ''}`);
 if (!process.env.OMP_NUM_THREADS) setThreads(1);
 
 const t = await trainRun({ config, out, steps, resume: false, checkpointEvery: 250, progress: 'lines' });
@@ -117,6 +114,7 @@ const row = {
   exploded: t.exploded,
   trainSeconds: Math.round(t.seconds),
   config: RECIPES[recipe],
+  ...(extra ? { extra } : {}),
 };
 mkdirSync(dirname(values.results), { recursive: true });
 appendFileSync(values.results, JSON.stringify(row) + '\n');
