@@ -183,3 +183,29 @@ fn adam_is_recreated_every_n_steps() {
     reset.train_step().unwrap();
     assert_ne!(params(&plain), params(&reset));
 }
+
+/// meta.warmup: the k-th applied step uses k/N of every learning rate, so the first step's change is a
+/// quarter of the unwarmed one with N = 4 (same gradient, same Adam state), and step N onwards is unscaled.
+#[test]
+fn warmup_scales_the_first_steps() {
+    let change = |warmup: u64| {
+        let mut cfg = tiny_sine(r#"{"type":"oja"}"#);
+        cfg.learner.meta.warmup = warmup;
+        let mut exp = Experiment::new(cfg).unwrap();
+        let before = params(&exp);
+        exp.train_step().unwrap();
+        let after = params(&exp);
+        before.iter().zip(&after).flat_map(|((_, a), (_, b))| a.iter().zip(b).map(|(x, y)| (y - x) as f64).collect::<Vec<_>>()).collect::<Vec<f64>>()
+    };
+    let (plain, warm) = (change(0), change(4));
+    let mut compared = 0;
+    for (p, w) in plain.iter().zip(&warm) {
+        if p.abs() > 1e-6 {
+            assert!((w / p - 0.25).abs() < 1e-2, "warmed change {w} vs {p}");
+            compared += 1;
+        }
+    }
+    assert!(compared > 10);
+    let (a, b) = (change(0), change(1));
+    assert_eq!(a, b, "a warm-up of 1 step is no warm-up");
+}
