@@ -37,6 +37,8 @@ export interface FeedbackConfig {
   detachSignal?: boolean;
   /** Classification: clamp the output's post-synaptic activity to onehot(y) (default true). */
   clampOutput?: boolean;
+  /** The output layer's feedback weights start at the identity (default false: Kaiming normal like the others). */
+  outputIdentity?: boolean;
 }
 
 export interface PlasticityConfig {
@@ -45,6 +47,17 @@ export interface PlasticityConfig {
   init?: number;
   /** Multiplier on hidden-layer updates (Omniglot setting: 100). */
   hiddenMultiplier?: number;
+  /** Stored θ → rate P: 'linear' P = θ (reference, default) or 'log' P = exp(θ), θ starting at ln(init) (init > 0). */
+  parameterization?: 'linear' | 'log';
+  /** A meta-learned log-scale σ_l per plastic layer: P = exp(σ_l)·g(θ), σ_l starting at ln(init) and θ where
+   * g(θ) = 1 (with 'linear', signed rates whose common scale moves multiplicatively). Default false. */
+  layerScale?: boolean;
+  /** Update normalisation: 'none' (summed over the minibatch, reference), 'batch' (÷ batch size) or
+   * 'presynaptic' (÷ (1 + Σ_b ‖a_b‖²), normalised-LMS-like, per episode) or 'bounded' (row i ÷ (1 + Σ_b ã_bi²),
+   * stable by construction for 0 < P < 1). */
+  normalize?: 'none' | 'batch' | 'presynaptic' | 'bounded';
+  /** Oja only: plain Hebbian term on the first inner step, Oja after (the reference's `--hebb`). */
+  hebbFirstStep?: boolean;
 }
 
 export type MetaGradient = { type: 'secondOrder' } | { type: 'firstOrder' } | { type: 'truncated'; steps: number };
@@ -69,6 +82,14 @@ export interface MetaConfig {
   nonFinite?: 'skip' | 'error';
   /** With 'skip': fail after this many skipped steps in a row (default 100); nothing changes while every step is skipped. */
   maxConsecutiveSkips?: number;
+  /** A finite meta-loss above this multiple of the median of the last 100 applied steps' meta-losses is an
+   * exploded lifetime: skipped and counted as `exploded` (default 1000; null turns the check off). */
+  explodeFactor?: number | null;
+  /** Re-create Adam (moments and bias correction) before every N-th meta-step, as the reference's
+   * relaunch every 1,000 steps does (default null: never). */
+  resetAdamEvery?: number | null;
+  /** Linear warm-up of every learning rate over the first N applied steps of each Adam (default 0). */
+  warmup?: number;
 }
 
 export interface LearnerConfig {

@@ -31,8 +31,11 @@ export interface StepRecord {
   metaLoss: number | null;
   gradNorm: number;
   skipped: boolean;
+  /** The lifetime exploded: a finite meta-loss above `meta.explodeFactor` × the recent median; the step was skipped. */
+  exploded: boolean;
   clipped: boolean;
   skippedTotal: number;
+  explodedTotal: number;
   seconds: number;
 }
 
@@ -46,6 +49,8 @@ export interface ProgressEvent {
   lr: Record<string, number>;
   /** Non-finite meta-steps skipped so far. */
   skipped: number;
+  /** Exploded lifetimes (finite meta-loss far above the recent median) skipped so far. */
+  exploded: number;
   /** Meta-steps per second over the last chunk. */
   stepsPerSec: number;
 }
@@ -188,6 +193,11 @@ export class Experiment implements Disposable {
     return this.handle.progress()[1];
   }
 
+  /** Meta-steps skipped as exploded lifetimes so far (`learner.meta.explodeFactor`). */
+  get exploded(): number {
+    return this.handle.progress()[2];
+  }
+
   params(): ParamInfo[] {
     return JSON.parse(this.handle.params());
   }
@@ -250,7 +260,7 @@ export class Experiment implements Disposable {
           });
         }
         const last = got[got.length - 1];
-        onProgress?.({ step: last.step, totalSteps: steps, metaLoss: last.metaLoss, gradNorm: last.gradNorm, lr: rates, skipped: last.skippedTotal, stepsPerSec: rate });
+        onProgress?.({ step: last.step, totalSteps: steps, metaLoss: last.metaLoss, gradNorm: last.gradNorm, lr: rates, skipped: last.skippedTotal, exploded: last.explodedTotal, stepsPerSec: rate });
         if (outDir && every > 0 && last.step % every === 0 && last.step < steps) await native.save(outDir);
       }
     } finally {
@@ -300,7 +310,7 @@ export class Experiment implements Disposable {
 }
 
 function metricsRecord(r: StepRecord, lr: Record<string, number>, stepsPerSec: number): MetricsRecord & { gradNorm: number } {
-  return { step: r.step, metaLoss: r.metaLoss, gradNorm: r.gradNorm, lr, skipped: r.skippedTotal, stepsPerSec, time: new Date().toISOString() };
+  return { step: r.step, metaLoss: r.metaLoss, gradNorm: r.gradNorm, lr, skipped: r.skippedTotal, exploded: r.explodedTotal, stepsPerSec, time: new Date().toISOString() };
 }
 
 /** After a resume, drops metrics lines past the checkpoint's step so that steps are not repeated. */

@@ -1,6 +1,7 @@
 // The figures a researcher makes from meta-training metrics and evaluation files, as vega-lite
 // specs (exported, for notebooks) and as SVG + PNG files (rendered headless by plot-render.ts).
 import { configError } from './errors.js';
+import { explodedSteps } from './results.js';
 import type {
   CompareEntry,
   MetricsRecord,
@@ -113,40 +114,86 @@ function thin<T>(items: readonly T[], maxPoints: number): T[] {
   return out;
 }
 
+/** The q-quantile (0..1) of sorted values, linearly interpolated. */
+function quantile(sorted: readonly number[], q: number): number {
+  const pos = (sorted.length - 1) * q;
+  const lo = Math.floor(pos);
+  const hi = Math.min(lo + 1, sorted.length - 1);
+  return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo);
+}
+
+/**
+ * The y-range of a log axis from the bulk of the losses: the 1st to 99th percentile, widened by a
+ * factor of 2 each way (and at least one decade in all), so a handful of huge losses cannot stretch the
+ * axis over many decades. Losses outside it are clipped at the frame.
+ */
+export function bulkLogDomain(losses: readonly number[]): [number, number] | undefined {
+  const logs = losses.filter((l) => l > 0 && Number.isFinite(l)).map(Math.log10).sort((a, b) => a - b);
+  if (logs.length === 0) return undefined;
+  let lo = quantile(logs, 0.01) - Math.log10(2);
+  let hi = quantile(logs, 0.99) + Math.log10(2);
+  if (hi - lo < 1) {
+    const mid = (hi + lo) / 2;
+    [lo, hi] = [mid - 0.5, mid + 0.5];
+  }
+  return [10 ** lo, 10 ** hi];
+}
+
+type LossRow = { learner: string; step: number; loss: number; kind: 'raw' | 'smoothed' | 'skipped' | 'exploded' };
+
+/**
+ * Meta-loss against step on a log axis. Smoothing is an EMA of log-loss (a geometric mean, so one huge
+ * loss cannot drag the line for hundreds of steps) over the applied steps only; steps skipped as non-finite
+ * or as exploded lifetimes are left out of both lines and marked by a triangle at the top of the frame.
+ */
 export function metaLossSpec(series: readonly LossSeries[], options: MetaLossOptions = {}): VegaLiteSpec {
   const names = series.map((s) => s.name);
   checkNames(names, 'series');
   const smoothing = options.smoothing ?? 0;
   const maxPoints = options.maxPoints ?? 2000;
   if (!(Number.isInteger(maxPoints) && maxPoints >= 2)) throw configError('maxPoints', `must be an integer >= 2, got ${maxPoints}`);
-  const rows: { learner: string; step: number; loss: number; kind: 'raw' | 'smoothed' }[] = [];
+  const rows: LossRow[] = [];
+  const marks: { learner: string; step: number; kind: 'skipped' | 'exploded' }[] = [];
   for (const s of series) {
-    // A log axis cannot show non-positive losses; non-finite ones never reach metrics.jsonl.
-    const recs = s.records.filter((r): r is MetricsRecord & { metaLoss: number } => r.metaLoss !== null && r.metaLoss > 0);
-    const smoothed = smoothing > 0 ? smoothEma(recs.map((r) => r.metaLoss), smoothing) : undefined;
+    const exploded = explodedSteps(s.records);
+    for (const [i, r] of s.records.entries()) {
+      if (exploded[i]) marks.push({ learner: s.name, step: r.step, kind: 'exploded' });
+      else if (r.metaLoss === null) marks.push({ learner: s.name, step: r.step, kind: 'skipped' });
+    }
+    // A log axis cannot show non-positive losses; non-finite ones are null in metrics.jsonl.
+    const recs = s.records.filter((r, i): r is MetricsRecord & { metaLoss: number } => !exploded[i] && r.metaLoss !== null && r.metaLoss > 0);
+    const smoothed = smoothing > 0 ? smoothEma(recs.map((r) => Math.log(r.metaLoss)), smoothing).map(Math.exp) : undefined;
     const points = thin(recs.map((r, i) => ({ step: r.step, raw: r.metaLoss, smooth: smoothed?.[i] })), maxPoints);
     for (const p of points) {
       rows.push({ learner: s.name, step: p.step, loss: p.raw, kind: 'raw' });
       if (p.smooth !== undefined) rows.push({ learner: s.name, step: p.step, loss: p.smooth, kind: 'smoothed' });
     }
   }
+  const domain = bulkLogDomain(rows.filter((r) => r.kind === 'raw').map((r) => r.loss));
+  for (const m of thin(marks, maxPoints)) rows.push({ ...m, loss: domain ? domain[1] : 1 });
   const x = { field: 'step', type: 'quantitative' as const, title: 'Meta-training step' };
-  const y = { field: 'loss', type: 'quantitative' as const, title: 'Meta-loss (log scale)', scale: { type: 'log' as const }, axis: LOG_AXIS };
+  const y = { field: 'loss', type: 'quantitative' as const, title: 'Meta-loss (log scale)', scale: { type: 'log' as const, ...(domain ? { domain } : {}) }, axis: LOG_AXIS };
   const color = learnerColor(names, options.learners);
-  const layer =
+  const lines =
     smoothing > 0
       ? [
-          { transform: [{ filter: "datum.kind === 'raw'" }], mark: { type: 'line' as const, opacity: 0.25, strokeWidth: 1 }, encoding: { x, y, color: color } },
-          { transform: [{ filter: "datum.kind === 'smoothed'" }], mark: { type: 'line' as const, strokeWidth: 2 }, encoding: { x, y, color } },
+          { transform: [{ filter: "datum.kind === 'raw'" }], mark: { type: 'line' as const, opacity: 0.25, strokeWidth: 1, clip: true }, encoding: { x, y, color: color } },
+          { transform: [{ filter: "datum.kind === 'smoothed'" }], mark: { type: 'line' as const, strokeWidth: 2, clip: true }, encoding: { x, y, color } },
         ]
-      : [{ mark: { type: 'line' as const, strokeWidth: 1.5 }, encoding: { x, y, color } }];
+      : [{ transform: [{ filter: "datum.kind === 'raw'" }], mark: { type: 'line' as const, strokeWidth: 1.5, clip: true }, encoding: { x, y, color } }];
+  const shape = { field: 'kind', type: 'nominal' as const, title: 'Skipped step', scale: { domain: ['skipped', 'exploded'], range: ['triangle-down', 'diamond'] } };
+  const skippedLayer = marks.length
+    ? [{ transform: [{ filter: "datum.kind === 'skipped' || datum.kind === 'exploded'" }], mark: { type: 'point' as const, filled: true, size: 40, clip: false }, encoding: { x, y, color, shape } }]
+    : [];
+  const what = smoothing > 0 ? `faint: raw; solid: smoothed (EMA ${smoothing} of log-loss)` : 'raw values';
+  const counts = marks.length ? `; ${marks.filter((m) => m.kind === 'skipped').length} non-finite and ${marks.filter((m) => m.kind === 'exploded').length} exploded steps marked at the top` : '';
   return {
     $schema: SCHEMA,
-    title: { text: 'Meta-training loss', subtitle: smoothing > 0 ? `faint: raw; solid: smoothed (EMA ${smoothing})` : 'raw values' },
+    title: { text: 'Meta-training loss', subtitle: `${what}${counts}` },
     data: { values: rows },
     width: 520,
     height: 300,
-    layer,
+    layer: [...lines, ...skippedLayer],
     config: CONFIG,
   };
 }

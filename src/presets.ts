@@ -15,7 +15,11 @@ function convs(channels: number): LayerSpec[] {
   return [2, 1, 2, 1, 2, 2].map((stride) => ({ type: 'conv', channels, kernel: 3, stride, padding: 0 }));
 }
 
-const flpSineLearner: LearnerConfig = {
+/**
+ * FLP on sine as the reference code configures it (PAPER.md 2, 4): Oja's rule summed over the minibatch,
+ * ReLU feedback blended at s = 0.5, rates starting at 0 and moving by at most 1e-8 per step.
+ */
+const flpSineReferenceLearner: LearnerConfig = {
   inputShape: [11],
   layers: SINE_LAYERS,
   rln: 0,
@@ -31,16 +35,31 @@ const flpSineLearner: LearnerConfig = {
   seed: 0,
 };
 
+/**
+ * The recipe that trains (README "Training FLP"): linear feedback at strength 1 with the output's feedback
+ * starting at the identity (ã = B e; the output's update starts as a normalised-LMS step), the update
+ * divided by the minibatch's presynaptic energy, log-space rates starting at 1 (hidden layers × 1e-3), the
+ * plain Hebbian rule (Oja's decay Σ_b ã² W, with ã carrying the error, erases what was learned), and meta
+ * learning rates sized for it.
+ */
+const flpSineLearner: LearnerConfig = {
+  ...flpSineReferenceLearner,
+  rule: { type: 'hebb' },
+  feedback: { type: 'learned', signal: 'error', layers: 1, activation: 'linear', strength: { init: 1, learned: true }, detachSignal: false, outputIdentity: true },
+  plasticity: { granularity: 'synapse', init: 1, hiddenMultiplier: 1e-3, parameterization: 'log', normalize: 'presynaptic' },
+  meta: { gradient: { type: 'secondOrder' }, lr: { forward: 1e-3, feedback: 1e-3, plasticity: 1e-2, strength: 1e-3 }, clipNorm: 1, nonFinite: 'skip' },
+};
+
 const sineTask = { type: 'sine' as const, sine: { poolSize: 400, functions: 10, slots: 10, batchesPerFunction: 40, batchSize: 32, queryPerFunction: 32 }, order: 'continual' as const };
 
 const omlSineLearner: LearnerConfig = {
-  ...flpSineLearner,
+  ...flpSineReferenceLearner,
   rln: 6,
   rule: { type: 'sgd', lr: 0.003, stepSizes: 'fixed', biases: true },
   meta: { gradient: { type: 'secondOrder' }, lr: { forward: 1e-4, feedback: 0, plasticity: 0, strength: 0 }, nonFinite: 'skip' },
 };
 
-const flpOmniglotLearner: LearnerConfig = {
+const flpOmniglotReferenceLearner: LearnerConfig = {
   inputShape: [1, 84, 84],
   layers: [...convs(128), linear(128), linear(1000)],
   rln: 6,
@@ -56,8 +75,19 @@ const flpOmniglotLearner: LearnerConfig = {
   seed: 0,
 };
 
+/**
+ * FLP on Omniglot with the sine recipe's rates: presynaptically normalised updates, log-space rates starting
+ * at 1 with the hidden layer 1000× slower. Oja's rule stays: with the output clamped to the one-hot target
+ * its decay only touches the current class's row (a running prototype), unlike the regression error signal.
+ */
+const flpOmniglotLearner: LearnerConfig = {
+  ...flpOmniglotReferenceLearner,
+  plasticity: { granularity: 'synapse', init: 1, hiddenMultiplier: 1e-3, parameterization: 'log', normalize: 'presynaptic' },
+  meta: { gradient: { type: 'secondOrder' }, lr: { forward: 1e-4, feedback: 1e-4, plasticity: 1e-2, strength: 0 }, clipNorm: 1, nonFinite: 'skip' },
+};
+
 const omlOmniglotLearner: LearnerConfig = {
-  ...flpOmniglotLearner,
+  ...flpOmniglotReferenceLearner,
   layers: [...convs(256), linear(1024), linear(1000)],
   rule: { type: 'sgd', lr: 0.03, stepSizes: 'fixed', biases: true },
   feedback: undefined,
@@ -76,33 +106,61 @@ function ablation(name: string, learner: DeepPartial<LearnerConfig>): Experiment
   return sine(name, mergeConfig(flpSineLearner, learner));
 }
 
+/**
+ * The reference code's recipe on top of a configuration: Adam re-created every 1,000 steps (its run script
+ * relaunches), no exploded-lifetime check, and for sine the i.i.d. meta-training order of its example.
+ */
+function reference(config: ExperimentConfig, learner: DeepPartial<LearnerConfig> = {}): ExperimentConfig {
+  const out = mergeConfig(config, { name: `${config.name}-reference`, learner: mergeConfig({ meta: { resetAdamEvery: 1000, explodeFactor: null } }, learner) });
+  if (out.task.type === 'sine') out.task.order = 'iid';
+  return out;
+}
+
+function omniglot(name: string, learner: LearnerConfig, episode: Record<string, unknown>): ExperimentConfig {
+  return { name, learner, task: { type: 'omniglot', data: omniglotData, episode: { ways: 5, shots: 5, order: 'continual', batchSize: 1, queryShots: 5, ...episode } }, metaBatch: 1, seed: 0 } as ExperimentConfig;
+}
+
+const FLP_OMNIGLOT_EPISODE = { labels: 'permuted', labelSpace: 1000 };
+const OML_OMNIGLOT_EPISODE = { remember: 15, labels: 'classId' };
+
 const PRESETS: Record<string, { description: string; config: ExperimentConfig }> = {
-  'flp-sine': { description: 'FLP on incremental sine regression: Oja rule, learned feedback, all 9 layers plastic', config: sine('flp-sine', flpSineLearner) },
+  'flp-sine': {
+    description: 'FLP on incremental sine regression, the recipe that trains: linear feedback, presynaptically normalised Hebbian updates, log-space rates, all 9 layers plastic',
+    config: sine('flp-sine', flpSineLearner),
+  },
   'oml-sine': { description: 'OML on incremental sine regression: SGD inner loop on the last 3 layers (rln 6)', config: sine('oml-sine', omlSineLearner) },
   'flp-omniglot': {
-    description: 'FLP on Omniglot (84×84): 6 frozen convs (128 ch), plastic 1152→128→1000, s = 1, hidden ×100',
-    config: {
-      name: 'flp-omniglot',
-      learner: flpOmniglotLearner,
-      task: { type: 'omniglot', data: omniglotData, episode: { ways: 5, shots: 5, order: 'continual', batchSize: 1, queryShots: 5, labels: 'permuted', labelSpace: 1000 } },
-      metaBatch: 1,
-      seed: 0,
-    },
+    description: 'FLP on Omniglot (84×84): 6 frozen convs (128 ch), plastic 1152→128→1000, s = 1, hidden ×100, log-space rates, normalised updates',
+    config: omniglot('flp-omniglot', flpOmniglotLearner, FLP_OMNIGLOT_EPISODE),
   },
   'oml-omniglot': {
     description: 'OML on Omniglot (84×84): 6 frozen convs (256 ch), SGD on 2304→1024→1000, output rows reset, remember set',
-    config: {
-      name: 'oml-omniglot',
-      learner: omlOmniglotLearner,
-      task: { type: 'omniglot', data: omniglotData, episode: { ways: 5, shots: 5, order: 'continual', batchSize: 1, queryShots: 5, remember: 15, labels: 'classId' } },
-      metaBatch: 1,
-      seed: 0,
-    },
+    config: omniglot('oml-omniglot', omlOmniglotLearner, OML_OMNIGLOT_EPISODE),
+  },
+  'flp-sine-reference': {
+    description: "The reference code's FLP sine recipe: Oja, ReLU feedback at s = 0.5, rates from 0 at meta lr 1e-8, i.i.d. meta-training order, Adam re-created every 1,000 steps",
+    config: reference(sine('flp-sine', flpSineReferenceLearner)),
+  },
+  'flp-sine-hebb-reference': {
+    description: "flp-sine-reference with the reference's --hebb: Hebb on the first inner step, Oja after",
+    config: { ...reference(sine('flp-sine', flpSineReferenceLearner), { plasticity: { hebbFirstStep: true } }), name: 'flp-sine-hebb-reference' },
+  },
+  'oml-sine-reference': {
+    description: "The FLP authors' OML sine baseline: first-order meta-gradient, i.i.d. meta-training order, Adam re-created every 1,000 steps",
+    config: reference(sine('oml-sine', omlSineLearner), { meta: { gradient: { type: 'firstOrder' } } }),
+  },
+  'flp-omniglot-reference': {
+    description: "The reference code's FLP Omniglot recipe: rates from 0 at meta lr 1e-5, summed Oja updates, Adam re-created every 1,000 steps",
+    config: reference(omniglot('flp-omniglot', flpOmniglotReferenceLearner, FLP_OMNIGLOT_EPISODE)),
+  },
+  'oml-omniglot-reference': {
+    description: "The FLP authors' OML Omniglot baseline: first-order meta-gradient, Adam re-created every 1,000 steps",
+    config: reference(omniglot('oml-omniglot', omlOmniglotLearner, OML_OMNIGLOT_EPISODE), { meta: { gradient: { type: 'firstOrder' } } }),
   },
   'flp-sine-random-feedback': { description: 'Ablation: fixed random feedback (feedback-alignment-like)', config: ablation('flp-sine-random-feedback', { feedback: { type: 'random' } }) },
-  'flp-sine-no-feedback': { description: 'Ablation: no feedback to hidden layers (unsupervised Oja), feedback only to the output', config: ablation('flp-sine-no-feedback', { feedback: { type: 'none' } }) },
+  'flp-sine-no-feedback': { description: 'Ablation: no feedback to hidden layers (unsupervised plasticity), feedback only to the output', config: ablation('flp-sine-no-feedback', { feedback: { type: 'none' } }) },
   'flp-sine-derivative': { description: 'Control: post-synaptic activity is the true negative gradient signal', config: ablation('flp-sine-derivative', { feedback: { type: 'derivative' } }) },
-  'flp-sine-hebb': { description: 'Ablation: plain Hebbian rule instead of Oja', config: ablation('flp-sine-hebb', { rule: { type: 'hebb' } }) },
+  'flp-sine-oja': { description: "Ablation: Oja's rule (with its decay) instead of Hebb", config: ablation('flp-sine-oja', { rule: { type: 'oja' } }) },
   'flp-sine-target-signal': { description: 'Ablation: feedback carries the target y instead of the error', config: ablation('flp-sine-target-signal', { feedback: { signal: 'target' } }) },
   'flp-sine-output-only': { description: 'Ablation: plasticity only in the output layer (rln 8)', config: ablation('flp-sine-output-only', { rln: 8 }) },
   'flp-sine-reinit': { description: 'Ablation: plastic weights re-initialised each episode instead of meta-learned', config: ablation('flp-sine-reinit', { plasticInit: 'reinit' }) },

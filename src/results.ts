@@ -76,9 +76,21 @@ export function finalMetaLossLabel(steps: number, mixed = false): string {
   return `final meta-loss (mean of ${mixed ? `${what}, or all in a shorter run` : what})`;
 }
 
-/** Mean meta-loss of the steps that were not skipped, or null when there are none. */
+/** Whether each record's step was skipped as an exploded lifetime (its cumulative `exploded` count rose). */
+export function explodedSteps(records: readonly MetricsRecord[]): boolean[] {
+  let before = 0;
+  return records.map((r) => {
+    const now = r.exploded ?? 0;
+    const rose = now > before;
+    before = now;
+    return rose;
+  });
+}
+
+/** Mean meta-loss of the steps that were applied (neither skipped nor exploded), or null when there are none. */
 export function meanMetaLoss(records: readonly MetricsRecord[]): number | null {
-  const losses = records.map((r) => r.metaLoss).filter((l): l is number => l !== null);
+  const exploded = explodedSteps(records);
+  const losses = records.filter((_, i) => !exploded[i]).map((r) => r.metaLoss).filter((l): l is number => l !== null);
   return losses.length === 0 ? null : losses.reduce((a, b) => a + b, 0) / losses.length;
 }
 
@@ -88,7 +100,11 @@ export interface MetricsRecord {
   /** null for a meta-step skipped because its loss or gradient was not finite. */
   metaLoss: number | null;
   lr: Record<string, number>;
+  /** Non-finite meta-steps skipped so far. */
   skipped: number;
+  /** Exploded lifetimes skipped so far (absent in metrics written before the check existed). The step whose
+   * count rises is the exploded one; its metaLoss is the finite value that tripped the check. */
+  exploded?: number;
   stepsPerSec: number;
   time?: string;
 }
@@ -166,6 +182,7 @@ export const metricsRecordSchema = z.object({
   metaLoss: finite.nullable(),
   lr: z.record(z.string(), finite),
   skipped: count,
+  exploded: count.optional(),
   stepsPerSec: finite.nonnegative(),
   time: z.string().optional(),
 });

@@ -204,7 +204,8 @@ test.serial('the demo pipeline trains, evaluates and compares both learners (tin
 
 test('demo configurations are the sine presets, reduced', (t) => {
   const small = demoConfigs();
-  t.is(small.flp.learner.rule.type, 'oja');
+  t.is(small.flp.learner.rule.type, preset('flp-sine').learner.rule.type);
+  t.deepEqual(small.flp.learner.plasticity, preset('flp-sine').learner.plasticity);
   t.is(small.oml.learner.rule.type, 'sgd');
   t.true(small.flp.learner.layers.length < preset('flp-sine').learner.layers.length);
   t.true((small.flp.learner.plasticity?.init ?? 0) > 0);

@@ -14,7 +14,9 @@ const tinySine = (rule: ExperimentConfig['learner']['rule'] = { type: 'oja' }): 
       layers: [{ type: 'linear', units: 12 }, { type: 'linear', units: 12 }, { type: 'linear', units: 1 }],
       rule,
       rln: 0,
-      plasticity: { init: 1e-4 },
+      // The reference's rate semantics (summed Oja updates, linear rates), so that rates read back as set.
+      plasticity: { init: 1e-4, parameterization: 'linear', normalize: 'none', hiddenMultiplier: 1 },
+      feedback: { activation: 'relu', strength: { init: 0.5 }, outputIdentity: false },
       meta: { lr: { forward: 1e-3, plasticity: 1e-4 } },
       seed: 2,
     },
@@ -25,7 +27,7 @@ const tmp = (name: string) => mkdtempSync(join(tmpdir(), `metaplastic-${name}-`)
 
 test('every preset builds, and presets can be overridden field by field', (t) => {
   const names = presetNames();
-  for (const required of ['flp-sine', 'oml-sine', 'flp-omniglot', 'oml-omniglot', 'flp-sine-random-feedback', 'flp-sine-no-feedback', 'flp-sine-derivative', 'flp-sine-hebb', 'flp-sine-output-only']) {
+  for (const required of ['flp-sine', 'oml-sine', 'flp-omniglot', 'oml-omniglot', 'flp-sine-random-feedback', 'flp-sine-no-feedback', 'flp-sine-derivative', 'flp-sine-oja', 'flp-sine-output-only', 'flp-sine-reference', 'flp-sine-hebb-reference', 'oml-sine-reference', 'flp-omniglot-reference', 'oml-omniglot-reference']) {
     t.true(names.includes(required), required);
   }
   t.is(listPresets().length, names.length);
@@ -44,9 +46,29 @@ test('every preset builds, and presets can be overridden field by field', (t) =>
   // Overrides are deep and do not touch the preset itself.
   const cfg = preset('flp-sine', { learner: { plasticity: { granularity: 'neuron' } } });
   t.is(cfg.learner.plasticity?.granularity, 'neuron');
-  t.is(cfg.learner.plasticity?.init, 0);
+  t.is(cfg.learner.plasticity?.init, 1);
   t.is(preset('flp-sine').learner.plasticity?.granularity, 'synapse');
   t.throws(() => preset('no-such'), { instanceOf: MetaplasticError, message: /unknown preset 'no-such'/ });
+});
+
+test("reference presets reproduce the reference code's recipe", (t) => {
+  const flp = preset('flp-sine-reference');
+  t.is(flp.task.type === 'sine' && flp.task.order, 'iid');
+  t.is(flp.learner.rule.type, 'oja');
+  t.like(flp.learner.meta, { resetAdamEvery: 1000, explodeFactor: null, lr: { plasticity: 1e-8 } });
+  t.is(flp.learner.plasticity?.init, 0);
+  t.true(preset('flp-sine-hebb-reference').learner.plasticity?.hebbFirstStep);
+  const oml = preset('oml-sine-reference');
+  t.deepEqual(oml.learner.meta?.gradient, { type: 'firstOrder' });
+  t.is(oml.task.type === 'sine' && oml.task.order, 'iid');
+  t.deepEqual(preset('oml-omniglot-reference').learner.meta?.gradient, { type: 'firstOrder' });
+  t.is(preset('flp-omniglot-reference').learner.meta?.resetAdamEvery, 1000);
+  // The working presets keep the defaults: no Adam resets, exploded lifetimes skipped, continual order.
+  for (const name of ['flp-sine', 'oml-sine', 'flp-omniglot', 'oml-omniglot']) {
+    t.is(preset(name).learner.meta?.resetAdamEvery, undefined, name);
+    t.is(preset(name).learner.meta?.explodeFactor, undefined, name);
+  }
+  t.is(preset('flp-sine').task.type === 'sine' && (preset('flp-sine').task as { order?: string }).order, 'continual');
 });
 
 test('invalid configurations are rejected naming the field', async (t) => {

@@ -14,6 +14,7 @@ import {
   plotSineCurve,
   renderFigure,
   smoothEma,
+  bulkLogDomain,
   type Figure,
 } from '../src/plots.js';
 import type { OmniglotEvalResult, SineEvalResult } from '../src/results.js';
@@ -67,6 +68,30 @@ test('meta-loss: log axis, smoothing adds a smoothed line, long series are thinn
   t.is(rows.filter((r) => r.kind === 'smoothed').length, 100);
   const withZero = [{ ...metricsSeries(1, 1)[0], metaLoss: 0 }, ...metricsSeries(1, 3)];
   t.is(values(metaLossSpec([{ name: 'A', records: withZero }])).length, 3, 'non-positive losses are left off a log axis');
+});
+
+test('meta-loss: skipped and exploded steps are marked, left out of the smoothing, and the y-range comes from the bulk', (t) => {
+  const base = metricsSeries(1, 200).map((r) => ({ ...r, metaLoss: 2, skipped: 0, exploded: 0 }));
+  // Step 101 exploded (finite 1e19, count rises), step 151 non-finite (null); counts are cumulative.
+  const records = base.map((r, i) => ({ ...r, metaLoss: i === 100 ? 1e19 : i === 150 ? null : r.metaLoss, exploded: i >= 100 ? 1 : 0, skipped: i >= 150 ? 1 : 0 }));
+  const spec = metaLossSpec([{ name: 'FLP', records }], { smoothing: 0.9 }) as unknown as {
+    data: { values: { kind: string; loss: number; step: number }[] };
+    layer: { encoding: { y: { scale: { domain: [number, number] } } } }[];
+  };
+  const rows = spec.data.values;
+  t.deepEqual(rows.filter((r) => r.kind === 'exploded').map((r) => r.step), [records[100].step]);
+  t.deepEqual(rows.filter((r) => r.kind === 'skipped').map((r) => r.step), [records[150].step]);
+  t.false(rows.some((r) => r.kind === 'raw' && r.loss > 1e3), 'the exploded loss is not drawn as a raw point');
+  t.true(rows.filter((r) => r.kind === 'smoothed').every((r) => Math.abs(r.loss - 2) < 1e-9), 'the smoothed line is untouched');
+  const [lo, hi] = spec.layer[0].encoding.y.scale.domain;
+  t.true(lo < 2 && hi > 2 && hi / lo < 20, `domain ${lo}..${hi}`);
+});
+
+test('bulkLogDomain ignores a few outliers', (t) => {
+  const losses = [...Array.from({ length: 500 }, (_, i) => 1 + i / 500), 1e20, 1e15];
+  const [lo, hi] = bulkLogDomain(losses)!;
+  t.true(lo < 1 && hi > 2 && hi < 10, `${lo}..${hi}`);
+  t.is(bulkLogDomain([]), undefined);
 });
 
 test('smoothEma is bias-corrected and validates its weight', (t) => {

@@ -10,6 +10,8 @@ import {
   stableStringify,
   writeEvalFile,
   type EvalFile,
+  explodedSteps,
+  meanMetaLoss,
 } from '../src/results.js';
 import { metricsSeries, omniglotEval, sineEval } from './fixtures/eval-results.js';
 
@@ -100,4 +102,12 @@ test('stableStringify sorts keys at every level and prints numbers one way', (t)
   // matches JSON.parse semantics
   const file = sineEval('flp');
   t.deepEqual(JSON.parse(stableStringify(file)), file);
+});
+
+test('exploded steps: found where the cumulative count rises, left out of the mean meta-loss', (t) => {
+  const recs = metricsSeries(1, 4).map((r, i) => ({ ...r, metaLoss: [1, 1e12, 3, null][i], exploded: i >= 1 ? 1 : 0, skipped: i >= 3 ? 1 : 0 }));
+  t.deepEqual(explodedSteps(recs), [false, true, false, false]);
+  t.is(meanMetaLoss(recs), 2);
+  // Metrics written before the check existed have no count: nothing exploded.
+  t.deepEqual(explodedSteps(metricsSeries(1, 2)), [false, false]);
 });

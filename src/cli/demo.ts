@@ -43,8 +43,8 @@ const SHAPES: Record<DemoScale, Shape> = {
 
 /**
  * The demo's reduced FLP and OML configurations, built from the flp-sine / oml-sine presets. Fewer inner
- * steps and a smaller network call for larger meta learning rates than the paper's; FLP's plasticity
- * starts small and positive and moves slowly, because Oja's rule diverges once P·Σ_batch ã² grows large.
+ * steps and a smaller network call for larger forward meta learning rates than the paper's (both learners
+ * use 3e-3); FLP keeps the preset's recipe (README "Training FLP").
  */
 export function demoConfigs(options: { scale?: DemoScale; seed?: number } = {}): DemoConfigs {
   const shape = SHAPES[options.scale ?? 'small'];
@@ -58,11 +58,7 @@ export function demoConfigs(options: { scale?: DemoScale; seed?: number } = {}):
     return config;
   };
   return {
-    flp: build('flp-sine-demo', 'flp-sine', {
-      rln: 0,
-      plasticity: { init: 1e-6 },
-      meta: { lr: { forward: 1e-3, feedback: 1e-3, plasticity: 3e-6, strength: 1e-3 }, clipNorm: 1 },
-    }),
+    flp: build('flp-sine-demo', 'flp-sine', { rln: 0, meta: { lr: { forward: 3e-3 } } }),
     // The plastic tail is the last two layers, as OML's last three of nine.
     oml: build('oml-sine-demo', 'oml-sine', { rln: layers.length - 2, meta: { lr: { forward: 3e-3 } } }),
   };

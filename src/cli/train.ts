@@ -65,6 +65,8 @@ export interface TrainResult {
   finalMetaLoss: number | null;
   metaLossSteps: number;
   skipped: number;
+  /** Meta-steps skipped as exploded lifetimes. */
+  exploded: number;
   seconds: number;
   plots: string[];
 }
@@ -163,7 +165,7 @@ async function lockedTrainRun(req: TrainRequest, log: (line: string) => void, ru
       runLock,
       signal: controller.signal,
       checkpointEvery: req.checkpointEvery ?? DEFAULT_CHECKPOINT_EVERY,
-      onProgress: (e) => progress.update(e.step, { 'meta-loss': e.metaLoss ?? 'nan', skipped: e.skipped }),
+      onProgress: (e) => progress.update(e.step, { 'meta-loss': e.metaLoss ?? 'nan', skipped: e.skipped, exploded: e.exploded }),
     });
   } catch (e) {
     progress.stop();
@@ -192,6 +194,7 @@ async function lockedTrainRun(req: TrainRequest, log: (line: string) => void, ru
     finalMetaLoss: finalMetaLoss(records),
     metaLossSteps: metaLossWindow(records),
     skipped: exp.skipped,
+    exploded: exp.exploded,
     seconds,
     plots,
   };
@@ -209,6 +212,7 @@ export function trainSummary(r: TrainResult): string {
     `  meta-loss (mean of ${r.metaLossSteps === 1 ? 'one step' : `${r.metaLossSteps} steps`})  first: ${fmt(r.initialMetaLoss)}   final: ${fmt(r.finalMetaLoss)}`,
   ];
   if (r.skipped > 0) lines.push(`  skipped non-finite meta-steps: ${r.skipped}`);
+  if (r.exploded > 0) lines.push(`  skipped exploded lifetimes: ${r.exploded}`);
   if (r.plots.length > 0) lines.push(`  plot: ${r.plots.join(', ')}`);
   return lines.join('\n');
 }
@@ -247,7 +251,7 @@ export function registerTrain(program: Command): void {
       const out = opts.out ?? defaultRunDir(config!);
       const r = await trainRun({ config: config ?? undefined, out, steps: opts.steps, resume: opts.resume, checkpointEvery: opts.checkpointEvery, threads: opts.threads });
       if (opts.json) {
-        const json = { name: r.name, out: r.out, steps: r.steps, startStep: r.startStep, finalMetaLoss: r.finalMetaLoss, initialMetaLoss: r.initialMetaLoss, metaLossSteps: r.metaLossSteps, skipped: r.skipped, seconds: r.seconds, plots: r.plots, threads: runtimeInfo().threads };
+        const json = { name: r.name, out: r.out, steps: r.steps, startStep: r.startStep, finalMetaLoss: r.finalMetaLoss, initialMetaLoss: r.initialMetaLoss, metaLossSteps: r.metaLossSteps, skipped: r.skipped, exploded: r.exploded, seconds: r.seconds, plots: r.plots, threads: runtimeInfo().threads };
         process.stdout.write(JSON.stringify(json) + '\n');
       } else {
         process.stdout.write(trainSummary(r) + '\n');

@@ -25,6 +25,11 @@ pub struct Manifest {
     pub skipped: u64,
     #[serde(default)]
     pub consecutive_skips: u32,
+    #[serde(default)]
+    pub exploded: u64,
+    /// Recent applied meta-losses (the exploded-lifetime check's window).
+    #[serde(default)]
+    pub recent_losses: Vec<f64>,
     pub adam_steps: i64,
     pub task_rng: Rng,
     pub learner_rng: Rng,
@@ -64,6 +69,8 @@ pub fn save(exp: &Experiment, dir: &Path) -> Result<()> {
         step: exp.step,
         skipped: exp.skipped,
         consecutive_skips: exp.consecutive_skips,
+        exploded: exp.exploded,
+        recent_losses: exp.recent_losses.iter().copied().collect(),
         adam_steps: exp.adam.steps,
         task_rng: exp.rng.clone(),
         learner_rng: exp.learner.rng.clone(),
@@ -140,6 +147,8 @@ pub fn load(dir: &Path) -> Result<Experiment> {
     exp.step = manifest.step;
     exp.skipped = manifest.skipped;
     exp.consecutive_skips = manifest.consecutive_skips;
+    exp.exploded = manifest.exploded;
+    exp.recent_losses = manifest.recent_losses.into_iter().collect();
     exp.adam.steps = manifest.adam_steps;
     exp.rng = manifest.task_rng;
     exp.learner.rng = manifest.learner_rng;

@@ -141,6 +141,11 @@ pub struct FeedbackConfig {
     /// Classification: the output layer's post-synaptic activity is clamped to onehot(y).
     #[serde(default = "yes")]
     pub clamp_output: bool,
+    /// The output layer's feedback weights start at the identity (and biases at 0) instead of Kaiming normal,
+    /// so that with linear feedback and strength 1 the output's teaching activity starts as the error itself
+    /// (its Oja update then starts as a normalised-LMS step instead of a random-signed one).
+    #[serde(default)]
+    pub output_identity: bool,
 }
 
 fn one_usize() -> usize {
@@ -157,6 +162,7 @@ impl Default for FeedbackConfig {
             strength: StrengthConfig::default(),
             detach_signal: false,
             clamp_output: true,
+            output_identity: false,
         }
     }
 }
@@ -182,6 +188,51 @@ pub struct PlasticityConfig {
     /// Multiplier on hidden-layer updates (100 in the Omniglot setting); the output layer is not scaled.
     #[serde(default = "one_f64")]
     pub hidden_multiplier: f64,
+    /// How the stored parameter θ maps to the rate P (see `RateParameterization`).
+    #[serde(default)]
+    pub parameterization: RateParameterization,
+    /// A meta-learned log-scale σ_l per plastic layer: P = exp(σ_l) · g(θ). It lets a whole layer's rates grow
+    /// or shrink together, multiplicatively; it is in the plasticity learning-rate group. It then carries the
+    /// initial rate, σ_l = ln(init), and θ starts where g(θ) = 1 (θ = 1 linear, 0 log): with 'linear', rates
+    /// keep their sign freedom (θ may cross 0) while their common scale moves multiplicatively.
+    #[serde(default)]
+    pub layer_scale: bool,
+    /// How the Oja/Hebb update is normalised (see `UpdateNormalization`).
+    #[serde(default)]
+    pub normalize: UpdateNormalization,
+    /// Oja only: the first inner step of every lifetime uses the plain Hebbian term (no decay), every later
+    /// step Oja's rule, as the reference code's `--hebb` flag does.
+    #[serde(default)]
+    pub hebb_first_step: bool,
+}
+
+/// The map from the stored plasticity parameter θ to the rate P.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum RateParameterization {
+    /// P = θ (the reference; θ starts at `init` and Adam moves it additively).
+    #[default]
+    Linear,
+    /// P = exp(θ), θ starts at ln(init): rates stay positive and Adam changes them multiplicatively.
+    Log,
+}
+
+/// Normalisation of the local update term T = ãᵀa − diag(q) W (Oja) or ãᵀa (Hebb), q_i = Σ_b ã_bi².
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum UpdateNormalization {
+    /// T as is: summed over the minibatch (the reference).
+    #[default]
+    None,
+    /// T / B: a mean over the minibatch of B examples instead of a sum.
+    Batch,
+    /// T / (1 + Σ_b ‖a_b‖²), the minibatch's presynaptic energy (per episode), as normalised LMS does: the
+    /// Hebbian part then moves the layer's response to the minibatch by at most about P·|ã|, whatever the
+    /// width and scale of the presynaptic layer, so rates mean the same in every layer and network size.
+    Presynaptic,
+    /// Row i of T divided by 1 + q_i. With Oja and 0 < P < 1 the decay factor 1 − P·q/(1+q) stays in
+    /// (0, 1] and the Hebbian term is bounded by |a|/2 (Cauchy–Schwarz), whatever the activities' scale.
+    Bounded,
 }
 
 fn one_f64() -> f64 {
@@ -190,7 +241,15 @@ fn one_f64() -> f64 {
 
 impl Default for PlasticityConfig {
     fn default() -> Self {
-        Self { granularity: Granularity::Synapse, init: 0.0, hidden_multiplier: 1.0 }
+        Self {
+            granularity: Granularity::Synapse,
+            init: 0.0,
+            hidden_multiplier: 1.0,
+            parameterization: RateParameterization::Linear,
+            layer_scale: false,
+            normalize: UpdateNormalization::None,
+            hebb_first_step: false,
+        }
     }
 }
 
@@ -302,6 +361,27 @@ pub struct MetaConfig {
     /// step is non-finite can never recover (skipped steps change nothing), so going on wastes the run.
     #[serde(default = "max_consecutive_skips")]
     pub max_consecutive_skips: u32,
+    /// A finite meta-loss above this multiple of the median of the last `EXPLODE_WINDOW` applied steps' losses
+    /// is an exploded lifetime: the step is skipped like a non-finite one and counted as `exploded`.
+    /// `null` turns the check off. Default 1000.
+    #[serde(default = "explode_factor")]
+    pub explode_factor: Option<f64>,
+    /// Re-create Adam (zero moments, bias correction restarted) before every N-th meta-step, as the reference
+    /// run script does by relaunching every 1,000 steps. Default: never.
+    #[serde(default)]
+    pub reset_adam_every: Option<u64>,
+    /// Linear warm-up of every group's learning rate over the first N applied meta-steps (0: none).
+    #[serde(default)]
+    pub warmup: u64,
+}
+
+/// How many recent applied steps' meta-losses the exploded-lifetime check takes the median of; it starts
+/// checking once it has `EXPLODE_MIN` of them.
+pub const EXPLODE_WINDOW: usize = 100;
+pub const EXPLODE_MIN: usize = 10;
+
+fn explode_factor() -> Option<f64> {
+    Some(1000.0)
 }
 
 fn max_consecutive_skips() -> u32 {
@@ -327,6 +407,9 @@ impl Default for MetaConfig {
             clip_norm: None,
             non_finite: NonFinitePolicy::Skip,
             max_consecutive_skips: max_consecutive_skips(),
+            explode_factor: explode_factor(),
+            reset_adam_every: None,
+            warmup: 0,
         }
     }
 }
@@ -525,6 +608,12 @@ impl LearnerConfig {
                 if !self.plasticity.hidden_multiplier.is_finite() {
                     return Err(Error::config("plasticity.hiddenMultiplier", "must be finite"));
                 }
+                if (self.plasticity.parameterization == RateParameterization::Log || self.plasticity.layer_scale) && self.plasticity.init <= 0.0 {
+                    return Err(Error::config("plasticity.init", format!("must be > 0 with parameterization 'log' or layerScale (they start from ln(init)), got {}", self.plasticity.init)));
+                }
+                if self.plasticity.hebb_first_step && !matches!(self.rule, RuleConfig::Oja) {
+                    return Err(Error::config("plasticity.hebbFirstStep", "applies to the oja rule only"));
+                }
             }
         }
         let lr = &self.meta.lr;
@@ -542,6 +631,14 @@ impl LearnerConfig {
         }
         if self.meta.checkpoint_every == Some(0) {
             return Err(Error::config("meta.checkpointEvery", "must be >= 1"));
+        }
+        if let Some(f) = self.meta.explode_factor {
+            if !(f.is_finite() && f > 1.0) {
+                return Err(Error::config("meta.explodeFactor", format!("must be a finite number > 1 (or null to turn the check off), got {f}")));
+            }
+        }
+        if self.meta.reset_adam_every == Some(0) {
+            return Err(Error::config("meta.resetAdamEvery", "must be >= 1 (or null for never)"));
         }
         if let MetaGradient::Truncated { steps } = self.meta.gradient {
             if steps < 1 {

@@ -127,7 +127,7 @@ fn sine_order(learner: &mut Learner, task: &SineTask, runs: usize, chunk: usize,
         let inner = learner.inner_loop();
         let mut curves = vec![Vec::with_capacity(f); n];
         for t in 0..cfg.steps() {
-            fast = inner.step(fast, &features.f_select(1, t as i64)?, &batch.support_y.f_select(1, t as i64)?, StepMode::Constant)?;
+            fast = inner.step(fast, &features.f_select(1, t as i64)?, &batch.support_y.f_select(1, t as i64)?, StepMode::Constant, t)?;
             if (t + 1) % bpf == 0 {
                 let mse = to_vec2(&per_function(&fast)?)?;
                 for (r, run) in data.iter().enumerate() {

@@ -1,7 +1,7 @@
 //! An experiment: a learner, a task to meta-train it on, and the meta-optimizer state, stepped one
 //! meta-batch at a time. All randomness comes from seeded streams, so a run is reproducible and a
 //! checkpoint (checkpoint.rs) resumes it exactly.
-use crate::config::LearnerConfig;
+use crate::config::{LearnerConfig, EXPLODE_MIN, EXPLODE_WINDOW};
 use crate::episode::{Episode, EpisodeSampler};
 use crate::learner::{EpisodeBatch, Learner};
 use crate::meta::{Adam, MetaStepReport};
@@ -150,6 +150,8 @@ pub struct StepRecord {
     pub report: MetaStepReport,
     /// Skipped (non-finite) steps so far.
     pub skipped_total: u64,
+    /// Exploded lifetimes (finite meta-loss above the threshold, skipped) so far.
+    pub exploded_total: u64,
     pub seconds: f64,
 }
 
@@ -163,8 +165,12 @@ pub struct Experiment {
     /// Meta-steps taken (skipped ones included).
     pub step: u64,
     pub skipped: u64,
-    /// Skipped steps in a row, up to the last one.
+    /// Steps skipped as exploded lifetimes.
+    pub exploded: u64,
+    /// Skipped steps (non-finite or exploded) in a row, up to the last one.
     pub consecutive_skips: u32,
+    /// Meta-losses of the last applied steps (at most `EXPLODE_WINDOW`), for the exploded-lifetime check.
+    pub recent_losses: std::collections::VecDeque<f64>,
 }
 
 /// Stacks episodes into one batch on the learner's device.
@@ -195,7 +201,7 @@ impl Experiment {
         let task = LoadedTask::load(&cfg.task, cfg.seed)?;
         task.check_learner(&cfg.learner)?;
         let rng = crate::rng::stream(cfg.seed, "meta-train");
-        Ok(Self { cfg, learner, adam: Adam::default(), task, rng, step: 0, skipped: 0, consecutive_skips: 0 })
+        Ok(Self { cfg, learner, adam: Adam::default(), task, rng, step: 0, skipped: 0, exploded: 0, consecutive_skips: 0, recent_losses: Default::default() })
     }
 
     /// One meta-step on a fresh meta-batch of episodes from the task.
@@ -211,15 +217,25 @@ impl Experiment {
         }
         let start = Instant::now();
         let batch = stack(&self.learner, episodes)?;
-        let report = self.adam.step(&mut self.learner, &batch)?;
+        if let Some(n) = self.learner.cfg.meta.reset_adam_every {
+            if self.step > 0 && self.step % n == 0 {
+                self.adam = Adam::default(); // as the reference's relaunch every n steps
+            }
+        }
+        let explode_above = self.explode_threshold();
+        let report = self.adam.step_guarded(&mut self.learner, &batch, explode_above)?;
         self.step += 1;
-        if report.skipped {
-            self.skipped += 1;
+        if report.skipped || report.exploded {
+            if report.exploded {
+                self.exploded += 1;
+            } else {
+                self.skipped += 1;
+            }
             self.consecutive_skips += 1;
             let limit = self.learner.cfg.meta.max_consecutive_skips;
             if self.consecutive_skips >= limit {
                 return Err(Error::Data(format!(
-                    "meta-training diverged: the last {limit} meta-steps (up to step {}) were all non-finite and skipped, so nothing can change; \
+                    "meta-training diverged: the last {limit} meta-steps (up to step {}) were all non-finite or exploded and skipped, so nothing can change; \
                      resume from an earlier checkpoint with smaller plasticity rates or meta learning rates (learner.plasticity.init, learner.meta.lr), \
                      or clipping (learner.meta.clipNorm)",
                     self.step
@@ -227,8 +243,25 @@ impl Experiment {
             }
         } else {
             self.consecutive_skips = 0;
+            if self.recent_losses.len() == EXPLODE_WINDOW {
+                self.recent_losses.pop_front();
+            }
+            self.recent_losses.push_back(report.meta_loss);
         }
-        Ok(StepRecord { step: self.step, report, skipped_total: self.skipped, seconds: start.elapsed().as_secs_f64() })
+        Ok(StepRecord { step: self.step, report, skipped_total: self.skipped, exploded_total: self.exploded, seconds: start.elapsed().as_secs_f64() })
+    }
+
+    /// `meta.explodeFactor` × the median of the recent applied meta-losses (none until `EXPLODE_MIN` of them).
+    pub fn explode_threshold(&self) -> Option<f64> {
+        let factor = self.learner.cfg.meta.explode_factor?;
+        if self.recent_losses.len() < EXPLODE_MIN {
+            return None;
+        }
+        let mut v: Vec<f64> = self.recent_losses.iter().copied().collect();
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let median = if n % 2 == 1 { v[n / 2] } else { 0.5 * (v[n / 2 - 1] + v[n / 2]) };
+        Some(factor * median)
     }
 
     /// Up to `n` meta-steps; stops early when `stop` is set: between steps, or inside one when the same

@@ -95,24 +95,24 @@ pub struct InnerLoop<'a> {
 }
 
 impl InnerLoop<'_> {
-    fn update(&self, acts: &TailActivations, fast: &FastWeights, y: &Tensor, create_graph: bool) -> Result<Update> {
-        let inputs = StepInputs { cfg: self.cfg, acts, w: &fast.w, b: &fast.b, y, create_graph, step_scale: self.step_scale };
+    fn update(&self, acts: &TailActivations, fast: &FastWeights, y: &Tensor, create_graph: bool, t: usize) -> Result<Update> {
+        let inputs = StepInputs { cfg: self.cfg, acts, w: &fast.w, b: &fast.b, y, create_graph, step_scale: self.step_scale, step: t };
         self.rule.update(self.params, &inputs)
     }
 
-    /// One inner step on a minibatch: features [E, B, F] (input of the first plastic layer), y [E, B, ...].
-    pub fn step(&self, fast: FastWeights, features: &Tensor, y: &Tensor, mode: StepMode) -> Result<FastWeights> {
+    /// Inner step t of a lifetime on a minibatch: features [E, B, F] (input of the first plastic layer), y [E, B, ...].
+    pub fn step(&self, fast: FastWeights, features: &Tensor, y: &Tensor, mode: StepMode, t: usize) -> Result<FastWeights> {
         let needs_grad = self.rule.needs_weight_grad();
         match mode {
             StepMode::Full => {
                 let acts = tail(features, &fast.w, &fast.b)?;
-                let u = self.update(&acts, &fast, y, true)?;
+                let u = self.update(&acts, &fast, y, true, t)?;
                 fast.apply(u)
             }
             StepMode::FirstOrder => {
                 let inner = fast.detached(needs_grad)?;
                 let acts = tail(&features.f_detach()?, &inner.w, &inner.b)?;
-                let u = self.update(&acts, &inner, y, false)?;
+                let u = self.update(&acts, &inner, y, false, t)?;
                 fast.apply(u)
             }
             StepMode::Constant => {
@@ -120,12 +120,12 @@ impl InnerLoop<'_> {
                 let u = if needs_grad {
                     tch::with_grad(|| -> Result<Update> {
                         let acts = tail(&features.f_detach()?, &inner.w, &inner.b)?;
-                        self.update(&acts, &inner, y, false)
+                        self.update(&acts, &inner, y, false, t)
                     })?
                 } else {
                     tch::no_grad(|| -> Result<Update> {
                         let acts = tail(features, &inner.w, &inner.b)?;
-                        self.update(&acts, &inner, y, false)
+                        self.update(&acts, &inner, y, false, t)
                     })?
                 };
                 let detach = |v: &[Option<Tensor>]| -> Result<Vec<Option<Tensor>>> {
@@ -150,7 +150,7 @@ impl InnerLoop<'_> {
             }
             let ft = features.f_select(1, t as i64)?;
             let yt = ys.f_select(1, t as i64)?;
-            fast = self.step(fast, &ft, &yt, mode(t))?;
+            fast = self.step(fast, &ft, &yt, mode(t), t)?;
         }
         Ok(fast)
     }

@@ -5,8 +5,9 @@
 //!
 //! Shapes (contiguous, float32 or float64, on the CPU): W, H, G, Q [E, O, I]; the teaching activity ã
 //! [E, B, O] (Oja's decay r = Σ_b ã², computed per row here; absent for Hebb); the rate P is
-//! broadcast from [O, I], [O, 1] or [] and read through its strides; the rate gradient accumulates into
-//! a full [O, I] (summed over episodes) and is reduced to P's shape once at the end.
+//! broadcast from [O, I], [O, 1] or [] and read through its strides; an optional per-row factor c [E, O]
+//! (the update normalisation) scales each row's update; the rate gradient accumulates into a full
+//! [O, I] (summed over episodes) and is reduced to P's shape once at the end.
 use crate::{Error, Result};
 use std::ops::{Add, Mul, Sub};
 use tch::{Device, Kind, Tensor};
@@ -69,6 +70,26 @@ fn check(t: &Tensor, kind: Kind, what: &str) -> Result<()> {
         return Err(Error::Internal(format!("fused kernel: {what} must be a contiguous CPU tensor of {kind:?}, got {:?} {:?}", t.kind(), t.device())));
     }
     Ok(())
+}
+
+/// What the adjoint loop returns besides the updated G.
+pub struct StepAdjoint {
+    /// Q = c P ⊙ G [E, O, I].
+    pub q: Tensor,
+    /// rowsum(Q ⊙ W) [E, O] (Oja).
+    pub rowsum: Option<Tensor>,
+    /// ∂L/∂c of each row's factor [E, O] (when a factor was given).
+    pub scale_grad: Option<Tensor>,
+}
+
+/// The per-row factor c [E, O] as a raw pointer.
+fn row_scale<T>(c: Option<&Tensor>, kind: Kind, e: i64, o: i64) -> Result<Option<Ptr<T>>> {
+    let Some(c) = c else { return Ok(None) };
+    check(c, kind, "row factor")?;
+    if c.size() != [e, o] {
+        return Err(Error::Internal(format!("fused kernel: row factor {:?} is not [{e}, {o}]", c.size())));
+    }
+    Ok(Some(Ptr::of(c)))
 }
 
 /// Oja's decay factor of each row (e, i): r = Σ_b ã[e, b, i]².
@@ -147,33 +168,36 @@ fn parallel_rows(rows: usize, f: impl Fn(usize, usize) + Sync) {
     });
 }
 
-/// W' = W + m P ⊙ (H − r ⊙ W) with r = Σ_b ã² from `post` (Oja), or W + m P ⊙ H without (Hebb).
-pub fn local_step(w: &Tensor, h: &Tensor, p: &Tensor, post: Option<&Tensor>, m: f64) -> Result<Tensor> {
+/// W' = W + m c P ⊙ (H − r ⊙ W) with r = Σ_b ã² from `post` (Oja), or without r (Hebb); c per row
+/// (1 when absent).
+pub fn local_step(w: &Tensor, h: &Tensor, p: &Tensor, post: Option<&Tensor>, m: f64, c: Option<&Tensor>) -> Result<Tensor> {
     match w.kind() {
-        Kind::Float => step_typed::<f32>(w, h, p, post, m),
-        Kind::Double => step_typed::<f64>(w, h, p, post, m),
+        Kind::Float => step_typed::<f32>(w, h, p, post, m, c),
+        Kind::Double => step_typed::<f64>(w, h, p, post, m, c),
         k => Err(Error::Internal(format!("fused kernel: unsupported kind {k:?}"))),
     }
 }
 
-fn step_typed<T: Real>(w: &Tensor, h: &Tensor, p: &Tensor, post: Option<&Tensor>, m: f64) -> Result<Tensor> {
+fn step_typed<T: Real>(w: &Tensor, h: &Tensor, p: &Tensor, post: Option<&Tensor>, m: f64, c: Option<&Tensor>) -> Result<Tensor> {
     let kind = w.kind();
     let [e, o, i] = w.size()[..] else { return Err(Error::Internal("fused kernel: W must be [E, O, I]".into())) };
     for (t, name) in [(w, "W"), (h, "H")] {
         check(t, kind, name)?;
     }
     let decay = Decay::<T>::of(post, kind, e, o)?;
+    let scale = row_scale::<T>(c, kind, e, o)?;
     let out = w.f_empty_like()?;
     let (_keep, pr) = rate::<T>(p, o, i)?;
     let (wp, hp, op) = (Ptr::<T>::of(w), Ptr::<T>::of(h), Ptr::<T>::of(&out));
     let (cols, orows) = (i as usize, o as usize);
-    let m = T::of(m);
+    let m0 = T::of(m);
     parallel_rows((e * o) as usize, |a, b| {
         for row in a..b {
             let (wr, hr, or) = unsafe { (wp.row(row, cols), hp.row(row, cols), op.row(row, cols)) };
             let prow = pr.row(row % orows, cols);
-            // W' = W(1 − m p d) + m p H, with d = 0 for Hebb.
+            // W' = W(1 − m p d) + m p H, with d = 0 for Hebb and m including the row's factor.
             let d = decay.map_or(T::ZERO, |dc| dc.at(row));
+            let m = scale.map_or(m0, |c| m0 * unsafe { *c.0.add(row) });
             match prow {
                 RateRow::Values(p) => {
                     for (((o, &w), &h), &p) in or.iter_mut().zip(wr.iter()).zip(hr.iter()).zip(p.iter()) {
@@ -196,30 +220,31 @@ fn step_typed<T: Real>(w: &Tensor, h: &Tensor, p: &Tensor, post: Option<&Tensor>
 /// direct part of ∂L/∂W; first-order steps leave it). Accumulates m G ⊙ (H − r ⊙ W) into `grad_rate` [O, I]; returns Q = P ⊙ G and, with r,
 /// rowsum(Q ⊙ W) [E, O].
 #[allow(clippy::too_many_arguments)]
-pub fn local_step_adjoint(g: &mut Tensor, update: bool, w: &Tensor, h: &Tensor, p: &Tensor, post: Option<&Tensor>, m: f64, grad_rate: &mut Tensor) -> Result<(Tensor, Option<Tensor>)> {
+pub fn local_step_adjoint(g: &mut Tensor, update: bool, w: &Tensor, h: &Tensor, p: &Tensor, post: Option<&Tensor>, m: f64, c: Option<&Tensor>, grad_rate: &mut Tensor) -> Result<StepAdjoint> {
     match w.kind() {
-        Kind::Float => adjoint_typed::<f32>(g, update, w, h, p, post, m, grad_rate),
-        Kind::Double => adjoint_typed::<f64>(g, update, w, h, p, post, m, grad_rate),
+        Kind::Float => adjoint_typed::<f32>(g, update, w, h, p, post, m, c, grad_rate),
+        Kind::Double => adjoint_typed::<f64>(g, update, w, h, p, post, m, c, grad_rate),
         k => Err(Error::Internal(format!("fused kernel: unsupported kind {k:?}"))),
     }
 }
 
 #[allow(clippy::too_many_arguments)]
-fn adjoint_typed<T: Real>(g: &mut Tensor, update: bool, w: &Tensor, h: &Tensor, p: &Tensor, post: Option<&Tensor>, m: f64, grad_rate: &mut Tensor) -> Result<(Tensor, Option<Tensor>)> {
+fn adjoint_typed<T: Real>(g: &mut Tensor, update: bool, w: &Tensor, h: &Tensor, p: &Tensor, post: Option<&Tensor>, m: f64, c: Option<&Tensor>, grad_rate: &mut Tensor) -> Result<StepAdjoint> {
     let kind = w.kind();
     let [e, o, i] = w.size()[..] else { return Err(Error::Internal("fused kernel: W must be [E, O, I]".into())) };
     for (t, name) in [(&*g, "G"), (w, "W"), (h, "H"), (&*grad_rate, "rate gradient")] {
         check(t, kind, name)?;
     }
     let decay = Decay::<T>::of(post, kind, e, o)?;
+    let scale = row_scale::<T>(c, kind, e, o)?;
     let q = w.f_empty_like()?;
-    let rowsum = match decay {
-        Some(_) => Some(Tensor::f_empty([e, o], (kind, Device::Cpu))?),
-        None => None,
-    };
+    let per_row = |on: bool| -> Result<Option<Tensor>> { Ok(if on { Some(Tensor::f_empty([e, o], (kind, Device::Cpu))?) } else { None }) };
+    let rowsum = per_row(decay.is_some())?;
+    let scale_grad = per_row(scale.is_some())?;
     let (_keep, pr) = rate::<T>(p, o, i)?;
     let (gp, wp, hp, qp, gr) = (Ptr::<T>::of(g), Ptr::<T>::of(w), Ptr::<T>::of(h), Ptr::<T>::of(&q), Ptr::<T>::of(grad_rate));
     let sp = rowsum.as_ref().map(Ptr::<T>::of);
+    let cg = scale_grad.as_ref().map(Ptr::<T>::of);
     let (cols, orows) = (i as usize, o as usize);
     let m = T::of(m);
     // Rows of the rate gradient are shared by the episodes: split over output rows, loop over episodes
@@ -232,16 +257,20 @@ fn adjoint_typed<T: Real>(g: &mut Tensor, update: bool, w: &Tensor, h: &Tensor, 
                 let (gw, wr, hr, qr) = unsafe { (gp.row(row, cols), wp.row(row, cols), hp.row(row, cols), qp.row(row, cols)) };
                 let prow = pr.row(oi, cols);
                 let d = decay.map_or(T::ZERO, |dc| dc.at(row));
+                let cr = scale.map_or(T::of(1.0), |c| unsafe { *c.0.add(row) });
                 let shrink = if update { m * d } else { T::ZERO };
                 // Eight partial sums: a single running sum would serialize the loop (no reassociation).
                 let mut acc = [T::ZERO; 8];
+                let mut cacc = [T::ZERO; 8];
                 let mut lane = 0;
                 let mut body = |gw: &mut T, gr: &mut T, q: &mut T, w: T, h: T, p: T| {
                     let g = *gw;
-                    *gr = *gr + m * g * (h - d * w);
-                    let qj = p * g;
+                    let e = m * g * (h - d * w); // ∂L/∂(row factor · P), per synapse
+                    *gr = *gr + cr * e;
+                    let qj = cr * p * g;
                     *q = qj;
                     acc[lane & 7] = acc[lane & 7] + qj * w;
+                    cacc[lane & 7] = cacc[lane & 7] + p * e;
                     lane += 1;
                     *gw = g - shrink * qj;
                 };
@@ -257,11 +286,15 @@ fn adjoint_typed<T: Real>(g: &mut Tensor, update: bool, w: &Tensor, h: &Tensor, 
                         }
                     }
                 }
+                let total = |a: &[T; 8]| a.iter().fold(T::ZERO, |x, &y| x + y);
                 if let Some(sp) = sp {
-                    unsafe { *sp.0.add(row) = acc.iter().fold(T::ZERO, |a, &b| a + b) };
+                    unsafe { *sp.0.add(row) = total(&acc) };
+                }
+                if let Some(cg) = cg {
+                    unsafe { *cg.0.add(row) = total(&cacc) };
                 }
             }
         }
     });
-    Ok((q, rowsum))
+    Ok(StepAdjoint { q, rowsum, scale_grad })
 }

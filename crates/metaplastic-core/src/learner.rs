@@ -1,6 +1,6 @@
 //! A learner: the network's meta-parameters, its inner rule, and the operations on episodes
 //! (adapt over a stream, predict, query loss). Meta-training lives in meta.rs.
-use crate::config::{FeedbackKind, Granularity, LearnerConfig, OutputReset, PlasticInit, RuleConfig, StepSizes, TaskKind};
+use crate::config::{FeedbackKind, Granularity, LearnerConfig, OutputReset, PlasticInit, RateParameterization, RuleConfig, StepSizes, TaskKind};
 use crate::inner::{FastWeights, InnerLoop, StepMode};
 use crate::net::functional;
 use crate::net::spec::NetSpec;
@@ -85,8 +85,17 @@ impl Learner {
                 let mut feedback = Vec::new();
                 let mut rates = Vec::new();
                 let mut multipliers = Vec::new();
+                let mut scales = Vec::new();
+                // The stored θ with g(θ) = init; with a layer scale, σ_l = ln(init) carries the initial rate
+                // and θ starts where g(θ) = 1, so θ and σ are both of order one (one learning rate fits both).
+                let (theta0, sigma0) = match (cfg.plasticity.layer_scale, cfg.plasticity.parameterization) {
+                    (false, RateParameterization::Linear) => (cfg.plasticity.init, 0.0),
+                    (false, RateParameterization::Log) => (cfg.plasticity.init.ln(), 0.0),
+                    (true, RateParameterization::Linear) => (1.0, cfg.plasticity.init.ln()),
+                    (true, RateParameterization::Log) => (0.0, cfg.plasticity.init.ln()),
+                };
                 let global = if cfg.plasticity.granularity == Granularity::Global {
-                    Some(params.add("plasticity.global", full(cfg.plasticity.init, &[])?, Group::Plasticity, true))
+                    Some(params.add("plasticity.global", full(theta0, &[])?, Group::Plasticity, true))
                 } else {
                     None
                 };
@@ -96,7 +105,11 @@ impl Learner {
                     let mut width_in = outputs;
                     for j in 0..cfg.feedback.layers {
                         let std = (2.0 / width_in as f64).sqrt();
-                        let b = params.add(format!("feedback.{l}.{j}.weight"), tensor(normal_vec(&mut rng, (units * width_in) as usize, std), &[units, width_in])?, Group::Feedback, fb_trainable);
+                        let mut init = normal_vec(&mut rng, (units * width_in) as usize, std);
+                        if cfg.feedback.output_identity && spec.is_output(l) {
+                            init = (0..units * width_in).map(|i| if i / width_in == i % width_in { 1.0 } else { 0.0 }).collect();
+                        }
+                        let b = params.add(format!("feedback.{l}.{j}.weight"), tensor(init, &[units, width_in])?, Group::Feedback, fb_trainable);
                         let c = params.add(format!("feedback.{l}.{j}.bias"), full(0.0, &[units])?, Group::Feedback, fb_trainable);
                         fl.push((b, c));
                         width_in = units;
@@ -111,11 +124,23 @@ impl Learner {
                     };
                     rates.push(match global {
                         Some(g) => g,
-                        None => params.add(format!("plasticity.{l}"), full(cfg.plasticity.init, &rate_shape)?, Group::Plasticity, true),
+                        None => params.add(format!("plasticity.{l}"), full(theta0, &rate_shape)?, Group::Plasticity, true),
                     });
+                    if cfg.plasticity.layer_scale {
+                        scales.push(params.add(format!("plasticityScale.{l}"), full(sigma0, &[])?, Group::Plasticity, true));
+                    }
                     multipliers.push(if spec.is_output(l) { 1.0 } else { cfg.plasticity.hidden_multiplier });
                 }
-                Box::new(LocalRule { oja_decay: matches!(cfg.rule, RuleConfig::Oja), rates, feedback, multipliers })
+                Box::new(LocalRule {
+                    oja_decay: matches!(cfg.rule, RuleConfig::Oja),
+                    hebb_first_step: cfg.plasticity.hebb_first_step,
+                    normalize: cfg.plasticity.normalize,
+                    parameterization: cfg.plasticity.parameterization,
+                    rates,
+                    scales: cfg.plasticity.layer_scale.then_some(scales),
+                    feedback,
+                    multipliers,
+                })
             }
             RuleConfig::Sgd { lr, step_sizes, biases: adapt_biases } => {
                 let step = match step_sizes {

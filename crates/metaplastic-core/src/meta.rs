@@ -23,7 +23,10 @@ pub struct MetaStepReport {
     pub meta_loss: f64,
     /// Global gradient norm before clipping (NaN when non-finite).
     pub grad_norm: f64,
+    /// Skipped because the meta-loss or a gradient was not finite.
     pub skipped: bool,
+    /// Skipped because the finite meta-loss exceeded the exploded-lifetime threshold.
+    pub exploded: bool,
     pub clipped: bool,
 }
 
@@ -81,6 +84,12 @@ fn group_lr(learner: &Learner, group: Group) -> f64 {
 impl Adam {
     /// One meta-training step on a batch of episodes.
     pub fn step(&mut self, learner: &mut Learner, batch: &EpisodeBatch) -> Result<MetaStepReport> {
+        self.step_guarded(learner, batch, None)
+    }
+
+    /// One meta-training step; a finite meta-loss above `explode_above` is an exploded lifetime: nothing is
+    /// applied and the report says `exploded`.
+    pub fn step_guarded(&mut self, learner: &mut Learner, batch: &EpisodeBatch, explode_above: Option<f64>) -> Result<MetaStepReport> {
         let (meta_loss, mut grads) = meta_gradient(learner, batch)?;
         let norm_sq = tch::no_grad(|| -> Result<f64> {
             let mut total = Tensor::f_zeros([], (Kind::Double, learner.device))?;
@@ -94,9 +103,12 @@ impl Adam {
         let grad_norm = norm_sq.sqrt();
         if !finite {
             return match learner.cfg.meta.non_finite {
-                NonFinitePolicy::Skip => Ok(MetaStepReport { meta_loss, grad_norm, skipped: true, clipped: false }),
+                NonFinitePolicy::Skip => Ok(MetaStepReport { meta_loss, grad_norm, skipped: true, exploded: false, clipped: false }),
                 NonFinitePolicy::Error => Err(Error::Data(format!("non-finite meta-loss ({meta_loss}) or meta-gradient (norm {grad_norm}); nonFinite policy is 'error'"))),
             };
+        }
+        if explode_above.is_some_and(|limit| meta_loss > limit) {
+            return Ok(MetaStepReport { meta_loss, grad_norm, skipped: false, exploded: true, clipped: false });
         }
         let mut clipped = false;
         if let Some(max) = learner.cfg.meta.clip_norm {
@@ -109,7 +121,7 @@ impl Adam {
             }
         }
         self.apply(learner, &grads)?;
-        Ok(MetaStepReport { meta_loss, grad_norm, skipped: false, clipped })
+        Ok(MetaStepReport { meta_loss, grad_norm, skipped: false, exploded: false, clipped })
     }
 
     fn apply(&mut self, learner: &mut Learner, grads: &[(usize, Tensor)]) -> Result<()> {
@@ -121,10 +133,13 @@ impl Adam {
         let eps = learner.cfg.meta.eps;
         let t = self.steps as i32;
         let (bc1, bc2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
+        // Linear warm-up: the k-th applied step uses k/warmup of every learning rate, up to 1.
+        let warmup = learner.cfg.meta.warmup;
+        let ramp = if warmup > 0 { (self.steps as f64 / warmup as f64).min(1.0) } else { 1.0 };
         let infos: Vec<Group> = learner.params.iter().map(|p| p.group).collect();
         tch::no_grad(|| -> Result<()> {
             for (i, g) in grads {
-                let lr = group_lr(learner, infos[*i]);
+                let lr = group_lr(learner, infos[*i]) * ramp;
                 if lr == 0.0 {
                     continue; // a frozen group: no update, no moment state
                 }

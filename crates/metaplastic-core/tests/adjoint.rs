@@ -20,6 +20,7 @@ fn compare(cfg: LearnerConfig, seed: i64, interval: Option<usize>) {
 fn compare_one(mut cfg: LearnerConfig, seed: i64, opts: AdjointOptions) -> f64 {
     cfg.meta.backward = Backward::Adjoint;
     let gradient = cfg.meta.gradient;
+    let described = cfg.to_json();
     let mut learner = Learner::new(cfg).unwrap();
     jitter_biases(&mut learner, seed);
     assert!(uses_adjoint(&learner));
@@ -29,7 +30,7 @@ fn compare_one(mut cfg: LearnerConfig, seed: i64, opts: AdjointOptions) -> f64 {
     let (loss_a, fast) = adjoint::meta_gradient(&mut learner, &batch, opts, |t| step_mode(gradient, t, 5)).unwrap();
     learner.rng = rng;
     let (loss_b, reference) = autograd_meta_gradient(&mut learner, &batch).unwrap();
-    assert!((loss_a - loss_b).abs() <= 1e-12 * loss_b.abs().max(1.0), "loss {loss_a} vs {loss_b}");
+    assert!((loss_a - loss_b).abs() <= 1e-12 * loss_b.abs().max(1.0), "loss {loss_a} vs {loss_b} for {described}");
     assert_eq!(fast.len(), reference.len());
     let mut worst: f64 = 0.0;
     let mut nonzero = 0;
@@ -220,5 +221,26 @@ fn cancellation_reaches_the_reverse_pass() {
         learner.cancel = Some(Arc::new(AtomicBool::new(true)));
         let err = meta_gradient(&mut learner, &b).err().expect("a cancelled meta-gradient is an error");
         assert_eq!(err.code(), "E_CANCELLED", "{rule}: {err}");
+    }
+}
+
+/// The recipe options of the local rules (rates' parameterisation and scale, update normalisation, Hebb
+/// on the first step): every combination through the reverse pass equals autograd.
+#[test]
+fn rate_parameterisations_and_update_normalisations() {
+    for normalize in ["none", "batch", "presynaptic", "bounded"] {
+        for rule in ["oja", "hebb"] {
+            for (param, init) in [("linear", 0.05), ("log", 0.05)] {
+                let extra = format!(r#","rln":1,"plasticity":{{"init":{init},"parameterization":"{param}","normalize":"{normalize}","hiddenMultiplier":2}}"#);
+                compare(regression(&format!(r#"{{"type":"{rule}"}}"#), &extra), 18, Some(2));
+            }
+        }
+        let scaled = format!(r#","plasticity":{{"init":0.05,"layerScale":true,"parameterization":"log","normalize":"{normalize}","hebbFirstStep":true}},"feedback":{{"activation":"linear","outputIdentity":true}}"#);
+        compare(regression(r#"{"type":"oja"}"#, &scaled), 19, None);
+        let mut first = regression(r#"{"type":"oja"}"#, &format!(r#","rln":1,"plasticity":{{"init":0.05,"normalize":"{normalize}"}}"#));
+        first.meta.gradient = MetaGradient::FirstOrder;
+        compare(first, 10, Some(2));
+        let cls = classification(r#"{"type":"oja"}"#, &format!(r#","plasticity":{{"init":0.05,"normalize":"{normalize}"}}"#));
+        compare(cls, 21, Some(3));
     }
 }

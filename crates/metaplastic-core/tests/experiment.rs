@@ -168,3 +168,96 @@ fn a_cancel_inside_a_meta_step_changes_nothing_and_resume_repeats_the_step() {
     other.learner.cancel = Some(Arc::new(AtomicBool::new(true)));
     assert_eq!(other.train_step().err().unwrap().code(), "E_CANCELLED");
 }
+
+/// Exploded lifetimes: a finite meta-loss above explodeFactor × the median of the last applied steps'
+/// losses is skipped (nothing changes, Adam does not advance) and counted apart from non-finite steps.
+/// A factor just above 1 flags about half the steps, so the rule is checked against its definition.
+#[test]
+fn exploded_lifetimes_are_skipped_and_counted() {
+    let mut cfg = tiny_sine(r#"{"type":"oja"}"#);
+    cfg.learner.meta.explode_factor = Some(1.0001);
+    let mut exp = Experiment::new(cfg).unwrap();
+    let mut window: Vec<f64> = Vec::new();
+    let mut flagged = 0;
+    for _ in 0..40 {
+        let before = params(&exp);
+        let adam_before = exp.adam.steps;
+        let r = exp.train_step().unwrap();
+        let mut sorted = window.clone();
+        sorted.sort_by(f64::total_cmp);
+        let n = sorted.len();
+        let median = if n == 0 { f64::NAN } else if n % 2 == 1 { sorted[n / 2] } else { 0.5 * (sorted[n / 2 - 1] + sorted[n / 2]) };
+        let expected = n >= metaplastic_core::config::EXPLODE_MIN && r.report.meta_loss > 1.0001 * median;
+        assert_eq!(r.report.exploded, expected, "step {}: loss {} median {median}", r.step, r.report.meta_loss);
+        if r.report.exploded {
+            flagged += 1;
+            assert_eq!(params(&exp), before, "an exploded step must change nothing");
+            assert_eq!(exp.adam.steps, adam_before);
+        } else {
+            window.push(r.report.meta_loss);
+            if window.len() > metaplastic_core::config::EXPLODE_WINDOW {
+                window.remove(0);
+            }
+        }
+        assert_eq!((r.exploded_total, r.skipped_total), (flagged, 0));
+    }
+    assert!(flagged > 0 && exp.exploded == flagged);
+    // The window is part of the checkpoint: a resumed run flags the same steps.
+    let dir = tmpdir("exploded");
+    checkpoint::save(&exp, &dir).unwrap();
+    let mut resumed = checkpoint::load(&dir).unwrap();
+    assert_eq!(resumed.exploded, flagged);
+    let a: Vec<bool> = (0..10).map(|_| exp.train_step().unwrap().report.exploded).collect();
+    let b: Vec<bool> = (0..10).map(|_| resumed.train_step().unwrap().report.exploded).collect();
+    assert_eq!(a, b);
+    assert_eq!(params(&exp), params(&resumed));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// resetAdamEvery: Adam is re-created before every N-th step (moments and bias correction restart).
+#[test]
+fn adam_is_recreated_every_n_steps() {
+    let mut cfg = tiny_sine(r#"{"type":"oja"}"#);
+    cfg.learner.meta.reset_adam_every = Some(3);
+    let mut exp = Experiment::new(cfg.clone()).unwrap();
+    let counts: Vec<i64> = (0..7).map(|_| { exp.train_step().unwrap(); exp.adam.steps }).collect();
+    assert_eq!(counts, [1, 2, 3, 1, 2, 3, 1]);
+    // The first three steps are those of a run without resets; the fourth differs.
+    cfg.learner.meta.reset_adam_every = None;
+    let mut plain = Experiment::new(cfg).unwrap();
+    let mut reset = Experiment::new({ let mut c = tiny_sine(r#"{"type":"oja"}"#); c.learner.meta.reset_adam_every = Some(3); c }).unwrap();
+    for _ in 0..3 {
+        plain.train_step().unwrap();
+        reset.train_step().unwrap();
+    }
+    assert_eq!(params(&plain), params(&reset));
+    plain.train_step().unwrap();
+    reset.train_step().unwrap();
+    assert_ne!(params(&plain), params(&reset));
+}
+
+/// meta.warmup: the k-th applied step uses k/N of every learning rate, so the first step's change is a
+/// quarter of the unwarmed one with N = 4 (same gradient, same Adam state), and step N onwards is unscaled.
+#[test]
+fn warmup_scales_the_first_steps() {
+    let change = |warmup: u64| {
+        let mut cfg = tiny_sine(r#"{"type":"oja"}"#);
+        cfg.learner.meta.warmup = warmup;
+        let mut exp = Experiment::new(cfg).unwrap();
+        let before = params(&exp);
+        exp.train_step().unwrap();
+        let after = params(&exp);
+        before.iter().zip(&after).flat_map(|((_, a), (_, b))| a.iter().zip(b).map(|(x, y)| (y - x) as f64).collect::<Vec<_>>()).collect::<Vec<f64>>()
+    };
+    let (plain, warm) = (change(0), change(4));
+    let mut compared = 0;
+    for (p, w) in plain.iter().zip(&warm) {
+        if p.abs() > 1e-6 {
+            assert!((w / p - 0.25).abs() < 1e-2, "warmed change {w} vs {p}");
+            compared += 1;
+        }
+    }
+    assert!(compared > 10);
+    let (a, b) = (change(0), change(1));
+    assert_eq!(a, b, "a warm-up of 1 step is no warm-up");
+}

@@ -31,6 +31,9 @@ fn check_fd(cfg: LearnerConfig, seed: i64) -> HashSet<Group> {
         let n = flat.size()[0];
         let mut worst: f64 = 0.0;
         let mut largest: f64 = 0.0;
+        // Entries a thousand times smaller than the parameter's largest are compared on that scale: their
+        // finite differences are at the level of rounding (about 1e-10 here).
+        let floor = 1e-3 * flat.abs().max().double_value(&[]);
         for &k in [0, n / 2, n - 1].iter().collect::<HashSet<_>>() {
             let analytic = flat.double_value(&[k]);
             nudge(&mut learner, index, k, h());
@@ -39,7 +42,7 @@ fn check_fd(cfg: LearnerConfig, seed: i64) -> HashSet<Group> {
             let down = loss_of(&mut learner, &batch);
             nudge(&mut learner, index, k, h());
             let numeric = (up - down) / (2.0 * h());
-            let err = (analytic - numeric).abs() / (1e-6 + analytic.abs().max(numeric.abs()));
+            let err = (analytic - numeric).abs() / (1e-6 + analytic.abs().max(numeric.abs()).max(floor));
             if std::env::var_os("FD_DEBUG").is_some() {
                 eprintln!("{name}[{k}]: analytic {analytic:e} numeric {numeric:e}");
             }
@@ -217,5 +220,42 @@ fn truncated_matches_its_definition() {
                 assert!(err < 1e-4, "{name}[{e}]: truncated meta-gradient {analytic} vs definition {numeric}");
             }
         }
+    }
+}
+
+/// The issue-8 rule options: log-space rates, a per-layer log-scale, batch and bounded normalisation and
+/// the reference's Hebb-on-the-first-step, each (and together) against finite differences.
+#[test]
+fn flp_rate_parameterizations_and_normalizations() {
+    let variants = [
+        r#""parameterization":"log""#,
+        r#""parameterization":"log","layerScale":true"#,
+        r#""layerScale":true,"granularity":"neuron""#,
+        r#""normalize":"batch""#,
+        r#""normalize":"bounded""#,
+        r#""normalize":"presynaptic","parameterization":"log""#,
+        r#""normalize":"bounded","parameterization":"log","layerScale":true,"granularity":"layer""#,
+        r#""hebbFirstStep":true"#,
+    ];
+    for (i, v) in variants.iter().enumerate() {
+        let cfg = regression(r#"{"type":"oja"}"#, &format!(r#","plasticity":{{"init":0.05,{v}}},"feedback":{{"strength":{{"init":0.5}}}}"#));
+        assert_eq!(check_fd(cfg, 50 + i as i64), all_groups(), "plasticity {{{v}}}");
+    }
+    let hebb = regression(r#"{"type":"hebb"}"#, r#","plasticity":{"init":0.05,"normalize":"bounded","parameterization":"log"}"#);
+    assert_eq!(check_fd(hebb, 60), all_groups());
+}
+
+/// Log-space rates: P = exp(θ) with θ = ln(init), so the meta-gradient of θ is P ⊙ ∂L/∂P of the linear
+/// parameterization at the same rates.
+#[test]
+fn log_rate_gradient_is_rate_times_linear_gradient() {
+    let linear = regression(r#"{"type":"oja"}"#, r#","plasticity":{"init":0.05}"#);
+    let mut log = linear.clone();
+    log.plasticity.parameterization = metaplastic_core::config::RateParameterization::Log;
+    let a = grads_by_name(linear, 61);
+    let b = grads_by_name(log, 61);
+    for ((name, ga), (_, gb)) in a.iter().zip(&b) {
+        let expected = if name.starts_with("plasticity.") { ga * 0.05 } else { ga.shallow_clone() };
+        assert!(max_abs_diff(gb, &expected) < 1e-12, "{name}");
     }
 }

@@ -5,6 +5,7 @@ use metaplastic_core::config::LearnerConfig;
 use metaplastic_core::feedback::{teaching_activity, LayerFeedback};
 use metaplastic_core::inner::StepMode;
 use metaplastic_core::net::functional::tail;
+use metaplastic_core::config::UpdateNormalization::{self, None as Plain};
 use metaplastic_core::rules::local::local_delta;
 use tch::{Device, Kind, Tensor};
 
@@ -32,7 +33,7 @@ fn hebb_is_the_batch_summed_outer_product() {
     //                         row1 = 2·[1,0,2] − 1·[3,1,−1]  = [−1, −1, 5]
     let expected = t(&[2.5, 0.5, 1.5, -1.0, -1.0, 5.0], &[1, 2, 3]).g_mul_scalar(0.1);
     let rate = Tensor::from(0.1f64);
-    close(&local_delta(&post, &pre, &w, &rate, false, 1.0).unwrap(), &expected, 1e-12);
+    close(&local_delta(&post, &pre, &w, &rate, false, 1.0, Plain).unwrap(), &expected, 1e-12);
 }
 
 #[test]
@@ -45,14 +46,80 @@ fn oja_subtracts_the_decay_term_per_synapse() {
     let p = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]; // per-synapse rates
     let expected: Vec<f64> = (0..6).map(|i| p[i] * (hebb[i] - sq[i] * wv[i])).collect();
     let rate = t(&p, &[2, 3]);
-    close(&local_delta(&post, &pre, &w, &rate, true, 1.0).unwrap(), &t(&expected, &[1, 2, 3]), 1e-12);
+    close(&local_delta(&post, &pre, &w, &rate, true, 1.0, Plain).unwrap(), &t(&expected, &[1, 2, 3]), 1e-12);
     // The hidden-layer multiplier scales the whole update.
     let scaled: Vec<f64> = expected.iter().map(|v| v * 100.0).collect();
-    close(&local_delta(&post, &pre, &w, &rate, true, 100.0).unwrap(), &t(&scaled, &[1, 2, 3]), 1e-10);
+    close(&local_delta(&post, &pre, &w, &rate, true, 100.0, Plain).unwrap(), &t(&scaled, &[1, 2, 3]), 1e-10);
     // Per-neuron rates broadcast along each row.
     let neuron = t(&[0.5, 2.0], &[2, 1]);
     let expected_n: Vec<f64> = (0..6).map(|i| [0.5, 2.0][i / 3] * (hebb[i] - sq[i] * wv[i])).collect();
-    close(&local_delta(&post, &pre, &w, &neuron, true, 1.0).unwrap(), &t(&expected_n, &[1, 2, 3]), 1e-12);
+    close(&local_delta(&post, &pre, &w, &neuron, true, 1.0, Plain).unwrap(), &t(&expected_n, &[1, 2, 3]), 1e-12);
+}
+
+#[test]
+fn batch_and_bounded_normalizations() {
+    let (post, pre, w) = example();
+    let hebb = [2.5, 0.5, 1.5, -1.0, -1.0, 5.0];
+    let wv = [0.1, 0.2, 0.3, -0.4, 0.5, 0.6];
+    let sq = [1.25, 1.25, 1.25, 5.0, 5.0, 5.0];
+    let rate = Tensor::from(0.1f64);
+    let oja: Vec<f64> = (0..6).map(|i| 0.1 * (hebb[i] - sq[i] * wv[i])).collect();
+    // Batch: the minibatch mean (B = 2) instead of the sum.
+    let batch: Vec<f64> = oja.iter().map(|v| v / 2.0).collect();
+    close(&local_delta(&post, &pre, &w, &rate, true, 1.0, UpdateNormalization::Batch).unwrap(), &t(&batch, &[1, 2, 3]), 1e-12);
+    // Presynaptic: divided by 1 + Σ_b ‖a_b‖² = 1 + (1 + 4) + (9 + 1 + 1) = 17.
+    let pre_norm: Vec<f64> = oja.iter().map(|v| v / 17.0).collect();
+    close(&local_delta(&post, &pre, &w, &rate, true, 1.0, UpdateNormalization::Presynaptic).unwrap(), &t(&pre_norm, &[1, 2, 3]), 1e-12);
+    // Bounded: row i divided by 1 + Σ_b ã_bi² (2.25 and 6), for Oja and for Hebb.
+    let bounded: Vec<f64> = (0..6).map(|i| oja[i] / (1.0 + sq[i])).collect();
+    close(&local_delta(&post, &pre, &w, &rate, true, 1.0, UpdateNormalization::Bounded).unwrap(), &t(&bounded, &[1, 2, 3]), 1e-12);
+    let bounded_hebb: Vec<f64> = (0..6).map(|i| 0.1 * hebb[i] / (1.0 + sq[i])).collect();
+    close(&local_delta(&post, &pre, &w, &rate, false, 1.0, UpdateNormalization::Bounded).unwrap(), &t(&bounded_hebb, &[1, 2, 3]), 1e-12);
+}
+
+/// With 0 < P < 1 the bounded Oja update keeps every weight's decay factor 1 − P·q/(1+q) in (0, 1]:
+/// a huge post-synaptic activity cannot flip or blow up the weights (the unnormalised rule does).
+#[test]
+fn bounded_oja_is_stable_for_huge_activity() {
+    let (post, pre, w) = example();
+    let post = post * 1e4;
+    let rate = Tensor::from(0.9f64);
+    let after = &w + local_delta(&post, &pre, &w, &rate, true, 1.0, UpdateNormalization::Bounded).unwrap();
+    let plain = &w + local_delta(&post, &pre, &w, &rate, true, 1.0, Plain).unwrap();
+    // |ΔW_ij| ≤ P(|W_ij| + |Σ ã a|/(1+q)) ≤ P(|W_ij| + ‖a_j‖/2): bounded by the presynaptic norms (≤ 3.2).
+    assert!(after.abs().max().double_value(&[]) < 3.0, "{after}");
+    assert!(plain.abs().max().double_value(&[]) > 1e6);
+}
+
+/// hebbFirstStep: the first inner step is plain Hebb, the second Oja (the reference's --hebb).
+#[test]
+fn hebb_first_step_then_oja() {
+    let base = r#","plasticity":{"init":0.05,"hebbFirstStep":HF},"feedback":{"strength":{"init":0.5}}"#;
+    let mk = |rule: &str, hf: bool| {
+        let mut l = metaplastic_core::learner::Learner::new(regression(&format!(r#"{{"type":"{rule}"}}"#), &base.replace("HF", if hf { "true" } else { "false" }))).unwrap();
+        jitter_biases(&mut l, 3);
+        l
+    };
+    let (mut mixed, mut hebb, mut oja) = (mk("oja", true), mk("hebb", false), mk("oja", false));
+    let batch = batch(&mixed, 1, 2, 3, 1, 13);
+    let one = |l: &mut metaplastic_core::learner::Learner, steps: i64| {
+        let fast = l.start(1, &batch.classes, false).unwrap();
+        l.adapt(fast, &batch.support_x.narrow(1, 0, steps), &batch.support_y.narrow(1, 0, steps), |_| StepMode::Constant).unwrap()
+    };
+    let (m1, h1) = (one(&mut mixed, 1), one(&mut hebb, 1));
+    for k in 0..m1.w.len() {
+        close(&m1.w[k], &h1.w[k], 1e-15);
+    }
+    // Step 2 from the Hebb-updated weights is Oja's: run Oja's rule alone on the second minibatch from there.
+    let m2 = one(&mut mixed, 2);
+    let shifted = metaplastic_core::inner::FastWeights { w: h1.w.iter().map(|w| w.copy()).collect(), b: h1.b.iter().map(|b| b.copy()).collect() };
+    let o2 = oja.adapt(shifted, &batch.support_x.narrow(1, 1, 1), &batch.support_y.narrow(1, 1, 1), |_| StepMode::Constant).unwrap();
+    for k in 0..m2.w.len() {
+        close(&m2.w[k], &o2.w[k], 1e-12);
+    }
+    // Different from Oja on both steps.
+    let o_both = one(&mut oja, 2);
+    assert!(max_abs_diff(&m2.w[0], &o_both.w[0]) > 1e-6);
 }
 
 fn one_layer_regression(feedback: &str) -> LearnerConfig {
@@ -161,5 +228,41 @@ fn oml_inner_step_equals_an_autograd_sgd_step() {
     for k in 0..w.len() {
         close(&after.w[k], &(w[k].detach() - grads[k].g_mul_scalar(0.03)), 1e-12);
         close(&after.b[k], &(b[k].detach() - grads[w.len() + k].g_mul_scalar(0.03)), 1e-12);
+    }
+}
+
+/// Every rate parameterisation starts at P = init: log (θ = ln init), a layer scale (σ = ln init with θ = 1
+/// linear or 0 log) and the plain linear one adapt identically before any meta-training.
+#[test]
+fn rate_parameterizations_start_at_init() {
+    let run = |extra: &str| {
+        let mut l = metaplastic_core::learner::Learner::new(regression(r#"{"type":"oja"}"#, &format!(r#","plasticity":{{"init":0.05{extra}}}"#))).unwrap();
+        jitter_biases(&mut l, 4);
+        let batch = batch(&l, 2, 3, 4, 1, 17);
+        let fast = l.start(2, &batch.classes, false).unwrap();
+        l.adapt(fast, &batch.support_x, &batch.support_y, |_| StepMode::Constant).unwrap()
+    };
+    let plain = run("");
+    for extra in [r#","parameterization":"log""#, r#","layerScale":true"#, r#","layerScale":true,"parameterization":"log""#] {
+        let other = run(extra);
+        for k in 0..plain.w.len() {
+            close(&plain.w[k], &other.w[k], 1e-8); // exp(ln init) rounds differently from init
+        }
+    }
+}
+
+/// feedback.outputIdentity: the output layer's feedback starts at the identity (here 1×1: b = 1), the hidden
+/// layers' stay random; the draws of every other parameter are unchanged.
+#[test]
+fn output_feedback_can_start_at_the_identity() {
+    let mk = |id: bool| metaplastic_core::learner::Learner::new(regression(r#"{"type":"oja"}"#, &format!(r#","feedback":{{"outputIdentity":{id}}}"#))).unwrap();
+    let (a, b) = (mk(false), mk(true));
+    let last = a.spec.len() - 1;
+    let get = |l: &metaplastic_core::learner::Learner, name: &str| l.params.at(l.params.index_of(name).unwrap()).shallow_clone();
+    assert_eq!(get(&b, &format!("feedback.{last}.0.weight")).double_value(&[0, 0]), 1.0);
+    for p in a.params.iter() {
+        if p.name != format!("feedback.{last}.0.weight") {
+            close(&get(&a, &p.name), &get(&b, &p.name), 0.0 + 1e-15);
+        }
     }
 }

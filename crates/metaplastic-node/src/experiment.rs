@@ -152,11 +152,11 @@ impl NativeExperiment {
         guard(|| json(&exp.cfg))
     }
 
-    /// Meta-steps taken so far and how many were skipped as non-finite.
+    /// Meta-steps taken so far, how many were skipped as non-finite and how many as exploded lifetimes.
     #[napi]
     pub fn progress(&self) -> napi::Result<Vec<i64>> {
         let exp = self.lock()?;
-        Ok(vec![exp.step as i64, exp.skipped as i64])
+        Ok(vec![exp.step as i64, exp.skipped as i64, exp.exploded as i64])
     }
 
     /// Up to `steps` meta-steps off the JS thread; resolves to the JSON list of step records.

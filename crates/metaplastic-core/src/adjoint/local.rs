@@ -10,7 +10,7 @@
 //! The teaching activity ã = s f(e) + (1 − s) a_out, the feedback MLP f and the signal e are then
 //! differentiated by hand as well, and finally the step's forward pass z = a Wᵀ + b.
 use super::{accumulate, dot, relu_backward, softmax_backward, StepAdjoint};
-use crate::config::{Activation, FeedbackKind, LearnerConfig, Signal, TaskKind};
+use crate::config::{Activation, FeedbackKind, LearnerConfig, Signal, TaskKind, UpdateNormalization};
 use crate::feedback::dense_target;
 use crate::inner::StepMode;
 use crate::learner::Learner;
@@ -30,6 +30,8 @@ struct RuleValues {
     strength: Vec<f64>,
     multipliers: Vec<f64>,
     oja: bool,
+    hebb_first_step: bool,
+    normalize: UpdateNormalization,
 }
 
 /// What the reverse pass needs of one inner step besides the fast weights.
@@ -37,10 +39,15 @@ pub(super) struct StepTape {
     acts: TailActivations,
     /// Teaching activity of each plastic layer.
     post: Vec<Tensor>,
+    /// Whether this step used Oja's decay (the Hebb-first-step option turns it off on step 0).
+    oja: bool,
     /// Σ_b ã² of each layer [E, O, 1] (Oja, libtorch-operation path; the fused kernels compute it).
     post_sq: Vec<Option<Tensor>>,
-    /// Per layer: the outer product ãᵀa (fused kernels) or the rule's whole term m(ãᵀa − r ⊙ W).
+    /// Per layer: the outer product ãᵀa (fused kernels) or the rule's term m(ãᵀa − r ⊙ W) before the
+    /// normalisation factor.
     term: Vec<Tensor>,
+    /// Per layer: the normalisation factor c [E, O] of each row, where it depends on the activities.
+    scale: Vec<Option<Tensor>>,
     feedback: FeedbackTape,
 }
 
@@ -107,6 +114,8 @@ impl LocalAdjoint {
             strength: rule.feedback.iter().map(|f| Ok(params.at(f.strength).f_double_value(&[])?)).collect::<Result<_>>()?,
             multipliers: rule.multipliers.clone(),
             oja: rule.oja_decay,
+            hebb_first_step: rule.hebb_first_step,
+            normalize: rule.normalize,
         };
         let feedback_idx: Vec<Vec<(usize, usize)>> = rule.feedback.iter().map(|f| f.layers.clone()).collect();
         let n = rates_graph.len();
@@ -136,8 +145,8 @@ impl LocalAdjoint {
 impl StepAdjoint for LocalAdjoint {
     type Tape = StepTape;
 
-    fn forward(&self, _t: usize, w: &[Tensor], b: &[Tensor], x: &Tensor, y: &Tensor) -> Result<(Vec<Tensor>, Vec<Tensor>, StepTape)> {
-        let (next, tape) = self.step(w, b, x, y)?;
+    fn forward(&self, t: usize, w: &[Tensor], b: &[Tensor], x: &Tensor, y: &Tensor) -> Result<(Vec<Tensor>, Vec<Tensor>, StepTape)> {
+        let (next, tape) = self.step(t, w, b, x, y)?;
         Ok((next, b.iter().map(|t| t.shallow_clone()).collect(), tape))
     }
 
@@ -178,29 +187,61 @@ impl StepAdjoint for LocalAdjoint {
 
 impl LocalAdjoint {
     /// One forward inner step without a graph: the new fast weights and the tape of the step.
-    fn step(&self, w: &[Tensor], b: &[Tensor], x: &Tensor, y: &Tensor) -> Result<(Vec<Tensor>, StepTape)> {
+    fn step(&self, t: usize, w: &[Tensor], b: &[Tensor], x: &Tensor, y: &Tensor) -> Result<(Vec<Tensor>, StepTape)> {
         let acts = tail(x, w, b)?;
         let (post, feedback) = self.teaching(&acts, w, y)?;
+        let oja = self.rule.oja && !(self.rule.hebb_first_step && t == 0);
         let mut next = Vec::with_capacity(self.n);
         let mut term = Vec::with_capacity(self.n);
         let mut post_sq = Vec::with_capacity(self.n);
+        let mut scale = Vec::with_capacity(self.n);
         for k in 0..self.n {
-            let m = self.rule.multipliers[k];
+            let m = self.multiplier(k, &post[k]);
+            let c = self.scale(&post[k], &acts.pre[k])?;
             if self.fused {
                 // The kernel computes Oja's r = Σ_b ã² per row itself.
                 let post_k = post[k].f_contiguous()?;
                 let outer = post_k.f_transpose(1, 2)?.f_bmm(&acts.pre[k])?;
-                next.push(crate::kernels::local_step(&w[k], &outer, &self.rule.rates[k], self.rule.oja.then_some(&post_k), m)?);
+                next.push(crate::kernels::local_step(&w[k], &outer, &self.rule.rates[k], oja.then_some(&post_k), m, c.as_ref())?);
                 term.push(outer);
                 post_sq.push(None);
             } else {
-                let t = local_term(&post[k], &acts.pre[k], &w[k], self.rule.oja, m)?;
-                next.push(w[k].f_addcmul(&self.rule.rates[k], &t)?);
-                term.push(t);
-                post_sq.push(if self.rule.oja { Some(post[k].f_square()?.f_sum_dim_intlist([1i64].as_slice(), true, None::<Kind>)?.f_transpose(1, 2)?) } else { None });
+                let t0 = local_term(&post[k], &acts.pre[k], &w[k], oja, m, UpdateNormalization::None)?;
+                let normalized = match &c {
+                    Some(c) => t0.f_mul(&c.f_unsqueeze(2)?)?,
+                    None => t0.shallow_clone(),
+                };
+                next.push(w[k].f_addcmul(&self.rule.rates[k], &normalized)?);
+                term.push(t0);
+                post_sq.push(if oja { Some(post[k].f_square()?.f_sum_dim_intlist([1i64].as_slice(), true, None::<Kind>)?.f_transpose(1, 2)?) } else { None });
             }
+            scale.push(c);
         }
-        Ok((next, StepTape { acts, post, post_sq, term, feedback }))
+        Ok((next, StepTape { acts, post, oja, post_sq, term, scale, feedback }))
+    }
+
+    /// The layer's multiplier m, with the batch normalisation's constant 1/B folded in.
+    fn multiplier(&self, k: usize, post: &Tensor) -> f64 {
+        let m = self.rule.multipliers[k];
+        if self.rule.normalize == UpdateNormalization::Batch { m / post.size()[1] as f64 } else { m }
+    }
+
+    /// The normalisation factor c [E, O] that depends on the activities (rules/local.rs `local_term`):
+    /// 1/(1 + Σ_b ‖a_b‖²) per episode (presynaptic) or 1/(1 + Σ_b ã_bi²) per row (bounded).
+    fn scale(&self, post: &Tensor, pre: &Tensor) -> Result<Option<Tensor>> {
+        let o = post.size()[2];
+        Ok(match self.rule.normalize {
+            UpdateNormalization::None | UpdateNormalization::Batch => None,
+            UpdateNormalization::Presynaptic => {
+                let energy = pre.f_square()?.f_sum_dim_intlist([1i64, 2].as_slice(), false, None::<Kind>)?; // [E]
+                let c = energy.f_add_scalar(1.0)?.f_reciprocal()?;
+                Some(c.f_unsqueeze(1)?.f_expand([-1, o], false)?.f_contiguous()?)
+            }
+            UpdateNormalization::Bounded => {
+                let q = post.f_square()?.f_sum_dim_intlist([1i64].as_slice(), false, None::<Kind>)?; // [E, O]
+                Some(q.f_add_scalar(1.0)?.f_reciprocal()?)
+            }
+        })
     }
 
     /// Teaching activities ã_k (as feedback.rs computes them) with what their backward needs.
@@ -268,42 +309,70 @@ impl LocalAdjoint {
         let mut d_pre = Vec::with_capacity(n);
         let mut g_next = Vec::with_capacity(n);
         for k in 0..n {
-            let m = self.rule.multipliers[k];
             let rate = &self.rule.rates[k];
             let post = &tape.post[k];
             let pre = &tape.acts.pre[k];
+            let m = self.multiplier(k, post);
             let r = tape.post_sq[k].as_ref();
-            if self.fused {
+            let c = tape.scale[k].as_ref();
+            // Q = c P ⊙ G, and ∂L/∂c of each row where c depends on the activities.
+            let (q, rowsum, scale_grad) = if self.fused {
                 // Updates G in place to its direct part G − m Q ⊙ r (kept as is under first order).
                 let mut direct = g[k].shallow_clone();
                 let post_k = post.f_contiguous()?;
-                let decay = self.rule.oja.then_some(&post_k);
-                let (q, rowsum) = crate::kernels::local_step_adjoint(&mut direct, full, &w[k], &tape.term[k], rate, decay, m, &mut grads.rate_full[k])?;
-                let mut dp = pre.f_matmul(&q.f_transpose(1, 2)?)?;
-                if let Some(rowsum) = rowsum {
-                    dp = dp.f_sub(&post.f_mul(&rowsum.f_unsqueeze(1)?)?.f_mul_scalar(2.0)?)?;
-                }
-                d_post.push(dp.f_mul_scalar(m)?);
+                let decay = tape.oja.then_some(&post_k);
+                let out = crate::kernels::local_step_adjoint(&mut direct, full, &w[k], &tape.term[k], rate, decay, m, c, &mut grads.rate_full[k])?;
                 if full {
-                    d_pre.push(post.f_matmul(&q)?.f_mul_scalar(m)?);
                     g_next.push(direct);
                 }
-                continue;
-            }
-            accumulate(&mut grads.rates[k], g[k].f_mul(&tape.term[k])?.f_sum_to_size(rate.size())?)?;
-            let q = g[k].f_mul(rate)?; // P ⊙ G
-            let mut dp = pre.f_matmul(&q.f_transpose(1, 2)?)?;
-            if r.is_some() {
-                let row = q.f_mul(&w[k])?.f_sum_dim_intlist([2i64].as_slice(), false, None::<Kind>)?.f_unsqueeze(1)?;
-                dp = dp.f_sub(&post.f_mul(&row)?.f_mul_scalar(2.0)?)?;
-            }
-            d_post.push(dp.f_mul_scalar(m)?);
-            if full {
-                d_pre.push(post.f_matmul(&q)?.f_mul_scalar(m)?);
-                g_next.push(match r {
-                    Some(r) => g[k].f_sub(&q.f_mul(r)?.f_mul_scalar(m)?)?,
+                (out.q, out.rowsum, out.scale_grad)
+            } else {
+                let gc = match c {
+                    Some(c) => g[k].f_mul(&c.f_unsqueeze(2)?)?,
                     None => g[k].shallow_clone(),
-                });
+                };
+                accumulate(&mut grads.rates[k], gc.f_mul(&tape.term[k])?.f_sum_to_size(rate.size())?)?;
+                let scale_grad = match c {
+                    Some(_) => Some(g[k].f_mul(rate)?.f_mul(&tape.term[k])?.f_sum_dim_intlist([2i64].as_slice(), false, None::<Kind>)?),
+                    None => None,
+                };
+                let q = gc.f_mul(rate)?;
+                let rowsum = match r {
+                    Some(_) => Some(q.f_mul(&w[k])?.f_sum_dim_intlist([2i64].as_slice(), false, None::<Kind>)?),
+                    None => None,
+                };
+                if full {
+                    g_next.push(match r {
+                        Some(r) => g[k].f_sub(&q.f_mul(r)?.f_mul_scalar(m)?)?,
+                        None => g[k].shallow_clone(),
+                    });
+                }
+                (q, rowsum, scale_grad)
+            };
+            let mut dp = pre.f_matmul(&q.f_transpose(1, 2)?)?;
+            if let Some(rowsum) = rowsum {
+                dp = dp.f_sub(&post.f_mul(&rowsum.f_unsqueeze(1)?)?.f_mul_scalar(2.0)?)?;
+            }
+            let mut dp = dp.f_mul_scalar(m)?;
+            let mut dpre = if full { Some(post.f_matmul(&q)?.f_mul_scalar(m)?) } else { None };
+            // Through the normalisation factor: c = 1/(1 + s) gives ∂L/∂s = −c² ∂L/∂c.
+            if let (Some(c), Some(sg)) = (c, scale_grad) {
+                let ds = sg.f_mul(&c.f_square()?)?.f_neg()?; // [E, O]
+                match self.rule.normalize {
+                    UpdateNormalization::Presynaptic => {
+                        if let Some(d) = dpre.as_mut() {
+                            // s = Σ_b ‖a_b‖², one per episode: its gradient is the sum over the rows.
+                            let ds = ds.f_sum_dim_intlist([1i64].as_slice(), false, None::<Kind>)?.f_view([-1, 1, 1])?;
+                            *d = d.f_add(&pre.f_mul(&ds)?.f_mul_scalar(2.0)?)?;
+                        }
+                    }
+                    UpdateNormalization::Bounded => dp = dp.f_add(&post.f_mul(&ds.f_unsqueeze(1)?)?.f_mul_scalar(2.0)?)?,
+                    UpdateNormalization::None | UpdateNormalization::Batch => {}
+                }
+            }
+            d_post.push(dp);
+            if let Some(d) = dpre {
+                d_pre.push(d);
             }
         }
         // Gradients reaching the layers' outputs a_k (hidden: ReLU(z_k), output: ŷ) from the teaching path.

@@ -1,9 +1,14 @@
 //! Local plasticity: Oja's rule (with its decay term) and the plain Hebbian rule.
-//!   Oja:  ΔW = m · P ⊙ ( ãᵀ a − diag(Σ_b ã²) W )      Hebb: ΔW = m · P ⊙ ãᵀ a
+//!   Oja:  ΔW = m · P ⊙ N( ãᵀ a − diag(q) W )      Hebb: ΔW = m · P ⊙ N( ãᵀ a ),   q_i = Σ_b ã_bi²
 //! a is the layer's forward presynaptic activity, ã the post-synaptic teaching activity shaped by
 //! feedback, P the plasticity rates (broadcast from synapse/neuron/layer/global shape), m the
-//! hidden-layer multiplier (1 for the output layer). Sums run over the minibatch.
+//! hidden-layer multiplier (1 for the output layer). Sums run over the minibatch. N is the update
+//! normalisation (`plasticity.normalize`): identity (reference), ·1/B (batch), ·1/(1 + Σ_b ‖a_b‖²)
+//! (presynaptic, per episode), row i ·1/(1 + q_i) (bounded).
+//! P = g(θ) from the stored parameter θ (`plasticity.parameterization`): θ or exp(θ), times exp(σ_l)
+//! with a per-layer log-scale (`plasticity.layerScale`); see `LocalRule::rate`.
 use super::{InnerRule, StepInputs, Update};
+use crate::config::{RateParameterization, UpdateNormalization};
 use crate::feedback::{teaching_activity, LayerFeedback};
 use crate::params::ParamStore;
 use crate::Result;
@@ -18,36 +23,68 @@ pub struct FeedbackIndices {
 
 pub struct LocalRule {
     pub oja_decay: bool,
-    /// Plasticity-rate parameter of each plastic layer (the same index for a global rate).
+    /// Oja after a plain Hebbian first inner step (the reference's `--hebb`).
+    pub hebb_first_step: bool,
+    pub normalize: UpdateNormalization,
+    pub parameterization: RateParameterization,
+    /// Plasticity-rate parameter θ of each plastic layer (the same index for a global rate).
     pub rates: Vec<usize>,
+    /// Per-layer log-scale σ_l of each plastic layer, when `plasticity.layerScale` is on.
+    pub scales: Option<Vec<usize>>,
     pub feedback: Vec<FeedbackIndices>,
     /// Update multiplier of each plastic layer.
     pub multipliers: Vec<f64>,
 }
 
-/// The rule's term before the rates: m · (ãᵀa − diag(Σ ã²) W), with post [E, B, out], pre [E, B, in],
+/// The rule's term before the rates: m · N(ãᵀa − diag(Σ ã²) W), with post [E, B, out], pre [E, B, in],
 /// w [E, out, in]. The update is rate ⊙ term, applied by the driver as one fused W + rate ⊙ term.
-pub fn local_term(post: &Tensor, pre: &Tensor, w: &Tensor, oja_decay: bool, multiplier: f64) -> Result<Tensor> {
+pub fn local_term(post: &Tensor, pre: &Tensor, w: &Tensor, oja_decay: bool, multiplier: f64, normalize: UpdateNormalization) -> Result<Tensor> {
     let post_t = post.f_transpose(1, 2)?;
-    if oja_decay {
-        let post_sq = post.f_square()?.f_sum_dim_intlist([1i64].as_slice(), false, None::<Kind>)?.f_unsqueeze(2)?;
+    // q_i = Σ_b ã_bi², [E, out, 1]; needed by the decay and by the bounded normalisation.
+    let post_sq = || -> Result<Tensor> { Ok(post.f_square()?.f_sum_dim_intlist([1i64].as_slice(), false, None::<Kind>)?.f_unsqueeze(2)?) };
+    let (term, q) = if oja_decay {
+        let q = post_sq()?;
         // baddbmm: −m·(Σã²)⊙W + m·ãᵀa in one kernel.
-        Ok(post_sq.f_mul(w)?.f_baddbmm(&post_t, pre, -multiplier, multiplier)?)
+        (q.f_mul(w)?.f_baddbmm(&post_t, pre, -multiplier, multiplier)?, Some(q))
     } else {
         let hebb = post_t.f_matmul(pre)?;
-        Ok(if multiplier == 1.0 { hebb } else { hebb.f_mul_scalar(multiplier)? })
-    }
+        (if multiplier == 1.0 { hebb } else { hebb.f_mul_scalar(multiplier)? }, None)
+    };
+    Ok(match normalize {
+        UpdateNormalization::None => term,
+        UpdateNormalization::Batch => term.f_div_scalar(post.size()[1] as f64)?,
+        UpdateNormalization::Presynaptic => {
+            let energy = pre.f_square()?.f_sum_dim_intlist([1i64, 2].as_slice(), true, None::<Kind>)?; // [E, 1, 1]
+            term.f_div(&energy.f_add_scalar(1.0)?)?
+        }
+        UpdateNormalization::Bounded => {
+            let q = match q {
+                Some(q) => q,
+                None => post_sq()?,
+            };
+            term.f_div(&q.f_add_scalar(1.0)?)?
+        }
+    })
 }
 
 /// The full update ΔW = rate ⊙ term (for callers that want the delta itself).
-pub fn local_delta(post: &Tensor, pre: &Tensor, w: &Tensor, rate: &Tensor, oja_decay: bool, multiplier: f64) -> Result<Tensor> {
-    Ok(local_term(post, pre, w, oja_decay, multiplier)?.f_mul(rate)?)
+pub fn local_delta(post: &Tensor, pre: &Tensor, w: &Tensor, rate: &Tensor, oja_decay: bool, multiplier: f64, normalize: UpdateNormalization) -> Result<Tensor> {
+    Ok(local_term(post, pre, w, oja_decay, multiplier, normalize)?.f_mul(rate)?)
 }
 
 impl LocalRule {
-    /// The effective plasticity rate P of plastic layer `k` (differentiable in the stored parameters).
+    /// The effective rate tensor P of plastic layer k from its stored parameters (differentiable):
+    /// P = θ (linear) or exp(θ) (log), times exp(σ_k) when the layer has a learned log-scale.
     pub fn rate(&self, params: &ParamStore, k: usize) -> Result<Tensor> {
-        Ok(params.at(self.rates[k]).shallow_clone())
+        let theta = params.at(self.rates[k]);
+        let p = match self.parameterization {
+            RateParameterization::Linear => theta.shallow_clone(),
+            RateParameterization::Log => theta.f_exp()?,
+        };
+        Ok(match &self.scales {
+            Some(s) => p.f_mul(&params.at(s[k]).f_exp()?)?,
+            None => p,
+        })
     }
 }
 
@@ -66,7 +103,8 @@ impl InnerRule for LocalRule {
         let mut w = Vec::with_capacity(post.len());
         let mut rates = Vec::with_capacity(post.len());
         for (k, post_k) in post.iter().enumerate() {
-            w.push(local_term(post_k, &inp.acts.pre[k], &inp.w[k], self.oja_decay, self.multipliers[k])?);
+            let oja = self.oja_decay && !(self.hebb_first_step && inp.step == 0);
+            w.push(local_term(post_k, &inp.acts.pre[k], &inp.w[k], oja, self.multipliers[k], self.normalize)?);
             rates.push(Some(self.rate(params, k)?));
         }
         let b = (0..w.len()).map(|_| None).collect();

@@ -21,6 +21,8 @@ pub struct StepInputs<'a> {
     pub create_graph: bool,
     /// Multiplier on the gradient rule's step sizes (meta-test step-size selection); 1 in training.
     pub step_scale: f64,
+    /// Index of this inner step in the lifetime (0 = first).
+    pub step: usize,
 }
 
 /// Additive changes to the plastic layers' fast weights (and biases, for rules that adapt them):
