@@ -195,6 +195,8 @@ fn flops(units: &[i64], net: &str, e: i64, steps: i64) -> f64 {
 }
 
 fn main() {
+    // CUDA support must be loaded before any other libtorch call (runtime.rs).
+    metaplastic_core::runtime::init();
     let o = parse();
     if let Some(spec) = &o.child {
         println!("{}", measure(&o, spec));
