@@ -4,7 +4,7 @@
 // (bench/reference_flp.py). Reports figures; asserts nothing. See bench/README.md.
 //
 //   node bench/run.mjs [--quick | --full] [--filter NAME]... [--threads N] [--device cpu|cuda|auto]
-//                      [--intervals K,K,...] [--python PATH] [--no-reference] [--out FILE]
+//                      [--intervals K,K,...] [--python PATH] [--no-reference] [--out FILE | --json FILE]
 //
 // FLP meta-steps are measured through the hand-derived reverse pass (the default, `meta.backward:
 // 'auto'`) and through autograd (`-autograd` scenarios, the reference path); `--intervals` adds the
@@ -216,11 +216,13 @@ async function main() {
       python: { type: 'string' },
       'no-reference': { type: 'boolean', default: false },
       out: { type: 'string', default: join(here, 'out', 'results.json') },
+      json: { type: 'string' }, // the same as --out
       child: { type: 'string' },
     },
   });
   if (values.child) return child(JSON.parse(values.child));
 
+  if (values.json) values.out = values.json;
   const profileName = values.full ? 'full' : values.quick ? 'quick' : 'default';
   let profile = PROFILES[profileName];
   const threads = Number(values.threads);
