@@ -86,12 +86,17 @@ pub(super) fn supports(_rule: &LocalRule) -> bool {
     true
 }
 
-pub(super) struct LocalAdjoint {
+/// One inner step of the rule, forward and backward, with the meta-parameters' current values.
+struct LocalStep {
     cfg: LearnerConfig,
     rule: RuleValues,
     n: usize,
     /// Weight-sized work in the fused CPU loops (kernels.rs) rather than libtorch operations.
     fused: bool,
+}
+
+pub(super) struct LocalAdjoint {
+    step: LocalStep,
     grads: Grads,
     /// The effective rates with their graph to the stored parameters (for the surrogate).
     rates_graph: Vec<Tensor>,
@@ -130,10 +135,7 @@ impl LocalAdjoint {
             },
         };
         Ok(Self {
-            cfg: learner.cfg.clone(),
-            rule: rule_values,
-            n,
-            fused,
+            step: LocalStep { cfg: learner.cfg.clone(), rule: rule_values, n, fused },
             grads,
             rates_graph,
             feedback_idx,
@@ -146,25 +148,22 @@ impl StepAdjoint for LocalAdjoint {
     type Tape = StepTape;
 
     fn forward(&self, t: usize, w: &[Tensor], b: &[Tensor], x: &Tensor, y: &Tensor) -> Result<(Vec<Tensor>, Vec<Tensor>, StepTape)> {
-        let (next, tape) = self.step(t, w, b, x, y)?;
+        let (next, tape) = self.step.forward(t, w, b, x, y)?;
         Ok((next, b.iter().map(|t| t.shallow_clone()).collect(), tape))
     }
 
     fn backward(&mut self, _t: usize, w: &[Tensor], _b: &[Tensor], tape: StepTape, gw: Vec<Tensor>, mut gb: Vec<Tensor>, mode: StepMode) -> Result<(Vec<Tensor>, Vec<Tensor>, Option<Tensor>)> {
-        let mut grads = std::mem::replace(&mut self.grads, Grads { rates: vec![], feedback: vec![], strength: vec![], rate_full: vec![] });
-        let out = self.step_backward(w, &tape, gw, mode, &mut grads, &mut gb);
-        self.grads = grads;
-        let (gw, dx) = out?;
+        let (gw, dx) = self.step.backward(w, &tape, gw, mode, &mut self.grads, &mut gb)?;
         Ok((gw, gb, dx))
     }
 
     fn surrogate(&self, params: &ParamStore) -> Result<Option<Tensor>> {
         let mut total: Option<Tensor> = None;
         let g = &self.grads;
-        for k in 0..self.n {
+        for k in 0..self.step.n {
             let mut rate = g.rates[k].as_ref().map(|t| t.shallow_clone());
             if let Some(full) = g.rate_full.get(k) {
-                accumulate(&mut rate, full.f_sum_to_size(self.rule.rates[k].size())?)?;
+                accumulate(&mut rate, full.f_sum_to_size(self.step.rule.rates[k].size())?)?;
             }
             if let Some(gr) = rate {
                 accumulate(&mut total, dot(&self.rates_graph[k], &gr)?)?;
@@ -185,9 +184,9 @@ impl StepAdjoint for LocalAdjoint {
     }
 }
 
-impl LocalAdjoint {
+impl LocalStep {
     /// One forward inner step without a graph: the new fast weights and the tape of the step.
-    fn step(&self, t: usize, w: &[Tensor], b: &[Tensor], x: &Tensor, y: &Tensor) -> Result<(Vec<Tensor>, StepTape)> {
+    fn forward(&self, t: usize, w: &[Tensor], b: &[Tensor], x: &Tensor, y: &Tensor) -> Result<(Vec<Tensor>, StepTape)> {
         let acts = tail(x, w, b)?;
         let (post, feedback) = self.teaching(&acts, w, y)?;
         let oja = self.rule.oja && !(self.rule.hebb_first_step && t == 0);
@@ -299,7 +298,7 @@ impl LocalAdjoint {
 
     /// Propagates G (= ∂L/∂W after step t) back through step t; returns ∂L/∂W before it and
     /// ∂L/∂x_t (the step's input features) when the step is differentiated fully.
-    fn step_backward(&self, w: &[Tensor], tape: &StepTape, g: Vec<Tensor>, mode: StepMode, grads: &mut Grads, gb: &mut [Tensor]) -> Result<(Vec<Tensor>, Option<Tensor>)> {
+    fn backward(&self, w: &[Tensor], tape: &StepTape, g: Vec<Tensor>, mode: StepMode, grads: &mut Grads, gb: &mut [Tensor]) -> Result<(Vec<Tensor>, Option<Tensor>)> {
         if mode == StepMode::Constant {
             return Ok((g, None));
         }
