@@ -17,6 +17,7 @@ import type { TensorData } from './tensor.js';
 import { checkEpisodes, checkPositiveInt, checkTensor } from './validate.js';
 import { holds, lockRunDir, type RunLock } from './run-lock.js';
 import { setThreads } from './runtime.js';
+import { checkAnalyzeOptions, type Analysis, type AnalyzeOptions, type Learned } from './analysis.js';
 
 export interface ParamInfo {
   name: string;
@@ -286,6 +287,30 @@ export class Experiment implements Disposable {
     const opts = { runs: 50, seed: 0, ...rest };
     const raw = JSON.parse(await this.handle.evaluate(JSON.stringify(opts)));
     return { format: 1, name: this.name, checkpointStep: this.step, seed: opts.seed, options: opts, result: summarizeRaw(raw) };
+  }
+
+  /**
+   * Analyses the learner's updates on held-out streams of its task (PAPER.md 7): alignment with the true
+   * gradient, overlap between tasks, forgetting per update, rows changed and effective rank. The learner
+   * steps exactly as in evaluation; nothing about it changes.
+   */
+  async analyze(options: AnalyzeOptions = {}): Promise<Analysis> {
+    const { threads, ...rest } = checkAnalyzeOptions(options, this.#config.task.type);
+    if (threads !== undefined) setThreads(threads);
+    return JSON.parse(await this.handle.analyze(JSON.stringify(rest)));
+  }
+
+  /** What was meta-learned per plastic layer: statistics and arrays (Float32Array) by name. */
+  learned(): Learned {
+    const arrays: Record<string, TensorData> = {};
+    for (const a of this.handle.learnedArrays()) arrays[a.name] = a.tensor;
+    return { stats: JSON.parse(this.handle.learnedStats()), arrays };
+  }
+
+  /** Writes the learned arrays (see `learned`) to one safetensors file. */
+  async exportLearned(path: string): Promise<void> {
+    if (typeof path !== 'string' || path === '') throw configError('path', 'expected a file path');
+    await this.handle.exportLearned(path);
   }
 
   /** One meta-step on episodes you supply (e.g. from a custom task). */

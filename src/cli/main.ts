@@ -6,6 +6,7 @@ import { registerData } from './data.js';
 import { registerTrain } from './train.js';
 import { registerEval } from './eval.js';
 import { registerCompare } from './compare.js';
+import { registerAnalyze } from './analyze.js';
 import { registerPresets } from './presets.js';
 import { registerDemo } from './demo.js';
 import { CliExit } from './args.js';
@@ -27,6 +28,7 @@ export function buildProgram(): Command {
   registerTrain(program);
   registerEval(program);
   registerCompare(program);
+  registerAnalyze(program);
   registerDemo(program);
   return program;
 }

@@ -5,6 +5,7 @@ use crate::errors::guard;
 use crate::runtime::{host_from_js, host_to_js, JsTensor};
 use crate::work::{off_thread, Work};
 use metaplastic_core::episode::Episode;
+use metaplastic_core::analysis::{analyze, learned, AnalysisOptions};
 use metaplastic_core::eval::{evaluate, EvalOptions};
 use metaplastic_core::experiment::{stack, Experiment, ExperimentConfig};
 use metaplastic_core::{checkpoint, Error, Result};
@@ -185,6 +186,35 @@ impl NativeExperiment {
         })
     }
 
+    /// Analyses the learner's updates on held-out streams (PAPER.md 7); resolves to the analysis as JSON.
+    #[napi]
+    pub fn analyze(&self, options_json: String) -> AsyncTask<Work<String>> {
+        with_state(&self.shared, move |exp, _| {
+            let opts: AnalysisOptions = metaplastic_core::tasks::config_from_json(serde_json::from_str(&options_json).map_err(|e| Error::config("options", e.to_string()))?)?;
+            json(&analyze(exp, &opts)?)
+        })
+    }
+
+    /// What was meta-learned per plastic layer (rates, feedback, strengths or step sizes): statistics as JSON.
+    #[napi]
+    pub fn learned_stats(&self) -> napi::Result<String> {
+        let exp = self.lock()?;
+        guard(|| json(&learned::learned_stats(&exp.learner)?))
+    }
+
+    /// The learned arrays by name.
+    #[napi]
+    pub fn learned_arrays(&self) -> napi::Result<Vec<JsNamedTensor>> {
+        let exp = self.lock()?;
+        guard(|| Ok(learned::learned_host(&exp.learner)?.into_iter().map(|(name, t)| JsNamedTensor { name, tensor: host_to_js(t) }).collect()))
+    }
+
+    /// Writes the learned arrays to a safetensors file.
+    #[napi]
+    pub fn export_learned(&self, path: String) -> AsyncTask<Work<()>> {
+        with_state(&self.shared, move |exp, _| learned::export_safetensors(&exp.learner, &PathBuf::from(path)))
+    }
+
     /// One meta-step on episodes supplied from JS (any task); resolves to the step record as JSON.
     #[napi]
     pub fn meta_step(&self, episodes: Vec<JsEpisodeInput>) -> AsyncTask<Work<String>> {
@@ -235,6 +265,12 @@ impl NativeExperiment {
             exp.learner.params.write(&name, &t)
         })
     }
+}
+
+#[napi(object)]
+pub struct JsNamedTensor {
+    pub name: String,
+    pub tensor: JsTensor,
 }
 
 #[napi(object)]
