@@ -4,7 +4,11 @@
 // (bench/reference_flp.py). Reports figures; asserts nothing. See bench/README.md.
 //
 //   node bench/run.mjs [--quick | --full] [--filter NAME]... [--threads N] [--device cpu|cuda|auto]
-//                      [--python PATH] [--no-reference] [--out FILE]
+//                      [--intervals K,K,...] [--python PATH] [--no-reference] [--out FILE | --json FILE]
+//
+// FLP meta-steps are measured through the hand-derived reverse pass (the default, `meta.backward:
+// 'auto'`) and through autograd (`-autograd` scenarios, the reference path); `--intervals` adds the
+// reverse pass at several checkpoint intervals (the memory/time curve).
 //
 // Every measurement runs in its own child process (this script with --child), one at a time, so each
 // has a clean libtorch, its thread settings from the start, and its own peak memory.
@@ -36,13 +40,13 @@ const PROFILES = {
   // inner loop = functions × batchesPerFunction minibatches of 32 points; query 32 points per function
   quick: { functions: 1, batches: 10, warmup: 1, repeats: 2, evalRepeats: 1, evalRuns: 4, metaBatches: [1, 8], matmulN: 1024 },
   default: { functions: 1, batches: 40, warmup: 1, repeats: 5, evalRepeats: 3, evalRuns: 8, metaBatches: [1, 8], matmulN: 2048 },
-  // The paper's full episode (10 functions × 40 minibatches = 400 inner steps). The engine's FLP graph
-  // measured ~26 MB per episode per inner step (~10 GB per 400-step episode): one episode per meta-step
-  // on a 24 GB CPU machine; 8 on a GPU (cudaMetaBatches).
-  full: { functions: 10, batches: 40, warmup: 1, repeats: 3, evalRepeats: 2, evalRuns: 8, metaBatches: [1], cudaMetaBatches: [1, 8], matmulN: 2048 },
+  // The paper's full episode (10 functions × 40 minibatches = 400 inner steps). Autograd's FLP graph
+  // takes ~10 GB per 400-step episode, so it runs at the smallest meta-batch only; the reverse pass keeps
+  // O(T/k + k) weight copies per episode and runs them all (1, 8, 64 on a GPU: cudaMetaBatches).
+  full: { functions: 10, batches: 40, warmup: 1, repeats: 3, evalRepeats: 2, evalRuns: 8, metaBatches: [1, 2, 4], cudaMetaBatches: [1, 8, 64], matmulN: 2048 },
 };
 
-function learnerConfig(net, device) {
+function learnerConfig(net, device, backward = 'auto', checkpointEvery = null) {
   const layers = SINE_UNITS.map((units) => ({ type: 'linear', units }));
   const rule = net.rule === 'oja' ? { type: 'oja' } : { type: 'sgd', lr: 0.003, stepSizes: 'fixed', biases: true };
   return {
@@ -53,7 +57,7 @@ function learnerConfig(net, device) {
     rule,
     feedback: { type: 'learned' },
     plasticity: { granularity: 'synapse', init: 0 },
-    meta: { gradient: { type: 'secondOrder' } },
+    meta: { gradient: { type: 'secondOrder' }, backward, checkpointEvery },
     dtype: 'float32',
     device,
     seed: 1,
@@ -64,12 +68,21 @@ function sineConfig(p) {
   return { poolSize: 400, functions: p.functions, slots: 10, batchesPerFunction: p.batches, batchSize: 32, queryPerFunction: 32 };
 }
 
-function scenarios(p) {
+function scenarios(p, intervals) {
   const list = [];
   const steps = p.functions * p.batches;
   for (const [id, net] of Object.entries(NETS)) {
     for (const e of p.metaBatches) {
-      list.push({ name: `${id}-train-e${e}`, kind: 'train', net: id, metaBatch: e, steps, what: `${net.label}, second-order, ${e} episode(s)/meta-step` });
+      const what = `${net.label}, second-order, ${e} episode(s)/meta-step`;
+      if (id === 'flp') {
+        list.push({ name: `flp-train-e${e}`, kind: 'train', net: id, metaBatch: e, steps, backward: 'auto', what: `${what}, reverse pass` });
+        for (const k of intervals) {
+          list.push({ name: `flp-train-e${e}-k${k}`, kind: 'train', net: id, metaBatch: e, steps, backward: 'adjoint', checkpointEvery: k, what: `${what}, reverse pass, checkpoint every ${k}` });
+        }
+        if (e === p.metaBatches[0]) list.push({ name: `flp-train-e${e}-autograd`, kind: 'train', net: id, metaBatch: e, steps, backward: 'autograd', what: `${what}, autograd` });
+      } else {
+        list.push({ name: `${id}-train-e${e}`, kind: 'train', net: id, metaBatch: e, steps, what });
+      }
     }
   }
   for (const id of Object.keys(NETS)) {
@@ -100,7 +113,7 @@ async function child(job) {
     name: `bench-${job.name}`,
     seed: 1,
     metaBatch: job.metaBatch ?? 1,
-    learner: learnerConfig(NETS[job.net], job.device),
+    learner: learnerConfig(NETS[job.net], job.device, job.backward, job.checkpointEvery),
     task: { type: 'sine', sine: sineConfig(job.profile), order: 'continual' },
   };
   const exp = await native.createExperiment(JSON.stringify(config));
@@ -198,15 +211,18 @@ async function main() {
       full: { type: 'boolean', default: false },
       filter: { type: 'string', multiple: true, default: [] },
       threads: { type: 'string', default: '2' },
+      intervals: { type: 'string', default: '' },
       device: { type: 'string', default: 'auto' },
       python: { type: 'string' },
       'no-reference': { type: 'boolean', default: false },
       out: { type: 'string', default: join(here, 'out', 'results.json') },
+      json: { type: 'string' }, // the same as --out
       child: { type: 'string' },
     },
   });
   if (values.child) return child(JSON.parse(values.child));
 
+  if (values.json) values.out = values.json;
   const profileName = values.full ? 'full' : values.quick ? 'quick' : 'default';
   let profile = PROFILES[profileName];
   const threads = Number(values.threads);
@@ -219,7 +235,9 @@ async function main() {
   const runtime = probe.runtime;
   const device = runtime.device.startsWith('cuda') && values.device !== 'cpu' ? 'cuda' : 'cpu';
   if (device === 'cuda' && profile.cudaMetaBatches) profile = { ...profile, metaBatches: profile.cudaMetaBatches };
-  const chosen = scenarios(profile).filter((s) => filters.length === 0 || filters.some((f) => s.name.includes(f)));
+  const intervals = values.intervals.split(',').filter(Boolean).map(Number);
+  if (intervals.some((k) => !Number.isInteger(k) || k < 1)) throw new Error(`--intervals must list positive integers, got ${values.intervals}`);
+  const chosen = scenarios(profile, intervals).filter((s) => filters.length === 0 || filters.some((f) => s.name.includes(f)));
   const wantMatmul = filters.length === 0 || filters.some((f) => 'matmul'.includes(f));
 
   const py = values['no-reference'] ? { error: 'disabled with --no-reference' } : findTorchPython(root, values.python);

@@ -1,7 +1,8 @@
 // One-step setup from a fresh clone: npm packages, libtorch, the native addon, the compiled TypeScript.
 // Every step is skipped when its result is already there and up to date.
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, renameSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ensureLibtorch, SetupError } from './libtorch.mjs';
@@ -20,8 +21,13 @@ export function cargoEnv(libtorch) {
 }
 
 export function setup() {
-  if (!existsSync(join(root, 'node_modules', '.package-lock.json'))) {
+  // Reinstall whenever package-lock.json changed since the last install (a pull or merge that adds a
+  // package would otherwise leave node_modules without it).
+  const lockHash = createHash('sha256').update(readFileSync(join(root, 'package-lock.json'))).digest('hex');
+  const stamp = join(root, 'node_modules', '.metaplastic-lock-sha256');
+  if (!existsSync(stamp) || readFileSync(stamp, 'utf8') !== lockHash) {
     step('npm', ['ci', '--no-audit', '--no-fund']);
+    writeFileSync(stamp, lockHash);
   }
   const libtorch = ensureLibtorch();
   const env = cargoEnv(libtorch);
@@ -33,6 +39,8 @@ export function setup() {
   // Copy then rename, so a concurrently loading process never sees a half-written addon.
   copyFileSync(built, ADDON + '.tmp');
   renameSync(ADDON + '.tmp', ADDON);
+  // A clean dist/: nothing left from older builds (source maps of sources the package does not ship).
+  rmSync(join(root, 'dist'), { recursive: true, force: true });
   step(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json'], env, 'TypeScript build');
   return { libtorch, env };
 }

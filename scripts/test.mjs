@@ -5,6 +5,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setup } from './setup.mjs';
 import { SetupError } from './libtorch.mjs';
+import { countCargo, countTap } from './test-counts.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const cargoOnly = process.argv.includes('--cargo-only');
@@ -24,10 +25,6 @@ function run(cmd, args, env) {
   });
 }
 
-function sum(text, re) {
-  return [...text.matchAll(re)].reduce((n, m) => n + Number(m[1]), 0);
-}
-
 let env;
 try {
   ({ env } = setup());
@@ -39,18 +36,22 @@ try {
   throw e;
 }
 const testEnv = { ...env, OMP_NUM_THREADS: '1' };
-// Release profile: shares the compiled libtorch bindings with the addon build.
-const cargo = await run('cargo', ['test', '--release', '-p', 'metaplastic-core'], testEnv);
-let passed = sum(cargo.text, /test result: \w+\. (\d+) passed/g);
-let failed = sum(cargo.text, /test result: \w+\. \d+ passed; (\d+) failed/g);
+// Release profile: shares the compiled libtorch bindings with the addon build. --show-output lets the
+// tests that need data they cannot find say that they skipped.
+const cargo = await run('cargo', ['test', '--release', '-p', 'metaplastic-core', '--', '--show-output'], testEnv);
+const counts = countCargo(cargo.text);
 let code = cargo.code;
 if (code === 0 && !cargoOnly) {
-  const ava = await run(process.execPath, [join(root, 'node_modules', 'ava', 'entrypoints', 'cli.mjs')], { ...testEnv, FORCE_COLOR: '0' });
-  passed += sum(ava.text, /^\s*(\d+) tests? passed/gm);
-  failed += sum(ava.text, /^\s*(\d+) tests? failed/gm) + sum(ava.text, /^\s*(\d+) uncaught exceptions?/gm);
+  // TAP: one line per test, so passed tests are counted even when some fail.
+  const ava = await run(process.execPath, [join(root, 'node_modules', 'ava', 'entrypoints', 'cli.mjs'), '--tap'], { ...testEnv, FORCE_COLOR: '0' });
+  const tap = countTap(ava.text);
+  for (const k of Object.keys(counts)) counts[k] += tap[k];
   code = ava.code;
 } else if (code !== 0) {
   console.error('cargo test failed; the TypeScript tests were not run');
 }
-console.log(`\n${passed} passed, ${failed} failed`);
-process.exit(code !== 0 && failed === 0 ? code : failed > 0 ? 1 : code);
+if (counts.skipped > 0) {
+  console.log(`\n${counts.skipped} skipped (they need data or hardware this machine lacks; the lines marked SKIPPED / # SKIP above say which, e.g. set METAPLASTIC_DATA to the full Omniglot set)`);
+}
+console.log(`\n${counts.passed} passed, ${counts.failed} failed`);
+process.exit(code !== 0 && counts.failed === 0 ? code : counts.failed > 0 ? 1 : code);

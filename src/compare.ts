@@ -1,7 +1,7 @@
 // Side-by-side comparison of learners: one list of rows (metric × learner) rendered either as an
 // aligned plain-text table or as JSON, so the two never disagree.
 import { configError } from './errors.js';
-import { meanMetaLoss, type CompareEntry, type EvalFile } from './results.js';
+import { FINAL_WINDOW, finalMetaLoss, finalMetaLossLabel, metaLossWindow, type CompareEntry, type EvalFile } from './results.js';
 import { ciHalfWidth, type Stat } from './stats.js';
 
 export type CompareValue = Stat | number | null;
@@ -31,7 +31,8 @@ export function compareRows(entries: readonly CompareEntry[]): CompareRow[] {
   };
 
   row('checkpointStep', 'meta-training steps', (e) => e.eval.checkpointStep);
-  row('metaTraining.finalLoss', `meta-loss (mean of last ${LAST_STEPS} steps)`, (e) => finalLoss(e));
+  const windows = new Set(entries.filter((e) => e.metrics?.length).map((e) => metaLossWindow(e.metrics!)));
+  row('metaTraining.finalLoss', windows.size === 1 ? finalMetaLossLabel([...windows][0]) : finalMetaLossLabel(FINAL_WINDOW, true), (e) => finalMetaLoss(e.metrics ?? []) ?? undefined);
   row('sine.continual.finalMse', 'sine continual: MSE after all functions', (e) => sine(e)?.continual.finalMse);
   row('sine.iid.finalMse', 'sine i.i.d.: MSE after all functions', (e) => sine(e)?.iid.finalMse);
 
@@ -93,8 +94,6 @@ export function compareTable(entries: readonly CompareEntry[], options: CompareT
 
 // ---------------------------------------------------------------------------------------------
 
-const LAST_STEPS = 100;
-
 function checkEntries(entries: readonly CompareEntry[]): void {
   if (entries.length === 0) throw configError('entries', 'nothing to compare');
   const names = entries.map((e) => e.name);
@@ -108,12 +107,6 @@ function sine(e: CompareEntry) {
 
 function omniglot(e: CompareEntry) {
   return e.eval.result.protocol === 'omniglot' ? e.eval.result : undefined;
-}
-
-function finalLoss(e: CompareEntry): number | undefined {
-  const recs = e.metrics ?? [];
-  if (recs.length === 0) return undefined;
-  return meanMetaLoss(recs.slice(-LAST_STEPS)) ?? undefined;
 }
 
 function isStat(v: CompareValue): v is Stat {

@@ -64,6 +64,14 @@ export type MetaGradient = { type: 'secondOrder' } | { type: 'firstOrder' } | { 
 
 export interface MetaConfig {
   gradient?: MetaGradient;
+  /**
+   * How the meta-gradient is computed: 'auto' (default) uses the hand-derived reverse pass wherever it covers
+   * the rule (Oja, Hebb, SGD), autograd elsewhere; 'autograd' is the reference it is tested against;
+   * 'adjoint' is an error where the reverse pass does not apply.
+   */
+  backward?: 'auto' | 'autograd' | 'adjoint';
+  /** Reverse pass: keep the fast weights every this many inner steps (default ⌈√T⌉; 1 keeps every step). */
+  checkpointEvery?: number | null;
   /** Adam learning rate per group; 0 freezes a group. */
   lr?: { forward?: number; feedback?: number; plasticity?: number; strength?: number };
   betas?: [number, number];

@@ -11,7 +11,8 @@ export type ErrorCode =
   | 'E_PANIC'
   | 'E_NATIVE_MISSING'
   | 'E_USAGE'
-  | 'E_BUSY';
+  | 'E_BUSY'
+  | 'E_LOCKED';
 
 export class MetaplasticError extends Error {
   readonly code: ErrorCode;

@@ -3,7 +3,7 @@
  * thread with progress, cancellation and checkpoints, evaluate it with the paper's protocols, save and
  * load it. The numerical work runs in the native engine; this module orchestrates.
  */
-import { appendFile, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { appendFile, readFile, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { native, wrapNativeObject } from './native.js';
@@ -14,6 +14,10 @@ import { summarize, summarizeCurves } from './stats.js';
 import { stableStringify, type EvalFile, type MetricsRecord, type OmniglotEvalResult, type SineEvalResult, type SineOrderResult } from './results.js';
 import type { EpisodeData } from './episode.js';
 import type { TensorData } from './tensor.js';
+import { checkEpisodes, checkPositiveInt, checkTensor } from './validate.js';
+import { holds, lockRunDir, type RunLock } from './run-lock.js';
+import { setThreads } from './runtime.js';
+import { checkAnalyzeOptions, type Analysis, type AnalyzeOptions, type Learned } from './analysis.js';
 
 export interface ParamInfo {
   name: string;
@@ -61,6 +65,10 @@ export interface MetaTrainOptions {
   outDir?: string;
   /** Checkpoint every N meta-steps (and always at the end); 0 = only at the end. */
   checkpointEvery?: number;
+  /** libtorch intra-op threads for this and later work (default: every core; give each of several processes a share). */
+  threads?: number;
+  /** The lock of `outDir` when the caller already holds it (the CLI locks before writing config.json). */
+  runLock?: RunLock;
 }
 
 export interface EvalOptions {
@@ -75,6 +83,26 @@ export interface EvalOptions {
   validationHeldOut?: number;
   /** Runs evaluated together as a batch of episodes (0 = automatic). */
   maxBatch?: number;
+  /** libtorch intra-op threads (not part of the result). */
+  threads?: number;
+}
+
+const EVAL_KEYS = ['runs', 'seed', 'classes', 'stepScales', 'validationRuns', 'validationHeldOut', 'maxBatch', 'threads'];
+const OMNIGLOT_ONLY = ['classes', 'stepScales', 'validationRuns', 'validationHeldOut'];
+
+/** Options must be known and apply to the task: a silently ignored option gives a result that looks right. */
+function checkEvalOptions(options: unknown, task: string): EvalOptions {
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) throw configError('options', 'expected an object');
+  for (const [k, v] of Object.entries(options)) {
+    if (v === undefined) continue;
+    if (!EVAL_KEYS.includes(k)) throw configError(`options.${k}`, `unknown option (known: ${EVAL_KEYS.join(', ')})`);
+    if (OMNIGLOT_ONLY.includes(k) && task !== 'omniglot' && task !== 'imageFolder') {
+      throw configError(`options.${k}`, `applies to classification tasks; this experiment's task is ${task}`);
+    }
+  }
+  checkPositiveInt((options as EvalOptions).runs, 'options.runs');
+  checkPositiveInt((options as EvalOptions).threads, 'options.threads');
+  return options as EvalOptions;
 }
 
 export interface EpisodeResult {
@@ -176,23 +204,36 @@ export class Experiment implements Disposable {
   }
 
   param(name: string): TensorData {
+    if (typeof name !== 'string') throw configError('name', `expected a parameter name (string), got ${typeof name}`);
     return this.handle.param(name);
   }
 
   setParam(name: string, value: TensorData): void {
-    this.handle.setParam(name, value);
+    if (typeof name !== 'string') throw configError('name', `expected a parameter name (string), got ${typeof name}`);
+    this.handle.setParam(name, checkTensor(value, 'value'));
   }
 
   /** Meta-trains up to `steps` total meta-steps. Resolves with the records of the steps taken. */
   async metaTrain(options: MetaTrainOptions): Promise<StepRecord[]> {
+    if (typeof options !== 'object' || options === null) throw configError('options', 'expected { steps, ... }');
     const { steps, signal, onProgress, outDir } = options;
     const every = options.checkpointEvery ?? 0;
     checkSteps(steps);
     checkSteps(every);
-    if (outDir) {
-      await mkdir(outDir, { recursive: true });
-      await truncateMetrics(join(outDir, METRICS_FILE), this.step);
+    const threads = checkPositiveInt(options.threads, 'threads');
+    if (threads !== undefined) setThreads(threads);
+    // One writer per run folder (a second process gets E_LOCKED instead of interleaving its steps).
+    const lock = outDir && !holds(options.runLock, outDir) ? lockRunDir(outDir) : undefined;
+    try {
+      return await this.#metaTrain(options, steps, every);
+    } finally {
+      lock?.release();
     }
+  }
+
+  async #metaTrain(options: MetaTrainOptions, steps: number, every: number): Promise<StepRecord[]> {
+    const { signal, onProgress, outDir } = options;
+    if (outDir) await truncateMetrics(join(outDir, METRICS_FILE), this.step);
     const native = this.handle;
     const rates = groupRates(this.#config);
     const records: StepRecord[] = [];
@@ -215,7 +256,9 @@ export class Experiment implements Disposable {
         chunk = Math.max(1, Math.min(1000, Math.round(rate * 0.25)));
         if (outDir) {
           const lines = got.map((r) => JSON.stringify(metricsRecord(r, rates, rate)) + '\n').join('');
-          await appendFile(join(outDir, METRICS_FILE), lines);
+          await appendFile(join(outDir, METRICS_FILE), lines).catch((e) => {
+            throw new MetaplasticError('E_IO', `cannot write ${join(outDir, METRICS_FILE)}: ${e.message}; check that the folder is writable and the disk has room`, { cause: e });
+          });
         }
         const last = got[got.length - 1];
         onProgress?.({ step: last.step, totalSteps: steps, metaLoss: last.metaLoss, gradNorm: last.gradNorm, lr: rates, skipped: last.skippedTotal, exploded: last.explodedTotal, stepsPerSec: rate });
@@ -239,19 +282,45 @@ export class Experiment implements Disposable {
 
   /** Runs the task's evaluation protocol (PAPER.md 5); the result is a pure function of the weights, seed and options. */
   async evaluate(options: EvalOptions = {}): Promise<EvalFile> {
-    const opts = { runs: 50, seed: 0, ...options };
+    const { threads, ...rest } = checkEvalOptions(options, this.#config.task.type);
+    if (threads !== undefined) setThreads(threads);
+    const opts = { runs: 50, seed: 0, ...rest };
     const raw = JSON.parse(await this.handle.evaluate(JSON.stringify(opts)));
     return { format: 1, name: this.name, checkpointStep: this.step, seed: opts.seed, options: opts, result: summarizeRaw(raw) };
   }
 
+  /**
+   * Analyses the learner's updates on held-out streams of its task (PAPER.md 7): alignment with the true
+   * gradient, overlap between tasks, forgetting per update, rows changed and effective rank. The learner
+   * steps exactly as in evaluation; nothing about it changes.
+   */
+  async analyze(options: AnalyzeOptions = {}): Promise<Analysis> {
+    const { threads, ...rest } = checkAnalyzeOptions(options, this.#config.task.type);
+    if (threads !== undefined) setThreads(threads);
+    return JSON.parse(await this.handle.analyze(JSON.stringify(rest)));
+  }
+
+  /** What was meta-learned per plastic layer: statistics and arrays (Float32Array) by name. */
+  learned(): Learned {
+    const arrays: Record<string, TensorData> = {};
+    for (const a of this.handle.learnedArrays()) arrays[a.name] = a.tensor;
+    return { stats: JSON.parse(this.handle.learnedStats()), arrays };
+  }
+
+  /** Writes the learned arrays (see `learned`) to one safetensors file. */
+  async exportLearned(path: string): Promise<void> {
+    if (typeof path !== 'string' || path === '') throw configError('path', 'expected a file path');
+    await this.handle.exportLearned(path);
+  }
+
   /** One meta-step on episodes you supply (e.g. from a custom task). */
   async metaStep(episodes: EpisodeData[]): Promise<StepRecord> {
-    return JSON.parse(await this.handle.metaStep(episodes.map(toNativeEpisode)));
+    return JSON.parse(await this.handle.metaStep(checkEpisodes(episodes).map(toNativeEpisode)));
   }
 
   /** Runs each episode's inner loop and scores its query set, without meta-gradients or changes. */
   async runEpisodes(episodes: EpisodeData[]): Promise<EpisodeResult> {
-    const r = await this.handle.runEpisodes(episodes.map(toNativeEpisode));
+    const r = await this.handle.runEpisodes(checkEpisodes(episodes).map(toNativeEpisode));
     return { queryLoss: r.queryLoss, queryAccuracy: r.queryAccuracy ?? undefined, predictions: r.predictions };
   }
 

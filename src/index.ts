@@ -10,3 +10,4 @@ export * from './stats.js';
 export * from './results.js';
 export * from './plots.js';
 export * from './compare.js';
+export * from './analysis.js';

@@ -17,13 +17,19 @@ export interface Figure {
   textRendered: boolean;
 }
 
+/**
+ * A vega-lite specification as plain JSON (see https://vega.github.io/vega-lite/). Typed loosely on
+ * purpose: vega's own typings stay out of the package's public declarations.
+ */
+export type VegaLiteSpec = { $schema?: string } & Record<string, unknown>;
+
 export interface RenderOptions {
   /** PNG pixels per SVG pixel (default 2, for legible text on high-density screens and in papers). */
   scale?: number;
 }
 
 /** Compiles a vega-lite spec and writes `NAME.svg` and `NAME.png` into `dir`, each atomically. */
-export async function renderFigure(spec: TopLevelSpec, dir: string, name: string, options: RenderOptions = {}): Promise<Figure> {
+export async function renderFigure(spec: VegaLiteSpec, dir: string, name: string, options: RenderOptions = {}): Promise<Figure> {
   if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(name)) {
     throw configError('name', `figure name ${JSON.stringify(name)} must be letters, digits, '.', '_' or '-'`);
   }
@@ -46,8 +52,8 @@ export async function renderFigure(spec: TopLevelSpec, dir: string, name: string
 }
 
 /** The SVG text of a vega-lite spec, rendered without a browser or canvas. */
-export async function specToSvg(spec: TopLevelSpec): Promise<string> {
-  const view = new View(parse(compile(spec).spec), { renderer: 'none' });
+export async function specToSvg(spec: VegaLiteSpec): Promise<string> {
+  const view = new View(parse(compile(spec as unknown as TopLevelSpec).spec), { renderer: 'none' });
   try {
     return await view.toSVG();
   } finally {

@@ -1,6 +1,5 @@
 // The figures a researcher makes from meta-training metrics and evaluation files, as vega-lite
 // specs (exported, for notebooks) and as SVG + PNG files (rendered headless by plot-render.ts).
-import type { TopLevelSpec } from 'vega-lite';
 import { configError } from './errors.js';
 import { explodedSteps } from './results.js';
 import type {
@@ -10,9 +9,9 @@ import type {
   SineEvalResult,
   Stat,
 } from './results.js';
-import { renderFigure, type Figure, type RenderOptions } from './plot-render.js';
+import { renderFigure, type Figure, type RenderOptions, type VegaLiteSpec } from './plot-render.js';
 
-export { renderFigure, specToSvg, type Figure, type RenderOptions } from './plot-render.js';
+export { renderFigure, specToSvg, type Figure, type RenderOptions, type VegaLiteSpec } from './plot-render.js';
 
 export interface LossSeries {
   name: string;
@@ -82,9 +81,14 @@ function checkNames(names: readonly string[], what: string): void {
   if (dup !== undefined) throw configError(what, `learner name ${JSON.stringify(dup)} appears twice; names label the lines`);
 }
 
-function band(s: Stat) {
-  return { mean: s.mean, lo: s.ci95[0], hi: s.ci95[1] };
+/** Mean and 95% interval, clipped to what the quantity can be (an MSE is never below 0, an accuracy is in [0, 1]). */
+function band(s: Stat, min = -Infinity, max = Infinity) {
+  const clip = (v: number) => Math.min(max, Math.max(min, v));
+  return { mean: s.mean, lo: clip(s.ci95[0]), hi: clip(s.ci95[1]) };
 }
+
+/** Every log axis labels its ticks the same way: 1e-3, 1e+0, 1e+20. */
+const LOG_AXIS = { format: '~e' };
 
 // ---------------------------------------------------------------------------------------------
 // (a) Meta-training loss.
@@ -142,7 +146,7 @@ type LossRow = { learner: string; step: number; loss: number; kind: 'raw' | 'smo
  * loss cannot drag the line for hundreds of steps) over the applied steps only; steps skipped as non-finite
  * or as exploded lifetimes are left out of both lines and marked by a triangle at the top of the frame.
  */
-export function metaLossSpec(series: readonly LossSeries[], options: MetaLossOptions = {}): TopLevelSpec {
+export function metaLossSpec(series: readonly LossSeries[], options: MetaLossOptions = {}): VegaLiteSpec {
   const names = series.map((s) => s.name);
   checkNames(names, 'series');
   const smoothing = options.smoothing ?? 0;
@@ -168,7 +172,7 @@ export function metaLossSpec(series: readonly LossSeries[], options: MetaLossOpt
   const domain = bulkLogDomain(rows.filter((r) => r.kind === 'raw').map((r) => r.loss));
   for (const m of thin(marks, maxPoints)) rows.push({ ...m, loss: domain ? domain[1] : 1 });
   const x = { field: 'step', type: 'quantitative' as const, title: 'Meta-training step' };
-  const y = { field: 'loss', type: 'quantitative' as const, title: 'Meta-loss (log scale)', scale: { type: 'log' as const, ...(domain ? { domain } : {}) } };
+  const y = { field: 'loss', type: 'quantitative' as const, title: 'Meta-loss (log scale)', scale: { type: 'log' as const, ...(domain ? { domain } : {}) }, axis: LOG_AXIS };
   const color = learnerColor(names, options.learners);
   const lines =
     smoothing > 0
@@ -197,19 +201,23 @@ export function metaLossSpec(series: readonly LossSeries[], options: MetaLossOpt
 // ---------------------------------------------------------------------------------------------
 // (b) Sine: MSE over the functions seen so far, after each function.
 
-export function sineCurveSpec(entries: readonly LearnerResult<SineEvalResult>[], options: SpecOptions = {}): TopLevelSpec {
+export function sineCurveSpec(entries: readonly LearnerResult<SineEvalResult>[], options: SpecOptions = {}): VegaLiteSpec {
   const names = entries.map((e) => e.name);
   checkNames(names, 'entries');
   const rows = entries.flatMap((e) =>
     ORDERS.flatMap(([key, label]) =>
-      e.result[key].curve.map((s, k) => ({ learner: e.name, order: label, functions: k + 1, ...band(s) })),
+      e.result[key].curve.map((s, k) => ({ learner: e.name, order: label, functions: k + 1, ...band(s, 0) })),
     ),
   );
-  const x = { field: 'functions', type: 'quantitative' as const, title: 'Functions seen', axis: { tickMinStep: 1, format: 'd' } };
+  // Continual: function k has just been learned; i.i.d.: the same amount of data, shuffled across functions.
+  const x = { field: 'functions', type: 'quantitative' as const, title: "Data seen (functions' worth)", axis: { tickMinStep: 1, format: 'd' } };
   const color = learnerColor(names, options.learners);
   return {
     $schema: SCHEMA,
-    title: { text: 'Incremental sine regression', subtitle: 'MSE over all functions seen so far; mean and 95% CI over runs' },
+    title: {
+      text: 'Incremental sine regression',
+      subtitle: ["MSE over the functions whose data has been seen; mean and 95% CI over runs (clipped at 0)", "continual: after learning function k; i.i.d.: after k functions' worth of shuffled data"],
+    },
     data: { values: rows },
     facet: { column: { field: 'order', type: 'nominal', title: null, sort: ORDERS.map(([, l]) => l) } },
     spec: {
@@ -226,12 +234,13 @@ export function sineCurveSpec(entries: readonly LearnerResult<SineEvalResult>[],
 // ---------------------------------------------------------------------------------------------
 // (c) Sine: error on each function after all functions were learned (what is forgotten).
 
-export function sinePerFunctionSpec(entries: readonly LearnerResult<SineEvalResult>[], options: SpecOptions = {}): TopLevelSpec {
+export function sinePerFunctionSpec(entries: readonly LearnerResult<SineEvalResult>[], options: SpecOptions = {}): VegaLiteSpec {
   const names = entries.map((e) => e.name);
   checkNames(names, 'entries');
   const rows = entries.flatMap((e) =>
     ORDERS.flatMap(([key, label]) =>
-      e.result[key].perFunction.map((s, i) => ({ learner: e.name, order: label, fn: i + 1, ...band(s) })),
+      // Log scale: a lower bound at or below 0 is drawn at 1% of the mean.
+      e.result[key].perFunction.map((s, i) => ({ learner: e.name, order: label, fn: i + 1, ...band(s, s.mean / 100) })),
     ),
   );
   const last = Math.max(...entries.map((e) => e.result.functions));
@@ -240,14 +249,14 @@ export function sinePerFunctionSpec(entries: readonly LearnerResult<SineEvalResu
   const color = learnerColor(names, options.learners);
   return {
     $schema: SCHEMA,
-    title: { text: `Sine: error on each function after learning all ${last}`, subtitle: 'mean and 95% CI over runs' },
+    title: { text: `Sine: error on each function after learning all ${last}`, subtitle: 'mean and 95% CI over runs; log scale, so every learner stays readable' },
     data: { values: rows },
     facet: { column: { field: 'order', type: 'nominal', title: null, sort: ORDERS.map(([, l]) => l) } },
     spec: {
       ...PANEL,
       layer: [
-        { mark: { type: 'rule', strokeWidth: 1.5 }, encoding: { x, xOffset, y: { field: 'lo', type: 'quantitative', title: 'MSE' }, y2: { field: 'hi' }, color } },
-        { mark: { type: 'point', filled: true, size: 40 }, encoding: { x, xOffset, y: { field: 'mean', type: 'quantitative' }, color } },
+        { mark: { type: 'rule', strokeWidth: 1.5 }, encoding: { x, xOffset, y: { field: 'lo', type: 'quantitative', title: 'MSE (log scale)', scale: { type: 'log' }, axis: LOG_AXIS }, y2: { field: 'hi' }, color } },
+        { mark: { type: 'point', filled: true, size: 40 }, encoding: { x, xOffset, y: { field: 'mean', type: 'quantitative', scale: { type: 'log' } }, color } },
       ],
     },
     config: CONFIG,
@@ -257,16 +266,16 @@ export function sinePerFunctionSpec(entries: readonly LearnerResult<SineEvalResu
 // ---------------------------------------------------------------------------------------------
 // (d) Omniglot: accuracy against the number of classes learned.
 
-export function omniglotAccuracySpec(entries: readonly LearnerResult<OmniglotEvalResult>[], options: SpecOptions = {}): TopLevelSpec {
+export function omniglotAccuracySpec(entries: readonly LearnerResult<OmniglotEvalResult>[], options: SpecOptions = {}): VegaLiteSpec {
   const names = entries.map((e) => e.name);
   checkNames(names, 'entries');
   const rows = entries.flatMap((e) =>
     SPLITS.flatMap(([key, label]) =>
-      e.result.points.map((p) => ({ learner: e.name, split: label, classes: p.classes, ...band(p[key]) })),
+      e.result.points.map((p) => ({ learner: e.name, split: label, classes: p.classes, ...band(p[key], 0, 1) })),
     ),
   );
   const x = { field: 'classes', type: 'quantitative' as const, title: 'Classes learned' };
-  const y = { field: 'lo', type: 'quantitative' as const, title: 'Accuracy', axis: { format: '.0%' }, scale: { zero: false } };
+  const y = { field: 'lo', type: 'quantitative' as const, title: 'Accuracy', axis: { format: '.0%' }, scale: { domain: [0, 1] } };
   const color = learnerColor(names, options.learners);
   return {
     $schema: SCHEMA,

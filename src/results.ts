@@ -50,6 +50,32 @@ export interface EvalFile {
   result: SineEvalResult | OmniglotEvalResult;
 }
 
+/**
+ * "Final meta-loss", everywhere (train's summary, compare's table): the mean meta-loss of the last
+ * FINAL_WINDOW recorded steps, or of all of them in a shorter run; skipped steps are left out.
+ * The label says how many steps it averages.
+ */
+export const FINAL_WINDOW = 100;
+
+export function metaLossWindow(records: readonly MetricsRecord[]): number {
+  return Math.min(FINAL_WINDOW, records.length);
+}
+
+export function finalMetaLoss(records: readonly MetricsRecord[]): number | null {
+  return records.length === 0 ? null : meanMetaLoss(records.slice(-metaLossWindow(records)));
+}
+
+/** The same window at the start of the run. */
+export function initialMetaLoss(records: readonly MetricsRecord[]): number | null {
+  return records.length === 0 ? null : meanMetaLoss(records.slice(0, metaLossWindow(records)));
+}
+
+/** The row label; runs of different lengths (`mixed`) share FINAL_WINDOW, which a shorter run fills with all its steps. */
+export function finalMetaLossLabel(steps: number, mixed = false): string {
+  const what = `last ${steps} step${steps === 1 ? '' : 's'}`;
+  return `final meta-loss (mean of ${mixed ? `${what}, or all in a shorter run` : what})`;
+}
+
 /** Whether each record's step was skipped as an exploded lifetime (its cumulative `exploded` count rose). */
 export function explodedSteps(records: readonly MetricsRecord[]): boolean[] {
   let before = 0;

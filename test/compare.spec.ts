@@ -73,3 +73,15 @@ test('refuses empty and duplicate entries', (t) => {
   t.throws(() => compareTable([]), { message: /nothing to compare/ });
   t.throws(() => compareJson([{ name: 'a', eval: sineEval('a') }, { name: 'a', eval: sineEval('b') }]), { message: /"a" appears twice/ });
 });
+
+test('final meta-loss: one definition, labelled with the steps it averages (train and compare agree)', async (t) => {
+  const { finalMetaLoss, finalMetaLossLabel, metaLossWindow } = await import('../src/results.js');
+  const short = metricsSeries(1, 10);
+  const rows = compareRows([{ name: 'A', eval: sineEval('a'), metrics: short }]);
+  const row = rows.find((r) => r.key === 'metaTraining.finalLoss')!;
+  t.is(row.label, 'final meta-loss (mean of last 10 steps)', 'a 10-step run does not claim 100 steps');
+  t.is(row.values[0], finalMetaLoss(short));
+  t.is(metaLossWindow(metricsSeries(1, 500)), 100);
+  t.is(finalMetaLossLabel(100), 'final meta-loss (mean of last 100 steps)');
+  t.regex(finalMetaLossLabel(100, true), /last 100 steps, or all in a shorter run/);
+});

@@ -3,7 +3,6 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-export const omniglotDir = process.env.METAPLASTIC_TEST_OMNIGLOT ?? join(root, '..', 'shared', 'data', 'omniglot');
 
 export interface CliResult {
   status: number;

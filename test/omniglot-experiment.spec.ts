@@ -1,6 +1,8 @@
 import test from 'ava';
 import { Experiment, type ExperimentConfig } from '../src/index.js';
-import { omniglotDir } from './helpers.js';
+import { omniglotFixture } from './omniglot-fixture.js';
+
+const omniglotDir = omniglotFixture();
 
 // A small Omniglot learner: 28×28 input, one frozen conv, plastic 16 → 20-way output.
 function tiny(rule: ExperimentConfig['learner']['rule'], extra: Partial<ExperimentConfig['learner']> = {}): ExperimentConfig {
@@ -54,4 +56,20 @@ test('Omniglot: a learner that does not fit the task is refused naming the field
   const exp = await Experiment.create(tiny({ type: 'oja' }));
   const e3 = await t.throwsAsync(exp.evaluate({ runs: 1, classes: [25] }));
   t.regex(e3.message, /classes/);
+});
+
+test('Omniglot: analysis of a class stream; the clamped output layer changes one row per image', async (t) => {
+  using exp = await Experiment.create(tiny({ type: 'hebb' }));
+  const a = await exp.analyze({ classes: 4, every: 2 });
+  t.is(a.protocol, 'images');
+  t.is(a.tasks, 4);
+  t.is(a.steps, 4 * 15); // drawings 1–15 of each class, one per step
+  const out = a.layers[a.layers.length - 1];
+  // Hebb with ã clamped to onehot(y): ΔW = P ⊙ onehot(y) aᵀ, one row of 20; rows of different classes are disjoint.
+  t.true(Math.abs(out.rowsChanged.mean! - 1 / 20) < 1e-12 && out.rowsChanged.std! < 1e-12);
+  t.is(out.overlapAcross.mean, 0);
+  t.true(out.overlapWithin.mean! > 0);
+  for (const r of a.runs[0].effectiveRank[a.layers.length - 1]) t.true(r! >= 1 - 1e-6);
+  const e = await t.throwsAsync(exp.analyze({ classes: 50 }));
+  t.is((e as { code?: string }).code, 'E_CONFIG');
 });

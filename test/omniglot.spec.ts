@@ -4,25 +4,41 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Resvg } from '@resvg/resvg-js';
 import { loadOmniglot, loadImageFolder, validateEpisode, MetaplasticError } from '../src/index.js';
-import { omniglotDir } from './helpers.js';
+import { FIXTURE, FULL_DATA_NOTE, fullOmniglot, omniglotFixture } from './omniglot-fixture.js';
 
-// The default disk cache: the full decode happens once per machine and size (the Rust tests share it).
-const background = loadOmniglot('background', { dir: omniglotDir });
-const evaluation = loadOmniglot('evaluation', { dir: omniglotDir });
+// A small data set in the official zip layout, built here (a fresh clone has no Omniglot).
+const omniglotDir = omniglotFixture();
+const cache = mkdtempSync(join(tmpdir(), 'mp-omniglot-cache-'));
+const background = loadOmniglot('background', { dir: omniglotDir, cache });
+const evaluation = loadOmniglot('evaluation', { dir: omniglotDir, cache });
 
-test('Omniglot splits have the standard classes, 20 drawings each', async (t) => {
+test('Omniglot zips load class by class, 20 drawings each, ink = 1', async (t) => {
   const [bg, ev] = await Promise.all([background, evaluation]);
+  t.is(bg.numClasses, FIXTURE.background.alphabets * FIXTURE.background.characters);
+  t.is(ev.numClasses, FIXTURE.evaluation.alphabets * FIXTURE.evaluation.characters);
+  t.true(bg.info.classSizes.every((n) => n === 20) && ev.info.classSizes.every((n) => n === 20));
+  t.is(bg.info.classNames[0], 'Alphabet_0/character01');
+  t.is(bg.info.classNames[bg.numClasses - 1], 'Alphabet_1/character15');
+  t.deepEqual(bg.info.imageShape, [1, 28, 28]);
+  t.is(bg.info.split, 'background');
+  t.true(['hit', 'built', 'rebuilt'].includes(bg.info.cache.status));
+  t.is((await loadOmniglot('background', { dir: omniglotDir, cache })).info.cache.status, 'hit');
+  const x = ev.images(ev.numClasses - 1);
+  t.deepEqual(x.shape, [20, 1, 28, 28]);
+  const mean = x.data.reduce((a, b) => a + b, 0) / x.data.length;
+  t.true(x.data.every((v) => v >= 0 && v <= 1));
+  t.true(mean > 0.02 && mean < 0.4, `ink = 1 on a 0 background, mean ${mean}`);
+});
+
+const full = fullOmniglot();
+(full ? test : test.skip)(`the full Omniglot splits have the standard classes (${FULL_DATA_NOTE})`, async (t) => {
+  const [bg, ev] = await Promise.all([loadOmniglot('background', { dir: full! }), loadOmniglot('evaluation', { dir: full! })]);
   t.is(bg.numClasses, 964);
   t.is(ev.numClasses, 659);
   t.true(bg.info.classSizes.every((n) => n === 20) && ev.info.classSizes.every((n) => n === 20));
   t.is(bg.info.classNames[0], 'Alphabet_of_the_Magi/character01');
-  t.deepEqual(bg.info.imageShape, [1, 28, 28]);
-  t.is(bg.info.split, 'background');
-  t.true(['hit', 'built', 'rebuilt'].includes(bg.info.cache.status));
   const x = ev.images(658);
-  t.deepEqual(x.shape, [20, 1, 28, 28]);
   const mean = x.data.reduce((a, b) => a + b, 0) / x.data.length;
-  t.true(x.data.every((v) => v >= 0 && v <= 1));
   t.true(mean > 0.02 && mean < 0.4, `ink = 1 on a 0 background, mean ${mean}`);
 });
 
@@ -65,8 +81,8 @@ test('meta-test stream: drawings 1-15 train class by class, 16-20 held out; vali
   t.deepEqual(v.classIds, s.classIds);
   t.deepEqual(v.trainX.shape, [100, 1, 28, 28]);
   t.deepEqual(v.testX.data.subarray(0, per), imgs.data.subarray(10 * per, 11 * per));
-  const all = ev.metaTestStream(659);
-  t.deepEqual([...all.classIds].sort((a, b) => a - b), Array.from({ length: 659 }, (_, i) => i));
+  const all = ev.metaTestStream(ev.numClasses);
+  t.deepEqual([...all.classIds].sort((a, b) => a - b), Array.from({ length: ev.numClasses }, (_, i) => i));
 });
 
 test('bad requests fail with coded errors that name the parameter or path', async (t) => {
@@ -84,11 +100,11 @@ test('bad requests fail with coded errors that name the parameter or path', asyn
   const corrupt = mkdtempSync(join(tmpdir(), 'mp-corrupt-'));
   writeFileSync(join(corrupt, 'images_background.zip'), 'this is not a zip');
   await code(loadOmniglot('background', { dir: corrupt, cache: false }), 'E_DATA', /images_background\.zip: not a readable zip/);
-  await code(() => bg.episodeSampler({ ways: 965 }), 'E_CONFIG', /ways/);
+  await code(() => bg.episodeSampler({ ways: bg.numClasses + 1 }), 'E_CONFIG', /ways/);
   await code(() => bg.episodeSampler({ shots: 15, queryShots: 6 }), 'E_CONFIG', /shots.*needs 21 images/);
-  await code(() => bg.metaTestStream(965), 'E_CONFIG', /classes/);
+  await code(() => bg.metaTestStream(bg.numClasses + 1), 'E_CONFIG', /classes/);
   await code(() => bg.validationStream(5, 15), 'E_CONFIG', /validation/);
-  await code(() => bg.images(964), 'E_CONFIG', /class 964/);
+  await code(() => bg.images(bg.numClasses), 'E_CONFIG', new RegExp(`class ${bg.numClasses}`));
   await code(() => bg.episodeSampler({ ways: 'five' as any }), 'E_CONFIG', /ways/);
 });
 

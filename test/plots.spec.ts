@@ -6,6 +6,9 @@ import { Resvg } from '@resvg/resvg-js';
 import {
   compareFigures,
   metaLossSpec,
+  omniglotAccuracySpec,
+  sineCurveSpec,
+  sinePerFunctionSpec,
   plotMetaLoss,
   plotOmniglotAccuracy,
   plotSineCurve,
@@ -43,7 +46,7 @@ test('sine curve: one series per learner, both orders, axis titles', async (t) =
   const dir = await tmp();
   const fig = await plotSineCurve(dir, [sine('FLP <oja> & co', 0.2), sine('OML', 0.35)]);
   const svg = await checkFigure(t, fig, dir, 'sine-curve');
-  for (const text of ['FLP &lt;oja&gt; &amp; co', 'OML', 'Functions seen', 'MSE', 'continual', 'i.i.d.']) t.true(svg.includes(text), text);
+  for (const text of ['FLP &lt;oja&gt; &amp; co', 'OML', "Data seen (functions' worth)", 'MSE', 'continual', 'i.i.d.']) t.true(svg.includes(text), text);
   t.deepEqual((await readdir(dir)).sort(), ['sine-curve.png', 'sine-curve.svg']);
 });
 
@@ -130,4 +133,27 @@ test('bad input is refused before anything is written', async (t) => {
   );
   await t.throwsAsync(renderFigure(metaLossSpec([{ name: 'A', records: metricsSeries(1, 3) }]), dir, '../escape'), { message: /figure name/ });
   t.deepEqual(await readdir(dir), []);
+});
+
+// Issue 13: bands within what the quantity can be, readable scales, one log tick style.
+type Layered = { data: { values: Record<string, number>[] }; spec: { layer: { encoding: { y: { scale?: { type?: string; domain?: number[] }; axis?: { format?: string } } } }[] } };
+
+test('sine curve: the band never goes below 0 MSE; the x axis fits both panels', (t) => {
+  const wide = sine('FLP', 0.2).result;
+  const stretched = { ...wide, continual: { ...wide.continual, curve: wide.continual.curve.map((s) => ({ ...s, ci95: [s.mean - 10, s.mean + 10] as [number, number] })) } };
+  const spec = sineCurveSpec([{ name: 'FLP', result: stretched }]) as unknown as Layered;
+  t.true(spec.data.values.every((r) => r.lo >= 0));
+  t.notRegex(JSON.stringify(spec), /Functions seen/);
+});
+
+test('per-function errors and the meta-loss use log axes with one tick style; Omniglot accuracy spans 0-100%', (t) => {
+  const per = sinePerFunctionSpec([sine('FLP', 5), sine('OML', 0.01)]) as unknown as Layered;
+  t.is(per.spec.layer[0].encoding.y.scale?.type, 'log');
+  t.true(per.data.values.every((r) => r.lo > 0), 'a log axis gets positive lower bounds');
+  const loss = metaLossSpec([{ name: 'A', records: metricsSeries(2) }]) as unknown as { encoding?: unknown };
+  const formats = [...JSON.stringify([per, loss]).matchAll(/"type":"log"[^}]*}(?:,"axis":\{"format":"([^"]+)")?/g)].map((m) => m[1]).filter(Boolean);
+  t.true(formats.length >= 1 && formats.every((f) => f === '~e'), JSON.stringify(formats));
+  const omni = omniglotAccuracySpec([{ name: 'FLP', result: omniglotEval('flp', 0.99).result as OmniglotEvalResult }]) as unknown as Layered;
+  t.deepEqual(omni.spec.layer[0].encoding.y.scale?.domain, [0, 1]);
+  t.true(omni.data.values.every((r) => r.lo >= 0 && r.hi <= 1));
 });

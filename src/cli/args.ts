@@ -27,7 +27,7 @@ function integer(value: string, min: number, what: string): number {
 
 export const positiveInt = (value: string): number => integer(value, 1, 'a positive integer');
 export const nonNegativeInt = (value: string): number => integer(value, 0, 'a non-negative integer');
-export const seedInt = (value: string): number => integer(value, Number.MIN_SAFE_INTEGER, 'an integer seed');
+export const seedInt = (value: string): number => integer(value, 0, 'a non-negative integer seed');
 
 /** "10,50,100" → [10, 50, 100]. */
 export function intList(value: string): number[] {

@@ -146,6 +146,11 @@ export function registerData(program: Command): void {
         splits[split] = { path };
         if (opts.verify && path?.endsWith('.zip')) splits[split].summary = await verifyOmniglotZip(path, split);
       }
+      // Verifying nothing is a failure, not a pass: say what is missing and exit with the data code.
+      const missing = SPLITS.filter((s) => !splits[s].path);
+      if (opts.verify && missing.length > 0) {
+        throw new MetaplasticError('E_DATA', `Omniglot ${missing.join(' and ')} not found under ${paths.dataRoot}; run \`metaplastic data omniglot --download\` or set METAPLASTIC_DATA`);
+      }
       if (opts.json) {
         out(JSON.stringify({ ...paths, splits }));
         return;

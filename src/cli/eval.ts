@@ -12,6 +12,8 @@ import type { Stat } from '../stats.js';
 import { formatDuration } from './progress.js';
 import { intList, positiveInt, seedInt, usageError } from './args.js';
 import { CHECKPOINT_FILE, EVAL_FILE, hasCheckpoint, readRunMetrics } from './runs.js';
+import { MetaplasticError } from '../errors.js';
+import { applyThreads } from './threads.js';
 
 export const DEFAULT_RUNS = 50;
 
@@ -22,8 +24,10 @@ export interface EvalRequest {
   classes?: number[];
   /** Where eval.json goes (default: inside the checkpoint directory). */
   out?: string;
-  /** Also write the figures of this learner into the checkpoint directory (default true). */
+  /** Write the figures of this learner beside eval.json (default true): into the checkpoint directory, or
+   *  with `out`, beside that file, so an evaluation written elsewhere never replaces the run's own figures. */
   plots?: boolean;
+  threads?: number;
   log?: (line: string) => void;
 }
 
@@ -51,7 +55,9 @@ async function evaluateLoaded(exp: Experiment, req: EvalRequest, log: (line: str
   if (req.classes && exp.config.task.type === 'sine') {
     throw usageError(`--classes applies to classification checkpoints; ${req.checkpoint} was trained on the sine task`);
   }
+  applyThreads(req.threads, log);
   const options: EvalOptions = { runs: req.runs ?? DEFAULT_RUNS, seed: req.seed ?? 0 };
+  if (options.runs! < 2) log(`${exp.name}: with ${options.runs} run there is no confidence interval (use --runs 2 or more)`);
   if (req.classes) options.classes = req.classes;
   log(`${exp.name}: evaluating the checkpoint at step ${exp.step} (${options.runs} runs, seed ${options.seed})`);
   const t0 = performance.now();
@@ -60,12 +66,16 @@ async function evaluateLoaded(exp: Experiment, req: EvalRequest, log: (line: str
   log(`${exp.name}: evaluated in ${formatDuration(seconds)}`);
 
   const path = req.out ?? join(req.checkpoint, EVAL_FILE);
-  await mkdir(dirname(path), { recursive: true });
-  await writeFileAtomic(path, evalJson(file));
+  try {
+    await mkdir(dirname(path), { recursive: true });
+    await writeFileAtomic(path, evalJson(file));
+  } catch (e) {
+    throw new MetaplasticError('E_IO', `cannot write ${path}: ${(e as Error).message}; choose a writable place with --out`, { cause: e });
+  }
   const plots: string[] = [];
   if (req.plots ?? true) {
     const metrics = await readRunMetrics(req.checkpoint);
-    const figs = await compareFigures(req.checkpoint, [{ name: file.name, eval: file, metrics }]);
+    const figs = await compareFigures(dirname(path), [{ name: file.name, eval: file, metrics }]);
     for (const f of figs) plots.push(f.svg, f.png);
   }
   return { file, path, plots, seconds };
@@ -73,6 +83,8 @@ async function evaluateLoaded(exp: Experiment, req: EvalRequest, log: (line: str
 
 function stat(s: Stat, digits = 4): string {
   const p = (x: number) => x.toPrecision(digits);
+  // One run says nothing about spread: no interval rather than one of zero width.
+  if (s.n < 2) return `${p(s.mean)}  (${s.n} run: no confidence interval)`;
   return `${p(s.mean)}  (95% CI ${p(s.ci95[0])} – ${p(s.ci95[1])})`;
 }
 
@@ -100,6 +112,7 @@ interface EvalCliOptions {
   classes?: number[];
   seed: number;
   out?: string;
+  threads?: number;
   json?: boolean;
 }
 
@@ -112,9 +125,10 @@ export function registerEval(program: Command): void {
     .option('--classes <list>', 'Omniglot: class counts, e.g. 10,50,100 (default 10,50,75,100,150,200)', intList)
     .option('--seed <s>', 'evaluation seed', seedInt, 0)
     .option('--out <file>', 'where to write the evaluation (default: <dir>/eval.json)')
+    .option('--threads <n>', 'libtorch threads (default: all cores; give each of several processes a share)', positiveInt)
     .option('--json', 'print the evaluation JSON on stdout')
     .action(async (opts: EvalCliOptions) => {
-      const r = await evalRun({ checkpoint: opts.checkpoint, runs: opts.runs, seed: opts.seed, classes: opts.classes, out: opts.out });
+      const r = await evalRun({ checkpoint: opts.checkpoint, runs: opts.runs, seed: opts.seed, classes: opts.classes, out: opts.out, threads: opts.threads });
       if (opts.json) {
         process.stdout.write(evalJson(r.file));
         return;

@@ -6,10 +6,12 @@ import { registerData } from './data.js';
 import { registerTrain } from './train.js';
 import { registerEval } from './eval.js';
 import { registerCompare } from './compare.js';
+import { registerAnalyze } from './analyze.js';
 import { registerPresets } from './presets.js';
 import { registerDemo } from './demo.js';
 import { CliExit } from './args.js';
 import { packageVersion } from '../version.js';
+import { EXIT, exitCodeFor, exitCodeHelp } from './exit-codes.js';
 
 export function buildProgram(): Command {
   const program = new Command();
@@ -18,6 +20,7 @@ export function buildProgram(): Command {
     .description('Meta-learn plastic networks with learned feedback (FLP) and compare them with OML.')
     .version(packageVersion(), '-V, --version')
     .showHelpAfterError('(run with --help for usage)')
+    .addHelpText('after', '\n' + exitCodeHelp())
     .exitOverride();
   registerInfo(program);
   registerData(program);
@@ -25,6 +28,7 @@ export function buildProgram(): Command {
   registerTrain(program);
   registerEval(program);
   registerCompare(program);
+  registerAnalyze(program);
   registerDemo(program);
   return program;
 }
@@ -37,8 +41,8 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   } catch (e) {
     if (e instanceof CommanderError) {
-      // Help and version exit with code 0; usage errors were already printed by commander.
-      return e.exitCode;
+      // Help and version exit with code 0; usage errors (printed by commander) with the usage code.
+      return e.exitCode === 0 ? EXIT.ok : EXIT.usage;
     }
     if (e instanceof CliExit) {
       if (e.message) process.stderr.write(`metaplastic: ${e.message}\n`);
@@ -46,9 +50,9 @@ export async function main(argv: string[]): Promise<number> {
     }
     if (e instanceof MetaplasticError) {
       process.stderr.write(`metaplastic: error [${e.code}]: ${e.message}\n`);
-      return e.code === 'E_USAGE' || e.code === 'E_CONFIG' ? 2 : 1;
+      return exitCodeFor(e.code);
     }
     process.stderr.write(`metaplastic: unexpected error: ${e instanceof Error ? e.stack : String(e)}\n`);
-    return 1;
+    return EXIT.failure;
   }
 }

@@ -166,3 +166,11 @@ export function formatDuration(seconds: number): string {
 export function createProgress(options: ProgressOptions = {}): ProgressReporter {
   return new ProgressReporter(options);
 }
+
+/**
+ * Undoes what a live bar does to a terminal (hidden cursor, line wrap off) when the process must quit
+ * without stopping the bar (a second Ctrl-C). Nothing is written to a pipe or file.
+ */
+export function restoreTerminal(stream: NodeJS.WritableStream & { isTTY?: boolean }): void {
+  if (stream.isTTY) stream.write('\x1b[?25h\x1b[?7h\n');
+}

@@ -3,17 +3,35 @@
  * checkpoint, meta-loss plot), with a progress bar, Ctrl-C → checkpoint → exit 130, and exact resume.
  */
 import type { Command } from 'commander';
-import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Experiment } from '../experiment.js';
 import { MetaplasticError } from '../errors.js';
 import { mergeConfig, type ExperimentConfig } from '../config.js';
 import { preset } from '../presets.js';
+import { runtimeInfo } from '../runtime.js';
 import { plotMetaLoss } from '../plots.js';
 import { writeFileAtomic } from '../results.js';
 import { createProgress, formatDuration, type ProgressMode } from './progress.js';
 import { applySet, CliExit, collect, firstDifference, nonNegativeInt, positiveInt, readConfigFile, seedInt, usageError } from './args.js';
-import { CHECKPOINT_FILE, CONFIG_FILE, finalMetaLoss, hasCheckpoint, initialMetaLoss, readRunMetrics } from './runs.js';
+import { CHECKPOINT_FILE, CONFIG_FILE, hasCheckpoint, readRunMetrics } from './runs.js';
+import { finalMetaLoss, initialMetaLoss, metaLossWindow } from '../results.js';
+import { lockRunDir, type RunLock } from '../run-lock.js';
+import { applyThreads } from './threads.js';
+import { EXIT } from './exit-codes.js';
+import { restoreTerminal } from './progress.js';
+
+/** First call: `first`; any later call: `later` (Ctrl-C, then Ctrl-C again). */
+export function interruptHandler(first: () => void, later: () => void): () => void {
+  let calls = 0;
+  return () => (calls++ === 0 ? first() : later());
+}
+
+/** The second Ctrl-C: the terminal as it was before the bar, a word on the checkpoint, exit 130. */
+export function quitWithoutSaving(message: string, stream: NodeJS.WritableStream & { isTTY?: boolean } = process.stderr, exit: (code: number) => void = process.exit): void {
+  restoreTerminal(stream);
+  stream.write(`\n${message}\n`);
+  exit(EXIT.interrupted);
+}
 
 export const DEFAULT_STEPS = 1000;
 export const DEFAULT_CHECKPOINT_EVERY = 100;
@@ -31,6 +49,8 @@ export interface TrainRequest {
   log?: (line: string) => void;
   /** Progress display (default 'auto': a bar on a terminal, lines otherwise). */
   progress?: ProgressMode | 'auto';
+  /** libtorch intra-op threads (default: all cores, with a warning when the machine is busy). */
+  threads?: number;
 }
 
 export interface TrainResult {
@@ -40,9 +60,10 @@ export interface TrainResult {
   steps: number;
   /** Step the run started from in this invocation (0 for a fresh run). */
   startStep: number;
-  /** Mean meta-loss over the first and last 10% of the run's finite steps (null without any). */
+  /** Mean meta-loss of the first and of the last `metaLossSteps` recorded steps (see results.ts; null without any). */
   initialMetaLoss: number | null;
   finalMetaLoss: number | null;
+  metaLossSteps: number;
   skipped: number;
   /** Meta-steps skipped as exploded lifetimes. */
   exploded: number;
@@ -85,8 +106,10 @@ async function openRun(req: TrainRequest): Promise<Experiment> {
       throw usageError(`${req.out} already holds a checkpoint (${CHECKPOINT_FILE}); continue it with --resume, or choose another --out`);
     }
     const exp = await Experiment.create(req.config);
-    await mkdir(req.out, { recursive: true });
-    await writeFileAtomic(join(req.out, CONFIG_FILE), JSON.stringify(exp.config, null, 2) + '\n');
+    await writeFileAtomic(join(req.out, CONFIG_FILE), JSON.stringify(exp.config, null, 2) + '\n').catch((e) => {
+      exp.dispose();
+      throw new MetaplasticError('E_IO', `cannot write ${join(req.out, CONFIG_FILE)}: ${(e as Error).message}; choose a writable folder with --out`, { cause: e });
+    });
     return exp;
   }
   if (!hasCheckpoint(req.out)) {
@@ -104,6 +127,17 @@ async function openRun(req: TrainRequest): Promise<Experiment> {
 /** Meta-trains `req.config` (or resumes the run in `req.out`) up to `req.steps` total meta-steps. */
 export async function trainRun(req: TrainRequest): Promise<TrainResult> {
   const log = req.log ?? ((line: string) => process.stderr.write(line + '\n'));
+  // Locked before anything is read or written: a second writer stops here with E_LOCKED.
+  const lock = lockRunDir(req.out);
+  try {
+    return await lockedTrainRun(req, log, lock);
+  } finally {
+    lock.release();
+  }
+}
+
+async function lockedTrainRun(req: TrainRequest, log: (line: string) => void, runLock: RunLock): Promise<TrainResult> {
+  applyThreads(req.threads, log);
   const exp = await openRun(req);
   const startStep = exp.step;
   const name = exp.name;
@@ -111,18 +145,24 @@ export async function trainRun(req: TrainRequest): Promise<TrainResult> {
   else if (startStep > 0) log(`${name}: resuming from step ${startStep} in ${req.out}`);
 
   const controller = new AbortController();
-  const onSigint = () => {
-    log(`\n${name}: interrupted; saving a checkpoint (press Ctrl-C again to quit without saving)`);
-    controller.abort();
-  };
-  process.once('SIGINT', onSigint);
   const progress = createProgress({ label: req.label ?? name, mode: req.progress });
+  // First Ctrl-C: stop inside the current meta-step, save, exit 130. A second one quits at once, with the
+  // terminal restored (cursor, line wrap) and the last checkpoint on disk untouched.
+  const onSigint = interruptHandler(
+    () => {
+      log(`\n${name}: interrupted; saving a checkpoint (press Ctrl-C again to quit without saving)`);
+      controller.abort();
+    },
+    () => quitWithoutSaving(`${name}: quit without saving; the last checkpoint in ${req.out} is intact (resume with: metaplastic train --resume --out ${req.out} --steps ${req.steps})`),
+  );
+  process.on('SIGINT', onSigint);
   const t0 = performance.now();
   try {
     if (startStep < req.steps) progress.start(req.steps, startStep);
     await exp.metaTrain({
       steps: req.steps,
       outDir: req.out,
+      runLock,
       signal: controller.signal,
       checkpointEvery: req.checkpointEvery ?? DEFAULT_CHECKPOINT_EVERY,
       onProgress: (e) => progress.update(e.step, { 'meta-loss': e.metaLoss ?? 'nan', skipped: e.skipped, exploded: e.exploded }),
@@ -130,7 +170,7 @@ export async function trainRun(req: TrainRequest): Promise<TrainResult> {
   } catch (e) {
     progress.stop();
     if (e instanceof MetaplasticError && e.code === 'E_CANCELLED') {
-      throw new CliExit(130, `${name}: stopped at step ${exp.step} of ${req.steps}; checkpoint saved in ${req.out}.\nResume with: metaplastic train --resume --out ${req.out} --steps ${req.steps}`);
+      throw new CliExit(EXIT.interrupted, `${name}: stopped at step ${exp.step} of ${req.steps}; checkpoint saved in ${req.out}.\nResume with: metaplastic train --resume --out ${req.out} --steps ${req.steps}`);
     }
     throw e;
   } finally {
@@ -152,6 +192,7 @@ export async function trainRun(req: TrainRequest): Promise<TrainResult> {
     startStep,
     initialMetaLoss: initialMetaLoss(records),
     finalMetaLoss: finalMetaLoss(records),
+    metaLossSteps: metaLossWindow(records),
     skipped: exp.skipped,
     exploded: exp.exploded,
     seconds,
@@ -168,7 +209,7 @@ function fmt(x: number | null): string {
 export function trainSummary(r: TrainResult): string {
   const lines = [
     `${r.name}: ${r.steps} meta-steps in ${r.out} (${r.steps - r.startStep} this run, ${formatDuration(r.seconds)})`,
-    `  meta-loss  first 10%: ${fmt(r.initialMetaLoss)}   last 10%: ${fmt(r.finalMetaLoss)}`,
+    `  meta-loss (mean of ${r.metaLossSteps === 1 ? 'one step' : `${r.metaLossSteps} steps`})  first: ${fmt(r.initialMetaLoss)}   final: ${fmt(r.finalMetaLoss)}`,
   ];
   if (r.skipped > 0) lines.push(`  skipped non-finite meta-steps: ${r.skipped}`);
   if (r.exploded > 0) lines.push(`  skipped exploded lifetimes: ${r.exploded}`);
@@ -185,6 +226,7 @@ interface TrainOptions {
   seed?: number;
   resume?: boolean;
   checkpointEvery: number;
+  threads?: number;
   json?: boolean;
 }
 
@@ -200,15 +242,16 @@ export function registerTrain(program: Command): void {
     .option('--seed <s>', 'seed of the task streams and of the initial weights', seedInt)
     .option('--resume', 'continue the checkpoint in --out up to --steps')
     .option('--checkpoint-every <n>', 'also checkpoint every n meta-steps (0 = only at the end)', nonNegativeInt, DEFAULT_CHECKPOINT_EVERY)
+    .option('--threads <n>', 'libtorch threads (default: all cores; give each of several processes a share)', positiveInt)
     .option('--json', 'print the result as JSON on stdout')
     .action(async (opts: TrainOptions) => {
       const config = await resolveConfig(opts);
       if (!opts.resume && !config) throw usageError('give --preset NAME or --config FILE.json (see `metaplastic presets`)');
       if (opts.resume && !opts.out) throw usageError('--resume needs --out DIR, the run directory to continue');
       const out = opts.out ?? defaultRunDir(config!);
-      const r = await trainRun({ config: config ?? undefined, out, steps: opts.steps, resume: opts.resume, checkpointEvery: opts.checkpointEvery });
+      const r = await trainRun({ config: config ?? undefined, out, steps: opts.steps, resume: opts.resume, checkpointEvery: opts.checkpointEvery, threads: opts.threads });
       if (opts.json) {
-        const json = { name: r.name, out: r.out, steps: r.steps, startStep: r.startStep, finalMetaLoss: r.finalMetaLoss, initialMetaLoss: r.initialMetaLoss, skipped: r.skipped, exploded: r.exploded, seconds: r.seconds, plots: r.plots };
+        const json = { name: r.name, out: r.out, steps: r.steps, startStep: r.startStep, finalMetaLoss: r.finalMetaLoss, initialMetaLoss: r.initialMetaLoss, metaLossSteps: r.metaLossSteps, skipped: r.skipped, exploded: r.exploded, seconds: r.seconds, plots: r.plots, threads: runtimeInfo().threads };
         process.stdout.write(JSON.stringify(json) + '\n');
       } else {
         process.stdout.write(trainSummary(r) + '\n');

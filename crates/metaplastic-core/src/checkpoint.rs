@@ -55,7 +55,11 @@ pub fn save(exp: &Experiment, dir: &Path) -> Result<()> {
     let file = format!("tensors-{:08}.safetensors", exp.step);
     let path = dir.join(&file);
     let tmp = dir.join(format!(".{file}.tmp-{}", std::process::id()));
-    Tensor::write_safetensors(&tensors, &tmp)?;
+    // tch reports a failed write as a libtorch error; it is a file problem, named as one.
+    Tensor::write_safetensors(&tensors, &tmp).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(&tmp, std::io::Error::other(format!("cannot write the checkpoint ({e}); check that {} is writable and the disk has room", dir.display())))
+    })?;
     std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| Error::io(&tmp, e))?;
     std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
     let manifest = Manifest {
@@ -129,7 +133,7 @@ pub fn load(dir: &Path) -> Result<Experiment> {
         let t = t.f_to_device(exp.learner.device)?.f_to_kind(exp.learner.kind)?;
         match kind {
             "param" => {
-                exp.learner.params.write(pname, &t)?;
+                exp.learner.params.write(pname, &t).map_err(|e| bad(dir, format!("tensor {name} does not fit the configuration in checkpoint.json ({e}); the manifest was edited or belongs to other tensors")))?;
                 seen += 1;
             }
             "adam.m" => exp.adam.m[i] = Some(t),

@@ -323,11 +323,29 @@ pub enum NonFinitePolicy {
     Error,
 }
 
+/// How the meta-gradient is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum Backward {
+    /// The hand-derived reverse pass where it applies, autograd elsewhere.
+    #[default]
+    Auto,
+    /// Autograd through the unrolled lifetime: the reference the reverse pass is tested against.
+    Autograd,
+    /// The hand-derived reverse pass over checkpointed fast weights (an error where it does not apply).
+    Adjoint,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MetaConfig {
     #[serde(default)]
     pub gradient: MetaGradient,
+    #[serde(default)]
+    pub backward: Backward,
+    /// Reverse pass: keep the fast weights every this many inner steps (default ⌈√T⌉); 1 keeps all.
+    #[serde(default)]
+    pub checkpoint_every: Option<usize>,
     #[serde(default)]
     pub lr: LearningRates,
     #[serde(default = "betas")]
@@ -381,6 +399,8 @@ impl Default for MetaConfig {
     fn default() -> Self {
         Self {
             gradient: MetaGradient::SecondOrder,
+            backward: Backward::Auto,
+            checkpoint_every: None,
             lr: LearningRates::default(),
             betas: betas(),
             eps: eps(),
@@ -449,10 +469,40 @@ fn auto() -> String {
 
 /// Deserializes a configuration value; a structural error names the offending path (e.g. `rule.lr`).
 pub fn from_value<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T> {
+    let original = value.clone();
     serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        Error::config(if path == "." { "config".to_string() } else { path }, e.into_inner().to_string())
+        let mut path = e.path().to_string();
+        let message = e.into_inner().to_string();
+        // Tagged enums (the task) buffer their content, so the path stops at the enum: find the unknown
+        // key below it ("task" becomes "task.sine.batchSiz").
+        let unknown = message.strip_prefix("unknown field `").and_then(|m| m.split('`').next());
+        if let Some(key) = unknown {
+            let prefix = if path == "." { String::new() } else { path.clone() };
+            let mut found = Vec::new();
+            key_paths(&original, key, "", &mut found);
+            if let Some(p) = found.into_iter().find(|p| p.starts_with(&prefix) && p.len() > prefix.len()) {
+                path = p;
+            }
+        }
+        Error::config(if path == "." { "config".to_string() } else { path }, message)
     })
+}
+
+/// Dotted paths (`a.b[2].c`) of every object key named `key` in `v`.
+fn key_paths(v: &serde_json::Value, key: &str, at: &str, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, child) in m {
+                let p = if at.is_empty() { k.clone() } else { format!("{at}.{k}") };
+                if k == key {
+                    out.push(p.clone());
+                }
+                key_paths(child, key, &p, out);
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().enumerate().for_each(|(i, c)| key_paths(c, key, &format!("{at}[{i}]"), out)),
+        _ => {}
+    }
 }
 
 /// Parses JSON text into a configuration (see `from_value`).
@@ -578,6 +628,9 @@ impl LearnerConfig {
         positive("meta.eps", self.meta.eps)?;
         if let Some(c) = self.meta.clip_norm {
             positive("meta.clipNorm", c)?;
+        }
+        if self.meta.checkpoint_every == Some(0) {
+            return Err(Error::config("meta.checkpointEvery", "must be >= 1"));
         }
         if let Some(f) = self.meta.explode_factor {
             if !(f.is_finite() && f > 1.0) {

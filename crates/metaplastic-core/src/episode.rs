@@ -31,6 +31,13 @@ impl Episode {
         if qx.len() != 1 + input_shape.len() || qx[1..] != *input_shape {
             return Err(Error::Shape(format!("episode query x has shape {qx:?}, expected [Q, {input_shape:?}]")));
         }
+        // An empty stream or query set would make a meta-step that learns nothing or a loss of 0/0.
+        if sx[0] == 0 || sx[1] == 0 {
+            return Err(Error::Shape(format!("episode support x has shape {sx:?}: the support set is empty (T and B must be at least 1)")));
+        }
+        if qx[0] == 0 {
+            return Err(Error::Shape(format!("episode query x has shape {qx:?}: the query set is empty (Q must be at least 1)")));
+        }
         let (sy, qy) = (self.support_y.size(), self.query_y.size());
         let (want_s, want_q) = if classification {
             (vec![sx[0], sx[1]], vec![qx[0]])

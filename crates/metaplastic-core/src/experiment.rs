@@ -264,14 +264,23 @@ impl Experiment {
         Some(factor * median)
     }
 
-    /// Up to `n` meta-steps; stops early (between steps) when `stop` is set.
+    /// Up to `n` meta-steps; stops early when `stop` is set: between steps, or inside one when the same
+    /// flag is the learner's `cancel` (then the interrupted step changes nothing, so a resume repeats it).
     pub fn train(&mut self, n: u64, stop: &AtomicBool) -> Result<Vec<StepRecord>> {
         let mut out = Vec::new();
         for _ in 0..n {
             if stop.load(Ordering::Relaxed) {
                 break;
             }
-            out.push(self.train_step()?);
+            let streams = (self.rng.clone(), self.learner.rng.clone());
+            match self.train_step() {
+                Ok(r) => out.push(r),
+                Err(Error::Cancelled) => {
+                    (self.rng, self.learner.rng) = streams;
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(out)
     }

@@ -9,7 +9,8 @@ use crate::config::{LearnerConfig, MetaGradient};
 use crate::net::functional::{tail, TailActivations};
 use crate::params::ParamStore;
 use crate::rules::{InnerRule, StepInputs, Update};
-use crate::Result;
+use crate::{Error, Result};
+use std::sync::atomic::{AtomicBool, Ordering};
 use tch::Tensor;
 
 /// Per-episode fast weights of the plastic layers: w[k] [E, out, in], b[k] [E, out].
@@ -89,6 +90,8 @@ pub struct InnerLoop<'a> {
     pub rule: &'a dyn InnerRule,
     /// Multiplier on a gradient rule's step sizes (1 except during meta-test step-size selection).
     pub step_scale: f64,
+    /// Set from outside (Ctrl-C, AbortSignal): `run` stops before its next step with `Error::Cancelled`.
+    pub cancel: Option<&'a AtomicBool>,
 }
 
 impl InnerLoop<'_> {
@@ -142,6 +145,9 @@ impl InnerLoop<'_> {
     pub fn run(&self, mut fast: FastWeights, features: &Tensor, ys: &Tensor, mode: impl Fn(usize) -> StepMode) -> Result<FastWeights> {
         let steps = features.size()[1] as usize;
         for t in 0..steps {
+            if self.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                return Err(Error::Cancelled);
+            }
             let ft = features.f_select(1, t as i64)?;
             let yt = ys.f_select(1, t as i64)?;
             fast = self.step(fast, &ft, &yt, mode(t), t)?;

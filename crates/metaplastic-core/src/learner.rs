@@ -10,6 +10,8 @@ use crate::rules::local::{FeedbackIndices, LocalRule};
 use crate::rules::sgd::{SgdRule, StepSize};
 use crate::rules::InnerRule;
 use crate::{loss, Error, Result};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use tch::{Device, Kind, Tensor};
 
 pub struct Learner {
@@ -23,6 +25,8 @@ pub struct Learner {
     rule: Box<dyn InnerRule>,
     /// Per-episode randomness (re-initialised plastic weights).
     pub rng: Rng,
+    /// Cancellation flag checked by the inner loop before each step (see `InnerLoop::cancel`).
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 /// A batch of E episodes on the learner's device. Shapes as in episode.rs with a leading E.
@@ -163,7 +167,7 @@ impl Learner {
             }
         };
         let rng = crate::rng::stream(cfg.seed, "episodes");
-        Ok(Self { cfg, spec, params, device, kind, weights, biases, rule, rng })
+        Ok(Self { cfg, spec, params, device, kind, weights, biases, rule, rng, cancel: None })
     }
 
     /// Whether the inner rule is gradient descent (its meta-test step size is then chosen on validation).
@@ -171,12 +175,22 @@ impl Learner {
         !self.cfg.rule.is_local()
     }
 
+    /// The local rule (Oja, Hebb), if this learner has one.
+    pub fn local_rule(&self) -> Option<&LocalRule> {
+        self.rule.as_local()
+    }
+
+    /// OML's SGD rule, if this learner has one.
+    pub fn sgd_rule(&self) -> Option<&SgdRule> {
+        self.rule.as_sgd()
+    }
+
     pub fn is_classification(&self) -> bool {
         self.cfg.task == TaskKind::Classification
     }
 
     pub fn inner_loop(&self) -> InnerLoop<'_> {
-        InnerLoop { cfg: &self.cfg, params: &self.params, rule: self.rule.as_ref(), step_scale: 1.0 }
+        InnerLoop { cfg: &self.cfg, params: &self.params, rule: self.rule.as_ref(), step_scale: 1.0, cancel: self.cancel.as_deref() }
     }
 
     fn front_params(&self) -> (Vec<Tensor>, Vec<Tensor>) {

@@ -1,5 +1,7 @@
 //! metaplastic-core: plastic networks with learned feedback and local rules, the OML gradient rule,
 //! exact meta-gradients, benchmark tasks, evaluation and checkpoints, on libtorch.
+pub mod adjoint;
+pub mod analysis;
 pub mod checkpoint;
 pub mod config;
 pub mod episode;
@@ -8,6 +10,7 @@ pub mod eval;
 pub mod experiment;
 pub mod feedback;
 pub mod inner;
+pub mod kernels;
 pub mod learner;
 pub mod loss;
 pub mod meta;

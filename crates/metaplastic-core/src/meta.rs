@@ -1,6 +1,6 @@
 //! The outer loop: meta-gradient of the query loss after the whole inner trajectory, Adam with one
 //! learning rate per parameter group (0 freezes a group), optional clipping, and the non-finite policy.
-use crate::config::NonFinitePolicy;
+use crate::config::{Backward, NonFinitePolicy};
 use crate::inner::step_mode;
 use crate::learner::{EpisodeBatch, Learner};
 use crate::params::Group;
@@ -30,8 +30,30 @@ pub struct MetaStepReport {
     pub clipped: bool,
 }
 
+/// Whether the meta-gradient of this learner goes through the hand-derived reverse pass.
+pub fn uses_adjoint(learner: &Learner) -> bool {
+    match learner.cfg.meta.backward {
+        Backward::Autograd => false,
+        Backward::Auto | Backward::Adjoint => crate::adjoint::applies(learner),
+    }
+}
+
 /// Query loss (mean over episodes) and the gradient of every trainable parameter (index, grad).
 pub fn meta_gradient(learner: &mut Learner, batch: &EpisodeBatch) -> Result<(f64, Vec<(usize, Tensor)>)> {
+    let steps = batch.support_x.size()[1] as usize;
+    let gradient = learner.cfg.meta.gradient;
+    if learner.cfg.meta.backward == Backward::Adjoint && !uses_adjoint(learner) {
+        return Err(Error::config("meta.backward", "'adjoint' does not cover this learner's rule options; use 'auto' or 'autograd'"));
+    }
+    if uses_adjoint(learner) {
+        let opts = crate::adjoint::AdjointOptions { interval: learner.cfg.meta.checkpoint_every, fused: None };
+        return crate::adjoint::meta_gradient(learner, batch, opts, |t| step_mode(gradient, t, steps));
+    }
+    autograd_meta_gradient(learner, batch)
+}
+
+/// The meta-gradient by autograd through the unrolled lifetime (the reference for every fast path).
+pub fn autograd_meta_gradient(learner: &mut Learner, batch: &EpisodeBatch) -> Result<(f64, Vec<(usize, Tensor)>)> {
     let e = batch.support_x.size()[0];
     let steps = batch.support_x.size()[1] as usize;
     let gradient = learner.cfg.meta.gradient;

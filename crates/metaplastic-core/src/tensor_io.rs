@@ -14,9 +14,12 @@ impl HostTensor {
         if let Some(bad) = shape.iter().find(|&&d| d < 0) {
             return Err(Error::Shape(format!("negative dimension {bad} in shape {shape:?}")));
         }
-        let numel: i64 = shape.iter().product();
-        if numel as usize != data.len() {
-            return Err(Error::Shape(format!("shape {shape:?} holds {numel} values but {} were given", data.len())));
+        // Checked: a huge shape must not wrap around into a plausible (or negative) count.
+        let numel = shape.iter().try_fold(1i64, |n, &d| n.checked_mul(d));
+        match numel {
+            None => return Err(Error::Shape(format!("shape {shape:?} is too large: it holds more than {} values", i64::MAX))),
+            Some(n) if n as usize != data.len() => return Err(Error::Shape(format!("shape {shape:?} holds {n} values but {} were given", data.len()))),
+            Some(_) => {}
         }
         Ok(Self { data, shape })
     }

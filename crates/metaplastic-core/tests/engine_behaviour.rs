@@ -195,3 +195,11 @@ fn chunked_frozen_features_equal_the_full_front() {
     assert!(max_abs_diff(&full, &chunked) < 1e-12);
     assert!(!chunked.requires_grad());
 }
+
+#[test]
+fn a_typo_inside_the_task_names_the_full_field_path() {
+    let json = r#"{"learner":{"inputShape":[11],"task":"regression","rule":{"type":"oja"},"layers":[{"type":"linear","units":1}]},
+        "task":{"type":"sine","sine":{"batchSiz":3}}}"#;
+    let err = metaplastic_core::experiment::ExperimentConfig::from_json(json).unwrap_err();
+    assert!(err.to_string().contains("invalid configuration: task.sine.batchSiz: unknown field `batchSiz`"), "{err}");
+}

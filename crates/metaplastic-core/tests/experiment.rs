@@ -76,6 +76,33 @@ fn bad_checkpoints_are_refused_with_a_clear_message() {
 }
 
 #[test]
+fn a_manifest_that_no_longer_fits_its_tensors_names_the_folder() {
+    let dir = tmpdir("mismatch");
+    let exp = Experiment::new(tiny_sine(r#"{"type":"oja"}"#)).unwrap();
+    checkpoint::save(&exp, &dir).unwrap();
+    let manifest = dir.join("checkpoint.json");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, text.replacen("\"units\": 8", "\"units\": 9", 1)).unwrap();
+    let err = checkpoint::load(&dir).err().unwrap();
+    assert_eq!(err.code(), "E_CHECKPOINT");
+    assert!(err.to_string().contains(&dir.display().to_string()) && err.to_string().contains("does not fit"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_checkpoint_that_cannot_be_written_is_an_io_error() {
+    let dir = tmpdir("unwritable");
+    let exp = Experiment::new(tiny_sine(r#"{"type":"oja"}"#)).unwrap();
+    // The temporary tensor file's name is taken by a folder: the write fails the way a read-only folder does
+    // (this also works when the tests run as root, for whom permissions do not apply).
+    std::fs::create_dir_all(dir.join(format!(".tensors-00000000.safetensors.tmp-{}", std::process::id()))).unwrap();
+    let err = checkpoint::save(&exp, &dir).err().unwrap();
+    assert_eq!(err.code(), "E_IO", "{err}");
+    assert!(err.to_string().contains("cannot write the checkpoint") && err.to_string().contains("writable"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn meta_training_reduces_the_sine_query_loss() {
     let mut cfg = tiny_sine(r#"{"type":"sgd","lr":0.01}"#);
     cfg.learner.meta.lr.forward = 1e-2;
@@ -115,6 +142,31 @@ fn sine_evaluation_has_the_protocol_structure_and_is_deterministic() {
     }
     let other_seed = serde_json::to_string(&evaluate(&mut exp, &EvalOptions { seed: 10, ..opts }).unwrap()).unwrap();
     assert_ne!(a, other_seed);
+}
+
+#[test]
+fn a_cancel_inside_a_meta_step_changes_nothing_and_resume_repeats_the_step() {
+    use std::sync::Arc;
+    let stop = AtomicBool::new(false);
+    let mut straight = Experiment::new(tiny_sine(r#"{"type":"oja"}"#)).unwrap();
+    let all = straight.train(2, &stop).unwrap();
+    let mut exp = Experiment::new(tiny_sine(r#"{"type":"oja"}"#)).unwrap();
+    let before = params(&exp);
+    // The learner's flag is checked before every inner step: the meta-step stops inside its inner loop.
+    let cancel = Arc::new(AtomicBool::new(true));
+    exp.learner.cancel = Some(cancel.clone());
+    assert!(exp.train(2, &stop).unwrap().is_empty());
+    assert_eq!((exp.step, exp.skipped), (0, 0));
+    assert_eq!(params(&exp), before, "an interrupted meta-step applies nothing");
+    // train() rewound the task streams: once the flag is cleared, the steps equal an uninterrupted run's.
+    cancel.store(false, std::sync::atomic::Ordering::Relaxed);
+    let again = exp.train(2, &stop).unwrap();
+    assert_eq!(again.iter().map(|r| r.report.meta_loss).collect::<Vec<_>>(), all.iter().map(|r| r.report.meta_loss).collect::<Vec<_>>());
+    assert_eq!(params(&exp), params(&straight));
+    // A single meta-step reports the cancellation as such.
+    let mut other = Experiment::new(tiny_sine(r#"{"type":"oja"}"#)).unwrap();
+    other.learner.cancel = Some(Arc::new(AtomicBool::new(true)));
+    assert_eq!(other.train_step().err().unwrap().code(), "E_CANCELLED");
 }
 
 /// Exploded lifetimes: a finite meta-loss above explodeFactor × the median of the last applied steps'

@@ -4,7 +4,8 @@ use metaplastic_core::tasks::{CacheDir, OmniglotDataset, OmniglotOptions, Omnigl
 use std::time::Instant;
 
 fn data_dir() -> std::path::PathBuf {
-    std::env::var_os("METAPLASTIC_TEST_OMNIGLOT").map(Into::into).unwrap_or_else(|| "/work/shared/data/omniglot".into())
+    // Where users put the data: $METAPLASTIC_DATA or the default data folder.
+    metaplastic_core::tasks::omniglot::data_root(None)
 }
 
 #[test]

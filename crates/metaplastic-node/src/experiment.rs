@@ -5,6 +5,7 @@ use crate::errors::guard;
 use crate::runtime::{host_from_js, host_to_js, JsTensor};
 use crate::work::{off_thread, Work};
 use metaplastic_core::episode::Episode;
+use metaplastic_core::analysis::{analyze, learned, AnalysisOptions};
 use metaplastic_core::eval::{evaluate, EvalOptions};
 use metaplastic_core::experiment::{stack, Experiment, ExperimentConfig};
 use metaplastic_core::{checkpoint, Error, Result};
@@ -56,7 +57,8 @@ fn to_episodes(episodes: &[JsEpisodeInput], classification: bool) -> Result<Vec<
 
 struct Shared {
     state: Mutex<Experiment>,
-    stop: AtomicBool,
+    /// Also the learner's cancellation flag: a stop reaches the engine between inner steps.
+    stop: Arc<AtomicBool>,
     /// Set on the JS thread when an operation is started, cleared when its work is done: calls made in
     /// between are refused at once (deterministically, not by racing for the lock).
     busy: AtomicBool,
@@ -72,8 +74,10 @@ fn busy() -> Error {
 }
 
 impl NativeExperiment {
-    fn wrap(exp: Experiment) -> Self {
-        Self { shared: Arc::new(Shared { state: Mutex::new(exp), stop: AtomicBool::new(false), busy: AtomicBool::new(false) }) }
+    fn wrap(mut exp: Experiment) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        exp.learner.cancel = Some(stop.clone());
+        Self { shared: Arc::new(Shared { state: Mutex::new(exp), stop, busy: AtomicBool::new(false) }) }
     }
 
     fn lock(&self) -> napi::Result<MutexGuard<'_, Experiment>> {
@@ -99,9 +103,11 @@ fn with_state<T: Send + 'static + napi::bindgen_prelude::ToNapiValue + napi::bin
     if shared.busy.swap(true, Ordering::AcqRel) {
         return off_thread(|| Err(busy()));
     }
+    // A stop asked for an earlier operation must not cancel this one (the flag is the learner's too).
+    shared.stop.store(false, Ordering::Relaxed);
     let shared = shared.clone();
     off_thread(move || {
-        let result = lock_shared(&shared).and_then(|mut guard| f(&mut guard, &shared.stop));
+        let result = lock_shared(&shared).and_then(|mut guard| f(&mut guard, &*shared.stop));
         shared.busy.store(false, Ordering::Release);
         result
     })
@@ -157,11 +163,10 @@ impl NativeExperiment {
     /// Up to `steps` meta-steps off the JS thread; resolves to the JSON list of step records.
     #[napi]
     pub fn train(&self, steps: u32) -> AsyncTask<Work<String>> {
-        self.shared.stop.store(false, Ordering::Relaxed);
         with_state(&self.shared, move |exp, stop| json(&exp.train(steps as u64, stop)?))
     }
 
-    /// Asks a running `train` to stop after its current meta-step.
+    /// Asks a running `train` to stop before its next inner step (the interrupted meta-step is dropped).
     #[napi]
     pub fn request_stop(&self) {
         self.shared.stop.store(true, Ordering::Relaxed);
@@ -179,6 +184,35 @@ impl NativeExperiment {
             let opts: EvalOptions = metaplastic_core::tasks::config_from_json(serde_json::from_str(&options_json).map_err(|e| Error::config("options", e.to_string()))?)?;
             json(&evaluate(exp, &opts)?)
         })
+    }
+
+    /// Analyses the learner's updates on held-out streams (PAPER.md 7); resolves to the analysis as JSON.
+    #[napi]
+    pub fn analyze(&self, options_json: String) -> AsyncTask<Work<String>> {
+        with_state(&self.shared, move |exp, _| {
+            let opts: AnalysisOptions = metaplastic_core::tasks::config_from_json(serde_json::from_str(&options_json).map_err(|e| Error::config("options", e.to_string()))?)?;
+            json(&analyze(exp, &opts)?)
+        })
+    }
+
+    /// What was meta-learned per plastic layer (rates, feedback, strengths or step sizes): statistics as JSON.
+    #[napi]
+    pub fn learned_stats(&self) -> napi::Result<String> {
+        let exp = self.lock()?;
+        guard(|| json(&learned::learned_stats(&exp.learner)?))
+    }
+
+    /// The learned arrays by name.
+    #[napi]
+    pub fn learned_arrays(&self) -> napi::Result<Vec<JsNamedTensor>> {
+        let exp = self.lock()?;
+        guard(|| Ok(learned::learned_host(&exp.learner)?.into_iter().map(|(name, t)| JsNamedTensor { name, tensor: host_to_js(t) }).collect()))
+    }
+
+    /// Writes the learned arrays to a safetensors file.
+    #[napi]
+    pub fn export_learned(&self, path: String) -> AsyncTask<Work<()>> {
+        with_state(&self.shared, move |exp, _| learned::export_safetensors(&exp.learner, &PathBuf::from(path)))
     }
 
     /// One meta-step on episodes supplied from JS (any task); resolves to the step record as JSON.
@@ -231,6 +265,12 @@ impl NativeExperiment {
             exp.learner.params.write(&name, &t)
         })
     }
+}
+
+#[napi(object)]
+pub struct JsNamedTensor {
+    pub name: String,
+    pub tensor: JsTensor,
 }
 
 #[napi(object)]

@@ -89,6 +89,10 @@ impl LocalRule {
 }
 
 impl InnerRule for LocalRule {
+    fn as_local(&self) -> Option<&LocalRule> {
+        Some(self)
+    }
+
     fn update(&self, params: &ParamStore, inp: &StepInputs) -> Result<Update> {
         let feedback: Vec<LayerFeedback> = self
             .feedback

@@ -39,4 +39,12 @@ pub trait InnerRule: Send {
     fn needs_weight_grad(&self) -> bool {
         false
     }
+    /// The local rule behind this one, for the hand-derived reverse pass.
+    fn as_local(&self) -> Option<&local::LocalRule> {
+        None
+    }
+    /// The SGD rule behind this one, for the hand-derived reverse pass.
+    fn as_sgd(&self) -> Option<&sgd::SgdRule> {
+        None
+    }
 }

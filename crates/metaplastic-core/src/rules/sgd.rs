@@ -57,4 +57,8 @@ impl InnerRule for SgdRule {
     fn needs_weight_grad(&self) -> bool {
         true
     }
+
+    fn as_sgd(&self) -> Option<&SgdRule> {
+        Some(self)
+    }
 }

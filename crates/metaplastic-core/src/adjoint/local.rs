@@ -1,0 +1,483 @@
+//! The reverse pass through a local-rule lifetime (Oja, Hebb), every feedback option included.
+//!
+//! One Oja step of layer k, with pre a [E,B,I], teaching activity ã [E,B,O], r = Σ_b ã² [E,O,1]:
+//!   term = m (ãᵀa − r ⊙ W),   W' = W + P ⊙ term        (Hebb: no r ⊙ W)
+//! and with Q = P ⊙ G' (G' = ∂L/∂W'):
+//!   ∂L/∂P += m G' ⊙ (ãᵀa − r ⊙ W)      (reduced to P's shape)
+//!   ∂L/∂W  = G' − m Q ⊙ r  + (forward-pass term)
+//!   ∂L/∂ã  = m (a Qᵀ − 2 ã ⊙ rowsum(Q ⊙ W))
+//!   ∂L/∂a  = m ã Q
+//! The teaching activity ã = s f(e) + (1 − s) a_out, the feedback MLP f and the signal e are then
+//! differentiated by hand as well, and finally the step's forward pass z = a Wᵀ + b.
+use super::{accumulate, dot, relu_backward, softmax_backward, StepAdjoint};
+use crate::config::{Activation, FeedbackKind, LearnerConfig, Signal, TaskKind, UpdateNormalization};
+use crate::feedback::dense_target;
+use crate::inner::StepMode;
+use crate::learner::Learner;
+use crate::net::functional::{tail, TailActivations};
+use crate::params::ParamStore;
+use crate::rules::local::{local_term, LocalRule};
+use crate::{Error, Result};
+use tch::{Kind, Tensor};
+
+/// Detached values of the rule's meta-parameters for the reverse pass.
+struct RuleValues {
+    /// Effective rate of each layer, broadcastable to [E, O, I].
+    rates: Vec<Tensor>,
+    /// (B, c) of each feedback layer, per plastic layer.
+    feedback: Vec<Vec<(Tensor, Tensor)>>,
+    /// Blend strength s of each layer (read once per meta-step: scalar arithmetic in the steps).
+    strength: Vec<f64>,
+    multipliers: Vec<f64>,
+    oja: bool,
+    hebb_first_step: bool,
+    normalize: UpdateNormalization,
+}
+
+/// What the reverse pass needs of one inner step besides the fast weights.
+pub(super) struct StepTape {
+    acts: TailActivations,
+    /// Teaching activity of each plastic layer.
+    post: Vec<Tensor>,
+    /// Whether this step used Oja's decay (the Hebb-first-step option turns it off on step 0).
+    oja: bool,
+    /// Σ_b ã² of each layer [E, O, 1] (Oja, libtorch-operation path; the fused kernels compute it).
+    post_sq: Vec<Option<Tensor>>,
+    /// Per layer: the outer product ãᵀa (fused kernels) or the rule's term m(ãᵀa − r ⊙ W) before the
+    /// normalisation factor.
+    term: Vec<Tensor>,
+    /// Per layer: the normalisation factor c [E, O] of each row, where it depends on the activities.
+    scale: Vec<Option<Tensor>>,
+    feedback: FeedbackTape,
+}
+
+enum FeedbackTape {
+    /// Derivative control: δ of each layer (post = δ) and the output probabilities (classification).
+    Derivative { softmax: Option<Tensor> },
+    /// Learned/random/none feedback: per layer, the MLP's inputs and pre-activations, its output f
+    /// (None where ã does not come from the feedback map); the signal's softmax (cross-entropy).
+    Map { layers: Vec<Option<MapTape>>, softmax: Option<Tensor> },
+}
+
+struct MapTape {
+    /// Input of each feedback layer (the first is e) and its pre-activation.
+    inputs: Vec<Tensor>,
+    pre: Vec<Tensor>,
+    f: Tensor,
+}
+
+/// Gradient accumulators of the meta-parameters that the reverse pass owns.
+struct Grads {
+    rates: Vec<Option<Tensor>>,
+    feedback: Vec<Vec<(Option<Tensor>, Option<Tensor>)>>,
+    strength: Vec<Option<Tensor>>,
+    /// Fused kernels: the rate gradient of each layer at full [O, I] size, reduced at the end.
+    rate_full: Vec<Tensor>,
+}
+
+/// [E, B, X] → [E·B, X] (feedback parameters are shared by every episode).
+fn flat(t: &Tensor) -> Result<Tensor> {
+    let s = t.size();
+    Ok(t.f_reshape([-1, s[s.len() - 1]])?)
+}
+
+/// Whether the reverse pass covers this local rule's options.
+pub(super) fn supports(_rule: &LocalRule) -> bool {
+    true
+}
+
+/// One inner step of the rule, forward and backward, with the meta-parameters' current values.
+struct LocalStep {
+    cfg: LearnerConfig,
+    rule: RuleValues,
+    n: usize,
+    /// Weight-sized work in the fused CPU loops (kernels.rs) rather than libtorch operations.
+    fused: bool,
+}
+
+pub(super) struct LocalAdjoint {
+    step: LocalStep,
+    grads: Grads,
+    /// The effective rates with their graph to the stored parameters (for the surrogate).
+    rates_graph: Vec<Tensor>,
+    feedback_idx: Vec<Vec<(usize, usize)>>,
+    strength_idx: Vec<usize>,
+}
+
+impl LocalAdjoint {
+    pub fn new(learner: &Learner, fused: bool) -> Result<Self> {
+        let rule: &LocalRule = learner.local_rule().ok_or_else(|| Error::Internal("not a local rule".into()))?;
+        let params = &learner.params;
+        let rates_graph: Vec<Tensor> = (0..rule.rates.len()).map(|i| rule.rate(params, i)).collect::<Result<_>>()?;
+        let rule_values = RuleValues {
+            rates: rates_graph.iter().map(|t| t.f_detach()).collect::<std::result::Result<_, _>>()?,
+            feedback: rule
+                .feedback
+                .iter()
+                .map(|f| f.layers.iter().map(|&(b, c)| Ok((params.at(b).f_detach()?, params.at(c).f_detach()?))).collect::<Result<Vec<_>>>())
+                .collect::<Result<_>>()?,
+            strength: rule.feedback.iter().map(|f| Ok(params.at(f.strength).f_double_value(&[])?)).collect::<Result<_>>()?,
+            multipliers: rule.multipliers.clone(),
+            oja: rule.oja_decay,
+            hebb_first_step: rule.hebb_first_step,
+            normalize: rule.normalize,
+        };
+        let feedback_idx: Vec<Vec<(usize, usize)>> = rule.feedback.iter().map(|f| f.layers.clone()).collect();
+        let n = rates_graph.len();
+        let grads = Grads {
+            rates: (0..n).map(|_| None).collect(),
+            feedback: feedback_idx.iter().map(|l| l.iter().map(|_| (None, None)).collect()).collect(),
+            strength: (0..n).map(|_| None).collect(),
+            rate_full: if fused {
+                learner.spec.plastic().map(|l| Tensor::f_zeros(learner.spec.layers[l].weight_shape(), (learner.kind, learner.device))).collect::<std::result::Result<_, _>>()?
+            } else {
+                Vec::new()
+            },
+        };
+        Ok(Self {
+            step: LocalStep { cfg: learner.cfg.clone(), rule: rule_values, n, fused },
+            grads,
+            rates_graph,
+            feedback_idx,
+            strength_idx: rule.feedback.iter().map(|f| f.strength).collect(),
+        })
+    }
+}
+
+impl StepAdjoint for LocalAdjoint {
+    type Tape = StepTape;
+
+    fn forward(&self, t: usize, w: &[Tensor], b: &[Tensor], x: &Tensor, y: &Tensor) -> Result<(Vec<Tensor>, Vec<Tensor>, StepTape)> {
+        let (next, tape) = self.step.forward(t, w, b, x, y)?;
+        Ok((next, b.iter().map(|t| t.shallow_clone()).collect(), tape))
+    }
+
+    fn backward(&mut self, _t: usize, w: &[Tensor], _b: &[Tensor], tape: StepTape, gw: Vec<Tensor>, mut gb: Vec<Tensor>, mode: StepMode) -> Result<(Vec<Tensor>, Vec<Tensor>, Option<Tensor>)> {
+        let (gw, dx) = self.step.backward(w, &tape, gw, mode, &mut self.grads, &mut gb)?;
+        Ok((gw, gb, dx))
+    }
+
+    fn surrogate(&self, params: &ParamStore) -> Result<Option<Tensor>> {
+        let mut total: Option<Tensor> = None;
+        let g = &self.grads;
+        for k in 0..self.step.n {
+            let mut rate = g.rates[k].as_ref().map(|t| t.shallow_clone());
+            if let Some(full) = g.rate_full.get(k) {
+                accumulate(&mut rate, full.f_sum_to_size(self.step.rule.rates[k].size())?)?;
+            }
+            if let Some(gr) = rate {
+                accumulate(&mut total, dot(&self.rates_graph[k], &gr)?)?;
+            }
+            if let Some(gs) = &g.strength[k] {
+                accumulate(&mut total, dot(params.at(self.strength_idx[k]), gs)?)?;
+            }
+            for (j, (gb, gc)) in g.feedback[k].iter().enumerate() {
+                let (bi, ci) = self.feedback_idx[k][j];
+                for (grad, index) in [(gb, bi), (gc, ci)] {
+                    if let Some(grad) = grad {
+                        accumulate(&mut total, dot(params.at(index), grad)?)?;
+                    }
+                }
+            }
+        }
+        Ok(total)
+    }
+}
+
+impl LocalStep {
+    /// One forward inner step without a graph: the new fast weights and the tape of the step.
+    fn forward(&self, t: usize, w: &[Tensor], b: &[Tensor], x: &Tensor, y: &Tensor) -> Result<(Vec<Tensor>, StepTape)> {
+        let acts = tail(x, w, b)?;
+        let (post, feedback) = self.teaching(&acts, w, y)?;
+        let oja = self.rule.oja && !(self.rule.hebb_first_step && t == 0);
+        let mut next = Vec::with_capacity(self.n);
+        let mut term = Vec::with_capacity(self.n);
+        let mut post_sq = Vec::with_capacity(self.n);
+        let mut scale = Vec::with_capacity(self.n);
+        for k in 0..self.n {
+            let m = self.multiplier(k, &post[k]);
+            let c = self.scale(&post[k], &acts.pre[k])?;
+            if self.fused {
+                // The kernel computes Oja's r = Σ_b ã² per row itself.
+                let post_k = post[k].f_contiguous()?;
+                let outer = post_k.f_transpose(1, 2)?.f_bmm(&acts.pre[k])?;
+                next.push(crate::kernels::local_step(&w[k], &outer, &self.rule.rates[k], oja.then_some(&post_k), m, c.as_ref())?);
+                term.push(outer);
+                post_sq.push(None);
+            } else {
+                let t0 = local_term(&post[k], &acts.pre[k], &w[k], oja, m, UpdateNormalization::None)?;
+                let normalized = match &c {
+                    Some(c) => t0.f_mul(&c.f_unsqueeze(2)?)?,
+                    None => t0.shallow_clone(),
+                };
+                next.push(w[k].f_addcmul(&self.rule.rates[k], &normalized)?);
+                term.push(t0);
+                post_sq.push(if oja { Some(post[k].f_square()?.f_sum_dim_intlist([1i64].as_slice(), true, None::<Kind>)?.f_transpose(1, 2)?) } else { None });
+            }
+            scale.push(c);
+        }
+        Ok((next, StepTape { acts, post, oja, post_sq, term, scale, feedback }))
+    }
+
+    /// The layer's multiplier m, with the batch normalisation's constant 1/B folded in.
+    fn multiplier(&self, k: usize, post: &Tensor) -> f64 {
+        let m = self.rule.multipliers[k];
+        if self.rule.normalize == UpdateNormalization::Batch { m / post.size()[1] as f64 } else { m }
+    }
+
+    /// The normalisation factor c [E, O] that depends on the activities (rules/local.rs `local_term`):
+    /// 1/(1 + Σ_b ‖a_b‖²) per episode (presynaptic) or 1/(1 + Σ_b ã_bi²) per row (bounded).
+    fn scale(&self, post: &Tensor, pre: &Tensor) -> Result<Option<Tensor>> {
+        let o = post.size()[2];
+        Ok(match self.rule.normalize {
+            UpdateNormalization::None | UpdateNormalization::Batch => None,
+            UpdateNormalization::Presynaptic => {
+                let energy = pre.f_square()?.f_sum_dim_intlist([1i64, 2].as_slice(), false, None::<Kind>)?; // [E]
+                let c = energy.f_add_scalar(1.0)?.f_reciprocal()?;
+                Some(c.f_unsqueeze(1)?.f_expand([-1, o], false)?.f_contiguous()?)
+            }
+            UpdateNormalization::Bounded => {
+                let q = post.f_square()?.f_sum_dim_intlist([1i64].as_slice(), false, None::<Kind>)?; // [E, O]
+                Some(q.f_add_scalar(1.0)?.f_reciprocal()?)
+            }
+        })
+    }
+
+    /// Teaching activities ã_k (as feedback.rs computes them) with what their backward needs.
+    fn teaching(&self, acts: &TailActivations, w: &[Tensor], y: &Tensor) -> Result<(Vec<Tensor>, FeedbackTape)> {
+        let cfg = &self.cfg;
+        let y_hat = acts.output();
+        let y_dense = dense_target(cfg, y, y_hat.size()[2], y_hat.kind())?;
+        let classification = cfg.task == TaskKind::Classification;
+        if cfg.feedback.kind == FeedbackKind::Derivative {
+            let (delta_out, softmax) = if classification {
+                let p = y_hat.f_softmax(-1, y_hat.kind())?;
+                (y_dense.f_sub(&p)?, Some(p))
+            } else {
+                (y_dense.f_sub(y_hat)?, None)
+            };
+            let deltas = crate::feedback::derivative_signals(acts, w, delta_out)?;
+            return Ok((deltas, FeedbackTape::Derivative { softmax }));
+        }
+        let (e, softmax) = match cfg.signal() {
+            Signal::Error => (y_dense.f_sub(y_hat)?, None),
+            Signal::Target => (y_dense.shallow_clone(), None),
+            Signal::CrossEntropy => {
+                let p = y_hat.f_softmax(-1, y_hat.kind())?;
+                (y_dense.f_sub(&p)?, Some(p))
+            }
+        };
+        let mut post = Vec::with_capacity(self.n);
+        let mut layers = Vec::with_capacity(self.n);
+        for k in 0..self.n {
+            let is_output = k + 1 == self.n;
+            let a = &acts.post[k];
+            if is_output && classification && cfg.feedback.clamp_output {
+                post.push(y_dense.shallow_clone());
+                layers.push(None);
+            } else if !is_output && cfg.feedback.kind == FeedbackKind::None {
+                post.push(a.shallow_clone());
+                layers.push(None);
+            } else {
+                let mut h = e.shallow_clone();
+                let mut inputs = Vec::new();
+                let mut pre = Vec::new();
+                for (bw, c) in &self.rule.feedback[k] {
+                    let z = h.f_linear(bw, Some(c))?;
+                    inputs.push(h);
+                    h = if cfg.feedback.activation == Activation::Relu { z.f_relu()? } else { z.shallow_clone() };
+                    pre.push(z);
+                }
+                // ã = s·f + (1 − s)·a
+                post.push(a.f_lerp(&h, self.rule.strength[k])?);
+                layers.push(Some(MapTape { inputs, pre, f: h }));
+            }
+        }
+        Ok((post, FeedbackTape::Map { layers, softmax }))
+    }
+
+    /// Propagates G (= ∂L/∂W after step t) back through step t; returns ∂L/∂W before it and
+    /// ∂L/∂x_t (the step's input features) when the step is differentiated fully.
+    fn backward(&self, w: &[Tensor], tape: &StepTape, g: Vec<Tensor>, mode: StepMode, grads: &mut Grads, gb: &mut [Tensor]) -> Result<(Vec<Tensor>, Option<Tensor>)> {
+        if mode == StepMode::Constant {
+            return Ok((g, None));
+        }
+        let n = self.n;
+        let full = mode == StepMode::Full;
+        let mut d_post = Vec::with_capacity(n);
+        let mut d_pre = Vec::with_capacity(n);
+        let mut g_next = Vec::with_capacity(n);
+        for k in 0..n {
+            let rate = &self.rule.rates[k];
+            let post = &tape.post[k];
+            let pre = &tape.acts.pre[k];
+            let m = self.multiplier(k, post);
+            let r = tape.post_sq[k].as_ref();
+            let c = tape.scale[k].as_ref();
+            // Q = c P ⊙ G, and ∂L/∂c of each row where c depends on the activities.
+            let (q, rowsum, scale_grad) = if self.fused {
+                // Updates G in place to its direct part G − m Q ⊙ r (kept as is under first order).
+                let mut direct = g[k].shallow_clone();
+                let post_k = post.f_contiguous()?;
+                let decay = tape.oja.then_some(&post_k);
+                let out = crate::kernels::local_step_adjoint(&mut direct, full, &w[k], &tape.term[k], rate, decay, m, c, &mut grads.rate_full[k])?;
+                if full {
+                    g_next.push(direct);
+                }
+                (out.q, out.rowsum, out.scale_grad)
+            } else {
+                let gc = match c {
+                    Some(c) => g[k].f_mul(&c.f_unsqueeze(2)?)?,
+                    None => g[k].shallow_clone(),
+                };
+                accumulate(&mut grads.rates[k], gc.f_mul(&tape.term[k])?.f_sum_to_size(rate.size())?)?;
+                let scale_grad = match c {
+                    Some(_) => Some(g[k].f_mul(rate)?.f_mul(&tape.term[k])?.f_sum_dim_intlist([2i64].as_slice(), false, None::<Kind>)?),
+                    None => None,
+                };
+                let q = gc.f_mul(rate)?;
+                let rowsum = match r {
+                    Some(_) => Some(q.f_mul(&w[k])?.f_sum_dim_intlist([2i64].as_slice(), false, None::<Kind>)?),
+                    None => None,
+                };
+                if full {
+                    g_next.push(match r {
+                        Some(r) => g[k].f_sub(&q.f_mul(r)?.f_mul_scalar(m)?)?,
+                        None => g[k].shallow_clone(),
+                    });
+                }
+                (q, rowsum, scale_grad)
+            };
+            let mut dp = pre.f_matmul(&q.f_transpose(1, 2)?)?;
+            if let Some(rowsum) = rowsum {
+                dp = dp.f_sub(&post.f_mul(&rowsum.f_unsqueeze(1)?)?.f_mul_scalar(2.0)?)?;
+            }
+            let mut dp = dp.f_mul_scalar(m)?;
+            let mut dpre = if full { Some(post.f_matmul(&q)?.f_mul_scalar(m)?) } else { None };
+            // Through the normalisation factor: c = 1/(1 + s) gives ∂L/∂s = −c² ∂L/∂c.
+            if let (Some(c), Some(sg)) = (c, scale_grad) {
+                let ds = sg.f_mul(&c.f_square()?)?.f_neg()?; // [E, O]
+                match self.rule.normalize {
+                    UpdateNormalization::Presynaptic => {
+                        if let Some(d) = dpre.as_mut() {
+                            // s = Σ_b ‖a_b‖², one per episode: its gradient is the sum over the rows.
+                            let ds = ds.f_sum_dim_intlist([1i64].as_slice(), false, None::<Kind>)?.f_view([-1, 1, 1])?;
+                            *d = d.f_add(&pre.f_mul(&ds)?.f_mul_scalar(2.0)?)?;
+                        }
+                    }
+                    UpdateNormalization::Bounded => dp = dp.f_add(&post.f_mul(&ds.f_unsqueeze(1)?)?.f_mul_scalar(2.0)?)?,
+                    UpdateNormalization::None | UpdateNormalization::Batch => {}
+                }
+            }
+            d_post.push(dp);
+            if let Some(d) = dpre {
+                d_pre.push(d);
+            }
+        }
+        // Gradients reaching the layers' outputs a_k (hidden: ReLU(z_k), output: ŷ) from the teaching path.
+        let mut d_act: Vec<Option<Tensor>> = (0..n).map(|_| None).collect();
+        let mut extra_w: Vec<Option<Tensor>> = (0..n).map(|_| None).collect();
+        self.teaching_backward(w, tape, d_post, full, &mut d_act, &mut extra_w, grads)?;
+        if !full {
+            return Ok((g, None)); // first order: dW_{t+1}/dW_t = I and the activations are constants
+        }
+        // The forward pass of the step, from the output down.
+        let acts = &tape.acts;
+        let mut d_input: Option<Tensor> = None; // ∂L/∂(input of layer k+1) from layers above
+        for k in (0..n).rev() {
+            let mut da = d_act[k].take();
+            if k + 1 < n {
+                for extra in [d_input.take(), Some(d_pre[k + 1].shallow_clone())].into_iter().flatten() {
+                    accumulate(&mut da, extra)?;
+                }
+            }
+            let Some(da) = da else {
+                continue;
+            };
+            let dz = if k + 1 == n { da } else { relu_backward(&da, &acts.z[k])? };
+            if self.fused {
+                let _ = g_next[k].f_baddbmm_(&dz.f_transpose(1, 2)?, &acts.pre[k])?; // no weight-sized temporary
+            } else {
+                accumulate(&mut extra_w[k], dz.f_transpose(1, 2)?.f_matmul(&acts.pre[k])?)?;
+            }
+            gb[k] = gb[k].f_add(&dz.f_sum_dim_intlist([1i64].as_slice(), false, None::<Kind>)?)?; // b is constant: its adjoint sums
+            d_input = Some(dz.f_matmul(&w[k])?);
+        }
+        let mut d_x = d_input;
+        accumulate(&mut d_x, d_pre[0].shallow_clone())?;
+        let g_prev = g_next.into_iter().zip(extra_w).map(|(gk, e)| match e {
+            Some(e) => Ok(gk.f_add(&e)?),
+            None => Ok(gk),
+        });
+        Ok((g_prev.collect::<Result<_>>()?, d_x))
+    }
+
+    /// Back through ã_k: into the feedback parameters, the strengths and (fully) the activations.
+    #[allow(clippy::too_many_arguments)]
+    fn teaching_backward(&self, w: &[Tensor], tape: &StepTape, d_post: Vec<Tensor>, full: bool, d_act: &mut [Option<Tensor>], extra_w: &mut [Option<Tensor>], grads: &mut Grads) -> Result<()> {
+        let n = self.n;
+        let to_output = full && !self.cfg.feedback.detach_signal;
+        let classification = self.cfg.task == TaskKind::Classification;
+        match &tape.feedback {
+            FeedbackTape::Derivative { softmax } => {
+                if !full {
+                    return Ok(()); // δ is built from constants only
+                }
+                // δ_k = (δ_{k+1} W_{k+1}) ⊙ 1[z_k > 0], from the first layer up.
+                let mut d_delta: Vec<Tensor> = d_post;
+                for k in 0..n - 1 {
+                    let du = relu_backward(&d_delta[k], &tape.acts.z[k])?;
+                    let d_next = du.f_matmul(&w[k + 1].f_transpose(1, 2)?)?;
+                    d_delta[k + 1] = d_delta[k + 1].f_add(&d_next)?;
+                    accumulate(&mut extra_w[k + 1], tape.post[k + 1].f_transpose(1, 2)?.f_matmul(&du)?)?;
+                }
+                if to_output {
+                    let d_out = &d_delta[n - 1];
+                    let d_yhat = if classification { softmax_backward(d_out, softmax.as_ref().unwrap())?.f_neg()? } else { d_out.f_neg()? };
+                    accumulate(&mut d_act[n - 1], d_yhat)?;
+                }
+            }
+            FeedbackTape::Map { layers, softmax } => {
+                let mut d_e: Option<Tensor> = None;
+                for (k, dp) in d_post.into_iter().enumerate() {
+                    let Some(map) = &layers[k] else {
+                        // ã is the layer's own activity (no feedback) or the clamped target.
+                        let is_output = k + 1 == n;
+                        if full && !(is_output && classification && self.cfg.feedback.clamp_output) {
+                            accumulate(&mut d_act[k], dp)?;
+                        }
+                        continue;
+                    };
+                    let s = self.rule.strength[k];
+                    let a = &tape.acts.post[k];
+                    accumulate(&mut grads.strength[k], dp.f_mul(&map.f.f_sub(a)?)?.f_sum(None::<Kind>)?)?;
+                    if full {
+                        accumulate(&mut d_act[k], dp.f_mul_scalar(1.0 - s)?)?;
+                    }
+                    let mut dh = dp.f_mul_scalar(s)?;
+                    for j in (0..map.pre.len()).rev() {
+                        let dz = if self.cfg.feedback.activation == Activation::Relu { relu_backward(&dh, &map.pre[j])? } else { dh };
+                        let (gb, gc) = &mut grads.feedback[k][j];
+                        accumulate(gb, flat(&dz)?.f_transpose(0, 1)?.f_mm(&flat(&map.inputs[j])?)?)?;
+                        accumulate(gc, flat(&dz)?.f_sum_dim_intlist([0i64].as_slice(), false, None::<Kind>)?)?;
+                        dh = dz.f_matmul(&self.rule.feedback[k][j].0)?;
+                    }
+                    if to_output {
+                        accumulate(&mut d_e, dh)?;
+                    }
+                }
+                if let Some(de) = d_e {
+                    let d_yhat = match self.cfg.signal() {
+                        Signal::Error => Some(de.f_neg()?),
+                        Signal::CrossEntropy => Some(softmax_backward(&de, softmax.as_ref().unwrap())?.f_neg()?),
+                        Signal::Target => None,
+                    };
+                    if let Some(d) = d_yhat {
+                        accumulate(&mut d_act[n - 1], d)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

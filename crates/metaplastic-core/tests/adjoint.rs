@@ -1,0 +1,246 @@
+//! The hand-derived reverse pass against autograd through the unrolled lifetime, in float64, for every
+//! option the local rules have, every meta-gradient mode and several checkpoint intervals; plus finite
+//! differences on the reverse pass itself.
+mod common;
+use common::*;
+use metaplastic_core::config::{Backward, LearnerConfig, MetaGradient};
+use metaplastic_core::learner::Learner;
+use metaplastic_core::adjoint::{self, AdjointOptions};
+use metaplastic_core::inner::step_mode;
+use metaplastic_core::meta::{autograd_meta_gradient, meta_gradient, uses_adjoint};
+
+/// Compares the reverse pass, with the fused CPU loops and with libtorch operations, to autograd.
+fn compare(cfg: LearnerConfig, seed: i64, interval: Option<usize>) {
+    for fused in [true, false] {
+        compare_one(cfg.clone(), seed, AdjointOptions { interval, fused: Some(fused) });
+    }
+}
+
+/// Worst relative difference between the two meta-gradients over all parameters.
+fn compare_one(mut cfg: LearnerConfig, seed: i64, opts: AdjointOptions) -> f64 {
+    cfg.meta.backward = Backward::Adjoint;
+    let gradient = cfg.meta.gradient;
+    let described = cfg.to_json();
+    let mut learner = Learner::new(cfg).unwrap();
+    jitter_biases(&mut learner, seed);
+    assert!(uses_adjoint(&learner));
+    let batch = batch(&learner, 2, 5, 3, 4, seed);
+    // Re-initialised plastic weights draw from the learner's generator: both paths must see the same draw.
+    let rng = learner.rng.clone();
+    let (loss_a, fast) = adjoint::meta_gradient(&mut learner, &batch, opts, |t| step_mode(gradient, t, 5)).unwrap();
+    learner.rng = rng;
+    let (loss_b, reference) = autograd_meta_gradient(&mut learner, &batch).unwrap();
+    assert!((loss_a - loss_b).abs() <= 1e-12 * loss_b.abs().max(1.0), "loss {loss_a} vs {loss_b} for {described}");
+    assert_eq!(fast.len(), reference.len());
+    let mut worst: f64 = 0.0;
+    let mut nonzero = 0;
+    for ((i, a), (j, b)) in fast.iter().zip(&reference) {
+        assert_eq!(i, j);
+        let name = &learner.params.iter().nth(*i).unwrap().name;
+        let scale = b.abs().max().double_value(&[]);
+        let diff = max_abs_diff(a, b);
+        let rel = diff / scale.max(1e-300);
+        if scale > 0.0 {
+            nonzero += 1;
+            worst = worst.max(rel);
+        } else {
+            assert_eq!(diff, 0.0, "{name}: autograd gives zero, the reverse pass {diff}");
+        }
+        assert!(rel < 1e-10 || scale == 0.0, "{name}: relative difference {rel:e} (scale {scale:e}, {opts:?})");
+    }
+    assert!(nonzero > 0, "every gradient is zero: the comparison checks nothing");
+    worst
+}
+
+fn flp(extra: &str) -> LearnerConfig {
+    regression(r#"{"type":"oja"}"#, &format!(r#","plasticity":{{"init":0.05}}{extra}"#))
+}
+
+#[test]
+fn oja_and_hebb_every_granularity_and_interval() {
+    for rule in ["oja", "hebb"] {
+        for g in ["synapse", "neuron", "layer", "global"] {
+            for interval in [None, Some(1), Some(2), Some(5)] {
+                let cfg = regression(&format!(r#"{{"type":"{rule}"}}"#), &format!(r#","plasticity":{{"granularity":"{g}","init":0.02,"hiddenMultiplier":1.5}}"#));
+                compare(cfg, 1, interval);
+            }
+        }
+    }
+}
+
+#[test]
+fn every_feedback_kind_signal_and_map() {
+    for kind in ["learned", "random", "none", "derivative"] {
+        for signal in ["error", "target"] {
+            for detach in [false, true] {
+                compare(flp(&format!(r#","feedback":{{"type":"{kind}","signal":"{signal}","detachSignal":{detach}}}"#)), 2, Some(2));
+            }
+        }
+    }
+    compare(flp(r#","feedback":{"layers":2,"activation":"linear","strength":{"init":0.3}}"#), 3, None);
+    compare(flp(r#","feedback":{"layers":3,"strength":{"init":0.8,"learned":false}}"#), 4, Some(3));
+}
+
+#[test]
+fn frozen_front_and_reinitialised_weights() {
+    compare(flp(r#","rln":1"#), 5, Some(2));
+    compare(flp(r#","rln":1,"plasticInit":"reinit""#), 6, None);
+}
+
+#[test]
+fn classification_options() {
+    for signal in ["target", "crossEntropy", "error"] {
+        for clamp in [true, false] {
+            let cfg = classification(r#"{"type":"oja"}"#, &format!(r#","plasticity":{{"init":0.05,"hiddenMultiplier":3}},"feedback":{{"signal":"{signal}","clampOutput":{clamp}}}"#));
+            compare(cfg, 7, Some(2));
+        }
+    }
+    for reset in ["episodeClasses", "all"] {
+        let cfg = classification(r#"{"type":"hebb"}"#, &format!(r#","plasticity":{{"init":0.05}},"outputReset":"{reset}""#));
+        compare(cfg, 8, None);
+    }
+    compare(classification(r#"{"type":"oja"}"#, r#","plasticity":{"init":0.05},"feedback":{"type":"derivative"}"#), 9, Some(1));
+}
+
+#[test]
+fn first_order_and_truncated() {
+    for g in [MetaGradient::FirstOrder, MetaGradient::Truncated { steps: 2 }] {
+        for kind in ["learned", "derivative", "none"] {
+            let mut cfg = flp(&format!(r#","rln":1,"feedback":{{"type":"{kind}"}}"#));
+            cfg.meta.gradient = g;
+            compare(cfg, 10, Some(2));
+        }
+    }
+}
+
+#[test]
+fn sgd_every_step_size_and_meta_gradient_mode() {
+    for sizes in ["fixed", "perParameter", "perLayer"] {
+        for biases in [true, false] {
+            let rule = format!(r#"{{"type":"sgd","lr":0.1,"stepSizes":"{sizes}","biases":{biases}}}"#);
+            compare(regression(&rule, r#","rln":1"#), 13, Some(2));
+            compare(regression(&rule, ""), 14, None);
+            compare(classification(&rule, r#","outputReset":"episodeClasses""#), 15, Some(3));
+        }
+    }
+    for g in [MetaGradient::FirstOrder, MetaGradient::Truncated { steps: 2 }] {
+        let mut cfg = regression(r#"{"type":"sgd","lr":0.1,"stepSizes":"perLayer"}"#, r#","rln":1"#);
+        cfg.meta.gradient = g;
+        compare(cfg, 16, Some(2));
+    }
+}
+
+#[test]
+fn autograd_stays_available() {
+    for rule in [r#"{"type":"oja"}"#, r#"{"type":"sgd","lr":0.1}"#] {
+        let mut cfg = regression(rule, r#","plasticity":{"init":0.05}"#);
+        assert!(uses_adjoint(&Learner::new(cfg.clone()).unwrap()), "auto takes the reverse pass for {rule}");
+        cfg.meta.backward = Backward::Autograd;
+        assert!(!uses_adjoint(&Learner::new(cfg).unwrap()));
+    }
+}
+
+/// The reverse pass against central differences of the loss, independently of autograd.
+#[test]
+fn finite_differences() {
+    let mut learner = Learner::new(flp(r#","rln":1,"feedback":{"layers":2}"#)).unwrap();
+    jitter_biases(&mut learner, 11);
+    let batch = batch(&learner, 2, 4, 3, 4, 11);
+    let (_, grads) = meta_gradient(&mut learner, &batch).unwrap();
+    let h = 1e-6;
+    for (index, grad) in grads {
+        let flat = grad.view([-1]);
+        let n = flat.size()[0];
+        for k in [0, n - 1] {
+            let analytic = flat.double_value(&[k]);
+            nudge(&mut learner, index, k, h);
+            let up = meta_gradient(&mut learner, &batch).unwrap().0;
+            nudge(&mut learner, index, k, -2.0 * h);
+            let down = meta_gradient(&mut learner, &batch).unwrap().0;
+            nudge(&mut learner, index, k, h);
+            let numeric = (up - down) / (2.0 * h);
+            let err = (analytic - numeric).abs() / (1e-6 + analytic.abs().max(numeric.abs()));
+            let name = &learner.params.iter().nth(index).unwrap().name;
+            assert!(err < 1e-4, "{name}[{k}]: reverse pass {analytic:e}, finite differences {numeric:e}");
+        }
+    }
+}
+
+/// Layers wide enough for the fused loops to split rows over threads.
+#[test]
+fn fused_loops_split_over_threads() {
+    tch::set_num_threads(2);
+    for (rule, g) in [("oja", "synapse"), ("oja", "neuron"), ("hebb", "global")] {
+        let cfg = config(&format!(
+            r#"{{"inputShape":[4],"layers":[{{"type":"linear","units":70}},{{"type":"linear","units":90}},{{"type":"linear","units":2}}],
+                "task":"regression","rule":{{"type":"{rule}"}},"plasticity":{{"granularity":"{g}","init":0.01}},"dtype":"float64","device":"cpu","seed":3}}"#
+        ));
+        compare(cfg, 12, Some(2));
+    }
+}
+
+/// 100 float32 meta-steps through each path end at the same parameters, up to float32 rounding.
+#[test]
+fn float32_training_tracks_autograd() {
+    use metaplastic_core::meta::Adam;
+    let json = r#"{"inputShape":[4],"layers":[{"type":"linear","units":16},{"type":"linear","units":16},{"type":"linear","units":1}],
+        "task":"regression","rule":{"type":"oja"},"plasticity":{"init":0.01},"meta":{"lr":{"forward":1e-3,"feedback":1e-3,"plasticity":1e-4,"strength":1e-3}},
+        "dtype":"float32","device":"cpu","seed":5}"#;
+    let train = |backward: Backward| -> Learner {
+        let mut cfg = config(json);
+        cfg.meta.backward = backward;
+        let mut learner = Learner::new(cfg).unwrap();
+        let mut adam = Adam::default();
+        for step in 0..100 {
+            let b = batch(&learner, 2, 6, 4, 8, 100 + step);
+            let report = adam.step(&mut learner, &b).unwrap();
+            assert!(!report.skipped, "step {step} was skipped");
+        }
+        learner
+    };
+    let fast = train(Backward::Adjoint);
+    let reference = train(Backward::Autograd);
+    let mut moved = 0.0f64;
+    for (a, b) in fast.params.iter().zip(reference.params.iter()) {
+        let scale = b.tensor.abs().max().double_value(&[]).max(1e-3);
+        let diff = max_abs_diff(&a.tensor, &b.tensor);
+        assert!(diff / scale < 1e-3, "{}: differs by {diff:e} (scale {scale:e}) after 100 float32 meta-steps", a.name);
+        moved = moved.max(scale);
+    }
+    assert!(moved > 0.0);
+}
+
+/// The reverse pass stops at the next inner step once the learner's cancel flag is set.
+#[test]
+fn cancellation_reaches_the_reverse_pass() {
+    use std::sync::{atomic::AtomicBool, Arc};
+    for rule in [r#"{"type":"oja"}"#, r#"{"type":"sgd","lr":0.1}"#] {
+        let mut learner = Learner::new(regression(rule, r#","plasticity":{"init":0.05}"#)).unwrap();
+        assert!(uses_adjoint(&learner));
+        let b = batch(&learner, 2, 5, 3, 4, 17);
+        learner.cancel = Some(Arc::new(AtomicBool::new(true)));
+        let err = meta_gradient(&mut learner, &b).err().expect("a cancelled meta-gradient is an error");
+        assert_eq!(err.code(), "E_CANCELLED", "{rule}: {err}");
+    }
+}
+
+/// The recipe options of the local rules (rates' parameterisation and scale, update normalisation, Hebb
+/// on the first step): every combination through the reverse pass equals autograd.
+#[test]
+fn rate_parameterisations_and_update_normalisations() {
+    for normalize in ["none", "batch", "presynaptic", "bounded"] {
+        for rule in ["oja", "hebb"] {
+            for (param, init) in [("linear", 0.05), ("log", 0.05)] {
+                let extra = format!(r#","rln":1,"plasticity":{{"init":{init},"parameterization":"{param}","normalize":"{normalize}","hiddenMultiplier":2}}"#);
+                compare(regression(&format!(r#"{{"type":"{rule}"}}"#), &extra), 18, Some(2));
+            }
+        }
+        let scaled = format!(r#","plasticity":{{"init":0.05,"layerScale":true,"parameterization":"log","normalize":"{normalize}","hebbFirstStep":true}},"feedback":{{"activation":"linear","outputIdentity":true}}"#);
+        compare(regression(r#"{"type":"oja"}"#, &scaled), 19, None);
+        let mut first = regression(r#"{"type":"oja"}"#, &format!(r#","rln":1,"plasticity":{{"init":0.05,"normalize":"{normalize}"}}"#));
+        first.meta.gradient = MetaGradient::FirstOrder;
+        compare(first, 10, Some(2));
+        let cls = classification(r#"{"type":"oja"}"#, &format!(r#","plasticity":{{"init":0.05,"normalize":"{normalize}"}}"#));
+        compare(cls, 21, Some(3));
+    }
+}
