@@ -77,6 +77,8 @@ const { values, positionals } = parseArgs({
     out: { type: 'string' },
     results: { type: 'string', default: join('runs', 'flp-recipes', 'results.jsonl') },
     list: { type: 'boolean', default: false },
+    // Continue the run in --out up to --steps (and evaluate again).
+    resume: { type: 'boolean', default: false },
     // Extra learner overrides (JSON) on top of the recipe, for exploring; recorded in the results line.
     learner: { type: 'string' },
   },
@@ -96,7 +98,7 @@ if (extra) config.learner = mergeConfig(config.learner, extra);
 const out = values.out ?? join('runs', 'flp-recipes', `${recipe}-${values.protocol}-s${seed}${extra ? '-' + createHash('sha1').update(values.learner).digest('hex').slice(0, 8) : ''}`);
 if (!process.env.OMP_NUM_THREADS) setThreads(1);
 
-const t = await trainRun({ config, out, steps, resume: false, checkpointEvery: 250, progress: 'lines' });
+const t = await trainRun({ config: values.resume ? undefined : config, out, steps, resume: values.resume, checkpointEvery: 250, progress: 'lines' });
 const e = await evalRun({ checkpoint: out, runs: Number(values.runs), seed: 0, plots: false });
 const records = await readRunMetrics(out);
 const marks = [100, 250, 500, 1000, 2000, 4000].filter((s) => s <= steps);

@@ -76,13 +76,15 @@ const flpOmniglotReferenceLearner: LearnerConfig = {
 };
 
 /**
- * FLP on Omniglot with the sine recipe's rates: presynaptically normalised updates, log-space rates starting
- * at 1 with the hidden layer 1000× slower. Oja's rule stays: with the output clamped to the one-hot target
- * its decay only touches the current class's row (a running prototype), unlike the regression error signal.
+ * FLP on Omniglot with bounded updates and log-space rates: each row of the update is divided by
+ * 1 + Σ ã², so with the output clamped to the one-hot target the class's row moves a fraction P/2 of the way to
+ * the current input (a running prototype, stable for P < 1 whatever the features' scale); rates start at 0.5
+ * (hidden layer × 1e-2) and move multiplicatively. Oja's rule stays: its decay touches only the current
+ * class's row here, unlike the regression error signal.
  */
 const flpOmniglotLearner: LearnerConfig = {
   ...flpOmniglotReferenceLearner,
-  plasticity: { granularity: 'synapse', init: 1, hiddenMultiplier: 1e-3, parameterization: 'log', normalize: 'presynaptic' },
+  plasticity: { granularity: 'synapse', init: 0.5, hiddenMultiplier: 1e-2, parameterization: 'log', normalize: 'bounded' },
   meta: { gradient: { type: 'secondOrder' }, lr: { forward: 1e-4, feedback: 1e-4, plasticity: 1e-2, strength: 0 }, clipNorm: 1, nonFinite: 'skip' },
 };
 
