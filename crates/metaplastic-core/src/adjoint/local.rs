@@ -16,7 +16,7 @@ use crate::inner::StepMode;
 use crate::learner::Learner;
 use crate::net::functional::{tail, TailActivations};
 use crate::params::ParamStore;
-use crate::rules::local::{local_term, LocalRule};
+use crate::rules::local::{local_term, normalization_factor, LocalRule};
 use crate::{Error, Result};
 use tch::{Kind, Tensor};
 
@@ -225,22 +225,9 @@ impl LocalStep {
         if self.rule.normalize == UpdateNormalization::Batch { m / post.size()[1] as f64 } else { m }
     }
 
-    /// The normalisation factor c [E, O] that depends on the activities (rules/local.rs `local_term`):
-    /// 1/(1 + Σ_b ‖a_b‖²) per episode (presynaptic) or 1/(1 + Σ_b ã_bi²) per row (bounded).
+    /// The normalisation factor c [E, O] that depends on the activities (rules/local.rs).
     fn scale(&self, post: &Tensor, pre: &Tensor) -> Result<Option<Tensor>> {
-        let o = post.size()[2];
-        Ok(match self.rule.normalize {
-            UpdateNormalization::None | UpdateNormalization::Batch => None,
-            UpdateNormalization::Presynaptic => {
-                let energy = pre.f_square()?.f_sum_dim_intlist([1i64, 2].as_slice(), false, None::<Kind>)?; // [E]
-                let c = energy.f_add_scalar(1.0)?.f_reciprocal()?;
-                Some(c.f_unsqueeze(1)?.f_expand([-1, o], false)?.f_contiguous()?)
-            }
-            UpdateNormalization::Bounded => {
-                let q = post.f_square()?.f_sum_dim_intlist([1i64].as_slice(), false, None::<Kind>)?; // [E, O]
-                Some(q.f_add_scalar(1.0)?.f_reciprocal()?)
-            }
-        })
+        normalization_factor(self.rule.normalize, post, pre)
     }
 
     /// Teaching activities ã_k (as feedback.rs computes them) with what their backward needs.

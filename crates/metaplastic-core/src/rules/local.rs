@@ -40,29 +40,35 @@ pub struct LocalRule {
 /// w [E, out, in]. The update is rate ⊙ term, applied by the driver as one fused W + rate ⊙ term.
 pub fn local_term(post: &Tensor, pre: &Tensor, w: &Tensor, oja_decay: bool, multiplier: f64, normalize: UpdateNormalization) -> Result<Tensor> {
     let post_t = post.f_transpose(1, 2)?;
-    // q_i = Σ_b ã_bi², [E, out, 1]; needed by the decay and by the bounded normalisation.
-    let post_sq = || -> Result<Tensor> { Ok(post.f_square()?.f_sum_dim_intlist([1i64].as_slice(), false, None::<Kind>)?.f_unsqueeze(2)?) };
-    let (term, q) = if oja_decay {
-        let q = post_sq()?;
-        // baddbmm: −m·(Σã²)⊙W + m·ãᵀa in one kernel.
-        (q.f_mul(w)?.f_baddbmm(&post_t, pre, -multiplier, multiplier)?, Some(q))
+    let term = if oja_decay {
+        // q_i = Σ_b ã_bi², [E, out, 1]; baddbmm: −m·q⊙W + m·ãᵀa in one kernel.
+        let q = post.f_square()?.f_sum_dim_intlist([1i64].as_slice(), false, None::<Kind>)?.f_unsqueeze(2)?;
+        q.f_mul(w)?.f_baddbmm(&post_t, pre, -multiplier, multiplier)?
     } else {
         let hebb = post_t.f_matmul(pre)?;
-        (if multiplier == 1.0 { hebb } else { hebb.f_mul_scalar(multiplier)? }, None)
+        if multiplier == 1.0 { hebb } else { hebb.f_mul_scalar(multiplier)? }
     };
+    Ok(match (normalize, normalization_factor(normalize, post, pre)?) {
+        (_, Some(c)) => term.f_mul(&c.f_unsqueeze(2)?)?,
+        (UpdateNormalization::Batch, None) => term.f_div_scalar(post.size()[1] as f64)?,
+        (_, None) => term,
+    })
+}
+
+/// The update normalisation's factor of each row that depends on the activities, c [E, out]:
+/// 1/(1 + Σ_b ‖a_b‖²) per episode (presynaptic) or 1/(1 + Σ_b ã_bi²) per row (bounded); None for the
+/// identity and for the batch form (a constant 1/B).
+pub fn normalization_factor(normalize: UpdateNormalization, post: &Tensor, pre: &Tensor) -> Result<Option<Tensor>> {
     Ok(match normalize {
-        UpdateNormalization::None => term,
-        UpdateNormalization::Batch => term.f_div_scalar(post.size()[1] as f64)?,
+        UpdateNormalization::None | UpdateNormalization::Batch => None,
         UpdateNormalization::Presynaptic => {
-            let energy = pre.f_square()?.f_sum_dim_intlist([1i64, 2].as_slice(), true, None::<Kind>)?; // [E, 1, 1]
-            term.f_div(&energy.f_add_scalar(1.0)?)?
+            let energy = pre.f_square()?.f_sum_dim_intlist([1i64, 2].as_slice(), false, None::<Kind>)?; // [E]
+            let c = energy.f_add_scalar(1.0)?.f_reciprocal()?;
+            Some(c.f_unsqueeze(1)?.f_expand([-1, post.size()[2]], false)?.f_contiguous()?)
         }
         UpdateNormalization::Bounded => {
-            let q = match q {
-                Some(q) => q,
-                None => post_sq()?,
-            };
-            term.f_div(&q.f_add_scalar(1.0)?)?
+            let q = post.f_square()?.f_sum_dim_intlist([1i64].as_slice(), false, None::<Kind>)?; // [E, out]
+            Some(q.f_add_scalar(1.0)?.f_reciprocal()?)
         }
     })
 }
