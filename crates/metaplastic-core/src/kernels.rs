@@ -131,7 +131,7 @@ impl<T> Ptr<T> {
     fn of(t: &Tensor) -> Self {
         Ptr(t.data_ptr() as *mut T)
     }
-    /// Row `row` of length `len` (a null pointer stands for an absent operand).
+    /// Row `row` of length `len`.
     unsafe fn row<'a>(self, row: usize, len: usize) -> &'a mut [T] {
         unsafe { std::slice::from_raw_parts_mut(self.0.add(row * len), len) }
     }
