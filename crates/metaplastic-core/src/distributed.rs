@@ -37,8 +37,11 @@ pub struct GroupSettings {
     pub ifname: Option<String>,
 }
 
+/// Long enough for the slowest rank's meta-step on a loaded machine, short enough to notice a hang.
+pub const DEFAULT_TIMEOUT_SECONDS: f64 = 300.0;
+
 fn default_timeout() -> f64 {
-    300.0
+    DEFAULT_TIMEOUT_SECONDS
 }
 
 impl GroupSettings {
@@ -86,8 +89,8 @@ fn message(buf: &[u8]) -> String {
     String::from_utf8_lossy(&buf[..end]).trim().to_string()
 }
 
-fn mark_key(rank: u32) -> String {
-    format!("metaplastic/step/{rank}")
+fn mark_key(kind: &str, rank: u32) -> String {
+    format!("metaplastic/{kind}/{rank}")
 }
 
 impl ProcessGroup {
@@ -197,14 +200,17 @@ impl ProcessGroup {
 
     /// Leaves "this rank reached `step`" in the store (read only to explain a failure).
     fn mark(&self, step: u64) -> Result<()> {
-        let key = c_string("key", &mark_key(self.rank()))?;
-        let value = c_string("value", &step.to_string())?;
-        self.call(|h, err| unsafe { mp_c10d_store_set(h, key.as_ptr(), value.as_ptr(), err, ERR_LEN) })
-            .map_err(|cause| self.failure(step, &format!("the rendezvous store is unreachable ({cause})")))
+        self.store_set(&mark_key("step", self.rank()), step).map_err(|cause| self.failure(step, &format!("the rendezvous store is unreachable ({cause})")))
     }
 
-    fn read_mark(&self, rank: u32) -> std::result::Result<Option<u64>, String> {
-        let key = CString::new(mark_key(rank)).expect("no NUL in a store key");
+    fn store_set(&self, key: &str, step: u64) -> std::result::Result<(), String> {
+        let key = CString::new(key).expect("no NUL in a store key");
+        let value = CString::new(step.to_string()).expect("no NUL in a number");
+        self.call(|h, err| unsafe { mp_c10d_store_set(h, key.as_ptr(), value.as_ptr(), err, ERR_LEN) })
+    }
+
+    fn store_get(&self, key: &str) -> std::result::Result<Option<u64>, String> {
+        let key = CString::new(key).expect("no NUL in a store key");
         let mut out = vec![0u8; 64];
         let out_ptr = out.as_mut_ptr() as *mut c_char;
         let mut err = vec![0u8; ERR_LEN];
@@ -216,28 +222,31 @@ impl ProcessGroup {
         }
     }
 
-    /// Names the rank(s) that did not reach `step`, from their marks in the store (rank 0 hosts the store,
-    /// so an unreachable store means rank 0 is gone).
+    /// Names the rank(s) that failed the group at `step`. Each survivor reports its own failure in the
+    /// store and gives the others a moment to do the same; a rank that neither reached the step nor
+    /// reported is the one that exited or hangs. Rank 0 hosts the store: if the store is gone, so is it.
     fn failure(&self, step: u64, cause: &str) -> Error {
         let me = self.rank();
-        let mut behind = Vec::new();
+        let gone = |detail: &str| Error::Distributed(format!("rank {me}: the group failed at meta-step {step}: {detail} ({cause})"));
+        if self.store_set(&mark_key("failed", me), step).is_err() {
+            return gone("rank 0, which hosts the rendezvous store, exited or is unreachable");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        let mut lost = Vec::new();
         for r in (0..self.world()).filter(|&r| r != me) {
-            match self.read_mark(r) {
-                Ok(Some(s)) if s >= step => {}
-                Ok(Some(s)) => behind.push(format!("rank {r} (last reached meta-step {s})")),
-                Ok(None) => behind.push(format!("rank {r} (reached no meta-step)")),
-                Err(_) => {
-                    return Error::Distributed(format!(
-                        "rank {me}: the group failed at meta-step {step}: rank 0, which hosts the rendezvous store, exited or is unreachable ({cause})"
-                    ))
-                }
+            let (reached, reported) = match (self.store_get(&mark_key("step", r)), self.store_get(&mark_key("failed", r))) {
+                (Ok(reached), Ok(reported)) => (reached, reported),
+                _ => return gone("rank 0, which hosts the rendezvous store, exited or is unreachable"),
+            };
+            match (reached, reported) {
+                (_, Some(s)) if s >= step => {} // alive: it saw the same failure
+                (Some(s), _) if s < step => lost.push(format!("rank {r} (last reached meta-step {s})")),
+                (None, _) => lost.push(format!("rank {r} (reached no meta-step)")),
+                _ => lost.push(format!("rank {r} (stopped during meta-step {step})")),
             }
         }
-        let who = if behind.is_empty() { "a peer".to_string() } else { behind.join(", ") };
-        Error::Distributed(format!(
-            "rank {me}: the group failed at meta-step {step}: {who} exited, hung or became unreachable within the {} s timeout ({cause})",
-            self.settings.timeout_seconds
-        ))
+        let who = if lost.is_empty() { "a peer".to_string() } else { lost.join(", ") };
+        gone(&format!("{who} exited, hung or became unreachable (timeout {} s)", self.settings.timeout_seconds))
     }
 }
 

@@ -381,6 +381,11 @@ impl Experiment {
                     (self.rng, self.learner.rng) = streams;
                     break;
                 }
+                // The group lost a rank: this step changed nothing, so the state may still be saved.
+                Err(e @ Error::Distributed(_)) => {
+                    (self.rng, self.learner.rng) = streams;
+                    return Err(e);
+                }
                 Err(e) => return Err(e),
             }
         }
