@@ -178,7 +178,7 @@ async function lockedTrainRun(req: TrainRequest, log: (line: string) => void, ru
   } catch (e) {
     progress.stop();
     if (e instanceof MetaplasticError && e.code === 'E_CANCELLED') {
-      throw new CliExit(EXIT.interrupted, `${name}: stopped at step ${exp.step} of ${req.steps}; checkpoint saved in ${req.out}.\nResume with: metaplastic train --resume --out ${req.out} --steps ${req.steps}`);
+      throw new CliExit(EXIT.interrupted, `${name}: stopped at step ${exp.step} of ${req.steps}; checkpoint saved in ${req.out}.\nResume with: metaplastic train --resume --out ${req.out} --steps ${req.steps}${req.distributed ? ` (with ${req.distributed.worldSize} workers again)` : ''}`);
     }
     throw e;
   } finally {

@@ -3,6 +3,7 @@
 // entry point catches C++ exceptions and returns their message (nothing unwinds into Rust).
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <c10/util/Logging.h>
 
 #include <chrono>
 #include <cstring>
@@ -63,7 +64,18 @@ void* mp_c10d_init(const char* host, int port, int rank, int world, int64_t time
     opts.numWorkers = static_cast<std::size_t>(world);
     opts.waitWorkers = true;
     opts.timeout = timeout;
-    auto store = c10::make_intrusive<c10d::TCPStore>(std::string(host), opts);
+    // A worker that starts before rank 0 listens retries quietly: c10d would log each retry with a C++
+    // backtrace. A rendezvous that fails for good is reported with its cause by the caller.
+    const int log_level = FLAGS_caffe2_log_level;
+    FLAGS_caffe2_log_level = 3;
+    c10::intrusive_ptr<c10d::TCPStore> store;
+    try {
+      store = c10::make_intrusive<c10d::TCPStore>(std::string(host), opts);
+    } catch (...) {
+      FLAGS_caffe2_log_level = log_level;
+      throw;
+    }
+    FLAGS_caffe2_log_level = log_level;
     auto options = c10::make_intrusive<c10d::ProcessGroupGloo::Options>(timeout);
     const std::string iface(ifname == nullptr ? "" : ifname);
     if (!iface.empty()) {

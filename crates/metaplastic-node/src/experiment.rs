@@ -171,7 +171,17 @@ impl NativeExperiment {
     /// the same state; later `train` calls average each meta-gradient over the group.
     #[napi]
     pub fn join_group(&self, settings: JsGroupSettings) -> AsyncTask<Work<()>> {
-        with_state(&self.shared, move |exp, _| exp.join(&settings.into_core()?))
+        with_state(&self.shared, move |exp, _| {
+            // Engine work of a process runs on one thread (work.rs): two ranks in one process would wait
+            // for each other forever, so a process is one worker.
+            static JOINED: AtomicBool = AtomicBool::new(false);
+            if exp.group.is_none() && JOINED.load(Ordering::Acquire) {
+                return Err(Error::config("distributed", "this process already trains as a worker of a group; run each rank in its own process"));
+            }
+            exp.join(&settings.into_core()?)?;
+            JOINED.store(true, Ordering::Release);
+            Ok(())
+        })
     }
 
     /// Asks a running `train` to stop before its next inner step (the interrupted meta-step is dropped).
