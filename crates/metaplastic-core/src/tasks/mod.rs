@@ -24,7 +24,7 @@ use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 /// Order of an inner-loop stream: one task/class after another, or everything shuffled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum Order {
     #[default]
