@@ -28,11 +28,6 @@ export class NativeHandle<T> {
   }
 }
 
-/** Drops keys whose value is undefined (the engine reads a present key as a value). */
-export function defined<T extends object>(o: T): T {
-  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T;
-}
-
 /** A native sampler with a seeded generator whose state can be saved and restored. */
 export abstract class SeededSampler implements Disposable {
   protected readonly native: NativeHandle<any>;
