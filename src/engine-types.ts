@@ -119,6 +119,7 @@ export type MetaGradient =
  * - `'error'`: Fail the meta-step with an error.
  */
 export type NonFinitePolicy = 'skip' | 'error';
+export type OmniglotSplit = 'background' | 'evaluation';
 /**
  * Order of an inner-loop stream: one task/class after another, or everything shuffled.
  */
@@ -304,6 +305,45 @@ export interface AnalysisStep {
   lossChange: (number | null)[];
   step: number;
   task: number;
+}
+/**
+ * What a loaded image dataset holds, where it was read from, and how its images were prepared.
+ */
+export interface DatasetInfo {
+  cache: CacheStatus;
+  /**
+   * The cache file, when there is one.
+   */
+  cachePath: string | null;
+  /**
+   * Class names in class-id order (Omniglot: `Alphabet/characterNN`; folders: the folder names).
+   */
+  classNames: string[];
+  /**
+   * Images per class.
+   */
+  classSizes: number[];
+  classes: number;
+  filter: ResizeFilter;
+  /**
+   * [channels, size, size]
+   */
+  imageShape: [number, number, number];
+  images: number;
+  invert: boolean;
+  size: number;
+  /**
+   * The zip or folder the images were read from.
+   */
+  source: string;
+  /**
+   * sha256 of the zip, or a fingerprint of the folder's file listing.
+   */
+  sourceChecksum: string;
+  /**
+   * Omniglot only.
+   */
+  split?: OmniglotSplit;
 }
 /**
  * N-way k-shot meta-training episodes: one support image per step by default.

@@ -20,6 +20,7 @@ import type {
   RuntimeInfo,
   SineConfig,
   StepRecord,
+  ZipSummary,
 } from './engine-types.js';
 
 export interface NativeTensor {
@@ -75,7 +76,7 @@ export interface NativeBinding {
   createSineTask(config: SineConfig, seed: number): any;
   loadOmniglot(split: string, options: OmniglotOptions): Promise<any>;
   loadImageFolder(options: ImageFolderOptions): Promise<any>;
-  verifyOmniglotZip(path: string, split: string): Promise<{ alphabets: number; classes: number; images: number }>;
+  verifyOmniglotZip(path: string, split: string): Promise<ZipSummary>;
   omniglotPaths(dir: string | null): { dataRoot: string; downloadDir: string; cacheRoot: string };
 }
 

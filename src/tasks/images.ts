@@ -5,7 +5,7 @@
 import { native, wrapNativeObject } from '../native.js';
 import type { EpisodeData } from '../episode.js';
 import type { TensorData } from '../tensor.js';
-import type { CacheStatus, EpisodeConfig, ImageFolderOptions, OmniglotOptions, ResizeFilter, StreamConfig } from '../engine-types.js';
+import type { DatasetInfo, EpisodeConfig, ImageFolderOptions, OmniglotOptions, OmniglotSplit, StreamConfig, ZipSummary } from '../engine-types.js';
 import { checkSeed, NativeHandle, SeededSampler, type StreamOrder } from './common.js';
 
 export type {
@@ -14,8 +14,10 @@ export type {
   OmniglotOptions,
   ImageFolderOptions,
   CacheStatus,
+  DatasetInfo,
+  OmniglotSplit,
+  ZipSummary,
 } from '../engine-types.js';
-export type OmniglotSplit = 'background' | 'evaluation';
 
 /** Which classes and images make a continual stream (the engine's `StreamConfig`), and its seed. */
 export type StreamOptions = StreamConfig & { seed?: number };
@@ -30,22 +32,6 @@ export interface ContinualStreamData {
   trainY: TensorData;
   testX: TensorData;
   testY: TensorData;
-}
-
-export interface DatasetInfo {
-  classes: number;
-  images: number;
-  imageShape: number[];
-  classNames: string[];
-  classSizes: number[];
-  source: string;
-  sourceChecksum: string;
-  cache: CacheStatus;
-  cachePath: string | null;
-  size: number;
-  filter: ResizeFilter;
-  invert: boolean;
-  split?: OmniglotSplit;
 }
 
 /** An episode plus the dataset class ids behind its labels. */
@@ -144,12 +130,6 @@ export interface OmniglotPaths {
 
 export function omniglotPaths(dir?: string): OmniglotPaths {
   return native.omniglotPaths(dir ?? null);
-}
-
-export interface ZipSummary {
-  alphabets: number;
-  classes: number;
-  images: number;
 }
 
 /** Structural check of an Omniglot archive: it opens, holds PNGs, and has 964×20 (background) or 659×20 (evaluation) images. */

@@ -22,7 +22,7 @@ pub fn engine_schema() -> Value {
     add::<crate::analysis::learned::ArrayStats>(&mut outputs);
     add::<crate::runtime::RuntimeInfo>(&mut outputs);
     add::<crate::tasks::SineFn>(&mut outputs);
-    add::<crate::tasks::CacheStatus>(&mut outputs);
+    add::<crate::tasks::DatasetInfo>(&mut outputs);
     add::<crate::tasks::omniglot::ZipSummary>(&mut outputs);
 
     // A type that is both read and written (options echoed in a result) keeps its input form.

@@ -1,12 +1,12 @@
 //! Task samplers and datasets exposed to TypeScript: sine tasks, Omniglot and image-folder datasets,
 //! episode samplers and continual streams. Tensors cross as `JsTensor` (labels as whole-number floats).
 use crate::errors::guard;
-use crate::json::JsInput;
+use crate::json::{JsInput, JsOutput};
 use crate::runtime::{host_to_js, JsTensor};
 use metaplastic_core::episode::Episode;
 use metaplastic_core::rng::{self, Rng};
 use metaplastic_core::tasks::{
-    self, omniglot, sampling, ContinualStream, EpisodeConfig, ImageEpisodeSampler, ImageFolderDataset, ImageFolderOptions, ImageStore,
+    self, omniglot, sampling, ContinualStream, DatasetInfo, EpisodeConfig, ImageEpisodeSampler, ImageFolderDataset, ImageFolderOptions, ImageStore,
     OmniglotDataset, OmniglotOptions, OmniglotSplit, Order, SineConfig, StreamConfig,
 };
 use metaplastic_core::tensor_io::HostTensor;
@@ -171,7 +171,7 @@ impl NativeSineTask {
 #[napi(js_name = "NativeImageDataset")]
 pub struct NativeImageDataset {
     store: Arc<ImageStore>,
-    info: Value,
+    info: DatasetInfo,
 }
 
 #[napi(object)]
@@ -193,25 +193,11 @@ fn stream_to_js(s: &ContinualStream) -> Result<JsStream> {
     })
 }
 
-fn dataset_info(store: &ImageStore, extra: Value) -> Value {
-    let mut v = json!({
-        "classes": store.num_classes(),
-        "images": store.num_images(),
-        "imageShape": store.image_shape(),
-        "classNames": store.classes().iter().map(|c| c.name.clone()).collect::<Vec<_>>(),
-        "classSizes": store.classes().iter().map(|c| c.count).collect::<Vec<_>>(),
-    });
-    if let (Some(o), Value::Object(e)) = (v.as_object_mut(), extra) {
-        o.extend(e);
-    }
-    v
-}
-
 #[napi]
 impl NativeImageDataset {
-    #[napi]
-    pub fn info(&self) -> Value {
-        self.info.clone()
+    #[napi(ts_return_type = "DatasetInfo")]
+    pub fn info(&self) -> napi::Result<JsOutput> {
+        guard(|| JsOutput::of(&self.info))
     }
 
     /// All images of a class, [n, C, S, S].
@@ -268,10 +254,6 @@ impl NativeEpisodeSampler {
     }
 }
 
-fn status_json(s: &tasks::CacheStatus) -> Value {
-    serde_json::to_value(s).unwrap_or(Value::Null)
-}
-
 /// Loads one Omniglot split (decoding, or from the cache) off the JS thread.
 #[napi(ts_args_type = "split: string, options?: OmniglotOptions")]
 pub fn load_omniglot(split: String, config: Option<JsInput>) -> AsyncTask<Work<NativeImageDataset>> {
@@ -279,12 +261,9 @@ pub fn load_omniglot(split: String, config: Option<JsInput>) -> AsyncTask<Work<N
         let split: OmniglotSplit = split.parse()?;
         let opts: OmniglotOptions = options(config)?;
         let ds = OmniglotDataset::load(split, &opts)?;
-        let extra = json!({
-            "split": split, "source": ds.source, "sourceChecksum": ds.source_checksum,
-            "cache": status_json(&ds.cache_status), "cachePath": ds.cache_path,
-            "size": opts.size, "filter": opts.filter, "invert": opts.invert,
-        });
-        Ok(NativeImageDataset { info: dataset_info(ds.store(), extra), store: ds.store().clone() })
+        let info = DatasetInfo::of(ds.store(), ds.source.clone(), ds.source_checksum.clone(), ds.cache_status.clone(), ds.cache_path.clone());
+        let info = DatasetInfo { size: opts.size, filter: opts.filter, invert: opts.invert, split: Some(split), ..info };
+        Ok(NativeImageDataset { info, store: ds.store().clone() })
     })
 }
 
@@ -296,28 +275,18 @@ pub fn load_image_folder(config: JsInput) -> AsyncTask<Work<NativeImageDataset>>
             return Err(Error::config("root", "the image folder's root directory is required"));
         }
         let ds = ImageFolderDataset::load(&opts)?;
-        let extra = json!({
-            "source": ds.root, "sourceChecksum": ds.source_checksum, "cache": status_json(&ds.cache_status),
-            "cachePath": ds.cache_path, "size": opts.size, "filter": opts.filter, "invert": opts.invert,
-        });
-        Ok(NativeImageDataset { info: dataset_info(ds.store(), extra), store: ds.store().clone() })
+        let info = DatasetInfo::of(ds.store(), ds.root.clone(), ds.source_checksum.clone(), ds.cache_status.clone(), ds.cache_path.clone());
+        let info = DatasetInfo { size: opts.size, filter: opts.filter, invert: opts.invert, ..info };
+        Ok(NativeImageDataset { info, store: ds.store().clone() })
     })
 }
 
-#[napi(object)]
-pub struct JsZipSummary {
-    pub alphabets: u32,
-    pub classes: u32,
-    pub images: u32,
-}
-
 /// Structural check of a downloaded Omniglot archive (opens, PNG entries, 964×20 or 659×20).
-#[napi]
-pub fn verify_omniglot_zip(path: String, split: String) -> AsyncTask<Work<JsZipSummary>> {
+#[napi(ts_return_type = "Promise<ZipSummary>")]
+pub fn verify_omniglot_zip(path: String, split: String) -> AsyncTask<Work<JsOutput>> {
     off_thread(move || {
         let split: OmniglotSplit = split.parse()?;
-        let s = omniglot::verify_zip(std::path::Path::new(&path), split)?;
-        Ok(JsZipSummary { alphabets: s.alphabets as u32, classes: s.classes as u32, images: s.images as u32 })
+        JsOutput::of(&omniglot::verify_zip(std::path::Path::new(&path), split)?)
     })
 }
 

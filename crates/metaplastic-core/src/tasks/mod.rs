@@ -15,7 +15,7 @@ pub mod sine;
 pub use cache::{CacheDir, CacheStatus};
 pub use decode::ResizeFilter;
 pub use image_folder::{ImageFolderDataset, ImageFolderOptions};
-pub use images::{Channels, ImageStore};
+pub use images::{Channels, DatasetInfo, ImageStore};
 pub use omniglot::{OmniglotDataset, OmniglotOptions, OmniglotSplit};
 pub use sampling::{ContinualStream, EpisodeConfig, ImageEpisodeSampler, LabelMode, StreamConfig};
 pub use sine::{SineConfig, SineEvalRun, SineFn, SineSampler, SineTask};
