@@ -4,6 +4,7 @@ import test from 'ava';
 import { readFileSync } from 'node:fs';
 import { ENGINE_TYPES, engineTypes } from '../scripts/generate-types.js';
 import { checkConfig, Experiment, type ExperimentConfig } from '../src/index.js';
+import { native } from '../src/native.js';
 
 test('src/engine-types.ts is up to date with the engine (run `npm run generate:types` after changing a Rust type)', async (t) => {
   const generated = await engineTypes();
@@ -33,4 +34,12 @@ test('a non-finite or non-data value in a configuration is a named error', (t) =
   const big = t.throws(() => checkConfig({ learner: { ...learner, seed: 5n as unknown as number }, task: { type: 'custom' } })) as { code?: string; message: string };
   t.is(big.code, 'E_CONFIG');
   t.regex(big.message, /learner\.seed: expected plain data .*got a BigInt/);
+});
+
+test('only an object\'s own properties are read, as JSON.stringify reads them', (t) => {
+  const config = Object.assign(Object.create({ inherited: 1 }), { learner, task: { type: 'custom' } });
+  t.true(native.checkExperimentConfig(config).length > 0);
+  const e = t.throws(() => native.checkExperimentConfig({ ...config, bogus: 1 })) as { code?: string; message: string };
+  t.is(e.code, 'E_CONFIG');
+  t.regex(e.message, /bogus/);
 });

@@ -80,7 +80,7 @@ fn read(v: Unknown, path: &str, depth: usize) -> napi::Result<Value> {
                 Value::Array(items)
             } else {
                 let mut map = Map::new();
-                for key in Object::keys(&obj)? {
+                for key in own_keys(&obj)? {
                     let item: Unknown = obj.get_named_property(&key)?;
                     if item.get_type()? == ValueType::Undefined {
                         continue;
@@ -93,6 +93,18 @@ fn read(v: Unknown, path: &str, depth: usize) -> napi::Result<Value> {
         }
         other => return Err(bad(path, &format!("expected plain data (objects, arrays, numbers, strings, booleans), got a {other}"))),
     })
+}
+
+/// The object's own enumerable string keys, as JSON.stringify takes them.
+fn own_keys(obj: &Object) -> napi::Result<Vec<String>> {
+    let env = obj.value().env;
+    let mut names = std::ptr::null_mut();
+    let filter = sys::KeyFilter::enumerable | sys::KeyFilter::skip_symbols;
+    napi::check_status!(unsafe {
+        sys::napi_get_all_property_names(env, obj.raw(), sys::KeyCollectionMode::own_only, filter, sys::KeyConversion::numbers_to_strings, &mut names)
+    })?;
+    let names: Object = unsafe { Object::from_napi_value(env, names)? };
+    (0..names.get_array_length()?).map(|i| names.get_element::<String>(i)).collect()
 }
 
 fn number(x: f64) -> Value {
