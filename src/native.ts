@@ -10,6 +10,8 @@ import { fromNative, MetaplasticError } from './errors.js';
 import type {
   Analysis,
   AnalysisOptions,
+  DatasetInfo,
+  EpisodeConfig,
   EvalOptions,
   EvalRaw,
   ExperimentConfig,
@@ -19,7 +21,9 @@ import type {
   ParamInfo,
   RuntimeInfo,
   SineConfig,
+  SineFn,
   StepRecord,
+  StreamConfig,
   ZipSummary,
 } from './engine-types.js';
 
@@ -51,10 +55,53 @@ export interface NativeExperiment {
   learnedArrays(): { name: string; tensor: NativeTensor }[];
   exportLearned(path: string): Promise<void>;
   metaStep(episodes: NativeEpisode[]): Promise<StepRecord>;
-  runEpisodes(episodes: NativeEpisode[]): Promise<{ queryLoss: number[]; queryAccuracy: number[] | null; predictions: NativeTensor }>;
+  runEpisodes(episodes: NativeEpisode[]): Promise<{ queryLoss: number[]; queryAccuracy?: number[]; predictions: NativeTensor }>;
   params(): ParamInfo[];
   param(name: string): NativeTensor;
   setParam(name: string, value: NativeTensor): void;
+}
+
+/** A sampler whose generator state can be saved (JSON) and restored. */
+export interface NativeSeeded {
+  rngState(): string;
+  setRngState(state: string): void;
+}
+
+/** One lifetime of the sine task (see SineRun in src/tasks/sine.ts). */
+export interface NativeSineRun {
+  supportX: NativeTensor;
+  supportY: NativeTensor;
+  queryX: NativeTensor;
+  queryY: NativeTensor;
+  stepFunction: number[];
+  functions: SineFn[];
+  poolIds?: number[];
+}
+
+export interface NativeSineTask extends NativeSeeded {
+  config(): Required<SineConfig>;
+  pool(): SineFn[];
+  sampleTrain(order: string): NativeSineRun;
+  evalRun(order: string): NativeSineRun;
+}
+
+export interface NativeEpisodeSampler extends NativeSeeded {
+  sample(): NativeEpisode & { classes: number[]; sourceIds: number[] };
+}
+
+export interface NativeStream {
+  classIds: number[];
+  trainX: NativeTensor;
+  trainY: NativeTensor;
+  testX: NativeTensor;
+  testY: NativeTensor;
+}
+
+export interface NativeImageDataset {
+  info(): DatasetInfo;
+  images(classId: number): NativeTensor;
+  episodeSampler(config: EpisodeConfig, seed: number): NativeEpisodeSampler;
+  continualStream(config: StreamConfig, seed: number): NativeStream;
 }
 
 /** The raw binding's surface. */
@@ -73,9 +120,9 @@ export interface NativeBinding {
   checkExperimentConfig(config: ExperimentConfig): ParamInfo[];
   readCheckpointManifest(dir: string): object;
   // Tasks (src/tasks): native objects are wrapped there with wrapNativeObject.
-  createSineTask(config: SineConfig, seed: number): any;
-  loadOmniglot(split: string, options: OmniglotOptions): Promise<any>;
-  loadImageFolder(options: ImageFolderOptions): Promise<any>;
+  createSineTask(config: SineConfig, seed: number): NativeSineTask;
+  loadOmniglot(split: string, options: OmniglotOptions): Promise<NativeImageDataset>;
+  loadImageFolder(options: ImageFolderOptions): Promise<NativeImageDataset>;
   verifyOmniglotZip(path: string, split: string): Promise<ZipSummary>;
   omniglotPaths(dir: string | null): { dataRoot: string; downloadDir: string; cacheRoot: string };
 }

@@ -1,4 +1,5 @@
 import { configError, MetaplasticError } from '../errors.js';
+import type { NativeSeeded } from '../native.js';
 
 /** Order of an inner-loop stream: task after task (class after class), or shuffled. */
 export type StreamOrder = 'continual' | 'iid';
@@ -29,10 +30,10 @@ export class NativeHandle<T> {
 }
 
 /** A native sampler with a seeded generator whose state can be saved and restored. */
-export abstract class SeededSampler implements Disposable {
-  protected readonly native: NativeHandle<any>;
+export abstract class SeededSampler<T extends NativeSeeded> implements Disposable {
+  protected readonly native: NativeHandle<T>;
 
-  protected constructor(handle: any, what: string) {
+  protected constructor(handle: T, what: string) {
     this.native = new NativeHandle(handle, what);
   }
 

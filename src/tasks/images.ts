@@ -2,7 +2,7 @@
  * Image datasets (Omniglot, generic image folders) and their samplers. Images are float32 in [0, 1],
  * shape [C, S, S]; Omniglot is 1 channel with ink = 1 and background = 0 unless `invert: false`.
  */
-import { native, wrapNativeObject } from '../native.js';
+import { native, wrapNativeObject, type NativeEpisodeSampler, type NativeImageDataset } from '../native.js';
 import type { EpisodeData } from '../episode.js';
 import type { TensorData } from '../tensor.js';
 import type { DatasetInfo, EpisodeConfig, ImageFolderOptions, OmniglotOptions, OmniglotSplit, StreamConfig, ZipSummary } from '../engine-types.js';
@@ -45,9 +45,9 @@ function withoutSeed<T extends { seed?: number }>(o: T): Omit<T, 'seed'> {
   return rest;
 }
 
-export class EpisodeSampler extends SeededSampler implements Iterable<ImageEpisode> {
+export class EpisodeSampler extends SeededSampler<NativeEpisodeSampler> implements Iterable<ImageEpisode> {
   /** @internal */
-  constructor(nativeSampler: any) {
+  constructor(nativeSampler: NativeEpisodeSampler) {
     super(wrapNativeObject(nativeSampler), 'EpisodeSampler');
   }
 
@@ -64,10 +64,10 @@ export class EpisodeSampler extends SeededSampler implements Iterable<ImageEpiso
 }
 
 export class ImageDataset {
-  readonly #native: NativeHandle<any>;
+  readonly #native: NativeHandle<NativeImageDataset>;
   readonly info: DatasetInfo;
   /** @internal */
-  constructor(nativeDataset: any) {
+  constructor(nativeDataset: NativeImageDataset) {
     const n = wrapNativeObject(nativeDataset);
     this.#native = new NativeHandle(n, 'ImageDataset');
     this.info = n.info();

@@ -1,5 +1,5 @@
 /** Incremental sine regression (OML/FLP protocol): a fixed 400-function pool and fresh evaluation functions. */
-import { native, wrapNativeObject } from '../native.js';
+import { native, wrapNativeObject, type NativeSineTask } from '../native.js';
 import type { EpisodeData } from '../episode.js';
 import type { TensorData } from '../tensor.js';
 import type { SineConfig, SineFn as SineFunction } from '../engine-types.js';
@@ -34,7 +34,7 @@ export function sineRunToEpisode(run: SineRun): EpisodeData {
   };
 }
 
-export class SineTask extends SeededSampler {
+export class SineTask extends SeededSampler<NativeSineTask> {
   /** `seed` fixes the function pool and the stream of episodes. */
   constructor(config: SineConfig = {}, seed = 0) {
     super(wrapNativeObject(native.createSineTask(config, checkSeed(seed))), 'SineTask');
