@@ -2,16 +2,11 @@ import { configError, MetaplasticError } from '../errors.js';
 import type { NativeSeeded } from '../native.js';
 
 /** Order of an inner-loop stream: task after task (class after class), or shuffled. */
-export type StreamOrder = 'continual' | 'iid';
+export type { Order as StreamOrder } from '../engine-types.js';
 
 export function checkSeed(seed: number, field = 'seed'): number {
   if (!Number.isSafeInteger(seed) || seed < 0) throw configError(field, `expected a non-negative integer, got ${seed}`);
   return seed;
-}
-
-export function checkOrder(order: string): StreamOrder {
-  if (order !== 'continual' && order !== 'iid') throw configError('order', `expected "continual" or "iid", got ${JSON.stringify(order)}`);
-  return order;
 }
 
 /** Holds a native object until `dispose()`; afterwards every use is an error, not a crash. */

@@ -3,7 +3,7 @@ import { native, wrapNativeObject, type NativeSineTask } from '../native.js';
 import type { EpisodeData } from '../episode.js';
 import type { TensorData } from '../tensor.js';
 import type { SineConfig, SineFn as SineFunction } from '../engine-types.js';
-import { checkOrder, checkSeed, SeededSampler, type StreamOrder } from './common.js';
+import { checkSeed, SeededSampler, type StreamOrder } from './common.js';
 
 /** Sizes and ranges of the sine task (generated from the engine's definition; defaults are the paper's). */
 export type { SineConfig } from '../engine-types.js';
@@ -57,12 +57,12 @@ export class SineTask extends SeededSampler<NativeSineTask> {
 
   /** Like `sample`, keeping per-function query sets, step slots and pool ids. */
   sampleRun(order: StreamOrder = 'continual'): SineRun {
-    return this.native.get().sampleTrain(checkOrder(order));
+    return this.native.get().sampleTrain(order);
   }
 
   /** An evaluation lifetime over fresh functions (never from the pool). */
   evalRun(order: StreamOrder = 'continual'): SineRun {
-    return this.native.get().evalRun(checkOrder(order));
+    return this.native.get().evalRun(order);
   }
 
 }

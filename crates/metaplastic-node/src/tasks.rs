@@ -22,6 +22,10 @@ fn js(t: &Tensor) -> Result<JsTensor> {
     Ok(host_to_js(HostTensor::from_tensor(t)?))
 }
 
+fn order_of(order: JsInput) -> Result<Order> {
+    tasks::config_from_json(order.0).map_err(|e| e.within("order"))
+}
+
 /// Reads a configuration; a missing one means all defaults.
 fn options<T: serde::de::DeserializeOwned>(v: Option<JsInput>) -> Result<T> {
     tasks::config_from_json(v.map_or_else(|| json!({}), |j| j.0))
@@ -135,20 +139,20 @@ impl NativeSineTask {
     }
 
     /// A meta-training lifetime over the pool, with the slots' pool ids.
-    #[napi]
-    pub fn sample_train(&self, order: String) -> napi::Result<JsSineRun> {
+    #[napi(ts_args_type = "order: Order")]
+    pub fn sample_train(&self, order: JsInput) -> napi::Result<JsSineRun> {
         guard(|| {
-            let order: Order = order.parse()?;
+            let order = order_of(order)?;
             let (ids, run) = self.task.meta_train_sampler(order).sample_run(&mut *lock(&self.rng)?)?;
             sine_run_to_js(&run, Some(ids))
         })
     }
 
     /// An evaluation lifetime over fresh functions.
-    #[napi]
-    pub fn eval_run(&self, order: String) -> napi::Result<JsSineRun> {
+    #[napi(ts_args_type = "order: Order")]
+    pub fn eval_run(&self, order: JsInput) -> napi::Result<JsSineRun> {
         guard(|| {
-            let order: Order = order.parse()?;
+            let order = order_of(order)?;
             let run = self.task.eval_run(&mut *lock(&self.rng)?, order)?;
             sine_run_to_js(&run, None)
         })
