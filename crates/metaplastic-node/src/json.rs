@@ -1,8 +1,10 @@
-//! Plain data across the boundary. Configurations and options arrive as plain JS objects and are read by serde (`config::from_value`,
-//! which names the path of a bad field). The object is first read as JSON with JSON.stringify's
-//! rules, so that what a caller writes means the same in TypeScript and in a config file: undefined
-//! properties are absent, whole numbers stay integers (a seed above 2³² is still a seed), and a
-//! non-finite number is null (the engine then names the field that needs a number).
+//! Plain data across the boundary, both ways through serde. Configurations and options arrive as JS
+//! objects and are deserialised by `config::from_value`, which names the path of a bad field. The object
+//! is first read as JSON with JSON.stringify's rules, so that what a caller writes means the same in
+//! TypeScript and in a config file: only own enumerable properties, undefined ones absent, whole numbers
+//! stay integers (a seed above 2³² is still a seed), and a non-finite number is null (the engine then
+//! names the field that needs a number). Records and results go back serialised from the Rust type that
+//! their TypeScript type is generated from (src/engine-types.ts).
 use napi::bindgen_prelude::{FromNapiValue, JsObjectValue, Object, ToNapiValue, TypeName, Unknown, ValidateNapiValue, ValueType};
 use napi::{sys, JsValue};
 use serde_json::{Map, Number, Value};
