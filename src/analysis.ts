@@ -9,122 +9,20 @@ import { configError, MetaplasticError } from './errors.js';
 import { renderFigure, type Figure, type RenderOptions, type VegaLiteSpec } from './plot-render.js';
 import { stableStringify, writeFileAtomic } from './results.js';
 import type { TensorData } from './tensor.js';
+import type { Analysis, AnalysisOptions, LearnedStats } from './engine-types.js';
 
-/** n, mean, std, min, max of the finite values (null when there were none). */
-export interface AnalysisStat {
-  n: number;
-  mean: number | null;
-  std: number | null;
-  min: number | null;
-  max: number | null;
-}
+export type { AnalysisStat, AnalysisStep, LayerStep, LayerSummary, RunAnalysis, Analysis, LearnedStats } from './engine-types.js';
 
-export interface AnalyzeOptions {
-  /** Independent held-out streams (default 1). */
-  runs?: number;
-  seed?: number;
-  /** Measure every n-th inner step (default 1); the learner still takes every step. */
-  every?: number;
-  /** Sine: 'continual' (default) or 'iid'. */
-  order?: 'continual' | 'iid';
-  /** Image tasks: classes in the stream (default 10). */
-  classes?: number;
+/** What `Experiment.analyze` measures (the engine's `AnalysisOptions`), and the threads to run it with. */
+export type AnalyzeOptions = AnalysisOptions & {
   /** libtorch intra-op threads (not part of the result). */
   threads?: number;
-}
-
-export interface LayerStep {
-  /** cos(ΔW, −∇_W L) on the step's minibatch at the weights the update was computed from. */
-  alignment: number | null;
-  signAgreement: number | null;
-  rowsChanged: number;
-  updateNorm: number;
-  gradientNorm: number;
-}
-
-export interface AnalysisStep {
-  step: number;
-  task: number;
-  layers: LayerStep[];
-  /** L_j(W + ΔW) − L_j(W) on each task's probe points; null for tasks not yet seen. */
-  lossChange: (number | null)[];
-}
-
-export interface RunAnalysis {
-  steps: AnalysisStep[];
-  curveSteps: number[];
-  /** [point][task] probe loss after each 1/tasks of the stream. */
-  curve: number[][];
-  /** [layer][task] effective rank of each task's accumulated update. */
-  effectiveRank: (number | null)[][];
-  /** [layer][task][task] mean cosine between measured updates. */
-  overlap: (number | null)[][][];
-  overlapWithin: (number | null)[];
-  overlapAcross: (number | null)[];
-}
-
-export interface LayerSummary {
-  /** Index of the layer in the network. */
-  layer: number;
-  alignment: AnalysisStat;
-  alignmentValues: number[];
-  signAgreement: AnalysisStat;
-  rowsChanged: AnalysisStat;
-  effectiveRank: AnalysisStat;
-  overlap: (number | null)[][];
-  overlapWithin: AnalysisStat;
-  overlapAcross: AnalysisStat;
-}
-
-export interface Analysis {
-  name: string;
-  rule: 'local' | 'sgd';
-  protocol: 'sine' | 'images';
-  options: Required<Omit<AnalyzeOptions, 'threads'>>;
-  tasks: number;
-  steps: number;
-  layers: LayerSummary[];
-  forgetting: {
-    /** Loss change on the other seen tasks per measured update. */
-    perUpdate: AnalysisStat;
-    /** Loss change on the current task per measured update. */
-    currentTask: AnalysisStat;
-    curve: number[][];
-    /** Final loss − loss right after the task's own segment. */
-    perTask: number[];
-  };
-  runs: RunAnalysis[];
-}
-
-/** Statistics of one learned array (rates, feedback weights, strengths, step sizes). */
-export interface LearnedStats {
-  name: string;
-  shape: number[];
-  values: AnalysisStat;
-  absMean: number;
-  positive: number;
-}
+};
 
 export interface Learned {
   stats: LearnedStats[];
   /** The arrays by name: "rate.L", "feedback.L.J.weight", "feedback.L.J.bias", "strength.L", "stepSize.L". */
   arrays: Record<string, TensorData>;
-}
-
-const KEYS = ['runs', 'seed', 'every', 'order', 'classes', 'threads'];
-
-export function checkAnalyzeOptions(options: unknown, task: string): AnalyzeOptions {
-  if (typeof options !== 'object' || options === null || Array.isArray(options)) throw configError('options', 'expected an object');
-  for (const [k, v] of Object.entries(options)) {
-    if (v === undefined) continue;
-    if (!KEYS.includes(k)) throw configError(`options.${k}`, `unknown option (known: ${KEYS.join(', ')})`);
-    if (k === 'order' && task !== 'sine') throw configError('options.order', `applies to sine streams; this experiment's task is ${task}`);
-    if (k === 'classes' && task === 'sine') throw configError('options.classes', 'applies to classification tasks; this experiment\'s task is sine');
-    if (['runs', 'every', 'classes', 'threads'].includes(k) && !(Number.isSafeInteger(v) && (v as number) >= 1)) {
-      throw configError(`options.${k}`, `expected a positive integer, got ${JSON.stringify(v)}`);
-    }
-  }
-  return options as AnalyzeOptions;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -259,7 +157,7 @@ export function analysisTable(entries: readonly Analysis[]): string {
   lines.push('', 'learner            loss change per update: other tasks / current task   forgetting per task (final − just learned, mean)');
   for (const a of entries) {
     const f = a.forgetting;
-    const per = f.perTask.filter(Number.isFinite);
+    const per = f.perTask.filter((x): x is number => x !== null && Number.isFinite(x));
     const mean = per.length ? per.reduce((s, x) => s + x, 0) / per.length : null;
     lines.push(`${a.name.padEnd(18).slice(0, 18)} ${`${fmt(f.perUpdate.mean)} / ${fmt(f.currentTask.mean)}`.padEnd(52)} ${fmt(mean)}`);
   }

@@ -5,21 +5,10 @@
  * under them.
  */
 import { configError } from './errors.js';
+import type { GroupSettings } from './engine-types.js';
 
-export interface DistributedOptions {
-  /** This worker's rank, 0 … worldSize − 1. Rank 0 hosts the rendezvous store and writes the run folder. */
-  rank: number;
-  worldSize: number;
-  /** Host name or address of rank 0. */
-  masterAddr: string;
-  /** Port rank 0 listens on for the rendezvous. */
-  masterPort: number;
-  /** Seconds a rendezvous or a meta-step's all-reduce waits for the slowest worker before the group stops
-   * with an error naming the missing rank (default 300). */
-  timeoutSeconds?: number;
-  /** Network interface for the workers' connections (as GLOO_SOCKET_IFNAME; default: from the address). */
-  ifname?: string;
-}
+/** Where this worker finds its group (generated from the engine's definition, which validates it). */
+export type DistributedOptions = GroupSettings;
 
 function envInt(env: NodeJS.ProcessEnv, name: string, min: number, max = Number.MAX_SAFE_INTEGER): number {
   const raw = env[name];
@@ -49,33 +38,6 @@ export function distributedFromEnv(env: NodeJS.ProcessEnv = process.env): Distri
   }
   if (env.GLOO_SOCKET_IFNAME) options.ifname = env.GLOO_SOCKET_IFNAME;
   return options;
-}
-
-/** Checks options given from TypeScript; returns them as the engine takes them. */
-export function checkDistributed(d: unknown): DistributedOptions {
-  if (typeof d !== 'object' || d === null) throw configError('distributed', 'expected { rank, worldSize, masterAddr, masterPort }');
-  const o = d as Record<string, unknown>;
-  const int = (k: string, min: number, max: number) => {
-    const v = o[k];
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) throw configError(`distributed.${k}`, `expected an integer in ${min} … ${max}, got ${JSON.stringify(v)}`);
-    return v;
-  };
-  const worldSize = int('worldSize', 1, 65535);
-  const rank = int('rank', 0, worldSize - 1);
-  const masterPort = int('masterPort', 1, 65535);
-  if (typeof o.masterAddr !== 'string' || o.masterAddr.trim() === '') throw configError('distributed.masterAddr', 'expected the host name or address of rank 0');
-  const out: DistributedOptions = { rank, worldSize, masterAddr: o.masterAddr, masterPort };
-  if (o.timeoutSeconds !== undefined) {
-    if (typeof o.timeoutSeconds !== 'number' || !(o.timeoutSeconds > 0) || !Number.isFinite(o.timeoutSeconds)) {
-      throw configError('distributed.timeoutSeconds', `expected a positive number of seconds, got ${JSON.stringify(o.timeoutSeconds)}`);
-    }
-    out.timeoutSeconds = o.timeoutSeconds;
-  }
-  if (o.ifname !== undefined) {
-    if (typeof o.ifname !== 'string' || o.ifname === '') throw configError('distributed.ifname', 'expected a network interface name');
-    out.ifname = o.ifname;
-  }
-  return out;
 }
 
 export function sameGroup(a: DistributedOptions, b: DistributedOptions): boolean {

@@ -6,7 +6,7 @@
 import { appendFile, readFile, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { native, wrapNativeObject } from './native.js';
+import { native, wrapNativeObject, type NativeEpisode, type NativeExperiment } from './native.js';
 import { configError, MetaplasticError } from './errors.js';
 import { mergeConfig, type DeepPartial, type ExperimentConfig } from './config.js';
 import { preset } from './presets.js';
@@ -17,36 +17,19 @@ import type { TensorData } from './tensor.js';
 import { checkEpisodes, checkPositiveInt, checkTensor } from './validate.js';
 import { holds, lockRunDir, type RunLock } from './run-lock.js';
 import { setThreads } from './runtime.js';
-import { checkDistributed, distributedFromEnv, sameGroup, type DistributedOptions } from './distributed.js';
-import { checkAnalyzeOptions, type Analysis, type AnalyzeOptions, type Learned } from './analysis.js';
+import { distributedFromEnv, sameGroup, type DistributedOptions } from './distributed.js';
+import type { Analysis, AnalyzeOptions, Learned } from './analysis.js';
+import type { EvalOptions as EngineEvalOptions, EvalRaw, OmniglotPointRaw, ParamInfo, SineOrderRaw, StepRecord } from './engine-types.js';
 
-export interface ParamInfo {
-  name: string;
-  shape: number[];
-  group: 'forward' | 'feedback' | 'plasticity' | 'strength';
-  trainable: boolean;
-}
-
-export interface StepRecord {
-  step: number;
-  /** null when the meta-loss was not finite (the step was then skipped). */
-  metaLoss: number | null;
-  gradNorm: number;
-  skipped: boolean;
-  /** The lifetime exploded: a finite meta-loss above `meta.explodeFactor` × the recent median; the step was skipped. */
-  exploded: boolean;
-  clipped: boolean;
-  skippedTotal: number;
-  explodedTotal: number;
-  seconds: number;
-}
+export type { ParamInfo, StepRecord } from './engine-types.js';
 
 export interface ProgressEvent {
   step: number;
   totalSteps: number;
   /** null when the step was skipped as non-finite. */
   metaLoss: number | null;
-  gradNorm: number;
+  /** null when not finite. */
+  gradNorm: number | null;
   /** Adam learning rate of each parameter group. */
   lr: Record<string, number>;
   /** Non-finite meta-steps skipped so far. */
@@ -79,39 +62,11 @@ export interface MetaTrainOptions {
   distributed?: DistributedOptions | 'env';
 }
 
-export interface EvalOptions {
-  /** Independent runs per setting (default 50). */
-  runs?: number;
-  seed?: number;
-  /** Omniglot: class counts (default 10, 50, 75, 100, 150, 200). */
-  classes?: number[];
-  /** Gradient learners: multipliers of the step size tried on the validation split. */
-  stepScales?: number[];
-  validationRuns?: number;
-  validationHeldOut?: number;
-  /** Runs evaluated together as a batch of episodes (0 = automatic). */
-  maxBatch?: number;
+/** The evaluation protocol's options (the engine's `EvalOptions`), and the threads to run it with. */
+export type EvalOptions = EngineEvalOptions & {
   /** libtorch intra-op threads (not part of the result). */
   threads?: number;
-}
-
-const EVAL_KEYS = ['runs', 'seed', 'classes', 'stepScales', 'validationRuns', 'validationHeldOut', 'maxBatch', 'threads'];
-const OMNIGLOT_ONLY = ['classes', 'stepScales', 'validationRuns', 'validationHeldOut'];
-
-/** Options must be known and apply to the task: a silently ignored option gives a result that looks right. */
-function checkEvalOptions(options: unknown, task: string): EvalOptions {
-  if (typeof options !== 'object' || options === null || Array.isArray(options)) throw configError('options', 'expected an object');
-  for (const [k, v] of Object.entries(options)) {
-    if (v === undefined) continue;
-    if (!EVAL_KEYS.includes(k)) throw configError(`options.${k}`, `unknown option (known: ${EVAL_KEYS.join(', ')})`);
-    if (OMNIGLOT_ONLY.includes(k) && task !== 'omniglot' && task !== 'imageFolder') {
-      throw configError(`options.${k}`, `applies to classification tasks; this experiment's task is ${task}`);
-    }
-  }
-  checkPositiveInt((options as EvalOptions).runs, 'options.runs');
-  checkPositiveInt((options as EvalOptions).threads, 'options.threads');
-  return options as EvalOptions;
-}
+};
 
 export interface EpisodeResult {
   queryLoss: number[];
@@ -120,9 +75,15 @@ export interface EpisodeResult {
   predictions: TensorData;
 }
 
-type Native = any;
+type Native = NativeExperiment;
 
-function toNativeEpisode(e: EpisodeData): object {
+/** Options are an object; the engine reads them (naming an unknown or inapplicable one), threads aside. */
+function checkOptions<T extends { threads?: number }>(options: T): T {
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) throw configError('options', 'expected an object');
+  return options;
+}
+
+function toNativeEpisode(e: EpisodeData): NativeEpisode {
   return { supportX: e.supportX, supportY: e.supportY, queryX: e.queryX, queryY: e.queryY, classes: e.classes };
 }
 
@@ -144,7 +105,7 @@ function resolveConfig(config: string | ExperimentConfig, overrides?: DeepPartia
 
 /** Validates a configuration (or preset) and builds its learner without loading data: its parameters. */
 export function checkConfig(config: string | ExperimentConfig, overrides?: DeepPartial<ExperimentConfig>): ParamInfo[] {
-  return JSON.parse(native.checkExperimentConfig(JSON.stringify(resolveConfig(config, overrides))));
+  return native.checkExperimentConfig(resolveConfig(config, overrides));
 }
 
 export class Experiment implements Disposable {
@@ -156,17 +117,17 @@ export class Experiment implements Disposable {
 
   private constructor(handle: Native) {
     this.#native = wrapNativeObject(handle);
-    this.#config = JSON.parse(this.#native.configJson());
+    this.#config = this.#native.config();
   }
 
   /** From a preset name (with optional overrides) or a full configuration. Loads the task's data. */
   static async create(config: string | ExperimentConfig, overrides?: DeepPartial<ExperimentConfig>): Promise<Experiment> {
-    return new Experiment(await native.createExperiment(JSON.stringify(resolveConfig(config, overrides))));
+    return new Experiment(await native.createExperiment(resolveConfig(config, overrides)));
   }
 
   /** A learner for episodes you supply (`metaStep`, `runEpisodes`): an experiment with a custom task. */
   static async forLearner(learner: ExperimentConfig['learner'], options: { name?: string; seed?: number } = {}): Promise<Experiment> {
-    return Experiment.create({ name: options.name ?? 'learner', seed: options.seed ?? 0, learner, task: { type: 'custom' } });
+    return Experiment.create({ name: options.name ?? 'learner', seed: options.seed, learner, task: { type: 'custom' } });
   }
 
   /** Loads a checkpoint directory written by `save` or `metaTrain({ outDir })`. */
@@ -190,7 +151,7 @@ export class Experiment implements Disposable {
   }
 
   get name(): string {
-    return this.#config.name ?? 'experiment';
+    return this.#config.name!; // filled in by the engine
   }
 
   /** Meta-steps taken so far. */
@@ -209,7 +170,7 @@ export class Experiment implements Disposable {
   }
 
   params(): ParamInfo[] {
-    return JSON.parse(this.handle.params());
+    return this.handle.params();
   }
 
   param(name: string): TensorData {
@@ -231,7 +192,7 @@ export class Experiment implements Disposable {
     checkSteps(every);
     const threads = checkPositiveInt(options.threads, 'threads');
     if (threads !== undefined) setThreads(threads);
-    const group = options.distributed === 'env' ? distributedFromEnv() : options.distributed === undefined ? undefined : checkDistributed(options.distributed);
+    const group = options.distributed === 'env' ? distributedFromEnv() : options.distributed;
     if (group) await this.#joinGroup(group);
     // Only rank 0 of a group writes the run folder.
     const outDir = group && group.rank !== 0 ? undefined : options.outDir;
@@ -282,7 +243,7 @@ export class Experiment implements Disposable {
         const t0 = performance.now();
         let got: StepRecord[];
         try {
-          got = JSON.parse(await native.train(n));
+          got = await native.train(n);
         } catch (e) {
           // Stopping a group: a peer that stopped first leaves this rank's step unfinished (and unapplied).
           if (signal?.aborted && e instanceof MetaplasticError && e.code === 'E_DIST') break;
@@ -322,11 +283,12 @@ export class Experiment implements Disposable {
 
   /** Runs the task's evaluation protocol (PAPER.md 5); the result is a pure function of the weights, seed and options. */
   async evaluate(options: EvalOptions = {}): Promise<EvalFile> {
-    const { threads, ...rest } = checkEvalOptions(options, this.#config.task.type);
-    if (threads !== undefined) setThreads(threads);
-    const opts = { runs: 50, seed: 0, ...rest };
-    const raw = JSON.parse(await this.handle.evaluate(JSON.stringify(opts)));
-    return { format: 1, name: this.name, checkpointStep: this.step, seed: opts.seed, options: opts, result: summarizeRaw(raw) };
+    const { threads, ...rest } = checkOptions(options);
+    if (threads !== undefined) setThreads(checkPositiveInt(threads, 'options.threads')!);
+    const { options: used, raw } = await this.handle.evaluate(rest);
+    // The options given, with the engine's run count and seed: what a reader needs to reproduce the result.
+    const recorded = { ...rest, runs: used.runs, seed: used.seed };
+    return { format: 1, name: this.name, checkpointStep: this.step, seed: used.seed!, options: recorded, result: summarizeRaw(raw) };
   }
 
   /**
@@ -335,16 +297,16 @@ export class Experiment implements Disposable {
    * steps exactly as in evaluation; nothing about it changes.
    */
   async analyze(options: AnalyzeOptions = {}): Promise<Analysis> {
-    const { threads, ...rest } = checkAnalyzeOptions(options, this.#config.task.type);
-    if (threads !== undefined) setThreads(threads);
-    return JSON.parse(await this.handle.analyze(JSON.stringify(rest)));
+    const { threads, ...rest } = checkOptions(options);
+    if (threads !== undefined) setThreads(checkPositiveInt(threads, 'options.threads')!);
+    return this.handle.analyze(rest);
   }
 
   /** What was meta-learned per plastic layer: statistics and arrays (Float32Array) by name. */
   learned(): Learned {
     const arrays: Record<string, TensorData> = {};
     for (const a of this.handle.learnedArrays()) arrays[a.name] = a.tensor;
-    return { stats: JSON.parse(this.handle.learnedStats()), arrays };
+    return { stats: this.handle.learnedStats(), arrays };
   }
 
   /** Writes the learned arrays (see `learned`) to one safetensors file. */
@@ -355,7 +317,7 @@ export class Experiment implements Disposable {
 
   /** One meta-step on episodes you supply (e.g. from a custom task). */
   async metaStep(episodes: EpisodeData[]): Promise<StepRecord> {
-    return JSON.parse(await this.handle.metaStep(checkEpisodes(episodes).map(toNativeEpisode)));
+    return this.handle.metaStep(checkEpisodes(episodes).map(toNativeEpisode));
   }
 
   /** Runs each episode's inner loop and scores its query set, without meta-gradients or changes. */
@@ -374,7 +336,7 @@ export class Experiment implements Disposable {
   }
 }
 
-function metricsRecord(r: StepRecord, lr: Record<string, number>, stepsPerSec: number): MetricsRecord & { gradNorm: number } {
+function metricsRecord(r: StepRecord, lr: Record<string, number>, stepsPerSec: number): MetricsRecord & { gradNorm: number | null } {
   return { step: r.step, metaLoss: r.metaLoss, gradNorm: r.gradNorm, lr, skipped: r.skippedTotal, exploded: r.explodedTotal, stepsPerSec, time: new Date().toISOString() };
 }
 
@@ -392,31 +354,30 @@ async function truncateMetrics(path: string, step: number): Promise<void> {
   if (kept.length !== lines.length) await writeFile(path, kept.map((l) => l + '\n').join(''));
 }
 
-interface RawSineOrder {
-  finalMse: number[];
-  curve: number[][];
-  perFunction: number[][];
-}
-
 const finite = (v: number | null): v is number => v !== null && Number.isFinite(v);
 
 /**
  * Summarises the runs whose errors are all finite and counts the others as diverged; when every run
  * diverged there is nothing to summarise and that is an error.
  */
-function summarizeOrder(o: RawSineOrder, what: string): SineOrderResult {
+function summarizeOrder(o: SineOrderRaw, what: string): SineOrderResult {
   const ok = o.finalMse.map((_, r) => finite(o.finalMse[r]) && o.curve[r].every(finite) && o.perFunction[r].every(finite));
-  const keep = <T>(rows: T[]) => rows.filter((_, r) => ok[r]);
+  const keep = <T>(rows: readonly T[]) => rows.filter((_, r) => ok[r]);
   const diverged = ok.filter((x) => !x).length;
   if (diverged === ok.length) {
     throw new MetaplasticError('E_DATA', `the learner diverged during evaluation: ${what} is not finite in any of the ${ok.length} runs`);
   }
-  const result: SineOrderResult = { finalMse: summarize(keep(o.finalMse)), curve: summarizeCurves(keep(o.curve)), perFunction: summarizeCurves(keep(o.perFunction)) };
+  // The kept runs hold finite numbers only.
+  const result: SineOrderResult = {
+    finalMse: summarize(keep(o.finalMse) as number[]),
+    curve: summarizeCurves(keep(o.curve) as number[][]),
+    perFunction: summarizeCurves(keep(o.perFunction) as number[][]),
+  };
   return diverged > 0 ? { ...result, diverged } : result;
 }
 
 /** Turns the engine's per-run values into means with 95% confidence intervals. */
-export function summarizeRaw(raw: any): SineEvalResult | OmniglotEvalResult {
+export function summarizeRaw(raw: EvalRaw): SineEvalResult | OmniglotEvalResult {
   if (raw.protocol === 'sine') {
     return {
       protocol: 'sine',
@@ -429,7 +390,7 @@ export function summarizeRaw(raw: any): SineEvalResult | OmniglotEvalResult {
   return {
     protocol: 'omniglot',
     runs: raw.runs,
-    points: raw.points.map((p: any) => ({
+    points: raw.points.map((p: OmniglotPointRaw) => ({
       classes: p.classes,
       heldOut: summarize(p.heldOut),
       train: summarize(p.train),

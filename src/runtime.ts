@@ -1,18 +1,8 @@
 import { native } from './native.js';
 import { configError } from './errors.js';
+import type { RuntimeInfo } from './engine-types.js';
 
-export interface RuntimeInfo {
-  /** metaplastic's version. */
-  version: string;
-  /** libtorch version the engine runs on, e.g. "2.11.0+cu130". */
-  torchVersion: string;
-  /** Default device: "cuda:0" when a GPU is usable, else "cpu". */
-  device: string;
-  cudaAvailable: boolean;
-  cudaDeviceCount: number;
-  /** libtorch intra-op threads. */
-  threads: number;
-}
+export type { RuntimeInfo } from './engine-types.js';
 
 export function runtimeInfo(): RuntimeInfo {
   return native.runtimeInfo();

@@ -15,8 +15,6 @@ import { CHECKPOINT_FILE, EVAL_FILE, hasCheckpoint, readRunMetrics } from './run
 import { MetaplasticError } from '../errors.js';
 import { applyThreads } from './threads.js';
 
-export const DEFAULT_RUNS = 50;
-
 export interface EvalRequest {
   checkpoint: string;
   runs?: number;
@@ -56,14 +54,14 @@ async function evaluateLoaded(exp: Experiment, req: EvalRequest, log: (line: str
     throw usageError(`--classes applies to classification checkpoints; ${req.checkpoint} was trained on the sine task`);
   }
   applyThreads(req.threads, log);
-  const options: EvalOptions = { runs: req.runs ?? DEFAULT_RUNS, seed: req.seed ?? 0 };
-  if (options.runs! < 2) log(`${exp.name}: with ${options.runs} run there is no confidence interval (use --runs 2 or more)`);
-  if (req.classes) options.classes = req.classes;
-  log(`${exp.name}: evaluating the checkpoint at step ${exp.step} (${options.runs} runs, seed ${options.seed})`);
+  // Options left out take the engine's defaults; the eval file records the run count and seed used.
+  const options: EvalOptions = { runs: req.runs, seed: req.seed, classes: req.classes };
+  if (options.runs !== undefined && options.runs < 2) log(`${exp.name}: with ${options.runs} run there is no confidence interval (use --runs 2 or more)`);
+  log(`${exp.name}: evaluating the checkpoint at step ${exp.step}`);
   const t0 = performance.now();
   const file = await exp.evaluate(options);
   const seconds = (performance.now() - t0) / 1000;
-  log(`${exp.name}: evaluated in ${formatDuration(seconds)}`);
+  log(`${exp.name}: evaluated ${file.result.runs} runs (seed ${file.seed}) in ${formatDuration(seconds)}`);
 
   const path = req.out ?? join(req.checkpoint, EVAL_FILE);
   try {
@@ -108,9 +106,9 @@ export function evalSummary(file: EvalFile): string {
 
 interface EvalCliOptions {
   checkpoint: string;
-  runs: number;
+  runs?: number;
   classes?: number[];
-  seed: number;
+  seed?: number;
   out?: string;
   threads?: number;
   json?: boolean;
@@ -121,9 +119,9 @@ export function registerEval(program: Command): void {
     .command('eval')
     .description("Evaluate a checkpoint with its task's continual-learning protocol; writes eval.json and plots.")
     .requiredOption('--checkpoint <dir>', 'run directory holding the checkpoint')
-    .option('--runs <n>', 'independent evaluation runs', positiveInt, DEFAULT_RUNS)
+    .option('--runs <n>', 'independent evaluation runs (default 50)', positiveInt)
     .option('--classes <list>', 'Omniglot: class counts, e.g. 10,50,100 (default 10,50,75,100,150,200)', intList)
-    .option('--seed <s>', 'evaluation seed', seedInt, 0)
+    .option('--seed <s>', 'evaluation seed (default 0)', seedInt)
     .option('--out <file>', 'where to write the evaluation (default: <dir>/eval.json)')
     .option('--threads <n>', 'libtorch threads (default: all cores; give each of several processes a share)', positiveInt)
     .option('--json', 'print the evaluation JSON on stdout')

@@ -1,16 +1,12 @@
 import { configError, MetaplasticError } from '../errors.js';
+import type { NativeSeeded } from '../native.js';
 
 /** Order of an inner-loop stream: task after task (class after class), or shuffled. */
-export type StreamOrder = 'continual' | 'iid';
+export type { Order as StreamOrder } from '../engine-types.js';
 
 export function checkSeed(seed: number, field = 'seed'): number {
   if (!Number.isSafeInteger(seed) || seed < 0) throw configError(field, `expected a non-negative integer, got ${seed}`);
   return seed;
-}
-
-export function checkOrder(order: string): StreamOrder {
-  if (order !== 'continual' && order !== 'iid') throw configError('order', `expected "continual" or "iid", got ${JSON.stringify(order)}`);
-  return order;
 }
 
 /** Holds a native object until `dispose()`; afterwards every use is an error, not a crash. */
@@ -28,16 +24,11 @@ export class NativeHandle<T> {
   }
 }
 
-/** Drops keys whose value is undefined (the engine reads a present key as a value). */
-export function defined<T extends object>(o: T): T {
-  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T;
-}
-
 /** A native sampler with a seeded generator whose state can be saved and restored. */
-export abstract class SeededSampler implements Disposable {
-  protected readonly native: NativeHandle<any>;
+export abstract class SeededSampler<T extends NativeSeeded> implements Disposable {
+  protected readonly native: NativeHandle<T>;
 
-  protected constructor(handle: any, what: string) {
+  protected constructor(handle: T, what: string) {
     this.native = new NativeHandle(handle, what);
   }
 

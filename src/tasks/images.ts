@@ -2,69 +2,28 @@
  * Image datasets (Omniglot, generic image folders) and their samplers. Images are float32 in [0, 1],
  * shape [C, S, S]; Omniglot is 1 channel with ink = 1 and background = 0 unless `invert: false`.
  */
-import { native, wrapNativeObject } from '../native.js';
-import { configError } from '../errors.js';
+import { native, wrapNativeObject, type NativeEpisodeSampler, type NativeImageDataset } from '../native.js';
 import type { EpisodeData } from '../episode.js';
 import type { TensorData } from '../tensor.js';
-import { checkSeed, defined, NativeHandle, SeededSampler, type StreamOrder } from './common.js';
+import type { DatasetInfo, EpisodeConfig, ImageFolderOptions, OmniglotOptions, OmniglotSplit, StreamConfig, ZipSummary } from '../engine-types.js';
+import { checkSeed, NativeHandle, SeededSampler, type StreamOrder } from './common.js';
 
-/** Resampling filter; `triangle` (default) is antialiased bilinear, like PIL's BILINEAR. */
-export type ResizeFilter = 'nearest' | 'triangle' | 'catmullRom' | 'gaussian' | 'lanczos3';
-/** true (default): `${METAPLASTIC_CACHE:-${XDG_CACHE_HOME:-~/.cache}/metaplastic}`; false: no cache; a string: that directory. */
-export type CacheOption = boolean | string;
-export type OmniglotSplit = 'background' | 'evaluation';
+export type {
+  ResizeFilter,
+  CacheDir as CacheOption,
+  OmniglotOptions,
+  ImageFolderOptions,
+  CacheStatus,
+  DatasetInfo,
+  OmniglotSplit,
+  ZipSummary,
+} from '../engine-types.js';
 
-export interface OmniglotOptions {
-  /** Data directory holding images_{background,evaluation}.zip (or the unzipped folders), directly or in omniglot/. Default: $METAPLASTIC_DATA. */
-  dir?: string;
-  /** Images are resized to size × size (default 28; the FLP code uses 84). */
-  size?: number;
-  filter?: ResizeFilter;
-  cache?: CacheOption;
-  /** Ink = 1 on a 0 background (default true); false keeps the PNGs' polarity. */
-  invert?: boolean;
-}
+/** Which classes and images make a continual stream (the engine's `StreamConfig`), and its seed. */
+export type StreamOptions = StreamConfig & { seed?: number };
 
-export interface ImageFolderOptions {
-  /** root/<class>/<image>.{png,jpg,jpeg}; classes in sorted folder order. */
-  root: string;
-  size?: number;
-  channels?: 'gray' | 'rgb';
-  filter?: ResizeFilter;
-  cache?: CacheOption;
-  invert?: boolean;
-}
-
-export interface EpisodeOptions {
-  /** Classes per episode (N, default 5). */
-  ways?: number;
-  /** Support images per class (k, default 5), one per inner step unless batchSize says otherwise. */
-  shots?: number;
-  order?: StreamOrder;
-  batchSize?: number;
-  /** Fresh query images per episode class (default: shots). */
-  queryShots?: number;
-  /** OML's remember set: images of other classes added to the query (needs labels: 'classId'). */
-  remember?: number;
-  /** 'permuted' (default): a random label permutation per episode; 'classId': the dataset's class ids. */
-  labels?: 'permuted' | 'classId';
-  /** Permuted labels are distinct values in [0, labelSpace) (default: ways). */
-  labelSpace?: number;
-  seed?: number;
-}
-
-export interface StreamOptions {
-  /** Number of classes (random unless classIds is given). */
-  classes?: number;
-  /** Training images per class (Omniglot: drawings 1–15). */
-  trainPerClass?: number;
-  /** Held-out images per class (Omniglot: drawings 16–20). */
-  testPerClass?: number;
-  /** Validation split: train on the first trainPerClass − v images, test on the last v of them. */
-  validation?: number;
-  classIds?: number[];
-  seed?: number;
-}
+/** How episodes are drawn (the engine's `EpisodeConfig`), and the seed of the sampler's stream. */
+export type EpisodeOptions = EpisodeConfig & { seed?: number };
 
 /** trainX [C·train, ...image], one image per step, class by class; labels are stream positions 0..C−1. */
 export interface ContinualStreamData {
@@ -75,46 +34,20 @@ export interface ContinualStreamData {
   testY: TensorData;
 }
 
-export type CacheStatus =
-  | { status: 'disabled' | 'hit' | 'built' }
-  | { status: 'rebuilt' | 'unwritable'; reason: string };
-
-export interface DatasetInfo {
-  classes: number;
-  images: number;
-  imageShape: number[];
-  classNames: string[];
-  classSizes: number[];
-  source: string;
-  sourceChecksum: string;
-  cache: CacheStatus;
-  cachePath: string | null;
-  size: number;
-  filter: ResizeFilter;
-  invert: boolean;
-  split?: OmniglotSplit;
-}
-
 /** An episode plus the dataset class ids behind its labels. */
 export interface ImageEpisode extends EpisodeData {
   classIds: number[];
 }
 
-function cacheOption(cache: CacheOption | undefined): unknown {
-  if (cache === undefined || cache === true) return 'default';
-  if (cache === false) return 'off';
-  if (typeof cache === 'string' && cache.length > 0) return { at: cache };
-  throw configError('cache', 'expected true, false or a directory');
-}
-
+/** The seed seeds the sampler's stream; the rest is the engine's configuration. */
 function withoutSeed<T extends { seed?: number }>(o: T): Omit<T, 'seed'> {
   const { seed: _seed, ...rest } = o;
-  return defined(rest);
+  return rest;
 }
 
-export class EpisodeSampler extends SeededSampler implements Iterable<ImageEpisode> {
+export class EpisodeSampler extends SeededSampler<NativeEpisodeSampler> implements Iterable<ImageEpisode> {
   /** @internal */
-  constructor(nativeSampler: any) {
+  constructor(nativeSampler: NativeEpisodeSampler) {
     super(wrapNativeObject(nativeSampler), 'EpisodeSampler');
   }
 
@@ -131,10 +64,10 @@ export class EpisodeSampler extends SeededSampler implements Iterable<ImageEpiso
 }
 
 export class ImageDataset {
-  readonly #native: NativeHandle<any>;
+  readonly #native: NativeHandle<NativeImageDataset>;
   readonly info: DatasetInfo;
   /** @internal */
-  constructor(nativeDataset: any) {
+  constructor(nativeDataset: NativeImageDataset) {
     const n = wrapNativeObject(nativeDataset);
     this.#native = new NativeHandle(n, 'ImageDataset');
     this.info = n.info();
@@ -180,14 +113,11 @@ export class ImageDataset {
 
 /** Loads one Omniglot split, decoding the PNGs once and caching the result on disk. */
 export async function loadOmniglot(split: OmniglotSplit, options: OmniglotOptions = {}): Promise<ImageDataset> {
-  const opts = defined({ ...options, cache: cacheOption(options.cache) });
-  return new ImageDataset(await native.loadOmniglot(split, opts));
+  return new ImageDataset(await native.loadOmniglot(split, options));
 }
 
 export async function loadImageFolder(options: ImageFolderOptions): Promise<ImageDataset> {
-  if (!options || typeof options.root !== 'string' || options.root === '') throw configError('root', 'the image folder root directory is required');
-  const opts = defined({ ...options, cache: cacheOption(options.cache) });
-  return new ImageDataset(await native.loadImageFolder(opts));
+  return new ImageDataset(await native.loadImageFolder(options));
 }
 
 export interface OmniglotPaths {
@@ -200,12 +130,6 @@ export interface OmniglotPaths {
 
 export function omniglotPaths(dir?: string): OmniglotPaths {
   return native.omniglotPaths(dir ?? null);
-}
-
-export interface ZipSummary {
-  alphabets: number;
-  classes: number;
-  images: number;
 }
 
 /** Structural check of an Omniglot archive: it opens, holds PNGs, and has 964×20 (background) or 659×20 (evaluation) images. */

@@ -1,29 +1,14 @@
 /** Incremental sine regression (OML/FLP protocol): a fixed 400-function pool and fresh evaluation functions. */
-import { native, wrapNativeObject } from '../native.js';
+import { native, wrapNativeObject, type NativeSineTask } from '../native.js';
 import type { EpisodeData } from '../episode.js';
 import type { TensorData } from '../tensor.js';
-import { checkOrder, checkSeed, defined, SeededSampler, type StreamOrder } from './common.js';
+import type { SineConfig, SineFn as SineFunction } from '../engine-types.js';
+import { checkSeed, SeededSampler, type StreamOrder } from './common.js';
 
-/** All sizes default to the paper's: 400 pool functions, episodes of 10 functions × 40 minibatches × 32 points. */
-export interface SineConfig {
-  poolSize?: number;
-  /** Functions per episode. */
-  functions?: number;
-  /** Width of the slot one-hot; the input has slots + 1 numbers (one-hot, then x). */
-  slots?: number;
-  batchesPerFunction?: number;
-  batchSize?: number;
-  queryPerFunction?: number;
-  /** y = A·sin(x + φ): A ~ U[amplitude], φ ~ U[phase], x ~ U[xRange]. */
-  amplitude?: [number, number];
-  phase?: [number, number];
-  xRange?: [number, number];
-}
-
-export interface SineFunction {
-  amplitude: number;
-  phase: number;
-}
+/** Sizes and ranges of the sine task (generated from the engine's definition; defaults are the paper's). */
+export type { SineConfig } from '../engine-types.js';
+/** y = A·sin(x + φ). */
+export type { SineFn as SineFunction } from '../engine-types.js';
 
 /** One lifetime: supportX [T, B, slots+1], supportY [T, B, 1], queryX [F, Q, slots+1], queryY [F, Q, 1]. */
 export interface SineRun {
@@ -49,10 +34,10 @@ export function sineRunToEpisode(run: SineRun): EpisodeData {
   };
 }
 
-export class SineTask extends SeededSampler {
+export class SineTask extends SeededSampler<NativeSineTask> {
   /** `seed` fixes the function pool and the stream of episodes. */
   constructor(config: SineConfig = {}, seed = 0) {
-    super(wrapNativeObject(native.createSineTask(defined(config), checkSeed(seed))), 'SineTask');
+    super(wrapNativeObject(native.createSineTask(config, checkSeed(seed))), 'SineTask');
   }
 
   /** The configuration with every default filled in. */
@@ -72,12 +57,12 @@ export class SineTask extends SeededSampler {
 
   /** Like `sample`, keeping per-function query sets, step slots and pool ids. */
   sampleRun(order: StreamOrder = 'continual'): SineRun {
-    return this.native.get().sampleTrain(checkOrder(order));
+    return this.native.get().sampleTrain(order);
   }
 
   /** An evaluation lifetime over fresh functions (never from the pool). */
   evalRun(order: StreamOrder = 'continual'): SineRun {
-    return this.native.get().evalRun(checkOrder(order));
+    return this.native.get().evalRun(order);
   }
 
 }

@@ -3,14 +3,16 @@
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum TaskKind {
     Regression,
     Classification,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One layer of the network. Conv layers (ReLU, then flattened before the first linear layer) come before
+/// every linear one; the last layer is the linear output layer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "camelCase", rename_all_fields = "camelCase", deny_unknown_fields)]
 pub enum LayerSpec {
     Linear { units: i64 },
@@ -28,7 +30,7 @@ fn one() -> i64 {
     1
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum StepSizes {
     /// One fixed step size `lr` for every plastic parameter.
@@ -40,7 +42,7 @@ pub enum StepSizes {
     PerLayer,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "camelCase", rename_all_fields = "camelCase", deny_unknown_fields)]
 pub enum RuleConfig {
     /// Oja's rule with its decay term: ΔW = P ⊙ (ãᵀa − diag(Σ ã²) W).
@@ -49,7 +51,9 @@ pub enum RuleConfig {
     Hebb,
     /// OML's inner loop: SGD on the task loss of the plastic layers.
     Sgd {
+        /// Inner-loop step size (OML: 0.003 for regression, 0.03 for Omniglot).
         lr: f64,
+        /// A fixed step size, or meta-learned ones initialised to `lr`.
         #[serde(default)]
         step_sizes: StepSizes,
         /// Also adapt the plastic layers' biases (as OML's reference code does).
@@ -68,7 +72,7 @@ impl RuleConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum FeedbackKind {
     /// Meta-learned feedback weights B_l (FLP).
@@ -82,7 +86,7 @@ pub enum FeedbackKind {
     Derivative,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum Signal {
     /// e = y − ŷ
@@ -93,7 +97,7 @@ pub enum Signal {
     CrossEntropy,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum Activation {
     #[default]
@@ -101,11 +105,13 @@ pub enum Activation {
     Linear,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StrengthConfig {
+    /// Initial strength s.
     #[serde(default = "half")]
     pub init: f64,
+    /// Meta-learn s (else it stays at `init`).
     #[serde(default = "yes")]
     pub learned: bool,
 }
@@ -120,19 +126,22 @@ impl Default for StrengthConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FeedbackConfig {
+    /// Where the teaching activity comes from.
     #[serde(rename = "type", default)]
     pub kind: FeedbackKind,
-    /// Default: error for regression, target for classification.
+    /// The signal fed back from the output: by default `error` for regression, `target` for classification.
     #[serde(default)]
     pub signal: Option<Signal>,
     /// Number of feedback layers from output space to each plastic layer.
     #[serde(default = "one_usize")]
     pub layers: usize,
+    /// Activation of the feedback layers.
     #[serde(default)]
     pub activation: Activation,
+    /// Blend ã = s·f + (1 − s)·a of the fed-back activity f and the forward activity a, per plastic layer.
     #[serde(default)]
     pub strength: StrengthConfig,
     /// Stop meta-gradients from flowing through ŷ into the feedback signal.
@@ -167,7 +176,7 @@ impl Default for FeedbackConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum Granularity {
     #[default]
@@ -177,9 +186,10 @@ pub enum Granularity {
     Global,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PlasticityConfig {
+    /// Shape of the plasticity rates: one per synapse, per post-synaptic neuron, per layer, or one in all.
     #[serde(default)]
     pub granularity: Granularity,
     /// Initial plasticity rate (reference: 0, switched on by meta-training).
@@ -207,7 +217,7 @@ pub struct PlasticityConfig {
 }
 
 /// The map from the stored plasticity parameter θ to the rate P.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum RateParameterization {
     /// P = θ (the reference; θ starts at `init` and Adam moves it additively).
@@ -218,7 +228,7 @@ pub enum RateParameterization {
 }
 
 /// Normalisation of the local update term T = ãᵀa − diag(q) W (Oja) or ãᵀa (Hebb), q_i = Σ_b ã_bi².
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum UpdateNormalization {
     /// T as is: summed over the minibatch (the reference).
@@ -253,7 +263,7 @@ impl Default for PlasticityConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum PlasticInit {
     /// The plastic weights' initial values are meta-learned.
@@ -263,7 +273,7 @@ pub enum PlasticInit {
     Reinit,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum OutputReset {
     #[default]
@@ -274,7 +284,7 @@ pub enum OutputReset {
     All,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "camelCase", rename_all_fields = "camelCase", deny_unknown_fields)]
 pub enum MetaGradient {
     /// Backpropagate through every inner step (default).
@@ -287,15 +297,19 @@ pub enum MetaGradient {
     Truncated { steps: usize },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LearningRates {
+    /// Forward weights and biases.
     #[serde(default = "lr_default")]
     pub forward: f64,
+    /// Feedback weights and biases.
     #[serde(default = "lr_default")]
     pub feedback: f64,
+    /// Plasticity rates and scales, or OML's meta-learned step sizes.
     #[serde(default = "lr_plasticity")]
     pub plasticity: f64,
+    /// Feedback strengths.
     #[serde(default = "lr_default")]
     pub strength: f64,
 }
@@ -313,7 +327,7 @@ impl Default for LearningRates {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum NonFinitePolicy {
     /// Skip the optimizer step, count it and report it.
@@ -324,7 +338,7 @@ pub enum NonFinitePolicy {
 }
 
 /// How the meta-gradient is computed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum Backward {
     /// The hand-derived reverse pass where it applies, autograd elsewhere.
@@ -336,25 +350,31 @@ pub enum Backward {
     Adjoint,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MetaConfig {
+    /// Which meta-gradient: through every inner step, first order, or through the last k steps.
     #[serde(default)]
     pub gradient: MetaGradient,
+    /// How the meta-gradient is computed.
     #[serde(default)]
     pub backward: Backward,
     /// Reverse pass: keep the fast weights every this many inner steps (default ⌈√T⌉); 1 keeps all.
     #[serde(default)]
     pub checkpoint_every: Option<usize>,
+    /// Adam's learning rate per parameter group; 0 freezes a group.
     #[serde(default)]
     pub lr: LearningRates,
+    /// Adam's β₁ and β₂.
     #[serde(default = "betas")]
     pub betas: [f64; 2],
+    /// Adam's ε.
     #[serde(default = "eps")]
     pub eps: f64,
     /// Clip the global gradient norm to this value (none by default).
     #[serde(default)]
     pub clip_norm: Option<f64>,
+    /// What a non-finite meta-loss or gradient does.
     #[serde(default)]
     pub non_finite: NonFinitePolicy,
     /// Under the 'skip' policy, fail after this many consecutive skipped steps: a learner whose every
@@ -414,7 +434,7 @@ impl Default for MetaConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum Dtype {
     #[default]
@@ -431,7 +451,7 @@ impl Dtype {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LearnerConfig {
     /// Shape of one example, e.g. [11] or [1, 28, 28].
@@ -441,21 +461,29 @@ pub struct LearnerConfig {
     /// Number of front layers frozen during the inner loop (still meta-learned).
     #[serde(default)]
     pub rln: usize,
+    /// Regression (MSE loss) or classification (cross-entropy).
     pub task: TaskKind,
+    /// The inner-loop learning rule: Oja or Hebb with learned feedback (FLP), or SGD (OML).
     pub rule: RuleConfig,
+    /// Local rules: how the teaching activity is formed.
     #[serde(default)]
     pub feedback: FeedbackConfig,
+    /// Local rules: the plasticity rates.
     #[serde(default)]
     pub plasticity: PlasticityConfig,
+    /// Where each episode's plastic weights start.
     #[serde(default)]
     pub plastic_init: PlasticInit,
+    /// Output rows zeroed before each episode.
     #[serde(default)]
     pub output_reset: OutputReset,
+    /// Meta-training: the meta-gradient, Adam, and the safeguards against divergence.
     #[serde(default)]
     pub meta: MetaConfig,
+    /// Floating-point type of the parameters and activities.
     #[serde(default)]
     pub dtype: Dtype,
-    /// "auto", "cpu", "cuda" or "cuda:N".
+    /// "auto" (CUDA when available), "cpu", "cuda" or "cuda:N".
     #[serde(default = "auto")]
     pub device: String,
     /// Seed of the initial weights.

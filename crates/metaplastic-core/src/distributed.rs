@@ -21,18 +21,24 @@ extern "C" {
     fn mp_c10d_store_get(handle: *mut c_void, key: *const c_char, timeout_ms: i64, out: *mut c_char, out_len: usize, err: *mut c_char, err_len: usize) -> c_int;
 }
 
-/// Where and how to join a group: the torchrun convention (MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// Where and how a worker joins a data-parallel group: the torchrun convention (MASTER_ADDR, MASTER_PORT,
+/// RANK, WORLD_SIZE).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GroupSettings {
+    /// Host name or address of rank 0, which hosts the rendezvous store.
     pub master_addr: String,
+    /// Port rank 0 listens on for the rendezvous.
     pub master_port: u16,
+    /// This worker's rank, 0 … worldSize − 1. Rank 0 writes the run folder.
     pub rank: u32,
+    /// Number of workers in the group.
     pub world_size: u32,
-    /// Seconds a rendezvous or collective may wait for the slowest rank before the group gives up.
+    /// Seconds a rendezvous or a meta-step's all-reduce waits for the slowest worker before the group
+    /// stops with an error naming the missing rank.
     #[serde(default = "default_timeout")]
     pub timeout_seconds: f64,
-    /// Network interface for Gloo's connections (as GLOO_SOCKET_IFNAME); default: from the address.
+    /// Network interface for the workers' connections (as GLOO_SOCKET_IFNAME); default: from the address.
     #[serde(default)]
     pub ifname: Option<String>,
 }

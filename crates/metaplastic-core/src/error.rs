@@ -52,6 +52,7 @@ impl Error {
     /// (`rln` inside `learner` becomes `learner.rln`); other errors are unchanged.
     pub fn within(self, path: &str) -> Self {
         match self {
+            Error::Config { field, message } if field == "config" => Error::config(path, message),
             Error::Config { field, message } => Error::config(format!("{path}.{field}"), message),
             other => other,
         }

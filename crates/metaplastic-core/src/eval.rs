@@ -1,7 +1,7 @@
 //! Continual-learning evaluation protocols (PAPER.md 5). Runs are batched as episodes and evaluated
 //! without meta-gradients. Results are raw per-run values; summaries (mean, 95% CI) are made by the
 //! caller. The output is a pure function of the learner, the seed and the options.
-use crate::experiment::{Experiment, LoadedTask};
+use crate::experiment::{Experiment, LoadedTask, TaskConfig};
 use crate::inner::{InnerLoop, StepMode};
 use crate::learner::Learner;
 use crate::rng::{stream, Rng};
@@ -12,7 +12,7 @@ use crate::{loss, Error, Result};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct EvalOptions {
     /// Independent runs per setting.
@@ -36,17 +36,53 @@ impl Default for EvalOptions {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// Options only the classification protocols read.
+const CLASSIFICATION_ONLY: [&str; 4] = ["classes", "stepScales", "validationRuns", "validationHeldOut"];
+
+impl EvalOptions {
+    /// Reads the options given for an experiment's task, naming an unknown option or one that does not
+    /// apply to the task (silently ignored, it would give a result that looks right).
+    pub fn for_task(given: serde_json::Value, task: &TaskConfig) -> Result<Self> {
+        let opts: EvalOptions = crate::config::from_value(given.clone())?;
+        let kind = task_kind(task);
+        if kind == "sine" {
+            not_given(&given, &CLASSIFICATION_ONLY, &format!("applies to classification tasks; this experiment's task is {kind}"))?;
+        }
+        if opts.runs == 0 {
+            return Err(Error::config("runs", "must be at least 1"));
+        }
+        Ok(opts)
+    }
+}
+
+/// The task's `type` ("sine", "omniglot", "imageFolder", "custom").
+pub(crate) fn task_kind(task: &TaskConfig) -> String {
+    serde_json::to_value(task).ok().and_then(|v| v["type"].as_str().map(str::to_string)).unwrap_or_default()
+}
+
+/// An error naming the first of `keys` that `given` holds.
+pub(crate) fn not_given(given: &serde_json::Value, keys: &[&str], why: &str) -> Result<()> {
+    match keys.iter().find(|k| given.get(**k).is_some()) {
+        Some(k) => Err(Error::config(*k, why)),
+        None => Ok(()),
+    }
+}
+
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SineOrderRaw {
+    /// [run]: MSE over all the functions after the whole stream; null where the learner diverged.
+    #[schemars(with = "Vec<Option<f64>>")]
     pub final_mse: Vec<f64>,
     /// [run][k]: MSE over the functions seen after k + 1 functions' worth of the stream.
+    #[schemars(with = "Vec<Vec<Option<f64>>>")]
     pub curve: Vec<Vec<f64>>,
     /// [run][f]: MSE on function f after the whole stream.
+    #[schemars(with = "Vec<Vec<Option<f64>>>")]
     pub per_function: Vec<Vec<f64>>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OmniglotPointRaw {
     pub classes: usize,
@@ -56,7 +92,7 @@ pub struct OmniglotPointRaw {
     pub step_size: Option<f64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(tag = "protocol", rename_all = "camelCase")]
 pub enum EvalRaw {
     #[serde(rename_all = "camelCase")]

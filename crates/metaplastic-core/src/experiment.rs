@@ -14,20 +14,24 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use tch::Tensor;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "camelCase", rename_all_fields = "camelCase", deny_unknown_fields)]
 pub enum TaskConfig {
     /// Incremental sine regression (PAPER.md 5.1).
     Sine {
+        /// Sizes and ranges of the task.
         #[serde(default)]
         sine: SineConfig,
+        /// Order of the meta-training lifetimes' streams.
         #[serde(default)]
         order: Order,
     },
     /// Omniglot: meta-train on the background set, evaluate on the evaluation set (PAPER.md 5.2).
     Omniglot {
+        /// Where the data is and how images are prepared.
         #[serde(default)]
         data: OmniglotOptions,
+        /// How meta-training episodes are drawn.
         #[serde(default)]
         episode: EpisodeConfig,
     },
@@ -43,12 +47,15 @@ pub enum TaskConfig {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ExperimentConfig {
+    /// The run's name, as results and figures show it.
     #[serde(default = "default_name")]
     pub name: String,
+    /// The learner to meta-train.
     pub learner: LearnerConfig,
+    /// Where episodes come from, and the evaluation protocol.
     pub task: TaskConfig,
     /// Episodes per meta-step (the reference code uses 1).
     #[serde(default = "one")]
@@ -67,7 +74,12 @@ fn one() -> usize {
 
 impl ExperimentConfig {
     pub fn from_json(text: &str) -> Result<Self> {
-        let cfg: ExperimentConfig = crate::config::parse_json(text)?;
+        Self::from_value(serde_json::from_str(text).map_err(|e| Error::config("config", format!("not valid JSON: {e}")))?)
+    }
+
+    /// Reads and validates a configuration, naming the path of a bad field.
+    pub fn from_value(value: serde_json::Value) -> Result<Self> {
+        let cfg: ExperimentConfig = crate::config::from_value(value)?;
         if cfg.meta_batch < 1 {
             return Err(Error::config("metaBatch", "must be >= 1"));
         }
@@ -143,9 +155,10 @@ impl LoadedTask {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StepRecord {
+    /// Meta-steps taken, this one included.
     pub step: u64,
     #[serde(flatten)]
     pub report: MetaStepReport,
@@ -153,6 +166,7 @@ pub struct StepRecord {
     pub skipped_total: u64,
     /// Exploded lifetimes (finite meta-loss above the threshold, skipped) so far.
     pub exploded_total: u64,
+    /// Wall-clock time of this step.
     pub seconds: f64,
 }
 

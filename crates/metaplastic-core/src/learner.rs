@@ -1,14 +1,14 @@
 //! A learner: the network's meta-parameters, its inner rule, and the operations on episodes
 //! (adapt over a stream, predict, query loss). Meta-training lives in meta.rs.
-use crate::config::{FeedbackKind, Granularity, LearnerConfig, OutputReset, PlasticInit, RateParameterization, RuleConfig, StepSizes, TaskKind};
+use crate::config::{LearnerConfig, OutputReset, PlasticInit, TaskKind};
 use crate::inner::{FastWeights, InnerLoop, StepMode};
 use crate::net::functional;
 use crate::net::spec::NetSpec;
 use crate::params::{Group, ParamStore};
 use crate::rng::{normal_vec, Rng};
-use crate::rules::local::{FeedbackIndices, LocalRule};
-use crate::rules::sgd::{SgdRule, StepSize};
-use crate::rules::InnerRule;
+use crate::rules::local::LocalRule;
+use crate::rules::sgd::SgdRule;
+use crate::rules::{from_values, full, InnerRule};
 use crate::{loss, Error, Result};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -63,10 +63,7 @@ impl Learner {
         let kind = cfg.dtype.kind();
         let mut rng = crate::rng::stream(cfg.seed, "init");
         let mut params = ParamStore::default();
-        let tensor = |values: Vec<f32>, shape: &[i64]| -> Result<Tensor> {
-            Ok(Tensor::f_from_slice(&values)?.f_reshape(shape)?.f_to_kind(kind)?.f_to_device(device)?)
-        };
-        let full = |value: f64, shape: &[i64]| -> Result<Tensor> { Ok(Tensor::f_full(shape, value, (kind, device))?) };
+        let on = (kind, device);
 
         let mut weights = Vec::new();
         let mut biases = Vec::new();
@@ -77,98 +74,11 @@ impl Learner {
             let std = (2.0 / layer.fan_in() as f64).sqrt();
             // Re-initialised plastic weights are drawn per episode, so they are not meta-learned.
             let trainable = !(reinit && l >= spec.rln);
-            weights.push(params.add(format!("forward.{l}.weight"), tensor(normal_vec(&mut rng, n as usize, std), &shape)?, Group::Forward, trainable));
-            biases.push(params.add(format!("forward.{l}.bias"), full(0.0, &[layer.units()])?, Group::Forward, true));
+            weights.push(params.add(format!("forward.{l}.weight"), from_values(normal_vec(&mut rng, n as usize, std), &shape, on)?, Group::Forward, trainable));
+            biases.push(params.add(format!("forward.{l}.bias"), full(0.0, &[layer.units()], on)?, Group::Forward, true));
         }
 
-        let outputs = spec.outputs();
-        let rule: Box<dyn InnerRule> = match &cfg.rule {
-            RuleConfig::Oja | RuleConfig::Hebb => {
-                let fb_trainable = cfg.feedback.kind == FeedbackKind::Learned || cfg.feedback.kind == FeedbackKind::None;
-                let mut feedback = Vec::new();
-                let mut rates = Vec::new();
-                let mut multipliers = Vec::new();
-                let mut scales = Vec::new();
-                // The stored θ with g(θ) = init; with a layer scale, σ_l = ln(init) carries the initial rate
-                // and θ starts where g(θ) = 1, so θ and σ are both of order one (one learning rate fits both).
-                let (theta0, sigma0) = match (cfg.plasticity.layer_scale, cfg.plasticity.parameterization) {
-                    (false, RateParameterization::Linear) => (cfg.plasticity.init, 0.0),
-                    (false, RateParameterization::Log) => (cfg.plasticity.init.ln(), 0.0),
-                    (true, RateParameterization::Linear) => (1.0, cfg.plasticity.init.ln()),
-                    (true, RateParameterization::Log) => (0.0, cfg.plasticity.init.ln()),
-                };
-                let global = if cfg.plasticity.granularity == Granularity::Global {
-                    Some(params.add("plasticity.global", full(theta0, &[])?, Group::Plasticity, true))
-                } else {
-                    None
-                };
-                for l in spec.plastic() {
-                    let units = spec.layers[l].units();
-                    let mut fl = Vec::new();
-                    let mut width_in = outputs;
-                    for j in 0..cfg.feedback.layers {
-                        let std = (2.0 / width_in as f64).sqrt();
-                        let mut init = normal_vec(&mut rng, (units * width_in) as usize, std);
-                        if cfg.feedback.output_identity && spec.is_output(l) {
-                            init = (0..units * width_in).map(|i| if i / width_in == i % width_in { 1.0 } else { 0.0 }).collect();
-                        }
-                        let b = params.add(format!("feedback.{l}.{j}.weight"), tensor(init, &[units, width_in])?, Group::Feedback, fb_trainable);
-                        let c = params.add(format!("feedback.{l}.{j}.bias"), full(0.0, &[units])?, Group::Feedback, fb_trainable);
-                        fl.push((b, c));
-                        width_in = units;
-                    }
-                    let strength = params.add(format!("strength.{l}"), full(cfg.feedback.strength.init, &[])?, Group::Strength, cfg.feedback.strength.learned);
-                    feedback.push(FeedbackIndices { layers: fl, strength });
-                    let w_shape = spec.layers[l].weight_shape();
-                    let rate_shape: Vec<i64> = match cfg.plasticity.granularity {
-                        Granularity::Synapse => w_shape.clone(),
-                        Granularity::Neuron => vec![w_shape[0], 1],
-                        Granularity::Layer | Granularity::Global => vec![],
-                    };
-                    rates.push(match global {
-                        Some(g) => g,
-                        None => params.add(format!("plasticity.{l}"), full(theta0, &rate_shape)?, Group::Plasticity, true),
-                    });
-                    if cfg.plasticity.layer_scale {
-                        scales.push(params.add(format!("plasticityScale.{l}"), full(sigma0, &[])?, Group::Plasticity, true));
-                    }
-                    multipliers.push(if spec.is_output(l) { 1.0 } else { cfg.plasticity.hidden_multiplier });
-                }
-                Box::new(LocalRule {
-                    oja_decay: matches!(cfg.rule, RuleConfig::Oja),
-                    hebb_first_step: cfg.plasticity.hebb_first_step,
-                    normalize: cfg.plasticity.normalize,
-                    parameterization: cfg.plasticity.parameterization,
-                    rates,
-                    scales: cfg.plasticity.layer_scale.then_some(scales),
-                    feedback,
-                    multipliers,
-                })
-            }
-            RuleConfig::Sgd { lr, step_sizes, biases: adapt_biases } => {
-                let step = match step_sizes {
-                    StepSizes::Fixed => StepSize::Fixed(*lr),
-                    StepSizes::PerParameter => StepSize::Learned(
-                        spec.plastic()
-                            .map(|l| -> Result<(usize, usize)> {
-                                let w = params.add(format!("stepSize.{l}.weight"), full(*lr, &spec.layers[l].weight_shape())?, Group::Plasticity, true);
-                                let b = params.add(format!("stepSize.{l}.bias"), full(*lr, &[spec.layers[l].units()])?, Group::Plasticity, true);
-                                Ok((w, b))
-                            })
-                            .collect::<Result<_>>()?,
-                    ),
-                    StepSizes::PerLayer => StepSize::Learned(
-                        spec.plastic()
-                            .map(|l| -> Result<(usize, usize)> {
-                                let s = params.add(format!("stepSize.{l}"), full(*lr, &[])?, Group::Plasticity, true);
-                                Ok((s, s))
-                            })
-                            .collect::<Result<_>>()?,
-                    ),
-                };
-                Box::new(SgdRule { step, biases: *adapt_biases })
-            }
-        };
+        let rule = crate::rules::build(&cfg, &spec, &mut params, &mut rng, on)?;
         let rng = crate::rng::stream(cfg.seed, "episodes");
         Ok(Self { cfg, spec, params, device, kind, weights, biases, rule, rng, cancel: None, episode_share: None })
     }

@@ -19,6 +19,7 @@ pub mod net;
 pub mod params;
 pub mod rng;
 pub mod rules;
+pub mod schema;
 pub mod runtime;
 pub mod tasks;
 pub mod tensor_io;

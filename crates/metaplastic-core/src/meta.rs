@@ -18,11 +18,14 @@ pub struct Adam {
     pub steps: i64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MetaStepReport {
+    /// The query loss averaged over the meta-batch; null when it was not finite (the step was then skipped).
+    #[schemars(with = "Option<f64>")]
     pub meta_loss: f64,
-    /// Global gradient norm before clipping (NaN when non-finite).
+    /// Global gradient norm before clipping; null when not finite.
+    #[schemars(with = "Option<f64>")]
     pub grad_norm: f64,
     /// Skipped because the meta-loss or a gradient was not finite.
     pub skipped: bool,

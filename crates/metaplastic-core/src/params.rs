@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use tch::Tensor;
 
 /// Meta-optimizer parameter groups; each has its own learning rate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum Group {
     /// Forward weights and biases.
@@ -40,12 +40,15 @@ pub struct Param {
     pub trainable: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ParamInfo {
+    /// State-dict-like name, e.g. "forward.0.weight" or "plasticity.2".
     pub name: String,
     pub shape: Vec<i64>,
+    /// The meta-optimizer group (and learning rate) it belongs to.
     pub group: Group,
+    /// False for tensors that are saved but never meta-learned (random feedback, fixed strengths).
     pub trainable: bool,
 }
 

@@ -127,14 +127,18 @@ pub fn manual_seed(seed: i64) {
     tch::manual_seed(seed);
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RuntimeInfo {
+    /// metaplastic's version.
     pub version: String,
+    /// The libtorch version the engine runs on, e.g. "2.11.0+cu130".
     pub torch_version: String,
+    /// The default device: "cuda:0" when a GPU is usable, else "cpu".
     pub device: String,
     pub cuda_available: bool,
     pub cuda_device_count: i64,
+    /// libtorch's intra-op threads.
     pub threads: i32,
 }
 

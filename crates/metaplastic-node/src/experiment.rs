@@ -2,9 +2,10 @@
 //! task (sine, Omniglot, image folder) trains itself; one with a `custom` task takes episodes from JS.
 //! State sits behind a mutex; a call made while a task runs is refused with E_BUSY, never blocked.
 use crate::errors::guard;
+use crate::json::{JsInput, JsOutput};
 use crate::runtime::{host_from_js, host_to_js, JsTensor};
 use crate::work::{off_thread, Work};
-use metaplastic_core::distributed::{GroupSettings, DEFAULT_TIMEOUT_SECONDS};
+use metaplastic_core::distributed::GroupSettings;
 use metaplastic_core::episode::Episode;
 use metaplastic_core::analysis::{analyze, learned, AnalysisOptions};
 use metaplastic_core::eval::{evaluate, EvalOptions};
@@ -114,13 +115,13 @@ fn with_state<T: Send + 'static + napi::bindgen_prelude::ToNapiValue + napi::bin
     })
 }
 
-fn json<T: serde::Serialize>(v: &T) -> Result<String> {
-    serde_json::to_string(v).map_err(|e| Error::Internal(e.to_string()))
+fn js<T: serde::Serialize>(v: &T) -> Result<JsOutput> {
+    JsOutput::of(v)
 }
 
-#[napi]
-pub fn create_experiment(config_json: String) -> AsyncTask<Work<NativeExperiment>> {
-    off_thread(move || Ok(NativeExperiment::wrap(Experiment::new(ExperimentConfig::from_json(&config_json)?)?)))
+#[napi(ts_args_type = "config: ExperimentConfig")]
+pub fn create_experiment(config: JsInput) -> AsyncTask<Work<NativeExperiment>> {
+    off_thread(move || Ok(NativeExperiment::wrap(Experiment::new(ExperimentConfig::from_value(config.0)?)?)))
 }
 
 #[napi]
@@ -129,29 +130,35 @@ pub fn load_experiment(dir: String) -> AsyncTask<Work<NativeExperiment>> {
 }
 
 /// Validates a configuration and builds its learner without loading any data; returns the parameter list
-/// as JSON (so every preset can be checked cheaply).
-#[napi]
-pub fn check_experiment_config(config_json: String) -> napi::Result<String> {
+/// (so every preset can be checked cheaply).
+#[napi(ts_args_type = "config: ExperimentConfig", ts_return_type = "ParamInfo[]")]
+pub fn check_experiment_config(config: JsInput) -> napi::Result<JsOutput> {
     guard(|| {
-        let cfg = ExperimentConfig::from_json(&config_json)?;
+        let cfg = ExperimentConfig::from_value(config.0)?;
         let learner = metaplastic_core::learner::Learner::new(cfg.learner).map_err(|e| e.within("learner"))?;
-        json(&learner.params.infos())
+        js(&learner.params.infos())
     })
 }
 
 /// Reads a checkpoint's manifest without loading it.
 #[napi]
-pub fn read_checkpoint_manifest(dir: String) -> napi::Result<String> {
-    guard(|| json(&checkpoint::read_manifest(&PathBuf::from(dir))?))
+pub fn read_checkpoint_manifest(dir: String) -> napi::Result<JsOutput> {
+    guard(|| js(&checkpoint::read_manifest(&PathBuf::from(dir))?))
+}
+
+/// The JSON Schema of the configurations, options, records and results (see core `schema`).
+#[napi]
+pub fn engine_schema() -> JsOutput {
+    JsOutput(metaplastic_core::schema::engine_schema())
 }
 
 #[napi]
 impl NativeExperiment {
-    /// The full configuration, defaults filled in, as JSON.
-    #[napi]
-    pub fn config_json(&self) -> napi::Result<String> {
+    /// The full configuration, defaults filled in.
+    #[napi(ts_return_type = "ExperimentConfig")]
+    pub fn config(&self) -> napi::Result<JsOutput> {
         let exp = self.lock()?;
-        guard(|| json(&exp.cfg))
+        guard(|| js(&exp.cfg))
     }
 
     /// Meta-steps taken so far, how many were skipped as non-finite and how many as exploded lifetimes.
@@ -161,16 +168,16 @@ impl NativeExperiment {
         Ok(vec![exp.step as i64, exp.skipped as i64, exp.exploded as i64])
     }
 
-    /// Up to `steps` meta-steps off the JS thread; resolves to the JSON list of step records.
-    #[napi]
-    pub fn train(&self, steps: u32) -> AsyncTask<Work<String>> {
-        with_state(&self.shared, move |exp, stop| json(&exp.train(steps as u64, stop)?))
+    /// Up to `steps` meta-steps off the JS thread; resolves to the step records.
+    #[napi(ts_return_type = "Promise<StepRecord[]>")]
+    pub fn train(&self, steps: u32) -> AsyncTask<Work<JsOutput>> {
+        with_state(&self.shared, move |exp, stop| js(&exp.train(steps as u64, stop)?))
     }
 
     /// Joins a data-parallel process group (c10d/Gloo): waits for every rank, checks that all start from
     /// the same state; later `train` calls average each meta-gradient over the group.
-    #[napi]
-    pub fn join_group(&self, settings: JsGroupSettings) -> AsyncTask<Work<()>> {
+    #[napi(ts_args_type = "settings: GroupSettings")]
+    pub fn join_group(&self, settings: JsInput) -> AsyncTask<Work<()>> {
         with_state(&self.shared, move |exp, _| {
             // Engine work of a process runs on one thread (work.rs): two ranks in one process would wait
             // for each other forever, so a process is one worker.
@@ -178,7 +185,9 @@ impl NativeExperiment {
             if exp.group.is_none() && JOINED.load(Ordering::Acquire) {
                 return Err(Error::config("distributed", "this process already trains as a worker of a group; run each rank in its own process"));
             }
-            exp.join(&settings.into_core()?)?;
+            let settings: GroupSettings = metaplastic_core::config::from_value(settings.0).map_err(|e| e.within("distributed"))?;
+            settings.validate().map_err(|e| e.within("distributed"))?;
+            exp.join(&settings)?;
             JOINED.store(true, Ordering::Release);
             Ok(())
         })
@@ -195,29 +204,31 @@ impl NativeExperiment {
         with_state(&self.shared, move |exp, _| checkpoint::save(exp, &PathBuf::from(dir)))
     }
 
-    /// Runs the task's evaluation protocol; resolves to raw per-run results as JSON.
-    #[napi]
-    pub fn evaluate(&self, options_json: String) -> AsyncTask<Work<String>> {
+    /// Runs the task's evaluation protocol; resolves to the options used (defaults filled in) and the raw
+    /// per-run results.
+    #[napi(ts_args_type = "options: EvalOptions", ts_return_type = "Promise<{ options: EvalOptions; raw: EvalRaw }>")]
+    pub fn evaluate(&self, options: JsInput) -> AsyncTask<Work<JsOutput>> {
         with_state(&self.shared, move |exp, _| {
-            let opts: EvalOptions = metaplastic_core::tasks::config_from_json(serde_json::from_str(&options_json).map_err(|e| Error::config("options", e.to_string()))?)?;
-            json(&evaluate(exp, &opts)?)
+            let opts = EvalOptions::for_task(options.0, &exp.cfg.task).map_err(|e| e.within("options"))?;
+            let raw = evaluate(exp, &opts)?;
+            js(&serde_json::json!({ "options": opts, "raw": raw }))
         })
     }
 
-    /// Analyses the learner's updates on held-out streams (PAPER.md 7); resolves to the analysis as JSON.
-    #[napi]
-    pub fn analyze(&self, options_json: String) -> AsyncTask<Work<String>> {
+    /// Analyses the learner's updates on held-out streams (PAPER.md 7).
+    #[napi(ts_args_type = "options: AnalysisOptions", ts_return_type = "Promise<Analysis>")]
+    pub fn analyze(&self, options: JsInput) -> AsyncTask<Work<JsOutput>> {
         with_state(&self.shared, move |exp, _| {
-            let opts: AnalysisOptions = metaplastic_core::tasks::config_from_json(serde_json::from_str(&options_json).map_err(|e| Error::config("options", e.to_string()))?)?;
-            json(&analyze(exp, &opts)?)
+            let opts = AnalysisOptions::for_task(options.0, &exp.cfg.task).map_err(|e| e.within("options"))?;
+            js(&analyze(exp, &opts)?)
         })
     }
 
-    /// What was meta-learned per plastic layer (rates, feedback, strengths or step sizes): statistics as JSON.
-    #[napi]
-    pub fn learned_stats(&self) -> napi::Result<String> {
+    /// What was meta-learned per plastic layer (rates, feedback, strengths or step sizes): statistics.
+    #[napi(ts_return_type = "LearnedStats[]")]
+    pub fn learned_stats(&self) -> napi::Result<JsOutput> {
         let exp = self.lock()?;
-        guard(|| json(&learned::learned_stats(&exp.learner)?))
+        guard(|| js(&learned::learned_stats(&exp.learner)?))
     }
 
     /// The learned arrays by name.
@@ -233,12 +244,12 @@ impl NativeExperiment {
         with_state(&self.shared, move |exp, _| learned::export_safetensors(&exp.learner, &PathBuf::from(path)))
     }
 
-    /// One meta-step on episodes supplied from JS (any task); resolves to the step record as JSON.
-    #[napi]
-    pub fn meta_step(&self, episodes: Vec<JsEpisodeInput>) -> AsyncTask<Work<String>> {
+    /// One meta-step on episodes supplied from JS (any task); resolves to the step record.
+    #[napi(ts_return_type = "Promise<StepRecord>")]
+    pub fn meta_step(&self, episodes: Vec<JsEpisodeInput>) -> AsyncTask<Work<JsOutput>> {
         with_state(&self.shared, move |exp, _| {
             let eps = to_episodes(&episodes, exp.learner.is_classification())?;
-            json(&exp.step_on(&eps)?)
+            js(&exp.step_on(&eps)?)
         })
     }
 
@@ -260,11 +271,11 @@ impl NativeExperiment {
         })
     }
 
-    /// The parameters as a JSON list of { name, shape, group, trainable }.
-    #[napi]
-    pub fn params(&self) -> napi::Result<String> {
+    /// The parameters: { name, shape, group, trainable } each.
+    #[napi(ts_return_type = "ParamInfo[]")]
+    pub fn params(&self) -> napi::Result<JsOutput> {
         let exp = self.lock()?;
-        guard(|| json(&exp.learner.params.infos()))
+        guard(|| js(&exp.learner.params.infos()))
     }
 
     #[napi]
@@ -281,31 +292,6 @@ impl NativeExperiment {
             h.check_finite(&name)?;
             let t = h.to_tensor(exp.learner.device)?.f_to_kind(exp.learner.kind)?;
             exp.learner.params.write(&name, &t)
-        })
-    }
-}
-
-/// Rendezvous settings of a data-parallel group (the torchrun convention).
-#[napi(object)]
-pub struct JsGroupSettings {
-    pub master_addr: String,
-    pub master_port: u32,
-    pub rank: u32,
-    pub world_size: u32,
-    pub timeout_seconds: Option<f64>,
-    pub ifname: Option<String>,
-}
-
-impl JsGroupSettings {
-    fn into_core(self) -> Result<GroupSettings> {
-        let master_port = u16::try_from(self.master_port).ok().filter(|&p| p > 0).ok_or_else(|| Error::config("masterPort", format!("{} is not a port number (1 … 65535)", self.master_port)))?;
-        Ok(GroupSettings {
-            master_addr: self.master_addr,
-            master_port,
-            rank: self.rank,
-            world_size: self.world_size,
-            timeout_seconds: self.timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECONDS),
-            ifname: self.ifname,
         })
     }
 }

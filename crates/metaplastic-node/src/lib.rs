@@ -2,6 +2,7 @@
 //! off the JS thread, and turns every failure (including panics) into a JS `Error` with a stable code.
 mod errors;
 mod experiment;
+mod json;
 mod runtime;
 mod tasks;
 mod work;

@@ -1,11 +1,12 @@
 //! Task samplers and datasets exposed to TypeScript: sine tasks, Omniglot and image-folder datasets,
 //! episode samplers and continual streams. Tensors cross as `JsTensor` (labels as whole-number floats).
 use crate::errors::guard;
+use crate::json::{JsInput, JsOutput};
 use crate::runtime::{host_to_js, JsTensor};
 use metaplastic_core::episode::Episode;
 use metaplastic_core::rng::{self, Rng};
 use metaplastic_core::tasks::{
-    self, omniglot, sampling, ContinualStream, EpisodeConfig, ImageEpisodeSampler, ImageFolderDataset, ImageFolderOptions, ImageStore,
+    self, omniglot, sampling, ContinualStream, DatasetInfo, EpisodeConfig, ImageEpisodeSampler, ImageFolderDataset, ImageFolderOptions, ImageStore,
     OmniglotDataset, OmniglotOptions, OmniglotSplit, Order, SineConfig, StreamConfig,
 };
 use metaplastic_core::tensor_io::HostTensor;
@@ -21,9 +22,13 @@ fn js(t: &Tensor) -> Result<JsTensor> {
     Ok(host_to_js(HostTensor::from_tensor(t)?))
 }
 
-/// A missing configuration means all defaults.
-fn or_empty(v: Option<Value>) -> Value {
-    v.unwrap_or_else(|| json!({}))
+fn order_of(order: JsInput) -> Result<Order> {
+    tasks::config_from_json(order.0).map_err(|e| e.within("order"))
+}
+
+/// Reads a configuration; a missing one means all defaults.
+fn options<T: serde::de::DeserializeOwned>(v: Option<JsInput>) -> Result<T> {
+    tasks::config_from_json(v.map_or_else(|| json!({}), |j| j.0))
 }
 
 fn seed_of(seed: Option<i64>) -> u64 {
@@ -75,8 +80,8 @@ pub struct JsSineRun {
     pub query_x: JsTensor,
     pub query_y: JsTensor,
     pub step_function: Vec<u32>,
-    /// [{ amplitude, phase }] per slot.
-    pub functions: Value,
+    /// The function of each slot.
+    pub functions: Vec<JsSineFn>,
     pub pool_ids: Option<Vec<u32>>,
 }
 
@@ -87,9 +92,20 @@ fn sine_run_to_js(run: &tasks::SineEvalRun, ids: Option<Vec<usize>>) -> Result<J
         query_x: js(&run.query_x)?,
         query_y: js(&run.query_y)?,
         step_function: run.step_function.iter().map(|&s| s as u32).collect(),
-        functions: serde_json::to_value(&run.functions).map_err(|e| Error::Internal(e.to_string()))?,
+        functions: run.functions.iter().map(sine_fn).collect(),
         pool_ids: ids.map(|v| v.into_iter().map(|i| i as u32).collect()),
     })
+}
+
+/// y = A·sin(x + φ).
+#[napi(object)]
+pub struct JsSineFn {
+    pub amplitude: f64,
+    pub phase: f64,
+}
+
+fn sine_fn(f: &tasks::SineFn) -> JsSineFn {
+    JsSineFn { amplitude: f.amplitude, phase: f.phase }
 }
 
 #[napi(js_name = "NativeSineTask")]
@@ -100,10 +116,10 @@ pub struct NativeSineTask {
 
 /// A sine task; `seed` fixes the 400-function pool (its own stream) and the episode stream.
 /// (A factory, not a constructor: native.ts wraps functions, and class constructors need `new`.)
-#[napi]
-pub fn create_sine_task(config: Option<Value>, seed: Option<i64>) -> napi::Result<NativeSineTask> {
+#[napi(ts_args_type = "config?: SineConfig, seed?: number")]
+pub fn create_sine_task(config: Option<JsInput>, seed: Option<i64>) -> napi::Result<NativeSineTask> {
     guard(|| {
-        let cfg: SineConfig = tasks::config_from_json(or_empty(config))?;
+        let cfg: SineConfig = options(config)?;
         let task = tasks::SineTask::new(cfg, seed_of(seed))?;
         Ok(NativeSineTask { task, rng: Mutex::new(rng::stream(seed_of(seed), "sine-episodes")) })
     })
@@ -112,31 +128,31 @@ pub fn create_sine_task(config: Option<Value>, seed: Option<i64>) -> napi::Resul
 #[napi]
 impl NativeSineTask {
 
-    #[napi]
+    #[napi(ts_return_type = "SineConfig")]
     pub fn config(&self) -> napi::Result<Value> {
         guard(|| serde_json::to_value(self.task.config()).map_err(|e| Error::Internal(e.to_string())))
     }
 
     #[napi]
-    pub fn pool(&self) -> napi::Result<Value> {
-        guard(|| serde_json::to_value(self.task.pool()).map_err(|e| Error::Internal(e.to_string())))
+    pub fn pool(&self) -> Vec<JsSineFn> {
+        self.task.pool().iter().map(sine_fn).collect()
     }
 
     /// A meta-training lifetime over the pool, with the slots' pool ids.
-    #[napi]
-    pub fn sample_train(&self, order: String) -> napi::Result<JsSineRun> {
+    #[napi(ts_args_type = "order: Order")]
+    pub fn sample_train(&self, order: JsInput) -> napi::Result<JsSineRun> {
         guard(|| {
-            let order: Order = order.parse()?;
+            let order = order_of(order)?;
             let (ids, run) = self.task.meta_train_sampler(order).sample_run(&mut *lock(&self.rng)?)?;
             sine_run_to_js(&run, Some(ids))
         })
     }
 
     /// An evaluation lifetime over fresh functions.
-    #[napi]
-    pub fn eval_run(&self, order: String) -> napi::Result<JsSineRun> {
+    #[napi(ts_args_type = "order: Order")]
+    pub fn eval_run(&self, order: JsInput) -> napi::Result<JsSineRun> {
         guard(|| {
-            let order: Order = order.parse()?;
+            let order = order_of(order)?;
             let run = self.task.eval_run(&mut *lock(&self.rng)?, order)?;
             sine_run_to_js(&run, None)
         })
@@ -159,7 +175,7 @@ impl NativeSineTask {
 #[napi(js_name = "NativeImageDataset")]
 pub struct NativeImageDataset {
     store: Arc<ImageStore>,
-    info: Value,
+    info: DatasetInfo,
 }
 
 #[napi(object)]
@@ -181,25 +197,11 @@ fn stream_to_js(s: &ContinualStream) -> Result<JsStream> {
     })
 }
 
-fn dataset_info(store: &ImageStore, extra: Value) -> Value {
-    let mut v = json!({
-        "classes": store.num_classes(),
-        "images": store.num_images(),
-        "imageShape": store.image_shape(),
-        "classNames": store.classes().iter().map(|c| c.name.clone()).collect::<Vec<_>>(),
-        "classSizes": store.classes().iter().map(|c| c.count).collect::<Vec<_>>(),
-    });
-    if let (Some(o), Value::Object(e)) = (v.as_object_mut(), extra) {
-        o.extend(e);
-    }
-    v
-}
-
 #[napi]
 impl NativeImageDataset {
-    #[napi]
-    pub fn info(&self) -> Value {
-        self.info.clone()
+    #[napi(ts_return_type = "DatasetInfo")]
+    pub fn info(&self) -> napi::Result<JsOutput> {
+        guard(|| JsOutput::of(&self.info))
     }
 
     /// All images of a class, [n, C, S, S].
@@ -208,10 +210,10 @@ impl NativeImageDataset {
         guard(|| js(&self.store.images(class as usize)?))
     }
 
-    #[napi]
-    pub fn episode_sampler(&self, config: Option<Value>, seed: Option<i64>) -> napi::Result<NativeEpisodeSampler> {
+    #[napi(ts_args_type = "config?: EpisodeConfig, seed?: number")]
+    pub fn episode_sampler(&self, config: Option<JsInput>, seed: Option<i64>) -> napi::Result<NativeEpisodeSampler> {
         guard(|| {
-            let cfg: EpisodeConfig = tasks::config_from_json(or_empty(config))?;
+            let cfg: EpisodeConfig = options(config)?;
             Ok(NativeEpisodeSampler {
                 sampler: Mutex::new(ImageEpisodeSampler::new(self.store.clone(), cfg)?),
                 rng: Mutex::new(rng::stream(seed_of(seed), "image-episodes")),
@@ -220,10 +222,10 @@ impl NativeImageDataset {
     }
 
     /// The continual-learning stream (meta-test or, with `validation`, its validation split).
-    #[napi]
-    pub fn continual_stream(&self, config: Option<Value>, seed: Option<i64>) -> napi::Result<JsStream> {
+    #[napi(ts_args_type = "config?: StreamConfig, seed?: number")]
+    pub fn continual_stream(&self, config: Option<JsInput>, seed: Option<i64>) -> napi::Result<JsStream> {
         guard(|| {
-            let cfg: StreamConfig = tasks::config_from_json(or_empty(config))?;
+            let cfg: StreamConfig = options(config)?;
             stream_to_js(&sampling::continual_stream(&self.store, &mut rng::stream(seed_of(seed), "continual-stream"), &cfg)?)
         })
     }
@@ -256,56 +258,39 @@ impl NativeEpisodeSampler {
     }
 }
 
-fn status_json(s: &tasks::CacheStatus) -> Value {
-    serde_json::to_value(s).unwrap_or(Value::Null)
-}
-
 /// Loads one Omniglot split (decoding, or from the cache) off the JS thread.
-#[napi]
-pub fn load_omniglot(split: String, options: Option<Value>) -> AsyncTask<Work<NativeImageDataset>> {
+#[napi(ts_args_type = "split: string, options?: OmniglotOptions")]
+pub fn load_omniglot(split: String, config: Option<JsInput>) -> AsyncTask<Work<NativeImageDataset>> {
     off_thread(move || {
         let split: OmniglotSplit = split.parse()?;
-        let opts: OmniglotOptions = tasks::config_from_json(or_empty(options))?;
+        let opts: OmniglotOptions = options(config)?;
         let ds = OmniglotDataset::load(split, &opts)?;
-        let extra = json!({
-            "split": split, "source": ds.source, "sourceChecksum": ds.source_checksum,
-            "cache": status_json(&ds.cache_status), "cachePath": ds.cache_path,
-            "size": opts.size, "filter": opts.filter, "invert": opts.invert,
-        });
-        Ok(NativeImageDataset { info: dataset_info(ds.store(), extra), store: ds.store().clone() })
+        let info = DatasetInfo::of(ds.store(), ds.source.clone(), ds.source_checksum.clone(), ds.cache_status.clone(), ds.cache_path.clone());
+        let info = DatasetInfo { size: opts.size, filter: opts.filter, invert: opts.invert, split: Some(split), ..info };
+        Ok(NativeImageDataset { info, store: ds.store().clone() })
     })
 }
 
-#[napi]
-pub fn load_image_folder(options: Value) -> AsyncTask<Work<NativeImageDataset>> {
+#[napi(ts_args_type = "options: ImageFolderOptions")]
+pub fn load_image_folder(config: JsInput) -> AsyncTask<Work<NativeImageDataset>> {
     off_thread(move || {
-        let opts: ImageFolderOptions = tasks::config_from_json(options)?;
+        let opts: ImageFolderOptions = options(Some(config))?;
         if opts.root.as_os_str().is_empty() {
             return Err(Error::config("root", "the image folder's root directory is required"));
         }
         let ds = ImageFolderDataset::load(&opts)?;
-        let extra = json!({
-            "source": ds.root, "sourceChecksum": ds.source_checksum, "cache": status_json(&ds.cache_status),
-            "cachePath": ds.cache_path, "size": opts.size, "filter": opts.filter, "invert": opts.invert,
-        });
-        Ok(NativeImageDataset { info: dataset_info(ds.store(), extra), store: ds.store().clone() })
+        let info = DatasetInfo::of(ds.store(), ds.root.clone(), ds.source_checksum.clone(), ds.cache_status.clone(), ds.cache_path.clone());
+        let info = DatasetInfo { size: opts.size, filter: opts.filter, invert: opts.invert, ..info };
+        Ok(NativeImageDataset { info, store: ds.store().clone() })
     })
 }
 
-#[napi(object)]
-pub struct JsZipSummary {
-    pub alphabets: u32,
-    pub classes: u32,
-    pub images: u32,
-}
-
 /// Structural check of a downloaded Omniglot archive (opens, PNG entries, 964×20 or 659×20).
-#[napi]
-pub fn verify_omniglot_zip(path: String, split: String) -> AsyncTask<Work<JsZipSummary>> {
+#[napi(ts_return_type = "Promise<ZipSummary>")]
+pub fn verify_omniglot_zip(path: String, split: String) -> AsyncTask<Work<JsOutput>> {
     off_thread(move || {
         let split: OmniglotSplit = split.parse()?;
-        let s = omniglot::verify_zip(std::path::Path::new(&path), split)?;
-        Ok(JsZipSummary { alphabets: s.alphabets as u32, classes: s.classes as u32, images: s.images as u32 })
+        JsOutput::of(&omniglot::verify_zip(std::path::Path::new(&path), split)?)
     })
 }
 

@@ -10,13 +10,16 @@ use serde::Serialize;
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+/// Statistics of one learned array (rates, feedback weights, strengths, step sizes).
 #[serde(rename_all = "camelCase")]
+#[schemars(rename = "LearnedStats")]
 pub struct ArrayStats {
     pub name: String,
     pub shape: Vec<i64>,
     pub values: Stat,
-    /// Mean |value|.
+    /// Mean |value| (null when not finite).
+    #[schemars(with = "Option<f64>")]
     pub abs_mean: f64,
     /// Fraction of entries > 0.
     pub positive: f64,

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use stream::{analyze_stream, AnalysisStream, RunAnalysis};
 use tch::Tensor;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct AnalysisOptions {
     /// Independent held-out streams.
@@ -35,11 +35,28 @@ impl Default for AnalysisOptions {
     }
 }
 
+impl AnalysisOptions {
+    /// Reads the options given for an experiment's task, naming an unknown option or one that does not
+    /// apply to the task.
+    pub fn for_task(given: serde_json::Value, task: &crate::experiment::TaskConfig) -> Result<Self> {
+        let opts: AnalysisOptions = crate::config::from_value(given.clone())?;
+        let kind = crate::eval::task_kind(task);
+        if kind == "sine" {
+            crate::eval::not_given(&given, &["classes"], "applies to classification tasks; this experiment's task is sine")?;
+        } else {
+            crate::eval::not_given(&given, &["order"], &format!("applies to sine streams; this experiment's task is {kind}"))?;
+        }
+        Ok(opts)
+    }
+}
+
 /// The kept updates of the overlap matrix must fit in this many bytes (per run); otherwise `every` must grow.
 pub const OVERLAP_BUDGET: i64 = 1 << 30;
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
+/// n, mean, std, min, max of the finite values (null when there were none).
 #[serde(rename_all = "camelCase")]
+#[schemars(rename = "AnalysisStat")]
 pub struct Stat {
     pub n: usize,
     pub mean: Option<f64>,
@@ -61,7 +78,7 @@ impl Stat {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LayerSummary {
     /// Index of the layer in the network.
@@ -79,7 +96,7 @@ pub struct LayerSummary {
     pub overlap_across: Stat,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ForgettingSummary {
     /// Loss change on earlier (seen, other) tasks per measured update.
@@ -87,17 +104,23 @@ pub struct ForgettingSummary {
     /// Loss change on the current task per measured update (learning).
     pub current_task: Stat,
     /// [point][task] probe loss averaged over runs (NaN-free runs only).
+    #[schemars(with = "Vec<Vec<Option<f64>>>")]
     pub curve: Vec<Vec<f64>>,
     /// Per task: final loss − loss right after its own segment (continual order), averaged over runs.
+    #[schemars(with = "Vec<Option<f64>>")]
     pub per_task: Vec<f64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Analysis {
+    /// The experiment's name.
     pub name: String,
+    /// "local" (Oja, Hebb) or "sgd".
     pub rule: String,
+    /// "sine" or "images".
     pub protocol: String,
+    /// The options used, defaults filled in.
     pub options: AnalysisOptions,
     pub tasks: usize,
     pub steps: usize,

@@ -38,19 +38,24 @@ impl AnalysisStream {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LayerStep {
     /// cos(ΔW, −∇_W L) on this step's minibatch, at the weights the update was computed from.
     pub alignment: Option<f64>,
     pub sign_agreement: Option<f64>,
+    /// Fraction of the weight matrix's rows the update changed.
+    #[schemars(with = "Option<f64>")]
     pub rows_changed: f64,
+    #[schemars(with = "Option<f64>")]
     pub update_norm: f64,
+    #[schemars(with = "Option<f64>")]
     pub gradient_norm: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(rename = "AnalysisStep")]
 pub struct StepRecord {
     pub step: usize,
     pub task: usize,
@@ -60,13 +65,14 @@ pub struct StepRecord {
     pub loss_change: Vec<Option<f64>>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RunAnalysis {
     pub steps: Vec<StepRecord>,
     /// Step after which each curve point was taken (after each 1/tasks of the stream).
     pub curve_steps: Vec<usize>,
     /// [point][task]: probe loss of every task at each curve point (continual order: after each task).
+    #[schemars(with = "Vec<Vec<Option<f64>>>")]
     pub curve: Vec<Vec<f64>>,
     /// [layer][task]: effective rank of the task's accumulated update Σ_{t ∈ task} ΔW_t.
     pub effective_rank: Vec<Vec<Option<f64>>>,

@@ -7,12 +7,14 @@
 //! (presynaptic, per episode), row i ·1/(1 + q_i) (bounded).
 //! P = g(θ) from the stored parameter θ (`plasticity.parameterization`): θ or exp(θ), times exp(σ_l)
 //! with a per-layer log-scale (`plasticity.layerScale`); see `LocalRule::rate`.
-use super::{InnerRule, StepInputs, Update};
-use crate::config::{RateParameterization, UpdateNormalization};
+use super::{from_values, full, InnerRule, StepInputs, Update};
+use crate::config::{FeedbackKind, Granularity, LearnerConfig, RateParameterization, RuleConfig, UpdateNormalization};
 use crate::feedback::{teaching_activity, LayerFeedback};
-use crate::params::ParamStore;
+use crate::net::spec::NetSpec;
+use crate::params::{Group, ParamStore};
+use crate::rng::{normal_vec, Rng};
 use crate::Result;
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 /// Parameter indices of one plastic layer's feedback pathway.
 #[derive(Debug, Clone)]
@@ -79,6 +81,73 @@ pub fn local_delta(post: &Tensor, pre: &Tensor, w: &Tensor, rate: &Tensor, oja_d
 }
 
 impl LocalRule {
+    /// Builds the rule of an Oja or Hebb learner: per plastic layer, its plasticity rates θ (shaped by
+    /// `plasticity.granularity`) and log-scale σ, its feedback pathway and its feedback strength, all
+    /// added to `params`.
+    pub fn build(cfg: &LearnerConfig, spec: &NetSpec, params: &mut ParamStore, rng: &mut Rng, on: (Kind, Device)) -> Result<Self> {
+        let outputs = spec.outputs();
+        let fb_trainable = cfg.feedback.kind == FeedbackKind::Learned || cfg.feedback.kind == FeedbackKind::None;
+        let mut feedback = Vec::new();
+        let mut rates = Vec::new();
+        let mut multipliers = Vec::new();
+        let mut scales = Vec::new();
+        // The stored θ with g(θ) = init; with a layer scale, σ_l = ln(init) carries the initial rate
+        // and θ starts where g(θ) = 1, so θ and σ are both of order one (one learning rate fits both).
+        let (theta0, sigma0) = match (cfg.plasticity.layer_scale, cfg.plasticity.parameterization) {
+            (false, RateParameterization::Linear) => (cfg.plasticity.init, 0.0),
+            (false, RateParameterization::Log) => (cfg.plasticity.init.ln(), 0.0),
+            (true, RateParameterization::Linear) => (1.0, cfg.plasticity.init.ln()),
+            (true, RateParameterization::Log) => (0.0, cfg.plasticity.init.ln()),
+        };
+        let global = if cfg.plasticity.granularity == Granularity::Global {
+            Some(params.add("plasticity.global", full(theta0, &[], on)?, Group::Plasticity, true))
+        } else {
+            None
+        };
+        for l in spec.plastic() {
+            let units = spec.layers[l].units();
+            let mut fl = Vec::new();
+            let mut width_in = outputs;
+            for j in 0..cfg.feedback.layers {
+                let std = (2.0 / width_in as f64).sqrt();
+                let mut init = normal_vec(rng, (units * width_in) as usize, std);
+                if cfg.feedback.output_identity && spec.is_output(l) {
+                    init = (0..units * width_in).map(|i| if i / width_in == i % width_in { 1.0 } else { 0.0 }).collect();
+                }
+                let b = params.add(format!("feedback.{l}.{j}.weight"), from_values(init, &[units, width_in], on)?, Group::Feedback, fb_trainable);
+                let c = params.add(format!("feedback.{l}.{j}.bias"), full(0.0, &[units], on)?, Group::Feedback, fb_trainable);
+                fl.push((b, c));
+                width_in = units;
+            }
+            let strength = params.add(format!("strength.{l}"), full(cfg.feedback.strength.init, &[], on)?, Group::Strength, cfg.feedback.strength.learned);
+            feedback.push(FeedbackIndices { layers: fl, strength });
+            let w_shape = spec.layers[l].weight_shape();
+            let rate_shape: Vec<i64> = match cfg.plasticity.granularity {
+                Granularity::Synapse => w_shape.clone(),
+                Granularity::Neuron => vec![w_shape[0], 1],
+                Granularity::Layer | Granularity::Global => vec![],
+            };
+            rates.push(match global {
+                Some(g) => g,
+                None => params.add(format!("plasticity.{l}"), full(theta0, &rate_shape, on)?, Group::Plasticity, true),
+            });
+            if cfg.plasticity.layer_scale {
+                scales.push(params.add(format!("plasticityScale.{l}"), full(sigma0, &[], on)?, Group::Plasticity, true));
+            }
+            multipliers.push(if spec.is_output(l) { 1.0 } else { cfg.plasticity.hidden_multiplier });
+        }
+        Ok(LocalRule {
+            oja_decay: matches!(cfg.rule, RuleConfig::Oja),
+            hebb_first_step: cfg.plasticity.hebb_first_step,
+            normalize: cfg.plasticity.normalize,
+            parameterization: cfg.plasticity.parameterization,
+            rates,
+            scales: cfg.plasticity.layer_scale.then_some(scales),
+            feedback,
+            multipliers,
+        })
+    }
+
     /// The effective rate tensor P of plastic layer k from its stored parameters (differentiable):
     /// P = θ (linear) or exp(θ) (log), times exp(σ_k) when the layer has a learned log-scale.
     pub fn rate(&self, params: &ParamStore, k: usize) -> Result<Tensor> {

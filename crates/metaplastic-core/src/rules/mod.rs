@@ -3,11 +3,32 @@
 pub mod local;
 pub mod sgd;
 
-use crate::config::LearnerConfig;
+use crate::config::{LearnerConfig, RuleConfig};
 use crate::net::functional::TailActivations;
+use crate::net::spec::NetSpec;
 use crate::params::ParamStore;
+use crate::rng::Rng;
 use crate::Result;
-use tch::Tensor;
+use tch::{Device, Kind, Tensor};
+
+/// Builds the learner's inner rule, adding its meta-parameters to `params` (after the forward weights, so
+/// that `rng` draws them in a fixed order).
+pub fn build(cfg: &LearnerConfig, spec: &NetSpec, params: &mut ParamStore, rng: &mut Rng, on: (Kind, Device)) -> Result<Box<dyn InnerRule>> {
+    Ok(match &cfg.rule {
+        RuleConfig::Oja | RuleConfig::Hebb => Box::new(local::LocalRule::build(cfg, spec, params, rng, on)?),
+        RuleConfig::Sgd { lr, step_sizes, biases } => Box::new(sgd::SgdRule::build(*lr, *step_sizes, *biases, spec, params, on)?),
+    })
+}
+
+/// A tensor of `shape` filled with `value`, of the learner's kind on its device.
+pub(crate) fn full(value: f64, shape: &[i64], on: (Kind, Device)) -> Result<Tensor> {
+    Ok(Tensor::f_full(shape, value, on)?)
+}
+
+/// A tensor of `shape` from row-major values, of the learner's kind on its device.
+pub(crate) fn from_values(values: Vec<f32>, shape: &[i64], (kind, device): (Kind, Device)) -> Result<Tensor> {
+    Ok(Tensor::f_from_slice(&values)?.f_reshape(shape)?.f_to_kind(kind)?.f_to_device(device)?)
+}
 
 /// What a rule sees for one minibatch: the forward activations computed with the fast weights `w`, `b`.
 pub struct StepInputs<'a> {

@@ -1,11 +1,13 @@
 //! OML's inner rule: one SGD step on the task loss per minibatch, on the plastic layers' weights (and
 //! biases), with a fixed step size or meta-learned per-parameter / per-layer step sizes.
 //! With `create_graph` the gradient itself is differentiated (second-order meta-gradient).
-use super::{InnerRule, StepInputs, Update};
+use super::{full, InnerRule, StepInputs, Update};
+use crate::config::StepSizes;
 use crate::loss;
-use crate::params::ParamStore;
+use crate::net::spec::NetSpec;
+use crate::params::{Group, ParamStore};
 use crate::Result;
-use tch::Tensor;
+use tch::{Device, Kind, Tensor};
 
 pub enum StepSize {
     Fixed(f64),
@@ -16,6 +18,34 @@ pub enum StepSize {
 pub struct SgdRule {
     pub step: StepSize,
     pub biases: bool,
+}
+
+impl SgdRule {
+    /// Builds OML's rule with step size `lr`: fixed, or meta-learned step sizes initialised to `lr`, per
+    /// parameter entry or per plastic layer, added to `params`.
+    pub fn build(lr: f64, step_sizes: StepSizes, biases: bool, spec: &NetSpec, params: &mut ParamStore, on: (Kind, Device)) -> Result<Self> {
+        let step = match step_sizes {
+            StepSizes::Fixed => StepSize::Fixed(lr),
+            StepSizes::PerParameter => StepSize::Learned(
+                spec.plastic()
+                    .map(|l| -> Result<(usize, usize)> {
+                        let w = params.add(format!("stepSize.{l}.weight"), full(lr, &spec.layers[l].weight_shape(), on)?, Group::Plasticity, true);
+                        let b = params.add(format!("stepSize.{l}.bias"), full(lr, &[spec.layers[l].units()], on)?, Group::Plasticity, true);
+                        Ok((w, b))
+                    })
+                    .collect::<Result<_>>()?,
+            ),
+            StepSizes::PerLayer => StepSize::Learned(
+                spec.plastic()
+                    .map(|l| -> Result<(usize, usize)> {
+                        let s = params.add(format!("stepSize.{l}"), full(lr, &[], on)?, Group::Plasticity, true);
+                        Ok((s, s))
+                    })
+                    .collect::<Result<_>>()?,
+            ),
+        };
+        Ok(SgdRule { step, biases })
+    }
 }
 
 fn scaled(g: Tensor, step: &StepSize, idx: Option<usize>, params: &ParamStore, scale: f64) -> Result<Tensor> {

@@ -13,15 +13,42 @@ use std::path::{Path, PathBuf};
 const MAGIC: &[u8; 8] = b"MPLIMG01";
 const MAX_HEADER: u64 = 256 << 20;
 
-/// Where decoded sets are cached: the default root, a given directory, or nowhere.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
+/// Where decoded sets are cached: `true` (the default root,
+/// `${METAPLASTIC_CACHE:-${XDG_CACHE_HOME:-~/.cache}/metaplastic}`), `false` (nowhere) or a directory.
+/// Checkpoints store it as "default", "off" or `{ at }`, which are read back as the same settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", try_from = "CacheOption")]
 pub enum CacheDir {
     /// `${METAPLASTIC_CACHE:-${XDG_CACHE_HOME:-~/.cache}/metaplastic}`
     #[default]
     Default,
     Off,
     At(PathBuf),
+}
+
+/// The forms a configuration may give `CacheDir` in.
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(untagged)]
+#[schemars(rename = "CacheOption")]
+pub enum CacheOption {
+    Enabled(bool),
+    Dir(String),
+    At { at: PathBuf },
+}
+
+impl TryFrom<CacheOption> for CacheDir {
+    type Error = String;
+    fn try_from(o: CacheOption) -> std::result::Result<Self, String> {
+        Ok(match o {
+            CacheOption::Enabled(true) => CacheDir::Default,
+            CacheOption::Enabled(false) => CacheDir::Off,
+            CacheOption::Dir(d) if d == "default" => CacheDir::Default,
+            CacheOption::Dir(d) if d == "off" => CacheDir::Off,
+            CacheOption::Dir(d) if d.is_empty() => return Err("expected true, false or a directory, got an empty string".into()),
+            CacheOption::Dir(d) => CacheDir::At(PathBuf::from(d)),
+            CacheOption::At { at } => CacheDir::At(at),
+        })
+    }
 }
 
 impl CacheDir {
@@ -44,7 +71,7 @@ pub fn default_root() -> PathBuf {
 }
 
 /// What happened to the cache during a load.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "status", rename_all = "camelCase")]
 pub enum CacheStatus {
     Disabled,

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// Resampling filter. `triangle` (the default) is bilinear interpolation whose support widens with the
 /// downscaling factor, i.e. antialiased like PIL's BILINEAR used by torchvision's `Resize`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum ResizeFilter {
     Nearest,

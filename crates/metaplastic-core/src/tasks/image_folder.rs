@@ -12,21 +12,39 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tch::Tensor;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ImageFolderOptions {
+    /// root/<class>/<image>.{png,jpg,jpeg}; classes in sorted folder order.
     pub root: PathBuf,
+    /// Images are resized to size×size.
+    #[serde(default = "default_size")]
     pub size: usize,
+    /// Gray (1 channel) or RGB (3).
+    #[serde(default = "rgb")]
     pub channels: Channels,
+    /// Resampling filter.
+    #[serde(default)]
     pub filter: ResizeFilter,
+    /// Where the decoded images are cached.
+    #[serde(default)]
     pub cache: CacheDir,
     /// Pixel v becomes 1 − v/255 (e.g. dark strokes on white paper as ink = 1).
+    #[serde(default)]
     pub invert: bool,
+}
+
+fn default_size() -> usize {
+    84
+}
+
+fn rgb() -> Channels {
+    Channels::Rgb
 }
 
 impl Default for ImageFolderOptions {
     fn default() -> Self {
-        Self { root: PathBuf::new(), size: 84, channels: Channels::Rgb, filter: ResizeFilter::default(), cache: CacheDir::default(), invert: false }
+        Self { root: PathBuf::new(), size: default_size(), channels: rgb(), filter: ResizeFilter::default(), cache: CacheDir::default(), invert: false }
     }
 }
 

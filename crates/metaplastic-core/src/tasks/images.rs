@@ -4,7 +4,7 @@ use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum Channels {
     #[default]
@@ -109,5 +109,54 @@ impl ImageStore {
         }
         let [ch, s, _] = self.image_shape();
         Ok(Tensor::f_from_slice(&out)?.f_reshape([items.len() as i64, ch, s, s])?)
+    }
+}
+
+/// What a loaded image dataset holds, where it was read from, and how its images were prepared.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatasetInfo {
+    pub classes: usize,
+    pub images: usize,
+    /// [channels, size, size]
+    pub image_shape: [i64; 3],
+    /// Class names in class-id order (Omniglot: `Alphabet/characterNN`; folders: the folder names).
+    pub class_names: Vec<String>,
+    /// Images per class.
+    pub class_sizes: Vec<usize>,
+    /// The zip or folder the images were read from.
+    pub source: std::path::PathBuf,
+    /// sha256 of the zip, or a fingerprint of the folder's file listing.
+    pub source_checksum: String,
+    pub cache: super::CacheStatus,
+    /// The cache file, when there is one.
+    pub cache_path: Option<std::path::PathBuf>,
+    pub size: usize,
+    pub filter: super::ResizeFilter,
+    pub invert: bool,
+    /// Omniglot only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "super::OmniglotSplit")]
+    pub split: Option<super::OmniglotSplit>,
+}
+
+impl DatasetInfo {
+    /// The store's contents; the caller fills in where they came from.
+    pub fn of(store: &ImageStore, source: std::path::PathBuf, source_checksum: String, cache: super::CacheStatus, cache_path: Option<std::path::PathBuf>) -> Self {
+        Self {
+            classes: store.num_classes(),
+            images: store.num_images(),
+            image_shape: store.image_shape(),
+            class_names: store.classes().iter().map(|c| c.name.clone()).collect(),
+            class_sizes: store.classes().iter().map(|c| c.count).collect(),
+            source,
+            source_checksum,
+            cache,
+            cache_path,
+            size: 0,
+            filter: super::ResizeFilter::default(),
+            invert: false,
+            split: None,
+        }
     }
 }

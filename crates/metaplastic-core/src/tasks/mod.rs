@@ -15,7 +15,7 @@ pub mod sine;
 pub use cache::{CacheDir, CacheStatus};
 pub use decode::ResizeFilter;
 pub use image_folder::{ImageFolderDataset, ImageFolderOptions};
-pub use images::{Channels, ImageStore};
+pub use images::{Channels, DatasetInfo, ImageStore};
 pub use omniglot::{OmniglotDataset, OmniglotOptions, OmniglotSplit};
 pub use sampling::{ContinualStream, EpisodeConfig, ImageEpisodeSampler, LabelMode, StreamConfig};
 pub use sine::{SineConfig, SineEvalRun, SineFn, SineSampler, SineTask};
@@ -24,7 +24,7 @@ use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 /// Order of an inner-loop stream: one task/class after another, or everything shuffled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum Order {
     #[default]

@@ -21,7 +21,7 @@ pub const DRAWINGS: usize = 20;
 /// Drawings 1–15 form the meta-test training stream, 16–20 are held out.
 pub const TRAIN_DRAWINGS: usize = 15;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum OmniglotSplit {
     Background,
@@ -60,7 +60,7 @@ impl std::str::FromStr for OmniglotSplit {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct OmniglotOptions {
     /// Data directory; else `$METAPLASTIC_DATA`, else `${XDG_DATA_HOME:-~/.local/share}/metaplastic`.
@@ -68,7 +68,9 @@ pub struct OmniglotOptions {
     pub dir: Option<PathBuf>,
     /// Images are resized to size×size.
     pub size: usize,
+    /// Resampling filter.
     pub filter: ResizeFilter,
+    /// Where the decoded images are cached.
     pub cache: CacheDir,
     /// Ink = 1, background = 0 (true, default) or the raw PNG polarity (false).
     pub invert: bool,
@@ -245,7 +247,7 @@ fn read_folder(root: &Path) -> Result<(Listing, Vec<PathBuf>)> {
 }
 
 /// Counts found in a zip by `verify_zip`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ZipSummary {
     pub alphabets: usize,

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use tch::{Kind, Tensor};
 
 /// How an episode's classes are labelled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum LabelMode {
     /// Distinct random labels per episode from [0, labelSpace) (a random permutation when labelSpace = ways).
@@ -22,7 +22,7 @@ pub enum LabelMode {
 }
 
 /// N-way k-shot meta-training episodes: one support image per step by default.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct EpisodeConfig {
     /// Classes per episode (N).
@@ -37,6 +37,7 @@ pub struct EpisodeConfig {
     pub query_shots: Option<usize>,
     /// OML's remember set: this many images of random other classes added to the query (labels: classId).
     pub remember: usize,
+    /// How the episode's classes are labelled.
     pub labels: LabelMode,
     /// Range of permuted labels; default `ways`.
     pub label_space: Option<usize>,
@@ -169,7 +170,7 @@ impl EpisodeSampler for ImageEpisodeSampler {
 }
 
 /// The continual-learning evaluation stream (meta-test), or its validation variant.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct StreamConfig {
     /// Number of classes C, drawn at random unless `classIds` is given.

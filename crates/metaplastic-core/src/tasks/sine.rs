@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use tch::Tensor;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct SineConfig {
     /// Functions in the fixed meta-training pool.
@@ -23,12 +23,17 @@ pub struct SineConfig {
     pub functions: usize,
     /// Width of the slot one-hot (input size is `slots + 1`); at least `functions`.
     pub slots: usize,
+    /// Minibatches (inner steps) per function.
     pub batches_per_function: usize,
+    /// Points per minibatch.
     pub batch_size: usize,
     /// Fresh query points per function.
     pub query_per_function: usize,
+    /// y = A·sin(x + φ) with A ~ U[amplitude].
     pub amplitude: [f64; 2],
+    /// φ ~ U[phase].
     pub phase: [f64; 2],
+    /// x ~ U[xRange].
     pub x_range: [f64; 2],
 }
 
@@ -90,7 +95,7 @@ impl SineConfig {
 }
 
 /// One sine function's parameters.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SineFn {
     pub amplitude: f64,
