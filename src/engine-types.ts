@@ -536,6 +536,41 @@ export interface ForgettingSummary {
    */
   perUpdate: AnalysisStat;
 }
+/**
+ * Where and how a worker joins a data-parallel group: the torchrun convention (MASTER_ADDR, MASTER_PORT,
+ * RANK, WORLD_SIZE).
+ */
+export interface GroupSettings {
+  /**
+   * Network interface for the workers' connections (as GLOO_SOCKET_IFNAME); default: from the address.
+   *
+   * Default: `null`.
+   */
+  ifname?: string | null;
+  /**
+   * Host name or address of rank 0, which hosts the rendezvous store.
+   */
+  masterAddr: string;
+  /**
+   * Port rank 0 listens on for the rendezvous.
+   */
+  masterPort: number;
+  /**
+   * This worker's rank, 0 … worldSize − 1. Rank 0 writes the run folder.
+   */
+  rank: number;
+  /**
+   * Seconds a rendezvous or a meta-step's all-reduce waits for the slowest worker before the group
+   * stops with an error naming the missing rank.
+   *
+   * Default: `300`.
+   */
+  timeoutSeconds?: number;
+  /**
+   * Number of workers in the group.
+   */
+  worldSize: number;
+}
 export interface ImageFolderOptions {
   /**
    * Where the decoded images are cached.
