@@ -6,10 +6,12 @@ export interface RuntimeInfo {
   version: string;
   /** libtorch version the engine runs on, e.g. "2.11.0+cu130". */
   torchVersion: string;
-  /** Default device: "cuda:0" when a GPU is usable, else "cpu". */
+  /** Default device: "cuda:0" when a CUDA GPU is usable, else "mps" on Apple silicon, else "cpu". */
   device: string;
   cudaAvailable: boolean;
   cudaDeviceCount: number;
+  /** libtorch's MPS backend (Apple GPUs) is usable. */
+  mpsAvailable: boolean;
   /** libtorch intra-op threads. */
   threads: number;
 }

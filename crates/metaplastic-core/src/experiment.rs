@@ -16,14 +16,14 @@ use tch::Tensor;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "camelCase", rename_all_fields = "camelCase", deny_unknown_fields)]
 pub enum TaskConfig {
-    /// Incremental sine regression (PAPER.md 5.1).
+    /// Incremental sine regression (docs/method.md §5.1).
     Sine {
         #[serde(default)]
         sine: SineConfig,
         #[serde(default)]
         order: Order,
     },
-    /// Omniglot: meta-train on the background set, evaluate on the evaluation set (PAPER.md 5.2).
+    /// Omniglot: meta-train on the background set, evaluate on the evaluation set (docs/method.md §5.2).
     Omniglot {
         #[serde(default)]
         data: OmniglotOptions,

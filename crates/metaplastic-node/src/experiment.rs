@@ -186,7 +186,7 @@ impl NativeExperiment {
         })
     }
 
-    /// Analyses the learner's updates on held-out streams (PAPER.md 7); resolves to the analysis as JSON.
+    /// Analyses the learner's updates on held-out streams (docs/method.md §7); resolves to the analysis as JSON.
     #[napi]
     pub fn analyze(&self, options_json: String) -> AsyncTask<Work<String>> {
         with_state(&self.shared, move |exp, _| {
