@@ -183,7 +183,7 @@ export function ensureLibtorch({ log = console.error, force = false } = {}) {
       // pip draws its own progress bar on a terminal.
       const r = run(venvPython, ['-m', 'pip', '--disable-pip-version-check', ...args], { stdio: ['ignore', process.stderr, process.stderr] });
       if (r.status === 0) continue;
-      throw new SetupError(`pip could not install ${args.slice(args.indexOf('--no-compile') + 1).join(' ')} (exit ${r.status}); see pip's output above.\n  Fix: check network access to PyPI, or set LIBTORCH to an existing libtorch ${TORCH_VERSION}.`, 'E_LIBTORCH_MISSING');
+      throw new SetupError(`pip could not install ${args.slice(1).filter((a) => !a.startsWith('--')).join(' ')} (exit ${r.status}); see pip's output above.\n  Fix: check network access to PyPI, or set LIBTORCH to an existing libtorch ${TORCH_VERSION}.`, 'E_LIBTORCH_MISSING');
     }
     const site = run(venvPython, ['-c', 'import sysconfig; print(sysconfig.get_paths()["purelib"])'], { quiet: true });
     const torchDir = relative(partial, join(site.stdout.trim(), 'torch'));
