@@ -160,6 +160,9 @@ export function ensureLibtorch({ log = console.error, force = false } = {}) {
     const found = findLibtorch();
     if (found) return found.dir;
   }
+  if (process.platform === 'darwin' && process.arch === 'x64') {
+    throw new SetupError(`PyPI has no torch ${TORCH_VERSION} for Intel Macs (the last one there is 2.2.2).\n  Fix: build libtorch ${TORCH_VERSION} from source and set LIBTORCH to it.`, 'E_LIBTORCH_MISSING');
+  }
   const root = cacheRoot();
   const venv = cachedVenv();
   mkdirSync(root, { recursive: true });

@@ -39,7 +39,6 @@ const PLATFORMS: Record<string, string> = {
   'linux-x64': 'linux-x64-gnu',
   'linux-arm64': 'linux-arm64-gnu',
   'darwin-arm64': 'darwin-arm64',
-  'darwin-x64': 'darwin-x64',
 };
 
 function platformName(): string {

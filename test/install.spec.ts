@@ -11,7 +11,7 @@ import { demoConfigs } from '../src/cli/demo.js';
 import { cacheRoot, findLibtorch } from '../scripts/libtorch.mjs';
 
 const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
-const PLATFORMS: Record<string, string> = { 'linux-x64': 'linux-x64-gnu', 'linux-arm64': 'linux-arm64-gnu', 'darwin-arm64': 'darwin-arm64', 'darwin-x64': 'darwin-x64' };
+const PLATFORMS: Record<string, string> = { 'linux-x64': 'linux-x64-gnu', 'linux-arm64': 'linux-arm64-gnu', 'darwin-arm64': 'darwin-arm64' };
 const platform = PLATFORMS[`${process.platform}-${process.arch}`];
 const TOOLS = ['cargo', 'rustc', 'rustup', 'cc', 'gcc', 'g++', 'c++', 'clang', 'clang++'];
 

@@ -52,7 +52,6 @@ test('each target has its platform package in npm/, an optional dependency of th
     'x86_64-unknown-linux-gnu': { os: 'linux', cpu: 'x64', libc: 'glibc' },
     'aarch64-unknown-linux-gnu': { os: 'linux', cpu: 'arm64', libc: 'glibc' },
     'aarch64-apple-darwin': { os: 'darwin', cpu: 'arm64' },
-    'x86_64-apple-darwin': { os: 'darwin', cpu: 'x64' },
   };
   t.deepEqual([...pkg.napi.targets].sort(), Object.keys(targets).sort());
   const dirs = readdirSync(join(root, 'npm')).sort();
