@@ -65,6 +65,25 @@ function pack(dir: string): string {
   return join(work, JSON.parse(r.stdout)[0].filename);
 }
 
+/**
+ * metaplastic as the release publishes it: the files `npm pack` takes from the checkout, with the platform
+ * packages as optional dependencies, which `napi prepublish` adds at release (the repository's manifest
+ * cannot list them: `npm ci` would need them in the lock before they are published).
+ */
+function rootTarball(): string {
+  const stage = join(work, 'stage', 'metaplastic');
+  const dry = spawnSync('npm', ['pack', '--dry-run', '--json'], { cwd: root, encoding: 'utf8' });
+  if (dry.status !== 0) throw new Error(`npm pack --dry-run failed:\n${dry.stderr}`);
+  for (const { path } of JSON.parse(dry.stdout)[0].files as { path: string }[]) {
+    mkdirSync(dirname(join(stage, path)), { recursive: true });
+    copyFileSync(join(root, path), join(stage, path));
+  }
+  const platforms = readdirSync(join(root, 'npm')).map((d) => JSON.parse(readFileSync(join(root, 'npm', d, 'package.json'), 'utf8')).name as string);
+  const manifest = { ...pkg, optionalDependencies: Object.fromEntries(platforms.map((name) => [name, pkg.version])) };
+  writeFileSync(join(stage, 'package.json'), JSON.stringify(manifest, null, 2) + '\n');
+  return pack(stage);
+}
+
 /** This machine's platform package, as the release assembles it: npm/<platform>/ plus the built addon. */
 function platformTarball(): string {
   const stage = join(work, 'stage', platform);
@@ -87,7 +106,7 @@ test('the packed package installs and runs in an empty project without Rust, a C
   t.true(env.METAPLASTIC_CACHE !== undefined || env.LIBTORCH !== undefined, 'setup left a libtorch to point the consumer at');
   for (const tool of TOOLS) t.false(existsSync(join(bin, tool)), `${tool} is not reachable`);
 
-  const tarballs = [pack(root), platformTarball()];
+  const tarballs = [rootTarball(), platformTarball()];
   const app = join(work, 'app');
   mkdirSync(app);
   writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'app', private: true, type: 'module' }));
