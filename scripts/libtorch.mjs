@@ -192,8 +192,11 @@ export function ensureLibtorch({ log = console.error, force = false } = {}) {
     const torchDir = relative(partial, join(site.stdout.trim(), 'torch'));
     checkLibtorch(join(partial, torchDir), 'installed torch');
     writeFileSync(join(partial, MARKER), torchDir + '\n');
-    rmSync(venv, { recursive: true, force: true });
-    renameSync(partial, venv);
+    // Another setup may have finished meanwhile: keep its install (a process may be using it).
+    if (!cachedTorchDir(venv)) {
+      rmSync(venv, { recursive: true, force: true });
+      renameSync(partial, venv);
+    }
   } finally {
     rmSync(partial, { recursive: true, force: true });
   }

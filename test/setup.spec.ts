@@ -101,6 +101,44 @@ test('an interrupted libtorch download leaves nothing half-installed, and its le
   t.false(existsSync(leftover));
 });
 
+/** A Python whose pip "installs" a small stand-in for the torch wheel. */
+function workingPython(dir: string): string {
+  const python = join(dir, 'python3');
+  writeFileSync(
+    python,
+    `#!/bin/sh
+here=$(cd "$(dirname "$0")" && pwd)
+site="$here/../lib/python3/site-packages"
+case "$1" in
+  -c) case "$2" in *sysconfig*) echo "$site" ;; *) echo 3 ;; esac ;;
+  -m) if [ "$2" = venv ]; then mkdir -p "$3/bin" && cp "$0" "$3/bin/python"; exit 0; fi
+      case "$*" in *--no-deps*)
+        mkdir -p "$site/torch/lib" "$site/torch/include"
+        echo "__version__ = '${TORCH_VERSION}+cpu'" > "$site/torch/version.py"
+        for l in ${libtorchLibraries().join(' ')}; do : > "$site/torch/lib/$l"; done ;;
+      esac ;;
+esac
+`,
+  );
+  chmodSync(python, 0o755);
+  return python;
+}
+
+test('a completed install is renamed into place in one step and found afterwards', (t) => {
+  const cache = mkdtempSync(join(tmpdir(), 'metaplastic-cache-'));
+  const python = workingPython(mkdtempSync(join(tmpdir(), 'metaplastic-python-')));
+  withEnv({ METAPLASTIC_CACHE: cache, LIBTORCH: undefined, PYTHON: python, METAPLASTIC_TORCH_CUDA: '0' }, () => {
+    const lines: string[] = [];
+    const dir = ensureLibtorch({ log: (l) => lines.push(l) });
+    t.regex(lines.join('\n'), /installing libtorch from PyPI torch==2\.11\.0/);
+    t.is(dir, join(cache, `torch-${TORCH_VERSION}`, 'lib', 'python3', 'site-packages', 'torch'));
+    t.deepEqual(readdirSync(cache), [`torch-${TORCH_VERSION}`]);
+    t.deepEqual(findLibtorch(), { dir, origin: 'cache' });
+    // Found again without running pip.
+    t.is(ensureLibtorch({ log: () => t.fail('nothing to install') }), dir);
+  });
+});
+
 test('a cache folder without the completion marker is not taken for an installed libtorch', (t) => {
   const cache = mkdtempSync(join(tmpdir(), 'metaplastic-cache-'));
   mkdirSync(join(cache, `torch-${TORCH_VERSION}`, 'lib'), { recursive: true });
