@@ -7,6 +7,7 @@ export type ErrorCode =
   | 'E_IO'
   | 'E_TORCH'
   | 'E_CANCELLED'
+  | 'E_DIST'
   | 'E_INTERNAL'
   | 'E_PANIC'
   | 'E_NATIVE_MISSING'

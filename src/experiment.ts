@@ -17,6 +17,7 @@ import type { TensorData } from './tensor.js';
 import { checkEpisodes, checkPositiveInt, checkTensor } from './validate.js';
 import { holds, lockRunDir, type RunLock } from './run-lock.js';
 import { setThreads } from './runtime.js';
+import { checkDistributed, distributedFromEnv, sameGroup, type DistributedOptions } from './distributed.js';
 import { checkAnalyzeOptions, type Analysis, type AnalyzeOptions, type Learned } from './analysis.js';
 
 export interface ParamInfo {
@@ -69,6 +70,13 @@ export interface MetaTrainOptions {
   threads?: number;
   /** The lock of `outDir` when the caller already holds it (the CLI locks before writing config.json). */
   runLock?: RunLock;
+  /**
+   * Data-parallel meta-training: this process is one worker of a group (or `'env'`: the group that
+   * torchrun-style environment variables describe). Each worker computes the meta-gradient of its share of
+   * the meta-batch (`metaBatch` ÷ worldSize episodes) and the group averages them before every update, so
+   * all workers hold the same parameters. Only rank 0 writes `outDir` (metrics and checkpoints).
+   */
+  distributed?: DistributedOptions | 'env';
 }
 
 export interface EvalOptions {
@@ -144,6 +152,7 @@ export class Experiment implements Disposable {
   #config: ExperimentConfig;
   /** The long operation in progress (meta-training spans many native calls). */
   #running: string | undefined;
+  #group: DistributedOptions | undefined;
 
   private constructor(handle: Native) {
     this.#native = wrapNativeObject(handle);
@@ -216,19 +225,43 @@ export class Experiment implements Disposable {
   /** Meta-trains up to `steps` total meta-steps. Resolves with the records of the steps taken. */
   async metaTrain(options: MetaTrainOptions): Promise<StepRecord[]> {
     if (typeof options !== 'object' || options === null) throw configError('options', 'expected { steps, ... }');
-    const { steps, signal, onProgress, outDir } = options;
+    const { steps } = options;
     const every = options.checkpointEvery ?? 0;
     checkSteps(steps);
     checkSteps(every);
     const threads = checkPositiveInt(options.threads, 'threads');
     if (threads !== undefined) setThreads(threads);
+    const group = options.distributed === 'env' ? distributedFromEnv() : options.distributed === undefined ? undefined : checkDistributed(options.distributed);
+    if (group) await this.#joinGroup(group);
+    // Only rank 0 of a group writes the run folder.
+    const outDir = group && group.rank !== 0 ? undefined : options.outDir;
     // One writer per run folder (a second process gets E_LOCKED instead of interleaving its steps).
     const lock = outDir && !holds(options.runLock, outDir) ? lockRunDir(outDir) : undefined;
     try {
-      return await this.#metaTrain(options, steps, every);
+      return await this.#metaTrain({ ...options, outDir }, steps, every);
     } finally {
       lock?.release();
     }
+  }
+
+  /** Joins the group once; a later call must name the same group. */
+  async #joinGroup(group: DistributedOptions): Promise<void> {
+    if (this.#group) {
+      if (!sameGroup(this.#group, group)) throw configError('distributed', 'this experiment already trains in another group; create or load a new experiment for it');
+      return;
+    }
+    this.#running = 'joining the group';
+    try {
+      await this.raw.joinGroup(group);
+    } finally {
+      this.#running = undefined;
+    }
+    this.#group = group;
+  }
+
+  /** The data-parallel group this experiment trains in, if any. */
+  get group(): DistributedOptions | undefined {
+    return this.#group && { ...this.#group };
   }
 
   async #metaTrain(options: MetaTrainOptions, steps: number, every: number): Promise<StepRecord[]> {
@@ -247,7 +280,14 @@ export class Experiment implements Disposable {
         let n = Math.min(chunk, steps - start);
         if (every > 0) n = Math.min(n, every - (start % every));
         const t0 = performance.now();
-        const got: StepRecord[] = JSON.parse(await native.train(n));
+        let got: StepRecord[];
+        try {
+          got = JSON.parse(await native.train(n));
+        } catch (e) {
+          // Stopping a group: a peer that stopped first leaves this rank's step unfinished (and unapplied).
+          if (signal?.aborted && e instanceof MetaplasticError && e.code === 'E_DIST') break;
+          throw e;
+        }
         const seconds = (performance.now() - t0) / 1000;
         if (got.length === 0) break;
         records.push(...got);

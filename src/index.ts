@@ -11,3 +11,4 @@ export * from './results.js';
 export * from './plots.js';
 export * from './compare.js';
 export * from './analysis.js';
+export { distributedFromEnv, type DistributedOptions } from './distributed.js';

@@ -22,4 +22,26 @@ fn main() {
     println!("cargo:rustc-env=METAPLASTIC_TORCH_VERSION={}", torch_version(Path::new(&lib)));
     println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
     println!("cargo:rerun-if-env-changed=LIBTORCH");
+    compile_c10d_binding(Path::new(&lib));
+}
+
+/// The distributed trainer's binding to c10d (TCPStore + Gloo), built against the same libtorch headers.
+fn compile_c10d_binding(lib_dir: &Path) {
+    let root = lib_dir.parent().unwrap_or(lib_dir);
+    let mut build = cc::Build::new();
+    build
+        .cpp(true)
+        .file("cpp/c10d.cpp")
+        .include("cpp/gloo-decls")
+        .include(root.join("include"))
+        .include(root.join("include/torch/csrc/api/include"))
+        .flag_if_supported("-std=c++17")
+        .flag_if_supported("-Wno-unused-parameter")
+        .define("USE_C10D_GLOO", None)
+        .warnings(false);
+    if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
+        build.define("_GLIBCXX_USE_CXX11_ABI", "1");
+    }
+    build.compile("metaplastic_c10d");
+    println!("cargo:rerun-if-changed=cpp");
 }

@@ -29,6 +29,12 @@ export const positiveInt = (value: string): number => integer(value, 1, 'a posit
 export const nonNegativeInt = (value: string): number => integer(value, 0, 'a non-negative integer');
 export const seedInt = (value: string): number => integer(value, 0, 'a non-negative integer seed');
 
+export function positiveNumber(value: string): number {
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isFinite(n) || n <= 0) throw new InvalidArgumentError(`expected a positive number, got '${value}'`);
+  return n;
+}
+
 /** "10,50,100" → [10, 50, 100]. */
 export function intList(value: string): number[] {
   const parts = value.split(',').map((s) => s.trim());

@@ -12,13 +12,15 @@ import { runtimeInfo } from '../runtime.js';
 import { plotMetaLoss } from '../plots.js';
 import { writeFileAtomic } from '../results.js';
 import { createProgress, formatDuration, type ProgressMode } from './progress.js';
-import { applySet, CliExit, collect, firstDifference, nonNegativeInt, positiveInt, readConfigFile, seedInt, usageError } from './args.js';
+import { applySet, CliExit, collect, firstDifference, nonNegativeInt, positiveInt, positiveNumber, readConfigFile, seedInt, usageError } from './args.js';
 import { CHECKPOINT_FILE, CONFIG_FILE, hasCheckpoint, readRunMetrics } from './runs.js';
 import { finalMetaLoss, initialMetaLoss, metaLossWindow } from '../results.js';
 import { lockRunDir, type RunLock } from '../run-lock.js';
 import { applyThreads } from './threads.js';
 import { EXIT } from './exit-codes.js';
 import { restoreTerminal } from './progress.js';
+import { distributedFromEnv, type DistributedOptions } from '../distributed.js';
+import { launchWorkers } from './launch.js';
 
 /** First call: `first`; any later call: `later` (Ctrl-C, then Ctrl-C again). */
 export function interruptHandler(first: () => void, later: () => void): () => void {
@@ -51,6 +53,8 @@ export interface TrainRequest {
   progress?: ProgressMode | 'auto';
   /** libtorch intra-op threads (default: all cores, with a warning when the machine is busy). */
   threads?: number;
+  /** This process is one worker of a data-parallel group; only rank 0 writes `out`. */
+  distributed?: DistributedOptions;
 }
 
 export interface TrainResult {
@@ -99,13 +103,15 @@ export function defaultRunDir(config: ExperimentConfig): string {
   return join('runs', `${config.name ?? 'experiment'}-${config.seed ?? 0}`);
 }
 
-async function openRun(req: TrainRequest): Promise<Experiment> {
+/** `write`: the process that owns the run folder (every process but the ranks ≠ 0 of a group). */
+async function openRun(req: TrainRequest, write: boolean): Promise<Experiment> {
   if (!req.resume) {
     if (!req.config) throw usageError('give --preset NAME or --config FILE.json (see `metaplastic presets`)');
     if (hasCheckpoint(req.out)) {
       throw usageError(`${req.out} already holds a checkpoint (${CHECKPOINT_FILE}); continue it with --resume, or choose another --out`);
     }
     const exp = await Experiment.create(req.config);
+    if (!write) return exp;
     await writeFileAtomic(join(req.out, CONFIG_FILE), JSON.stringify(exp.config, null, 2) + '\n').catch((e) => {
       exp.dispose();
       throw new MetaplasticError('E_IO', `cannot write ${join(req.out, CONFIG_FILE)}: ${(e as Error).message}; choose a writable folder with --out`, { cause: e });
@@ -127,6 +133,7 @@ async function openRun(req: TrainRequest): Promise<Experiment> {
 /** Meta-trains `req.config` (or resumes the run in `req.out`) up to `req.steps` total meta-steps. */
 export async function trainRun(req: TrainRequest): Promise<TrainResult> {
   const log = req.log ?? ((line: string) => process.stderr.write(line + '\n'));
+  if (req.distributed && req.distributed.rank !== 0) return followerTrainRun(req, log);
   // Locked before anything is read or written: a second writer stops here with E_LOCKED.
   const lock = lockRunDir(req.out);
   try {
@@ -138,7 +145,7 @@ export async function trainRun(req: TrainRequest): Promise<TrainResult> {
 
 async function lockedTrainRun(req: TrainRequest, log: (line: string) => void, runLock: RunLock): Promise<TrainResult> {
   applyThreads(req.threads, log);
-  const exp = await openRun(req);
+  const exp = await openRun(req, true);
   const startStep = exp.step;
   const name = exp.name;
   if (startStep >= req.steps) log(`${name}: the checkpoint in ${req.out} is already at step ${startStep} (--steps ${req.steps}); nothing to train`);
@@ -166,11 +173,12 @@ async function lockedTrainRun(req: TrainRequest, log: (line: string) => void, ru
       signal: controller.signal,
       checkpointEvery: req.checkpointEvery ?? DEFAULT_CHECKPOINT_EVERY,
       onProgress: (e) => progress.update(e.step, { 'meta-loss': e.metaLoss ?? 'nan', skipped: e.skipped, exploded: e.exploded }),
+      distributed: req.distributed,
     });
   } catch (e) {
     progress.stop();
     if (e instanceof MetaplasticError && e.code === 'E_CANCELLED') {
-      throw new CliExit(EXIT.interrupted, `${name}: stopped at step ${exp.step} of ${req.steps}; checkpoint saved in ${req.out}.\nResume with: metaplastic train --resume --out ${req.out} --steps ${req.steps}`);
+      throw new CliExit(EXIT.interrupted, `${name}: stopped at step ${exp.step} of ${req.steps}; checkpoint saved in ${req.out}.\nResume with: metaplastic train --resume --out ${req.out} --steps ${req.steps}${req.distributed ? ` (with ${req.distributed.worldSize} workers again)` : ''}`);
     }
     throw e;
   } finally {
@@ -202,6 +210,43 @@ async function lockedTrainRun(req: TrainRequest, log: (line: string) => void, ru
   return result;
 }
 
+/**
+ * A worker of rank ≠ 0: the same run, read-only (rank 0 writes config, metrics and checkpoints). Ctrl-C
+ * stops it like rank 0; a peer lost while stopping is part of stopping.
+ */
+async function followerTrainRun(req: TrainRequest, log: (line: string) => void): Promise<TrainResult> {
+  applyThreads(req.threads, log);
+  const exp = await openRun(req, false);
+  const startStep = exp.step;
+  const controller = new AbortController();
+  const onSigint = interruptHandler(() => controller.abort(), () => process.exit(EXIT.interrupted));
+  process.on('SIGINT', onSigint);
+  const t0 = performance.now();
+  try {
+    await exp.metaTrain({ steps: req.steps, signal: controller.signal, distributed: req.distributed });
+  } catch (e) {
+    if (e instanceof MetaplasticError && e.code === 'E_CANCELLED') throw new CliExit(EXIT.interrupted, '');
+    throw e;
+  } finally {
+    process.removeListener('SIGINT', onSigint);
+  }
+  const result: TrainResult = {
+    name: exp.name,
+    out: req.out,
+    steps: exp.step,
+    startStep,
+    initialMetaLoss: null,
+    finalMetaLoss: null,
+    metaLossSteps: 0,
+    skipped: exp.skipped,
+    exploded: exp.exploded,
+    seconds: (performance.now() - t0) / 1000,
+    plots: [],
+  };
+  exp.dispose();
+  return result;
+}
+
 function fmt(x: number | null): string {
   return x === null ? '-' : x.toPrecision(4);
 }
@@ -228,6 +273,8 @@ interface TrainOptions {
   checkpointEvery: number;
   threads?: number;
   json?: boolean;
+  nproc?: number;
+  distTimeout?: number;
 }
 
 export function registerTrain(program: Command): void {
@@ -244,12 +291,27 @@ export function registerTrain(program: Command): void {
     .option('--checkpoint-every <n>', 'also checkpoint every n meta-steps (0 = only at the end)', nonNegativeInt, DEFAULT_CHECKPOINT_EVERY)
     .option('--threads <n>', 'libtorch threads (default: all cores; give each of several processes a share)', positiveInt)
     .option('--json', 'print the result as JSON on stdout')
-    .action(async (opts: TrainOptions) => {
+    .option('--nproc <n>', 'data-parallel: run n worker processes on this machine, each with its share of the meta-batch and of the cores (under torchrun or srun, leave it out: the RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT variables make this process a worker)', positiveInt)
+    .option('--dist-timeout <seconds>', 'data-parallel: how long a worker waits for the others (rendezvous, each meta-step) before stopping with an error that names the missing rank (default 300)', positiveNumber)
+    .action(async (opts: TrainOptions, command: Command) => {
+      const fromEnv = distributedFromEnv();
+      if (opts.nproc !== undefined && opts.nproc > 1) {
+        if (fromEnv) throw usageError('--nproc starts its own workers; leave it out when a launcher (torchrun, srun) already set RANK and WORLD_SIZE');
+        await resolveConfig(opts); // a bad configuration is reported once, before any worker starts
+        const args = process.argv.slice(process.argv.indexOf(command.name()));
+        const env = opts.distTimeout ? { METAPLASTIC_DIST_TIMEOUT: String(opts.distTimeout) } : {};
+        Object.assign(process.env, env);
+        const code = await launchWorkers(args, opts.nproc, { threads: opts.threads });
+        if (code !== EXIT.ok) throw new CliExit(code, '');
+        return;
+      }
+      const distributed = fromEnv && (opts.distTimeout ? { ...fromEnv, timeoutSeconds: opts.distTimeout } : fromEnv);
       const config = await resolveConfig(opts);
       if (!opts.resume && !config) throw usageError('give --preset NAME or --config FILE.json (see `metaplastic presets`)');
       if (opts.resume && !opts.out) throw usageError('--resume needs --out DIR, the run directory to continue');
       const out = opts.out ?? defaultRunDir(config!);
-      const r = await trainRun({ config: config ?? undefined, out, steps: opts.steps, resume: opts.resume, checkpointEvery: opts.checkpointEvery, threads: opts.threads });
+      const r = await trainRun({ config: config ?? undefined, out, steps: opts.steps, resume: opts.resume, checkpointEvery: opts.checkpointEvery, threads: opts.threads, distributed });
+      if (distributed && distributed.rank !== 0) return; // rank 0 reports the run
       if (opts.json) {
         const json = { name: r.name, out: r.out, steps: r.steps, startStep: r.startStep, finalMetaLoss: r.finalMetaLoss, initialMetaLoss: r.initialMetaLoss, metaLossSteps: r.metaLossSteps, skipped: r.skipped, exploded: r.exploded, seconds: r.seconds, plots: r.plots, threads: runtimeInfo().threads };
         process.stdout.write(JSON.stringify(json) + '\n');

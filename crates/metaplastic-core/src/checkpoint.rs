@@ -31,10 +31,17 @@ pub struct Manifest {
     #[serde(default)]
     pub recent_losses: Vec<f64>,
     pub adam_steps: i64,
+    /// Processes that meta-trained the run (data-parallel); a resume must use as many.
+    #[serde(default = "one_process")]
+    pub world_size: u32,
     pub task_rng: Rng,
     pub learner_rng: Rng,
     pub tensors_file: String,
     pub tensors_sha256: String,
+}
+
+fn one_process() -> u32 {
+    1
 }
 
 fn bad(dir: &Path, msg: impl std::fmt::Display) -> Error {
@@ -72,6 +79,7 @@ pub fn save(exp: &Experiment, dir: &Path) -> Result<()> {
         exploded: exp.exploded,
         recent_losses: exp.recent_losses.iter().copied().collect(),
         adam_steps: exp.adam.steps,
+        world_size: exp.world_size,
         task_rng: exp.rng.clone(),
         learner_rng: exp.learner.rng.clone(),
         tensors_sha256: sha256_file(&path)?,
@@ -150,6 +158,7 @@ pub fn load(dir: &Path) -> Result<Experiment> {
     exp.exploded = manifest.exploded;
     exp.recent_losses = manifest.recent_losses.into_iter().collect();
     exp.adam.steps = manifest.adam_steps;
+    exp.world_size = manifest.world_size;
     exp.rng = manifest.task_rng;
     exp.learner.rng = manifest.learner_rng;
     Ok(exp)

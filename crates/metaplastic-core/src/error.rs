@@ -18,6 +18,9 @@ pub enum Error {
     Torch(#[from] tch::TchError),
     #[error("busy: {0}")]
     Busy(String),
+    /// A process group failed: a peer exited, hung or was unreachable, or rendezvous failed.
+    #[error("distributed training error: {0}")]
+    Distributed(String),
     #[error("operation cancelled")]
     Cancelled,
     #[error("internal error: {0}")]
@@ -35,6 +38,7 @@ impl Error {
             Error::Io { .. } => "E_IO",
             Error::Torch(_) => "E_TORCH",
             Error::Busy(_) => "E_BUSY",
+            Error::Distributed(_) => "E_DIST",
             Error::Cancelled => "E_CANCELLED",
             Error::Internal(_) => "E_INTERNAL",
         }

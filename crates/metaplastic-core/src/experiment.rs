@@ -2,6 +2,7 @@
 //! meta-batch at a time. All randomness comes from seeded streams, so a run is reproducible and a
 //! checkpoint (checkpoint.rs) resumes it exactly.
 use crate::config::{LearnerConfig, EXPLODE_MIN, EXPLODE_WINDOW};
+use crate::distributed::{GroupSettings, ProcessGroup};
 use crate::episode::{Episode, EpisodeSampler};
 use crate::learner::{EpisodeBatch, Learner};
 use crate::meta::{Adam, MetaStepReport};
@@ -171,6 +172,10 @@ pub struct Experiment {
     pub consecutive_skips: u32,
     /// Meta-losses of the last applied steps (at most `EXPLODE_WINDOW`), for the exploded-lifetime check.
     pub recent_losses: std::collections::VecDeque<f64>,
+    /// Processes that meta-trained this state (1, or the size of the data-parallel group).
+    pub world_size: u32,
+    /// The data-parallel group this experiment trains in, once joined (`join`).
+    pub group: Option<ProcessGroup>,
 }
 
 /// Stacks episodes into one batch on the learner's device.
@@ -201,13 +206,109 @@ impl Experiment {
         let task = LoadedTask::load(&cfg.task, cfg.seed)?;
         task.check_learner(&cfg.learner)?;
         let rng = crate::rng::stream(cfg.seed, "meta-train");
-        Ok(Self { cfg, learner, adam: Adam::default(), task, rng, step: 0, skipped: 0, exploded: 0, consecutive_skips: 0, recent_losses: Default::default() })
+        Ok(Self {
+            cfg,
+            learner,
+            adam: Adam::default(),
+            task,
+            rng,
+            step: 0,
+            skipped: 0,
+            exploded: 0,
+            consecutive_skips: 0,
+            recent_losses: Default::default(),
+            world_size: 1,
+            group: None,
+        })
     }
 
-    /// One meta-step on a fresh meta-batch of episodes from the task.
+    /// One meta-step on a fresh meta-batch of episodes from the task. In a data-parallel group every rank
+    /// draws the whole meta-batch from the shared stream and trains on its own contiguous share, so the
+    /// ranks' episodes together are exactly those of a single process with the same seed.
     pub fn train_step(&mut self) -> Result<StepRecord> {
-        let episodes = (0..self.cfg.meta_batch).map(|_| self.task.sample(&mut self.rng)).collect::<Result<Vec<_>>>()?;
-        self.step_on(&episodes)
+        let mut episodes = (0..self.cfg.meta_batch).map(|_| self.task.sample(&mut self.rng)).collect::<Result<Vec<_>>>()?;
+        let Some(group) = &self.group else {
+            if self.world_size != 1 {
+                return Err(self.world_size_mismatch(1));
+            }
+            return self.step_on(&episodes);
+        };
+        let share = episodes.len() / group.world() as usize;
+        let first = share * group.rank() as usize;
+        episodes.truncate(first + share);
+        episodes.drain(..first);
+        self.learner.episode_share = Some((first as i64, self.cfg.meta_batch as i64));
+        let record = self.step_on(&episodes);
+        self.learner.episode_share = None;
+        record
+    }
+
+    fn world_size_mismatch(&self, now: u32) -> Error {
+        Error::config(
+            "worldSize",
+            format!(
+                "this run was meta-trained by {} process(es) up to meta-step {} but now runs with {now}; resume it with the same number of processes (--nproc {}), so that it continues exactly as it started",
+                self.world_size, self.step, self.world_size
+            ),
+        )
+    }
+
+    /// Joins a data-parallel group (rendezvous with every rank) and checks that all ranks start from the
+    /// same state: configuration, meta-step, parameters, optimizer moments and task streams.
+    pub fn join(&mut self, settings: &GroupSettings) -> Result<()> {
+        settings.validate()?;
+        let world = settings.world_size;
+        if self.cfg.meta_batch % world as usize != 0 {
+            return Err(Error::config("metaBatch", format!("{} episodes cannot be split evenly over {world} processes; use a multiple of {world}", self.cfg.meta_batch)));
+        }
+        if self.step > 0 && self.world_size != world {
+            return Err(self.world_size_mismatch(world));
+        }
+        self.group = None;
+        let group = ProcessGroup::join(settings)?;
+        let values = self.fingerprint()?;
+        let mine = Tensor::f_from_slice(&values)?;
+        let mut reference = Tensor::f_from_slice(&values)?;
+        group.broadcast(&mut reference, 0)?;
+        let differs = mine.f_ne_tensor(&reference)?.f_any()?.f_double_value(&[])? != 0.0;
+        let mut flags = Tensor::f_zeros([world as i64], (tch::Kind::Double, tch::Device::Cpu))?;
+        if differs {
+            let _ = flags.f_narrow(0, settings.rank as i64, 1)?.f_fill_(1.0)?;
+        }
+        group.all_reduce_sum(&mut flags, self.step)?;
+        let flags: Vec<f64> = Vec::<f64>::try_from(&flags)?;
+        let bad: Vec<String> = flags.iter().enumerate().filter(|(_, &f)| f != 0.0).map(|(r, _)| r.to_string()).collect();
+        if !bad.is_empty() {
+            return Err(Error::Distributed(format!(
+                "rank(s) {} start from another state than rank 0 (configuration, meta-step, parameters, optimizer or task streams differ); every rank must start from the same configuration and seed, or resume the same checkpoint (a --out folder that every rank reads)",
+                bad.join(", ")
+            )));
+        }
+        self.world_size = world;
+        self.group = Some(group);
+        Ok(())
+    }
+
+    /// A summary of the state that every rank of a group must share, as a float64 vector.
+    fn fingerprint(&self) -> Result<Vec<f64>> {
+        use sha2::{Digest, Sha256};
+        let text = serde_json::to_string(&(&self.cfg, &self.rng, &self.learner.rng)).map_err(|e| Error::Internal(e.to_string()))?;
+        let digest = Sha256::digest(text.as_bytes());
+        // 48 bits of the digest are exact in a float64.
+        let hash = u64::from_le_bytes([digest[0], digest[1], digest[2], digest[3], digest[4], digest[5], 0, 0]) as f64;
+        let mut values = vec![hash, self.step as f64, self.skipped as f64, self.exploded as f64, self.adam.steps as f64];
+        tch::no_grad(|| -> Result<()> {
+            for (i, p) in self.learner.params.iter().enumerate() {
+                let moments = [Some(&p.tensor), self.adam.m.get(i).and_then(|m| m.as_ref()), self.adam.v.get(i).and_then(|v| v.as_ref())];
+                for t in moments.into_iter().flatten() {
+                    let t = t.f_to_kind(tch::Kind::Double)?;
+                    values.push(t.f_sum(None::<tch::Kind>)?.f_double_value(&[])?);
+                    values.push(t.f_abs()?.f_sum(None::<tch::Kind>)?.f_double_value(&[])?);
+                }
+            }
+            Ok(())
+        })?;
+        Ok(values)
     }
 
     /// One meta-step on the given episodes (from the task or from elsewhere).
@@ -223,7 +324,8 @@ impl Experiment {
             }
         }
         let explode_above = self.explode_threshold();
-        let report = self.adam.step_guarded(&mut self.learner, &batch, explode_above)?;
+        let group = self.group.as_ref().map(|g| (g, self.step + 1));
+        let report = self.adam.step_guarded(&mut self.learner, &batch, explode_above, group)?;
         self.step += 1;
         if report.skipped || report.exploded {
             if report.exploded {
@@ -278,6 +380,11 @@ impl Experiment {
                 Err(Error::Cancelled) => {
                     (self.rng, self.learner.rng) = streams;
                     break;
+                }
+                // The group lost a rank: this step changed nothing, so the state may still be saved.
+                Err(e @ Error::Distributed(_)) => {
+                    (self.rng, self.learner.rng) = streams;
+                    return Err(e);
                 }
                 Err(e) => return Err(e),
             }

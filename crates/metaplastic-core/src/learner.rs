@@ -27,6 +27,9 @@ pub struct Learner {
     pub rng: Rng,
     /// Cancellation flag checked by the inner loop before each step (see `InnerLoop::cancel`).
     pub cancel: Option<Arc<AtomicBool>>,
+    /// In data-parallel training: this rank's episodes are `first .. first + E` of a meta-batch of
+    /// `total`, so per-episode draws are those a single process would make for the same episodes.
+    pub episode_share: Option<(i64, i64)>,
 }
 
 /// A batch of E episodes on the learner's device. Shapes as in episode.rs with a leading E.
@@ -167,7 +170,7 @@ impl Learner {
             }
         };
         let rng = crate::rng::stream(cfg.seed, "episodes");
-        Ok(Self { cfg, spec, params, device, kind, weights, biases, rule, rng, cancel: None })
+        Ok(Self { cfg, spec, params, device, kind, weights, biases, rule, rng, cancel: None, episode_share: None })
     }
 
     /// Whether the inner rule is gradient descent (its meta-test step size is then chosen on validation).
@@ -243,10 +246,12 @@ impl Learner {
             let meta_b = self.params.at(self.biases[l]);
             let ws = meta_w.size();
             let mut wl = if self.cfg.plastic_init == PlasticInit::Reinit {
-                let n = (episodes * ws[0] * ws[1]) as usize;
+                let per = (ws[0] * ws[1]) as usize;
+                let (first, total) = self.episode_share.unwrap_or((0, episodes));
                 let std = (2.0 / ws[1] as f64).sqrt();
-                let v = normal_vec(&mut self.rng, n, std);
-                Tensor::f_from_slice(&v)?.f_reshape([episodes, ws[0], ws[1]])?.f_to_kind(self.kind)?.f_to_device(self.device)?
+                let all = normal_vec(&mut self.rng, total as usize * per, std);
+                let v = &all[first as usize * per..(first + episodes) as usize * per];
+                Tensor::f_from_slice(v)?.f_reshape([episodes, ws[0], ws[1]])?.f_to_kind(self.kind)?.f_to_device(self.device)?
             } else {
                 meta_w.f_unsqueeze(0)?.f_expand([episodes, ws[0], ws[1]], false)?
             };

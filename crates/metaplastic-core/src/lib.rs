@@ -4,6 +4,7 @@ pub mod adjoint;
 pub mod analysis;
 pub mod checkpoint;
 pub mod config;
+pub mod distributed;
 pub mod episode;
 pub mod error;
 pub mod eval;

@@ -1,6 +1,7 @@
 //! The outer loop: meta-gradient of the query loss after the whole inner trajectory, Adam with one
 //! learning rate per parameter group (0 freezes a group), optional clipping, and the non-finite policy.
 use crate::config::{Backward, NonFinitePolicy};
+use crate::distributed::ProcessGroup;
 use crate::inner::step_mode;
 use crate::learner::{EpisodeBatch, Learner};
 use crate::params::Group;
@@ -84,13 +85,18 @@ fn group_lr(learner: &Learner, group: Group) -> f64 {
 impl Adam {
     /// One meta-training step on a batch of episodes.
     pub fn step(&mut self, learner: &mut Learner, batch: &EpisodeBatch) -> Result<MetaStepReport> {
-        self.step_guarded(learner, batch, None)
+        self.step_guarded(learner, batch, None, None)
     }
 
     /// One meta-training step; a finite meta-loss above `explode_above` is an exploded lifetime: nothing is
-    /// applied and the report says `exploded`.
-    pub fn step_guarded(&mut self, learner: &mut Learner, batch: &EpisodeBatch, explode_above: Option<f64>) -> Result<MetaStepReport> {
-        let (meta_loss, mut grads) = meta_gradient(learner, batch)?;
+    /// applied and the report says `exploded`. With a process group, the meta-loss and meta-gradient are
+    /// the means over all ranks (each holding its share of the meta-batch) before any decision is made,
+    /// so every rank skips, clips and updates alike; `step` names the collective.
+    pub fn step_guarded(&mut self, learner: &mut Learner, batch: &EpisodeBatch, explode_above: Option<f64>, group: Option<(&ProcessGroup, u64)>) -> Result<MetaStepReport> {
+        let (mut meta_loss, mut grads) = meta_gradient(learner, batch)?;
+        if let Some((group, step)) = group {
+            group.mean(&mut meta_loss, &mut grads, step)?;
+        }
         let norm_sq = tch::no_grad(|| -> Result<f64> {
             let mut total = Tensor::f_zeros([], (Kind::Double, learner.device))?;
             for (_, g) in &grads {

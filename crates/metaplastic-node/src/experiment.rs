@@ -4,6 +4,7 @@
 use crate::errors::guard;
 use crate::runtime::{host_from_js, host_to_js, JsTensor};
 use crate::work::{off_thread, Work};
+use metaplastic_core::distributed::{GroupSettings, DEFAULT_TIMEOUT_SECONDS};
 use metaplastic_core::episode::Episode;
 use metaplastic_core::analysis::{analyze, learned, AnalysisOptions};
 use metaplastic_core::eval::{evaluate, EvalOptions};
@@ -166,6 +167,23 @@ impl NativeExperiment {
         with_state(&self.shared, move |exp, stop| json(&exp.train(steps as u64, stop)?))
     }
 
+    /// Joins a data-parallel process group (c10d/Gloo): waits for every rank, checks that all start from
+    /// the same state; later `train` calls average each meta-gradient over the group.
+    #[napi]
+    pub fn join_group(&self, settings: JsGroupSettings) -> AsyncTask<Work<()>> {
+        with_state(&self.shared, move |exp, _| {
+            // Engine work of a process runs on one thread (work.rs): two ranks in one process would wait
+            // for each other forever, so a process is one worker.
+            static JOINED: AtomicBool = AtomicBool::new(false);
+            if exp.group.is_none() && JOINED.load(Ordering::Acquire) {
+                return Err(Error::config("distributed", "this process already trains as a worker of a group; run each rank in its own process"));
+            }
+            exp.join(&settings.into_core()?)?;
+            JOINED.store(true, Ordering::Release);
+            Ok(())
+        })
+    }
+
     /// Asks a running `train` to stop before its next inner step (the interrupted meta-step is dropped).
     #[napi]
     pub fn request_stop(&self) {
@@ -263,6 +281,31 @@ impl NativeExperiment {
             h.check_finite(&name)?;
             let t = h.to_tensor(exp.learner.device)?.f_to_kind(exp.learner.kind)?;
             exp.learner.params.write(&name, &t)
+        })
+    }
+}
+
+/// Rendezvous settings of a data-parallel group (the torchrun convention).
+#[napi(object)]
+pub struct JsGroupSettings {
+    pub master_addr: String,
+    pub master_port: u32,
+    pub rank: u32,
+    pub world_size: u32,
+    pub timeout_seconds: Option<f64>,
+    pub ifname: Option<String>,
+}
+
+impl JsGroupSettings {
+    fn into_core(self) -> Result<GroupSettings> {
+        let master_port = u16::try_from(self.master_port).ok().filter(|&p| p > 0).ok_or_else(|| Error::config("masterPort", format!("{} is not a port number (1 … 65535)", self.master_port)))?;
+        Ok(GroupSettings {
+            master_addr: self.master_addr,
+            master_port,
+            rank: self.rank,
+            world_size: self.world_size,
+            timeout_seconds: self.timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECONDS),
+            ifname: self.ifname,
         })
     }
 }

@@ -1,0 +1,101 @@
+/**
+ * `metaplastic train --nproc N`: starts N workers of the same command on this machine, with the
+ * torchrun-style variables (RANK, WORLD_SIZE, MASTER_ADDR=127.0.0.1, a free MASTER_PORT) and a share of
+ * the cores each. Rank 0 owns the terminal; the others' messages are prefixed with their rank. When a
+ * worker fails, the others stop by themselves (the group names the lost rank); any still running after a
+ * grace period are terminated, and the launcher exits with the failed worker's code.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer } from 'node:net';
+import { availableParallelism } from 'node:os';
+import { createInterface } from 'node:readline';
+import { EXIT } from './exit-codes.js';
+
+/** A port that was free a moment ago on the loopback interface (rank 0 listens on it). */
+export function freeLoopbackPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** The command line without `--nproc N` / `--nproc=N`. */
+export function withoutNproc(args: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    if (args[i] === '--nproc') i++;
+    else if (!args[i].startsWith('--nproc=')) out.push(args[i]);
+  }
+  return out;
+}
+
+export interface LaunchOptions {
+  /** libtorch threads per worker (default: the cores divided among the workers). */
+  threads?: number;
+  /** Seconds the survivors get to stop by themselves after a worker fails. */
+  graceSeconds?: number;
+}
+
+function describeExit(code: number | null, signal: NodeJS.Signals | null): string {
+  return signal ? `was killed by ${signal}` : `exited with code ${code}`;
+}
+
+/** Runs `args` (a `train` command line) as `nproc` workers; resolves to the launcher's exit code. */
+export async function launchWorkers(args: string[], nproc: number, options: LaunchOptions = {}): Promise<number> {
+  const port = await freeLoopbackPort();
+  const threads = options.threads ?? Math.max(1, Math.floor(availableParallelism() / nproc));
+  const workerArgs = [...withoutNproc(args).filter((a, i, all) => a !== '--threads' && all[i - 1] !== '--threads' && !a.startsWith('--threads=')), '--threads', String(threads)];
+  const script = process.argv[1];
+  const workers: ChildProcess[] = [];
+  let failure: { rank: number; code: number; text: string } | undefined;
+  let interrupted = false;
+  let killTimer: NodeJS.Timeout | undefined;
+
+  const exited = Array.from({ length: nproc }, (_, rank) => {
+    const env = { ...process.env, RANK: String(rank), LOCAL_RANK: String(rank), WORLD_SIZE: String(nproc), LOCAL_WORLD_SIZE: String(nproc), MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port) };
+    // Own process group: a terminal's Ctrl-C reaches the launcher only, which forwards it exactly once.
+    const child = spawn(process.execPath, [...process.execArgv, script, ...workerArgs], { env, detached: true, stdio: ['ignore', rank === 0 ? 'inherit' : 'ignore', rank === 0 ? 'inherit' : 'pipe'] });
+    workers.push(child);
+    if (child.stderr) createInterface({ input: child.stderr }).on('line', (line) => process.stderr.write(`[rank ${rank}] ${line}\n`));
+    return new Promise<void>((resolve) => {
+      child.on('exit', (code, signal) => {
+        const failed = signal !== null || (code !== 0 && code !== EXIT.interrupted);
+        if (failed && !failure && !interrupted) {
+          failure = { rank, code: code ?? EXIT.failure, text: describeExit(code, signal) };
+          // The others notice the lost rank by themselves; terminate any that do not.
+          killTimer = setTimeout(() => workers.forEach((w) => w.exitCode === null && w.kill('SIGTERM')), (options.graceSeconds ?? 30) * 1000);
+        }
+        resolve();
+      });
+      child.on('error', (e) => {
+        failure ??= { rank, code: EXIT.failure, text: `could not start: ${e.message}` };
+        resolve();
+      });
+    });
+  });
+
+  const forward = () => {
+    interrupted = true;
+    for (const w of workers) if (w.exitCode === null) w.kill('SIGINT');
+  };
+  process.on('SIGINT', forward);
+  process.on('SIGTERM', forward);
+  try {
+    await Promise.all(exited);
+  } finally {
+    process.removeListener('SIGINT', forward);
+    process.removeListener('SIGTERM', forward);
+    if (killTimer) clearTimeout(killTimer);
+  }
+  if (interrupted) return EXIT.interrupted;
+  if (failure) {
+    process.stderr.write(`metaplastic: worker rank ${failure.rank} ${failure.text}; the run folder keeps the last checkpoint\n`);
+    return failure.code === 0 ? EXIT.failure : failure.code;
+  }
+  return EXIT.ok;
+}
