@@ -14,6 +14,11 @@ export declare class NativeExperiment {
   progress(): Array<number>
   /** Up to `steps` meta-steps off the JS thread; resolves to the JSON list of step records. */
   train(steps: number): Promise<unknown>
+  /**
+   * Joins a data-parallel process group (c10d/Gloo): waits for every rank, checks that all start from
+   * the same state; later `train` calls average each meta-gradient over the group.
+   */
+  joinGroup(settings: JsGroupSettings): Promise<unknown>
   /** Asks a running `train` to stop before its next inner step (the interrupted meta-step is dropped). */
   requestStop(): void
   save(dir: string): Promise<unknown>
@@ -103,6 +108,16 @@ export interface JsEpisodeResult {
   queryLoss: Array<number>
   queryAccuracy?: Array<number>
   predictions: JsTensor
+}
+
+/** Rendezvous settings of a data-parallel group (the torchrun convention). */
+export interface JsGroupSettings {
+  masterAddr: string
+  masterPort: number
+  rank: number
+  worldSize: number
+  timeoutSeconds?: number
+  ifname?: string
 }
 
 export interface JsNamedTensor {
