@@ -59,7 +59,7 @@ export function findTorchPython(root, explicit, log = console.error) {
   let r = tryImport(python, env);
   if (!r.ok && /No module named/.test(r.error)) {
     log(`bench: installing torch's pure-Python dependencies into ${venv} (once)`);
-    const pip = spawnSync(join(venv, 'bin', 'pip'), ['install', '-q', ...PURE_DEPS], { encoding: 'utf8' });
+    const pip = spawnSync(python, ['-m', 'pip', 'install', '-q', ...PURE_DEPS], { encoding: 'utf8' });
     if (pip.status !== 0) return { error: `pip could not install ${PURE_DEPS.join(' ')}:\n${(pip.stderr ?? '').slice(-500)}` };
     r = tryImport(python, env);
   }

@@ -27,7 +27,7 @@ const root = join(here, '..');
 // ---------------------------------------------------------------------------------------------------
 // Scenarios
 
-/** The paper's sine network: 11 → 300 ×5 → 900 → 300 ×2 → 1 (PAPER.md 5.1). */
+/** The paper's sine network: 11 → 300 ×5 → 900 → 300 ×2 → 1 (docs/method.md §5.1). */
 const SINE_UNITS = [300, 300, 300, 300, 300, 900, 300, 300, 1];
 const SINE_INPUT = 11;
 

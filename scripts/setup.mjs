@@ -2,13 +2,13 @@
 // Every step is skipped when its result is already there and up to date.
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ensureLibtorch, SetupError } from './libtorch.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-export const ADDON = join(root, 'native', 'metaplastic.node');
+const NAPI = join(root, 'node_modules', '@napi-rs', 'cli', 'dist', 'cli.js');
 
 function step(cmd, args, env = process.env, what = `${cmd} ${args.join(' ')}`) {
   const r = spawnSync(cmd, args, { cwd: root, stdio: 'inherit', env });
@@ -18,6 +18,11 @@ function step(cmd, args, env = process.env, what = `${cmd} ${args.join(' ')}`) {
 
 export function cargoEnv(libtorch) {
   return { ...process.env, LIBTORCH: libtorch, LIBTORCH_BYPASS_VERSION_CHECK: '1' };
+}
+
+/** `napi build` for this machine's platform; the release workflow adds `--target`. */
+export function napiBuildArgs() {
+  return ['build', '--platform', '--release', '--package', 'metaplastic-node', '--manifest-path', 'crates/metaplastic-node/Cargo.toml', '--output-dir', 'native', '--no-js', '--dts', '../binding.d.ts'];
 }
 
 export function setup() {
@@ -31,14 +36,9 @@ export function setup() {
   }
   const libtorch = ensureLibtorch();
   const env = cargoEnv(libtorch);
-  // Cargo is incremental: a no-op when nothing changed.
-  step('cargo', ['build', '--release', '-p', 'metaplastic-node'], env);
-  const ext = process.platform === 'darwin' ? 'dylib' : 'so';
-  const built = join(root, 'target', 'release', `libmetaplastic_node.${ext}`);
-  mkdirSync(dirname(ADDON), { recursive: true });
-  // Copy then rename, so a concurrently loading process never sees a half-written addon.
-  copyFileSync(built, ADDON + '.tmp');
-  renameSync(ADDON + '.tmp', ADDON);
+  // The addon, as the release builds it: native/metaplastic.<platform>.node, and binding.d.ts regenerated
+  // from the #[napi] items. Cargo is incremental: a no-op when nothing changed.
+  step(process.execPath, [NAPI, ...napiBuildArgs()], env, 'napi build');
   // A clean dist/: nothing left from older builds (source maps of sources the package does not ship).
   rmSync(join(root, 'dist'), { recursive: true, force: true });
   step(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json'], env, 'TypeScript build');

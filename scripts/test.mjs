@@ -1,6 +1,6 @@
 // `npm test`: setup, then the engine's cargo tests, then the ava suite. Fails if either fails.
 // Ends with one summary line, "N passed, N failed", counted from both runners' own reports.
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setup } from './setup.mjs';
@@ -36,9 +36,12 @@ try {
   throw e;
 }
 const testEnv = { ...env, OMP_NUM_THREADS: '1' };
-// Release profile: shares the compiled libtorch bindings with the addon build. --show-output lets the
-// tests that need data they cannot find say that they skipped.
-const cargo = await run('cargo', ['test', '--release', '-p', 'metaplastic-core', '--', '--show-output'], testEnv);
+// Release profile and the host's target triple, as `napi build` passes it: shares the compiled libtorch
+// bindings with the addon build. --show-output lets the tests that need data they cannot find say that
+// they skipped.
+const host = spawnSync('rustc', ['-vV'], { encoding: 'utf8' }).stdout?.match(/^host: (\S+)$/m)?.[1];
+const targetArgs = host ? ['--target', host] : [];
+const cargo = await run('cargo', ['test', '--release', ...targetArgs, '-p', 'metaplastic-core', '--', '--show-output'], testEnv);
 const counts = countCargo(cargo.text);
 let code = cargo.code;
 if (code === 0 && !cargoOnly) {

@@ -1,5 +1,5 @@
 /**
- * Why it works (PAPER.md 7): the analysis of a trained learner's updates on held-out continual streams,
+ * Why it works (docs/method.md §7): the analysis of a trained learner's updates on held-out continual streams,
  * as returned by `Experiment.analyze`, its figures, and the side-by-side analysis of checkpoints that
  * `metaplastic analyze` writes. The measurements themselves run in the engine (crates/metaplastic-core/src/analysis).
  */

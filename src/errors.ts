@@ -11,6 +11,10 @@ export type ErrorCode =
   | 'E_INTERNAL'
   | 'E_PANIC'
   | 'E_NATIVE_MISSING'
+  | 'E_LIBTORCH_MISSING'
+  | 'E_LIBTORCH_INVALID'
+  | 'E_LIBTORCH_VERSION'
+  | 'E_LIBTORCH_PARTIAL'
   | 'E_USAGE'
   | 'E_BUSY'
   | 'E_LOCKED';

@@ -281,7 +281,7 @@ export class Experiment implements Disposable {
     await this.handle.save(dir);
   }
 
-  /** Runs the task's evaluation protocol (PAPER.md 5); the result is a pure function of the weights, seed and options. */
+  /** Runs the task's evaluation protocol (docs/method.md §5); the result is a pure function of the weights, seed and options. */
   async evaluate(options: EvalOptions = {}): Promise<EvalFile> {
     const { threads, ...rest } = checkOptions(options);
     if (threads !== undefined) setThreads(checkPositiveInt(threads, 'options.threads')!);
@@ -292,7 +292,7 @@ export class Experiment implements Disposable {
   }
 
   /**
-   * Analyses the learner's updates on held-out streams of its task (PAPER.md 7): alignment with the true
+   * Analyses the learner's updates on held-out streams of its task (docs/method.md §7): alignment with the true
    * gradient, overlap between tasks, forgetting per update, rows changed and effective rank. The learner
    * steps exactly as in evaluation; nothing about it changes.
    */

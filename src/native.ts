@@ -4,6 +4,7 @@
  */
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
+import { constants } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { fromNative, MetaplasticError } from './errors.js';
@@ -27,6 +28,7 @@ import type {
   StreamConfig,
   ZipSummary,
 } from './engine-types.js';
+import { ensureLibtorch, findLibtorch, libtorchLibraries, SetupError, TORCH_VERSION } from '../scripts/libtorch.mjs';
 
 export interface NativeTensor {
   data: Float32Array;
@@ -129,10 +131,95 @@ export interface NativeBinding {
   omniglotPaths(dir: string | null): { dataRoot: string; downloadDir: string; cacheRoot: string };
 }
 
+/** The napi-rs platform names of the prebuilt addons (npm/<name>/, package metaplastic-<name>). */
+const PLATFORMS: Record<string, string> = {
+  'linux-x64': 'linux-x64-gnu',
+  'linux-arm64': 'linux-arm64-gnu',
+  'darwin-arm64': 'darwin-arm64',
+};
+
+function platformName(): string {
+  const name = PLATFORMS[`${process.platform}-${process.arch}`];
+  const musl = process.platform === 'linux' && !(process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header?.glibcVersionRuntime;
+  if (!name || musl) {
+    throw new MetaplasticError('E_NATIVE_MISSING', `no prebuilt metaplastic addon for ${process.platform}-${process.arch}${musl ? ' (musl)' : ''}; supported: ${Object.values(PLATFORMS).join(', ')}. Build one from a clone of the repository with \`npm run setup\``);
+  }
+  return name;
+}
+
+/**
+ * The addon to load: METAPLASTIC_ADDON, else one built in this checkout (`npm run setup` puts it in
+ * native/), else the platform package installed with metaplastic as an optional dependency.
+ */
 function addonPath(): string {
   if (process.env.METAPLASTIC_ADDON) return process.env.METAPLASTIC_ADDON;
+  const name = platformName();
   // src/native.ts and dist/native.js both sit one level below the package root.
-  return join(dirname(fileURLToPath(import.meta.url)), '..', 'native', 'metaplastic.node');
+  const local = join(dirname(fileURLToPath(import.meta.url)), '..', 'native', `metaplastic.${name}.node`);
+  if (existsSync(local)) return local;
+  try {
+    return createRequire(import.meta.url).resolve(`metaplastic-${name}`);
+  } catch {
+    throw new MetaplasticError(
+      'E_NATIVE_MISSING',
+      `the native addon for ${name} is missing: neither ${local} nor the package metaplastic-${name} exists.\n` +
+        `  Fix: reinstall metaplastic without --omit=optional / --no-optional (npm installs metaplastic-${name} with it), or in a clone of the repository run \`npm run setup\``,
+    );
+  }
+}
+
+function libtorchError(e: unknown): unknown {
+  if (!(e instanceof SetupError)) return e;
+  return new MetaplasticError(e.code === 'E_SETUP' ? 'E_LIBTORCH_MISSING' : e.code, e.message, { cause: e });
+}
+
+/** The libtorch to run on (LIBTORCH or the cache); fetched into the cache on first use. */
+function libtorchDir(): string {
+  try {
+    const found = findLibtorch();
+    if (found) return found.dir;
+    process.stderr.write(
+      `metaplastic: libtorch ${TORCH_VERSION} is not installed yet, so it is being fetched now (first use, once).\n` +
+        `  To do this ahead of time run \`npx metaplastic setup\`; to use a libtorch you have, set LIBTORCH to it.\n`,
+    );
+    return ensureLibtorch({ log: (line) => process.stderr.write(line + '\n') });
+  } catch (e) {
+    throw libtorchError(e);
+  }
+}
+
+/**
+ * Opens libtorch's libraries with global symbol visibility so that the addon, which carries no path to
+ * libtorch, finds them by name when it loads. process.dlopen reports that a plain library "did not
+ * self-register" (it is no addon) but leaves it loaded.
+ */
+function openLibtorch(dir: string): void {
+  const flags = constants.dlopen.RTLD_NOW | constants.dlopen.RTLD_GLOBAL;
+  for (const name of libtorchLibraries()) {
+    const path = join(dir, 'lib', name);
+    try {
+      process.dlopen({ exports: {} }, path, flags);
+    } catch (e) {
+      const message = e instanceof Error ? e.message : String(e);
+      if (/did not self-register/.test(message)) continue;
+      throw new MetaplasticError('E_LIBTORCH_PARTIAL', `${path} did not load: ${message}\n  Fix: reinstall libtorch (\`npx metaplastic setup --force\`), or point LIBTORCH at a complete libtorch ${TORCH_VERSION}`);
+    }
+  }
+  // The engine loads libtorch's optional CUDA library from the same folder.
+  process.env.METAPLASTIC_LIBTORCH_LIB = join(dir, 'lib');
+}
+
+/** Where the addon and libtorch were loaded from (after the first native call). */
+export interface NativeLocation {
+  addon: string;
+  libtorch: string;
+}
+
+let location: NativeLocation | undefined;
+
+export function nativeLocation(): NativeLocation {
+  binding();
+  return location!;
 }
 
 function wrap(value: any): any {
@@ -151,15 +238,29 @@ function wrap(value: any): any {
 }
 
 function load(): NativeBinding {
-  const path = addonPath();
-  if (!existsSync(path)) {
-    throw new MetaplasticError('E_NATIVE_MISSING', `native addon not found at ${path}; run \`npm run setup\` to build it`);
+  const addon = addonPath();
+  if (!existsSync(addon)) {
+    throw new MetaplasticError('E_NATIVE_MISSING', `native addon not found at ${addon}; run \`npm run setup\` to build it`);
   }
-  const raw = createRequire(import.meta.url)(path);
+  const libtorch = libtorchDir();
+  openLibtorch(libtorch);
+  const raw = createRequire(import.meta.url)(addon);
+  location = { addon, libtorch };
   return new Proxy(raw, { get: (target, key) => wrap(target[key]) }) as NativeBinding;
 }
 
-export const native: NativeBinding = load();
+let loaded: NativeBinding | undefined;
+
+function binding(): NativeBinding {
+  loaded ??= load();
+  return loaded;
+}
+
+/**
+ * The addon, loaded on first use (so that `metaplastic setup` and `--help` need no libtorch), with every
+ * function's errors turned into MetaplasticError.
+ */
+export const native: NativeBinding = new Proxy({} as NativeBinding, { get: (_target, key) => (binding() as any)[key] });
 
 /** Wraps the methods of a native class instance so that its errors carry codes too. */
 export function wrapNativeObject<T extends object>(obj: T): T {

@@ -1,5 +1,5 @@
 /**
- * The paper's configurations by name (PAPER.md sections 2–5). Each is a complete ExperimentConfig that can
+ * The paper's configurations by name (docs/method.md §2–5). Each is a complete ExperimentConfig that can
  * be printed, copied and overridden field by field (`preset(name, overrides)`).
  */
 import { configError } from './errors.js';
@@ -7,16 +7,16 @@ import { mergeConfig, type DeepPartial, type ExperimentConfig, type LayerSpec, t
 
 const linear = (units: number): LayerSpec => ({ type: 'linear', units });
 
-/** 11→300→300→300→300→300→900→300→300→1 (PAPER.md 5.1). */
+/** 11→300→300→300→300→300→900→300→300→1 (docs/method.md §5.1). */
 const SINE_LAYERS: LayerSpec[] = [300, 300, 300, 300, 300, 900, 300, 300, 1].map(linear);
 
-/** Six 3×3 convs without padding, strides 2,1,2,1,2,2 (PAPER.md 5.2). */
+/** Six 3×3 convs without padding, strides 2,1,2,1,2,2 (docs/method.md §5.2). */
 function convs(channels: number): LayerSpec[] {
   return [2, 1, 2, 1, 2, 2].map((stride) => ({ type: 'conv', channels, kernel: 3, stride, padding: 0 }));
 }
 
 /**
- * FLP on sine as the reference code configures it (PAPER.md 2, 4): Oja's rule summed over the minibatch,
+ * FLP on sine as the reference code configures it (docs/method.md §2, §4): Oja's rule summed over the minibatch,
  * ReLU feedback blended at s = 0.5, rates starting at 0 and moving by at most 1e-8 per step.
  */
 const flpSineReferenceLearner: LearnerConfig = {

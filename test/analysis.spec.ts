@@ -1,4 +1,4 @@
-// The analysis of learned updates (PAPER.md 7) from TypeScript and the CLI, on tiny sine learners.
+// The analysis of learned updates (docs/method.md §7) from TypeScript and the CLI, on tiny sine learners.
 import test from 'ava';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { MetaplasticError, manualSeed, roundTrip, runtimeInfo, setThreads, tensor } from '../src/index.js';
+import { checkConfig, MetaplasticError, manualSeed, roundTrip, runtimeInfo, setThreads, tensor } from '../src/index.js';
 import { native } from '../src/native.js';
 
 test('runtimeInfo reports versions, device and threads', (t) => {
@@ -7,7 +7,8 @@ test('runtimeInfo reports versions, device and threads', (t) => {
   t.regex(info.version, /^\d+\.\d+\.\d+/);
   t.true(info.torchVersion.startsWith('2.11.0'), info.torchVersion);
   t.is(typeof info.cudaAvailable, 'boolean');
-  t.is(info.device, info.cudaAvailable ? 'cuda:0' : 'cpu');
+  t.is(typeof info.mpsAvailable, 'boolean');
+  t.is(info.device, info.cudaAvailable ? 'cuda:0' : info.mpsAvailable ? 'mps' : 'cpu');
   t.true(info.cudaDeviceCount >= (info.cudaAvailable ? 1 : 0));
   t.true(Number.isInteger(info.threads) && info.threads >= 1);
 });
@@ -52,4 +53,17 @@ test('a Rust panic surfaces as a JS error and the process survives', (t) => {
   t.regex(err.message, /boom from test/);
   // The addon still works afterwards.
   t.deepEqual(Array.from(roundTrip(tensor([1, 2], [2])).data), [1, 2]);
+});
+
+test("device 'mps' is accepted where libtorch's MPS backend is usable and refused by name elsewhere", (t) => {
+  const info = runtimeInfo();
+  if (info.mpsAvailable) {
+    t.true(checkConfig('flp-sine', { learner: { device: 'mps' } }).length > 0);
+  } else {
+    const e = t.throws(() => checkConfig('flp-sine', { learner: { device: 'mps' } }), { instanceOf: MetaplasticError });
+    t.is(e!.code, 'E_CONFIG');
+    t.regex(e!.message, /device.*'mps' requested but libtorch's MPS backend is not available/);
+  }
+  const unknown = t.throws(() => checkConfig('flp-sine', { learner: { device: 'metal' } }), { instanceOf: MetaplasticError });
+  t.regex(unknown!.message, /expected auto, cpu, cuda, cuda:N or mps/);
 });

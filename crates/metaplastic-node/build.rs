@@ -1,6 +1,6 @@
 fn main() {
+    // No runpath into libtorch: the addon is prebuilt and shipped, so the JS loader (src/native.ts) opens
+    // libtorch's libraries with global visibility before the addon, whose DT_NEEDED entries then resolve
+    // by soname (README: "Install from npm").
     napi_build::setup();
-    // The addon finds libtorch through its runpath; see DESIGN.md (torch-sys's own flag does not reach us).
-    let lib = std::env::var("DEP_TCH_LIBTORCH_LIB").expect("torch-sys did not report DEP_TCH_LIBTORCH_LIB");
-    println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
 }

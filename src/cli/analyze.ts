@@ -1,5 +1,5 @@
 /**
- * `metaplastic analyze`: the analysis of learned updates (PAPER.md 7) of one checkpoint, or of two side
+ * `metaplastic analyze`: the analysis of learned updates (docs/method.md §7) of one checkpoint, or of two side
  * by side on the same held-out streams (`--against`); writes analysis.json, the learned arrays
  * (learned-NAME.safetensors) and the figures.
  */

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { existsSync } from 'node:fs';
 import { runtimeInfo, cudaLoadError, type RuntimeInfo } from '../runtime.js';
+import { nativeLocation } from '../native.js';
 
 export interface DeviceFacts {
   /** An NVIDIA driver is installed (so a GPU is expected). */
@@ -30,7 +31,7 @@ export function deviceNote(info: Pick<RuntimeInfo, 'cudaAvailable'>, facts: Devi
 export function registerInfo(program: Command): void {
   program
     .command('info')
-    .description('Show the metaplastic and libtorch versions, the device in use and thread count.')
+    .description('Show the metaplastic and libtorch versions, the device in use, thread count, and where the addon and libtorch are.')
     .option('--json', 'print the runtime information as JSON')
     .option('--verbose', 'also show why CUDA support did not load (the dynamic loader message)')
     .action((opts: { json?: boolean; verbose?: boolean }) => {
@@ -41,6 +42,7 @@ export function registerInfo(program: Command): void {
       }
       const facts = { driver: nvidiaDriver(), disabled: !!process.env.METAPLASTIC_DISABLE_CUDA && process.env.METAPLASTIC_DISABLE_CUDA !== '0', loadError: cudaLoadError() };
       const note = deviceNote(info, facts, !!opts.verbose);
+      const where = nativeLocation();
       process.stdout.write(
         [
           `metaplastic   ${info.version}`,
@@ -49,6 +51,8 @@ export function registerInfo(program: Command): void {
           ...note.slice(1).map((l) => `              ${l}`),
           `CUDA devices  ${info.cudaDeviceCount}`,
           `threads       ${info.threads}`,
+          `addon         ${where.addon}`,
+          `libtorch dir  ${where.libtorch}`,
         ].join('\n') + '\n',
       );
     });

@@ -9,6 +9,7 @@ import { registerCompare } from './compare.js';
 import { registerAnalyze } from './analyze.js';
 import { registerPresets } from './presets.js';
 import { registerDemo } from './demo.js';
+import { registerSetup } from './setup.js';
 import { CliExit } from './args.js';
 import { packageVersion } from '../version.js';
 import { EXIT, exitCodeFor, exitCodeHelp } from './exit-codes.js';
@@ -22,6 +23,7 @@ export function buildProgram(): Command {
     .showHelpAfterError('(run with --help for usage)')
     .addHelpText('after', '\n' + exitCodeHelp())
     .exitOverride();
+  registerSetup(program);
   registerInfo(program);
   registerData(program);
   registerPresets(program);

@@ -14,7 +14,7 @@ use std::process::Command;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
-/// The paper's sine network (PAPER.md 5.1); `--units` replaces it (e.g. 64,64,64,1 for the demo's).
+/// The paper's sine network (docs/method.md §5.1); `--units` replaces it (e.g. 64,64,64,1 for the demo's).
 const UNITS: [i64; 9] = [300, 300, 300, 300, 300, 900, 300, 300, 1];
 const INPUT: i64 = 11;
 const BATCH: i64 = 32;

@@ -1,4 +1,4 @@
-//! Continual-learning evaluation protocols (PAPER.md 5). Runs are batched as episodes and evaluated
+//! Continual-learning evaluation protocols (docs/method.md §5). Runs are batched as episodes and evaluated
 //! without meta-gradients. Results are raw per-run values; summaries (mean, 95% CI) are made by the
 //! caller. The output is a pure function of the learner, the seed and the options.
 use crate::experiment::{Experiment, LoadedTask, TaskConfig};

@@ -17,7 +17,7 @@ use tch::Tensor;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "camelCase", rename_all_fields = "camelCase", deny_unknown_fields)]
 pub enum TaskConfig {
-    /// Incremental sine regression (PAPER.md 5.1).
+    /// Incremental sine regression (docs/method.md §5.1).
     Sine {
         /// Sizes and ranges of the task.
         #[serde(default)]
@@ -26,7 +26,7 @@ pub enum TaskConfig {
         #[serde(default)]
         order: Order,
     },
-    /// Omniglot: meta-train on the background set, evaluate on the evaluation set (PAPER.md 5.2).
+    /// Omniglot: meta-train on the background set, evaluate on the evaluation set (docs/method.md §5.2).
     Omniglot {
         /// Where the data is and how images are prepared.
         #[serde(default)]

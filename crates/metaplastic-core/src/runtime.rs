@@ -2,7 +2,8 @@
 //!
 //! Rust links with `--as-needed`, so `libtorch_cuda.so` would be dropped and CUDA would look absent.
 //! We `dlopen` it once, globally, before anything touches libtorch; on a CPU-only machine (or a wheel
-//! installed without the NVIDIA libraries) the load fails quietly and the CPU is used.
+//! installed without the NVIDIA libraries) the load fails quietly and the CPU is used. On macOS the
+//! wheel has no CUDA; Apple GPUs are reached through libtorch's MPS backend instead.
 use std::ffi::CString;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::OnceLock;
@@ -10,8 +11,14 @@ use tch::Device;
 
 static CUDA_LOAD: OnceLock<Result<(), String>> = OnceLock::new();
 
-/// Directory of the libtorch this crate was built against (recorded by build.rs).
-pub const LIBTORCH_LIB_DIR: &str = env!("METAPLASTIC_LIBTORCH_LIB");
+/// Directory of the libtorch this crate was built against (recorded by build.rs); used by cargo tests.
+const BUILD_LIBTORCH_LIB_DIR: &str = env!("METAPLASTIC_LIBTORCH_LIB");
+
+/// Directory of libtorch's libraries at run time: a prebuilt addon is told where the JS loader found
+/// libtorch (METAPLASTIC_LIBTORCH_LIB); otherwise the build's own libtorch.
+pub fn libtorch_lib_dir() -> String {
+    std::env::var("METAPLASTIC_LIBTORCH_LIB").unwrap_or_else(|_| BUILD_LIBTORCH_LIB_DIR.to_string())
+}
 /// Version of that libtorch, e.g. "2.11.0+cu130".
 pub const TORCH_VERSION: &str = env!("METAPLASTIC_TORCH_VERSION");
 
@@ -39,7 +46,7 @@ pub fn init() -> bool {
                 return Err("disabled by METAPLASTIC_DISABLE_CUDA".into());
             }
             let ext = if cfg!(target_os = "macos") { "dylib" } else { "so" };
-            let full = format!("{LIBTORCH_LIB_DIR}/libtorch_cuda.{ext}");
+            let full = format!("{}/libtorch_cuda.{ext}", libtorch_lib_dir());
             dlopen_global(&full).or_else(|first| dlopen_global(&format!("libtorch_cuda.{ext}")).map_err(|_| first))
         })
         .is_ok()
@@ -59,17 +66,31 @@ pub fn cuda_device_count() -> i64 {
     if init() { tch::Cuda::device_count() } else { 0 }
 }
 
-/// The default device: the first GPU when present, otherwise the CPU.
-pub fn default_device() -> Device {
-    if cuda_available() { Device::Cuda(0) } else { Device::Cpu }
+/// Whether libtorch's MPS backend (Apple silicon GPUs) is usable.
+pub fn mps_available() -> bool {
+    init();
+    cfg!(target_os = "macos") && tch::utils::has_mps()
 }
 
-/// Parses "cpu", "cuda", "cuda:N" or "auto".
+/// The default device: the first CUDA GPU when present, else the Apple GPU (MPS), otherwise the CPU.
+pub fn default_device() -> Device {
+    if cuda_available() {
+        Device::Cuda(0)
+    } else if mps_available() {
+        Device::Mps
+    } else {
+        Device::Cpu
+    }
+}
+
+/// Parses "cpu", "cuda", "cuda:N", "mps" or "auto".
 pub fn parse_device(name: &str) -> crate::Result<Device> {
     init();
     match name {
         "auto" => Ok(default_device()),
         "cpu" => Ok(Device::Cpu),
+        "mps" if mps_available() => Ok(Device::Mps),
+        "mps" => Err(crate::Error::config("device", "'mps' requested but libtorch's MPS backend is not available (it needs Apple silicon and the macOS libtorch)")),
         "cuda" | "cuda:0" if cuda_available() => Ok(Device::Cuda(0)),
         s if s.starts_with("cuda") => {
             let idx: usize = s.strip_prefix("cuda:").and_then(|n| n.parse().ok()).unwrap_or(0);
@@ -79,7 +100,7 @@ pub fn parse_device(name: &str) -> crate::Result<Device> {
                 Err(crate::Error::config("device", format!("'{s}' requested but {} CUDA device(s) are available", cuda_device_count())))
             }
         }
-        other => Err(crate::Error::config("device", format!("unknown device '{other}' (expected auto, cpu, cuda or cuda:N)"))),
+        other => Err(crate::Error::config("device", format!("unknown device '{other}' (expected auto, cpu, cuda, cuda:N or mps)"))),
     }
 }
 
@@ -87,6 +108,7 @@ pub fn device_name(d: Device) -> String {
     match d {
         Device::Cpu => "cpu".into(),
         Device::Cuda(i) => format!("cuda:{i}"),
+        Device::Mps => "mps".into(),
         other => format!("{other:?}").to_lowercase(),
     }
 }
@@ -134,10 +156,12 @@ pub struct RuntimeInfo {
     pub version: String,
     /// The libtorch version the engine runs on, e.g. "2.11.0+cu130".
     pub torch_version: String,
-    /// The default device: "cuda:0" when a GPU is usable, else "cpu".
+    /// The default device: "cuda:0" when a CUDA GPU is usable, else "mps" on Apple silicon, else "cpu".
     pub device: String,
     pub cuda_available: bool,
     pub cuda_device_count: i64,
+    /// libtorch's MPS backend (Apple GPUs) is usable.
+    pub mps_available: bool,
     /// libtorch's intra-op threads.
     pub threads: i32,
 }
@@ -149,6 +173,7 @@ pub fn info() -> RuntimeInfo {
         device: device_name(default_device()),
         cuda_available: cuda_available(),
         cuda_device_count: cuda_device_count(),
+        mps_available: mps_available(),
         threads: threads(),
     }
 }

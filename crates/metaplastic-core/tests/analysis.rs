@@ -1,4 +1,4 @@
-//! The analysis of learned updates (PAPER.md 7) on constructed cases whose answers are known in closed
+//! The analysis of learned updates (docs/method.md §7) on constructed cases whose answers are known in closed
 //! form, and the guarantee that measuring does not change what the learner does.
 mod common;
 use common::*;

@@ -1,4 +1,4 @@
-//! Incremental sine regression: the protocol facts of PAPER.md 5.1.
+//! Incremental sine regression: the protocol facts of docs/method.md §5.1.
 use metaplastic_core::episode::EpisodeSampler;
 use metaplastic_core::rng::seeded;
 use metaplastic_core::tasks::{Order, SineConfig, SineEvalRun, SineTask};

@@ -215,7 +215,7 @@ impl NativeExperiment {
         })
     }
 
-    /// Analyses the learner's updates on held-out streams (PAPER.md 7).
+    /// Analyses the learner's updates on held-out streams (docs/method.md §7).
     #[napi(ts_args_type = "options: AnalysisOptions", ts_return_type = "Promise<Analysis>")]
     pub fn analyze(&self, options: JsInput) -> AsyncTask<Work<JsOutput>> {
         with_state(&self.shared, move |exp, _| {

@@ -1,4 +1,4 @@
-//! The measurements of PAPER.md 7 on plain tensors, each a closed form:
+//! The measurements of docs/method.md §7 on plain tensors, each a closed form:
 //! - cosine(u, v) = ⟨u, v⟩ / (‖u‖‖v‖) over all entries (undefined when either is zero);
 //! - sign agreement = #{ij : u_ij·v_ij > 0} / #{ij : u_ij ≠ 0 and v_ij ≠ 0};
 //! - rows changed = #{i : ‖u_i‖ > τ·max_k ‖u_k‖} / rows, τ = 1e-6 (0 when u = 0);

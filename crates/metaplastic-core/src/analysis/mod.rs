@@ -1,4 +1,4 @@
-//! Why it works (PAPER.md 7): the analysis of a trained learner's updates on held-out continual streams
+//! Why it works (docs/method.md §7): the analysis of a trained learner's updates on held-out continual streams
 //! (alignment with the true gradient, overlap between tasks, forgetting per update, sparsity and
 //! dimensionality), and the inspection of what was meta-learned. No meta-gradient is involved.
 pub mod learned;

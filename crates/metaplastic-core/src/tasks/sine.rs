@@ -1,4 +1,4 @@
-//! Incremental sine regression, the OML/FLP protocol (PAPER.md 5.1).
+//! Incremental sine regression, the OML/FLP protocol (docs/method.md §5.1).
 //!
 //! y = A·sin(x + φ), A ~ U[0.1, 5.1], φ ~ U[0, π], x ~ U[−5, 5]. Input: a one-hot of the function's slot
 //! within the episode (10 slots), then x. A fixed pool of 400 functions for meta-training (drawn once
