@@ -8,56 +8,59 @@ export declare class NativeEpisodeSampler {
 }
 
 export declare class NativeExperiment {
-  /** The full configuration, defaults filled in, as JSON. */
-  configJson(): string
+  /** The full configuration, defaults filled in. */
+  config(): ExperimentConfig
   /** Meta-steps taken so far, how many were skipped as non-finite and how many as exploded lifetimes. */
   progress(): Array<number>
-  /** Up to `steps` meta-steps off the JS thread; resolves to the JSON list of step records. */
-  train(steps: number): Promise<unknown>
+  /** Up to `steps` meta-steps off the JS thread; resolves to the step records. */
+  train(steps: number): Promise<StepRecord[]>
   /**
    * Joins a data-parallel process group (c10d/Gloo): waits for every rank, checks that all start from
    * the same state; later `train` calls average each meta-gradient over the group.
    */
-  joinGroup(settings: JsGroupSettings): Promise<unknown>
+  joinGroup(settings: GroupSettings): Promise<unknown>
   /** Asks a running `train` to stop before its next inner step (the interrupted meta-step is dropped). */
   requestStop(): void
   save(dir: string): Promise<unknown>
-  /** Runs the task's evaluation protocol; resolves to raw per-run results as JSON. */
-  evaluate(optionsJson: string): Promise<unknown>
-  /** Analyses the learner's updates on held-out streams (docs/method.md §7); resolves to the analysis as JSON. */
-  analyze(optionsJson: string): Promise<unknown>
-  /** What was meta-learned per plastic layer (rates, feedback, strengths or step sizes): statistics as JSON. */
-  learnedStats(): string
+  /**
+   * Runs the task's evaluation protocol; resolves to the options used (defaults filled in) and the raw
+   * per-run results.
+   */
+  evaluate(options: EvalOptions): Promise<{ options: EvalOptions; raw: EvalRaw }>
+  /** Analyses the learner's updates on held-out streams (docs/method.md §7). */
+  analyze(options: AnalysisOptions): Promise<Analysis>
+  /** What was meta-learned per plastic layer (rates, feedback, strengths or step sizes): statistics. */
+  learnedStats(): LearnedStats[]
   /** The learned arrays by name. */
   learnedArrays(): Array<JsNamedTensor>
   /** Writes the learned arrays to a safetensors file. */
   exportLearned(path: string): Promise<unknown>
-  /** One meta-step on episodes supplied from JS (any task); resolves to the step record as JSON. */
-  metaStep(episodes: Array<JsEpisodeInput>): Promise<unknown>
+  /** One meta-step on episodes supplied from JS (any task); resolves to the step record. */
+  metaStep(episodes: Array<JsEpisodeInput>): Promise<StepRecord>
   /** Runs each episode's inner loop (no meta-gradient) and scores its query set. */
   runEpisodes(episodes: Array<JsEpisodeInput>): Promise<unknown>
-  /** The parameters as a JSON list of { name, shape, group, trainable }. */
-  params(): string
+  /** The parameters: { name, shape, group, trainable } each. */
+  params(): ParamInfo[]
   param(name: string): JsTensor
   setParam(name: string, value: JsTensor): void
 }
 
 export declare class NativeImageDataset {
-  info(): any
+  info(): DatasetInfo
   /** All images of a class, [n, C, S, S]. */
   images(class: number): JsTensor
-  episodeSampler(config?: any | undefined | null, seed?: number | undefined | null): NativeEpisodeSampler
+  episodeSampler(config?: EpisodeConfig, seed?: number): NativeEpisodeSampler
   /** The continual-learning stream (meta-test or, with `validation`, its validation split). */
-  continualStream(config?: any | undefined | null, seed?: number | undefined | null): JsStream
+  continualStream(config?: StreamConfig, seed?: number): JsStream
 }
 
 export declare class NativeSineTask {
-  config(): any
-  pool(): any
+  config(): SineConfig
+  pool(): Array<JsSineFn>
   /** A meta-training lifetime over the pool, with the slots' pool ids. */
-  sampleTrain(order: string): JsSineRun
+  sampleTrain(order: Order): JsSineRun
   /** An evaluation lifetime over fresh functions. */
-  evalRun(order: string): JsSineRun
+  evalRun(order: Order): JsSineRun
   /** The generator's state as JSON (store it to resume the same stream). */
   rngState(): string
   setRngState(state: string): void
@@ -65,19 +68,22 @@ export declare class NativeSineTask {
 
 /**
  * Validates a configuration and builds its learner without loading any data; returns the parameter list
- * as JSON (so every preset can be checked cheaply).
+ * (so every preset can be checked cheaply).
  */
-export declare function checkExperimentConfig(configJson: string): string
+export declare function checkExperimentConfig(config: ExperimentConfig): ParamInfo[]
 
-export declare function createExperiment(configJson: string): Promise<unknown>
+export declare function createExperiment(config: ExperimentConfig): Promise<unknown>
 
 /**
  * A sine task; `seed` fixes the 400-function pool (its own stream) and the episode stream.
  * (A factory, not a constructor: native.ts wraps functions, and class constructors need `new`.)
  */
-export declare function createSineTask(config?: any | undefined | null, seed?: number | undefined | null): NativeSineTask
+export declare function createSineTask(config?: SineConfig, seed?: number): NativeSineTask
 
 export declare function cudaLoadError(): string | null
+
+/** The JSON Schema of the configurations, options, records and results (see core `schema`). */
+export declare function engineSchema(): JsOutput
 
 export interface JsDataPaths {
   dataRoot: string
@@ -110,19 +116,15 @@ export interface JsEpisodeResult {
   predictions: JsTensor
 }
 
-/** Rendezvous settings of a data-parallel group (the torchrun convention). */
-export interface JsGroupSettings {
-  masterAddr: string
-  masterPort: number
-  rank: number
-  worldSize: number
-  timeoutSeconds?: number
-  ifname?: string
-}
-
 export interface JsNamedTensor {
   name: string
   tensor: JsTensor
+}
+
+/** y = A·sin(x + φ). */
+export interface JsSineFn {
+  amplitude: number
+  phase: number
 }
 
 export interface JsSineRun {
@@ -131,8 +133,8 @@ export interface JsSineRun {
   queryX: JsTensor
   queryY: JsTensor
   stepFunction: Array<number>
-  /** [{ amplitude, phase }] per slot. */
-  functions: any
+  /** The function of each slot. */
+  functions: Array<JsSineFn>
   poolIds?: Array<number>
 }
 
@@ -150,18 +152,12 @@ export interface JsTensor {
   shape: Array<number>
 }
 
-export interface JsZipSummary {
-  alphabets: number
-  classes: number
-  images: number
-}
-
 export declare function loadExperiment(dir: string): Promise<unknown>
 
-export declare function loadImageFolder(options: any): Promise<unknown>
+export declare function loadImageFolder(options: ImageFolderOptions): Promise<unknown>
 
 /** Loads one Omniglot split (decoding, or from the cache) off the JS thread. */
-export declare function loadOmniglot(split: string, options?: any | undefined | null): Promise<unknown>
+export declare function loadOmniglot(split: string, options?: OmniglotOptions): Promise<unknown>
 
 export declare function manualSeed(seed: number): void
 
@@ -172,7 +168,7 @@ export declare function omniglotPaths(dir?: string | undefined | null): JsDataPa
 export declare function panicForTesting(message: string): void
 
 /** Reads a checkpoint's manifest without loading it. */
-export declare function readCheckpointManifest(dir: string): string
+export declare function readCheckpointManifest(dir: string): JsOutput
 
 /** Copies data onto the default device and back, unchanged. */
 export declare function roundTrip(input: JsTensor): JsTensor
@@ -183,4 +179,4 @@ export declare function runtimeInfo(): RuntimeInfo
 export declare function setThreads(n: number): void
 
 /** Structural check of a downloaded Omniglot archive (opens, PNG entries, 964×20 or 659×20). */
-export declare function verifyOmniglotZip(path: string, split: string): Promise<unknown>
+export declare function verifyOmniglotZip(path: string, split: string): Promise<ZipSummary>

@@ -955,9 +955,13 @@ export interface RuntimeInfo {
   cudaAvailable: boolean;
   cudaDeviceCount: number;
   /**
-   * The default device: "cuda:0" when a GPU is usable, else "cpu".
+   * The default device: "cuda:0" when a CUDA GPU is usable, else "mps" on Apple silicon, else "cpu".
    */
   device: string;
+  /**
+   * libtorch's MPS backend (Apple GPUs) is usable.
+   */
+  mpsAvailable: boolean;
   /**
    * libtorch's intra-op threads.
    */
