@@ -7,7 +7,7 @@ import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Experiment, distributedFromEnv, type ExperimentConfig } from '../src/index.js';
-import { freeLoopbackPort, withoutNproc } from '../src/cli/launch.js';
+import { freeLoopbackPort, withoutOption } from '../src/cli/launch.js';
 import { cli, root } from './helpers.js';
 
 function config(metaBatch: number): ExperimentConfig {
@@ -149,5 +149,6 @@ test('rendezvous settings from the environment: named errors for missing or bad 
   const nested = cli(['train', '--config', configFile(2), '--steps', '1', '--nproc', '2'], { WORLD_SIZE: '2', RANK: '0', MASTER_ADDR: 'h', MASTER_PORT: '29500' });
   t.is(nested.status, 2);
   t.regex(nested.stderr, /--nproc starts its own workers/);
-  t.deepEqual(withoutNproc(['train', '--nproc', '2', '--steps', '3', '--nproc=4']), ['train', '--steps', '3']);
+  t.deepEqual(withoutOption(['train', '--nproc', '2', '--steps', '3', '--nproc=4'], '--nproc'), ['train', '--steps', '3']);
+  t.deepEqual(withoutOption(['train', '--threads=2', '--steps', '3', '--threads', '1'], '--threads'), ['train', '--steps', '3']);
 });

@@ -24,12 +24,12 @@ export function freeLoopbackPort(): Promise<number> {
   });
 }
 
-/** The command line without `--nproc N` / `--nproc=N`. */
-export function withoutNproc(args: string[]): string[] {
+/** The command line without the option `name` and its value (`--name V` or `--name=V`). */
+export function withoutOption(args: string[], name: string): string[] {
   const out: string[] = [];
   for (let i = 0; i < args.length; i++) {
-    if (args[i] === '--nproc') i++;
-    else if (!args[i].startsWith('--nproc=')) out.push(args[i]);
+    if (args[i] === name) i++;
+    else if (!args[i].startsWith(`${name}=`)) out.push(args[i]);
   }
   return out;
 }
@@ -49,7 +49,7 @@ function describeExit(code: number | null, signal: NodeJS.Signals | null): strin
 export async function launchWorkers(args: string[], nproc: number, options: LaunchOptions = {}): Promise<number> {
   const port = await freeLoopbackPort();
   const threads = options.threads ?? Math.max(1, Math.floor(availableParallelism() / nproc));
-  const workerArgs = [...withoutNproc(args).filter((a, i, all) => a !== '--threads' && all[i - 1] !== '--threads' && !a.startsWith('--threads=')), '--threads', String(threads)];
+  const workerArgs = [...withoutOption(withoutOption(args, '--nproc'), '--threads'), '--threads', String(threads)];
   const script = process.argv[1];
   const workers: ChildProcess[] = [];
   let failure: { rank: number; code: number; text: string } | undefined;

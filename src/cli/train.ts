@@ -298,9 +298,8 @@ export function registerTrain(program: Command): void {
       if (opts.nproc !== undefined && opts.nproc > 1) {
         if (fromEnv) throw usageError('--nproc starts its own workers; leave it out when a launcher (torchrun, srun) already set RANK and WORLD_SIZE');
         await resolveConfig(opts); // a bad configuration is reported once, before any worker starts
+        // The workers get the same command line (--dist-timeout included), less --nproc.
         const args = process.argv.slice(process.argv.indexOf(command.name()));
-        const env = opts.distTimeout ? { METAPLASTIC_DIST_TIMEOUT: String(opts.distTimeout) } : {};
-        Object.assign(process.env, env);
         const code = await launchWorkers(args, opts.nproc, { threads: opts.threads });
         if (code !== EXIT.ok) throw new CliExit(code, '');
         return;

@@ -140,12 +140,18 @@ impl ProcessGroup {
         self.settings.world_size
     }
 
-    fn call(&self, f: impl FnOnce(*mut c_void, *mut c_char) -> c_int) -> std::result::Result<(), String> {
+    /// Runs one C entry point with an error buffer: a negative status is a failure with its message, any
+    /// other status is the entry point's answer.
+    fn call_status(&self, f: impl FnOnce(*mut c_void, *mut c_char) -> c_int) -> std::result::Result<c_int, String> {
         let mut err = vec![0u8; ERR_LEN];
         match f(self.handle.as_ptr(), err.as_mut_ptr() as *mut c_char) {
-            0 => Ok(()),
-            _ => Err(message(&err)),
+            status if status < 0 => Err(message(&err)),
+            status => Ok(status),
         }
+    }
+
+    fn call(&self, f: impl FnOnce(*mut c_void, *mut c_char) -> c_int) -> std::result::Result<(), String> {
+        self.call_status(f).map(|_| ())
     }
 
     fn cpu_contiguous(t: &Tensor) -> Result<Tensor> {
@@ -219,13 +225,8 @@ impl ProcessGroup {
         let key = CString::new(key).expect("no NUL in a store key");
         let mut out = vec![0u8; 64];
         let out_ptr = out.as_mut_ptr() as *mut c_char;
-        let mut err = vec![0u8; ERR_LEN];
-        let status = unsafe { mp_c10d_store_get(self.handle.as_ptr(), key.as_ptr(), 2000, out_ptr, 64, err.as_mut_ptr() as *mut c_char, ERR_LEN) };
-        match status {
-            0 => Ok(message(&out).parse().ok()),
-            1 => Ok(None),
-            _ => Err(message(&err)),
-        }
+        let status = self.call_status(|h, err| unsafe { mp_c10d_store_get(h, key.as_ptr(), 2000, out_ptr, 64, err, ERR_LEN) })?;
+        Ok(if status == 0 { message(&out).parse().ok() } else { None })
     }
 
     /// Names the rank(s) that failed the group at `step`. Each survivor reports its own failure in the
