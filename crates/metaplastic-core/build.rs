@@ -25,7 +25,8 @@ fn main() {
     compile_c10d_binding(Path::new(&lib));
 }
 
-/// The distributed trainer's binding to c10d (TCPStore + Gloo), built against the same libtorch headers.
+/// The distributed trainer's binding to c10d (TCPStore + Gloo) and the kernels' bridge to libtorch's thread
+/// team (parallel.cpp), built against the same libtorch headers.
 fn compile_c10d_binding(lib_dir: &Path) {
     let root = lib_dir.parent().unwrap_or(lib_dir);
     let mut build = cc::Build::new();
@@ -43,5 +44,22 @@ fn compile_c10d_binding(lib_dir: &Path) {
         build.define("_GLIBCXX_USE_CXX11_ABI", "1");
     }
     build.compile("metaplastic_c10d");
+    compile_parallel_bridge(lib_dir);
     println!("cargo:rerun-if-changed=cpp");
+}
+
+/// The kernels' bridge to libtorch's intra-op threads: `at::parallel_for` is a header template that is
+/// parallel only when compiled with OpenMP, against the libgomp that libtorch itself loads. Where the
+/// wheel uses another OpenMP runtime (macOS), the bridge runs the blocks in order.
+fn compile_parallel_bridge(lib_dir: &Path) {
+    let root = lib_dir.parent().unwrap_or(lib_dir);
+    let linux = std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux");
+    let mut build = cc::Build::new();
+    build.cpp(true).file("cpp/parallel.cpp").include(root.join("include")).flag_if_supported("-std=c++17").warnings(false);
+    if linux && lib_dir.join("libgomp.so.1").exists() {
+        build.define("_GLIBCXX_USE_CXX11_ABI", "1").flag("-fopenmp");
+        println!("cargo:rustc-link-search=native={}", lib_dir.display());
+        println!("cargo:rustc-link-lib=dylib:+verbatim=libgomp.so.1");
+    }
+    build.compile("metaplastic_parallel");
 }

@@ -137,36 +137,156 @@ impl<T> Ptr<T> {
     }
 }
 
-/// A pool per thread count, kept for the process: spawning threads per call costs more than a small
-/// layer's whole update, and under load a fresh thread may wait a scheduler slice to start.
-fn pool(threads: usize) -> std::sync::Arc<rayon::ThreadPool> {
-    static POOLS: std::sync::Mutex<Vec<(usize, std::sync::Arc<rayon::ThreadPool>)>> = std::sync::Mutex::new(Vec::new());
-    let mut pools = POOLS.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((_, p)) = pools.iter().find(|(n, _)| *n == threads) {
-        return p.clone();
-    }
-    let p = std::sync::Arc::new(rayon::ThreadPoolBuilder::new().num_threads(threads).thread_name(|i| format!("metaplastic-kernel-{i}")).build().expect("kernel thread pool"));
-    pools.push((threads, p.clone()));
-    p
+extern "C" {
+    fn mp_parallel_for(begin: i64, end: i64, grain: i64, body: extern "C" fn(*mut std::ffi::c_void, i64, i64), ctx: *mut std::ffi::c_void) -> i32;
 }
 
-/// Runs `f(first_row, last_row)` over `rows` rows in contiguous blocks, on as many threads as libtorch
-/// uses (the same cores its own operations use, never at the same time).
-fn parallel_rows(rows: usize, f: impl Fn(usize, usize) + Sync) {
-    let threads = (tch::get_num_threads().max(1) as usize).min(rows / 32).max(1);
-    if threads == 1 {
+extern "C" fn run_block<F: Fn(usize, usize) + Sync>(ctx: *mut std::ffi::c_void, begin: i64, end: i64) {
+    // A panic must not unwind into C++: the blocks only index rows checked before the split.
+    let f = unsafe { &*(ctx as *const F) };
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(begin as usize, end as usize))).is_err() {
+        std::process::abort();
+    }
+}
+
+/// Runs `f(first_row, last_row)` over `rows` rows in contiguous blocks on libtorch's own intra-op
+/// threads (cpp/parallel.cpp): the same team as its operations and MKL, so no second set of threads
+/// competes with that team's spin-waiting for the cores.
+fn parallel_rows<F: Fn(usize, usize) + Sync>(rows: usize, f: F) {
+    let grain = 16;
+    if rows <= grain || tch::get_num_threads() <= 1 {
         f(0, rows);
         return;
     }
-    let block = rows.div_ceil(threads);
-    pool(threads).scope(|s| {
-        for t in 1..threads {
-            let f = &f;
-            s.spawn(move |_| f(t * block, ((t + 1) * block).min(rows)));
-        }
-        f(0, block.min(rows));
-    });
+    let ctx = &f as *const F as *mut std::ffi::c_void;
+    if unsafe { mp_parallel_for(0, rows as i64, grain as i64, run_block::<F>, ctx) } != 0 {
+        f(0, rows); // libtorch could not start its threads: the same rows, serially
+    }
 }
+
+/// Runs `layer(k)` for every layer k, the layers shared out over libtorch's intra-op threads (largest
+/// first, each to the least loaded thread; `sizes` are the layers' weight counts). Within a layer
+/// everything runs on one thread: libtorch's operations and MKL stay serial inside a parallel region.
+/// A CPU step's per-layer work is many small operations between the weight-sized ones; split this way,
+/// both cores work through all of it instead of one core through the small ones.
+///
+/// `layer` may read tensors that every layer shares (activations, tapes) but must write only layer k's
+/// own: libtorch tensors may be read from several threads at once (tch just does not mark them `Sync`).
+pub fn parallel_layers<T: Send>(sizes: &[usize], layer: impl Fn(usize) -> Result<T>) -> Result<Vec<T>> {
+    struct Shared<F>(F);
+    // SAFETY: see above; the closure only reads what the layers share.
+    unsafe impl<F> Sync for Shared<F> {}
+    impl<F> Shared<F> {
+        fn call<T>(&self, k: usize) -> Result<T>
+        where
+            F: Fn(usize) -> Result<T>,
+        {
+            (self.0)(k)
+        }
+    }
+    let shared = Shared(layer);
+    let layer = |k: usize| shared.call(k);
+    let threads = (tch::get_num_threads().max(1) as usize).min(sizes.len());
+    if threads <= 1 {
+        return (0..sizes.len()).map(&layer).collect();
+    }
+    let mut order: Vec<usize> = (0..sizes.len()).collect();
+    order.sort_by_key(|&k| std::cmp::Reverse(sizes[k]));
+    let mut bins: Vec<(usize, Vec<usize>)> = vec![(0, Vec::new()); threads];
+    for k in order {
+        let lightest = bins.iter_mut().min_by_key(|(load, _)| *load).expect("threads > 1");
+        lightest.0 += sizes[k];
+        lightest.1.push(k);
+    }
+    let slots: Vec<std::sync::Mutex<Option<Result<T>>>> = (0..sizes.len()).map(|_| std::sync::Mutex::new(None)).collect();
+    let work = |lo: usize, hi: usize| {
+        let _no_grad = tch::no_grad_guard(); // grad mode is per thread; these threads never had it set
+        for (_, ks) in &bins[lo..hi] {
+            for &k in ks {
+                *slots[k].lock().unwrap_or_else(|e| e.into_inner()) = Some(layer(k));
+            }
+        }
+    };
+    let ctx = &work as *const _ as *mut std::ffi::c_void;
+    if unsafe { mp_parallel_for(0, threads as i64, 1, run_block_of(&work), ctx) } != 0 {
+        work(0, threads);
+    }
+    slots
+        .into_iter()
+        .map(|s| s.into_inner().unwrap_or_else(|e| e.into_inner()).unwrap_or_else(|| Err(Error::Internal("a layer's work did not run".into()))))
+        .collect()
+}
+
+/// `run_block` for the type of `f`.
+fn run_block_of<F: Fn(usize, usize) + Sync>(_f: &F) -> extern "C" fn(*mut std::ffi::c_void, i64, i64) {
+    run_block::<F>
+}
+
+/// The widest vector instructions this CPU has, detected once (the loops below are compiled for each).
+#[derive(Clone, Copy, PartialEq)]
+enum Isa {
+    Avx512,
+    Avx2,
+    Baseline,
+}
+
+fn isa() -> Isa {
+    static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+    *ISA.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::env::var_os("METAPLASTIC_KERNEL_BASELINE").is_none() {
+                if is_x86_feature_detected!("avx512f") {
+                    return Isa::Avx512;
+                }
+                if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                    return Isa::Avx2;
+                }
+            }
+        }
+        Isa::Baseline
+    })
+}
+
+/// Defines `$name(args, lo, hi)`: the `#[inline(always)]` loop `$body` compiled for the CPU's widest
+/// vectors (AVX-512, AVX2 with FMA) and for the baseline, chosen at run time.
+macro_rules! multiversion {
+    ($name:ident, $body:ident, $args:ident) => {
+        fn $name<T: Real>(a: &$args<T>, lo: usize, hi: usize) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx2,fma")]
+                unsafe fn wide<T: Real>(a: &$args<T>, lo: usize, hi: usize) {
+                    $body(a, lo, hi)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn mid<T: Real>(a: &$args<T>, lo: usize, hi: usize) {
+                    $body(a, lo, hi)
+                }
+                match isa() {
+                    Isa::Avx512 => return unsafe { wide(a, lo, hi) },
+                    Isa::Avx2 => return unsafe { mid(a, lo, hi) },
+                    Isa::Baseline => {}
+                }
+            }
+            $body(a, lo, hi)
+        }
+    };
+}
+
+#[inline(always)]
+fn lanes<T>(s: &[T], base: usize) -> &[T; LANES] {
+    s[base..base + LANES].try_into().expect("a whole chunk")
+}
+
+#[inline(always)]
+fn lanes_mut<T>(s: &mut [T], base: usize) -> &mut [T; LANES] {
+    (&mut s[base..base + LANES]).try_into().expect("a whole chunk")
+}
+
+/// Elements per unrolled chunk: independent partial sums (a single running sum would serialize the loop,
+/// since the compiler may not reassociate) and one vector of f32 lanes on AVX-512.
+const LANES: usize = 16;
 
 /// W' = W + m c P ⊙ (H − r ⊙ W) with r = Σ_b ã² from `post` (Oja), or without r (Hebb); c per row
 /// (1 when absent).
@@ -178,41 +298,74 @@ pub fn local_step(w: &Tensor, h: &Tensor, p: &Tensor, post: Option<&Tensor>, m: 
     }
 }
 
+struct StepArgs<T> {
+    w: Ptr<T>,
+    h: Ptr<T>,
+    out: Ptr<T>,
+    rate: Rate<T>,
+    decay: Option<Decay<T>>,
+    scale: Option<Ptr<T>>,
+    m: T,
+    cols: usize,
+    outputs: usize,
+}
+
+/// One row of P as a source of chunks: its own values, or one value broadcast.
+impl<T: Real> RateRow<'_, T> {
+    #[inline(always)]
+    fn at(&self, j: usize) -> T {
+        match self {
+            RateRow::Values(p) => p[j],
+            RateRow::Scalar(p) => *p,
+        }
+    }
+}
+
+#[inline(always)]
+fn step_rows<T: Real>(a: &StepArgs<T>, lo: usize, hi: usize) {
+    let cols = a.cols;
+    for row in lo..hi {
+        let (wr, hr, or) = unsafe { (a.w.row(row, cols), a.h.row(row, cols), a.out.row(row, cols)) };
+        // W' = W(1 − m p d) + m p H, with d = 0 for Hebb and m including the row's factor.
+        let d = a.decay.map_or(T::ZERO, |dc| dc.at(row));
+        let m = a.scale.map_or(a.m, |c| a.m * unsafe { *c.0.add(row) });
+        match a.rate.row(row % a.outputs, cols) {
+            RateRow::Values(p) => {
+                for (((o, &w), &h), &p) in or.iter_mut().zip(wr.iter()).zip(hr.iter()).zip(p) {
+                    *o = w + m * p * (h - d * w);
+                }
+            }
+            RateRow::Scalar(p) => {
+                let mp = m * p;
+                for ((o, &w), &h) in or.iter_mut().zip(wr.iter()).zip(hr.iter()) {
+                    *o = w + mp * (h - d * w);
+                }
+            }
+        }
+    }
+}
+multiversion!(step_dispatch, step_rows, StepArgs);
+
 fn step_typed<T: Real>(w: &Tensor, h: &Tensor, p: &Tensor, post: Option<&Tensor>, m: f64, c: Option<&Tensor>) -> Result<Tensor> {
     let kind = w.kind();
     let [e, o, i] = w.size()[..] else { return Err(Error::Internal("fused kernel: W must be [E, O, I]".into())) };
     for (t, name) in [(w, "W"), (h, "H")] {
         check(t, kind, name)?;
     }
-    let decay = Decay::<T>::of(post, kind, e, o)?;
-    let scale = row_scale::<T>(c, kind, e, o)?;
     let out = w.f_empty_like()?;
-    let (_keep, pr) = rate::<T>(p, o, i)?;
-    let (wp, hp, op) = (Ptr::<T>::of(w), Ptr::<T>::of(h), Ptr::<T>::of(&out));
-    let (cols, orows) = (i as usize, o as usize);
-    let m0 = T::of(m);
-    parallel_rows((e * o) as usize, |a, b| {
-        for row in a..b {
-            let (wr, hr, or) = unsafe { (wp.row(row, cols), hp.row(row, cols), op.row(row, cols)) };
-            let prow = pr.row(row % orows, cols);
-            // W' = W(1 − m p d) + m p H, with d = 0 for Hebb and m including the row's factor.
-            let d = decay.map_or(T::ZERO, |dc| dc.at(row));
-            let m = scale.map_or(m0, |c| m0 * unsafe { *c.0.add(row) });
-            match prow {
-                RateRow::Values(p) => {
-                    for (((o, &w), &h), &p) in or.iter_mut().zip(wr.iter()).zip(hr.iter()).zip(p.iter()) {
-                        *o = w + m * p * (h - d * w);
-                    }
-                }
-                RateRow::Scalar(p) => {
-                    let mp = m * p;
-                    for ((o, &w), &h) in or.iter_mut().zip(wr.iter()).zip(hr.iter()) {
-                        *o = w + mp * (h - d * w);
-                    }
-                }
-            }
-        }
-    });
+    let (_keep, rate) = rate::<T>(p, o, i)?;
+    let args = StepArgs {
+        w: Ptr::of(w),
+        h: Ptr::of(h),
+        out: Ptr::of(&out),
+        rate,
+        decay: Decay::<T>::of(post, kind, e, o)?,
+        scale: row_scale::<T>(c, kind, e, o)?,
+        m: T::of(m),
+        cols: i as usize,
+        outputs: o as usize,
+    };
+    parallel_rows((e * o) as usize, |lo, hi| step_dispatch(&args, lo, hi));
     Ok(out)
 }
 
@@ -228,6 +381,80 @@ pub fn local_step_adjoint(g: &mut Tensor, update: bool, w: &Tensor, h: &Tensor, 
     }
 }
 
+struct AdjointArgs<T> {
+    g: Ptr<T>,
+    w: Ptr<T>,
+    h: Ptr<T>,
+    q: Ptr<T>,
+    grad_rate: Ptr<T>,
+    rate: Rate<T>,
+    decay: Option<Decay<T>>,
+    scale: Option<Ptr<T>>,
+    rowsum: Option<Ptr<T>>,
+    scale_grad: Option<Ptr<T>>,
+    m: T,
+    update: bool,
+    episodes: usize,
+    cols: usize,
+    outputs: usize,
+}
+
+/// Rows `lo..hi` of the rate gradient (output neurons), each over every episode.
+#[inline(always)]
+fn adjoint_rows<T: Real>(a: &AdjointArgs<T>, lo: usize, hi: usize) {
+    let (cols, m) = (a.cols, a.m);
+    for oi in lo..hi {
+        let grow = unsafe { a.grad_rate.row(oi, cols) };
+        let prow = a.rate.row(oi, cols);
+        for ep in 0..a.episodes {
+            let row = ep * a.outputs + oi;
+            let (gw, wr, hr, qr) = unsafe { (a.g.row(row, cols), a.w.row(row, cols), a.h.row(row, cols), a.q.row(row, cols)) };
+            let d = a.decay.map_or(T::ZERO, |dc| dc.at(row));
+            let cr = a.scale.map_or(T::of(1.0), |c| unsafe { *c.0.add(row) });
+            let shrink = if a.update { m * d } else { T::ZERO };
+            let mut acc = [T::ZERO; LANES];
+            let mut cacc = [T::ZERO; LANES];
+            // One synapse j in lane l: e = ∂L/∂(row factor · P); G ← G − m d Q.
+            #[inline(always)]
+            #[allow(clippy::too_many_arguments)]
+            fn synapse<T: Real>(g: &mut T, gr: &mut T, q: &mut T, w: T, h: T, p: T, (m, d, cr, shrink): (T, T, T, T), acc: &mut T, cacc: &mut T) {
+                let e = m * *g * (h - d * w);
+                *gr = *gr + cr * e;
+                let qj = cr * p * *g;
+                *q = qj;
+                *acc = *acc + qj * w;
+                *cacc = *cacc + p * e;
+                *g = *g - shrink * qj;
+            }
+            let k = (m, d, cr, shrink);
+            let whole = cols - cols % LANES;
+            for base in (0..whole).step_by(LANES) {
+                let (g, gr, q) = (lanes_mut(gw, base), lanes_mut(grow, base), lanes_mut(qr, base));
+                let (w, h) = (lanes(wr, base), lanes(hr, base));
+                let p = match prow {
+                    RateRow::Values(p) => *lanes(p, base),
+                    RateRow::Scalar(p) => [p; LANES],
+                };
+                for l in 0..LANES {
+                    synapse(&mut g[l], &mut gr[l], &mut q[l], w[l], h[l], p[l], k, &mut acc[l], &mut cacc[l]);
+                }
+            }
+            for j in whole..cols {
+                let l = j - whole;
+                synapse(&mut gw[j], &mut grow[j], &mut qr[j], wr[j], hr[j], prow.at(j), k, &mut acc[l], &mut cacc[l]);
+            }
+            let total = |v: &[T; LANES]| v.iter().fold(T::ZERO, |x, &y| x + y);
+            if let Some(sp) = a.rowsum {
+                unsafe { *sp.0.add(row) = total(&acc) };
+            }
+            if let Some(cg) = a.scale_grad {
+                unsafe { *cg.0.add(row) = total(&cacc) };
+            }
+        }
+    }
+}
+multiversion!(adjoint_dispatch, adjoint_rows, AdjointArgs);
+
 #[allow(clippy::too_many_arguments)]
 fn adjoint_typed<T: Real>(g: &mut Tensor, update: bool, w: &Tensor, h: &Tensor, p: &Tensor, post: Option<&Tensor>, m: f64, c: Option<&Tensor>, grad_rate: &mut Tensor) -> Result<StepAdjoint> {
     let kind = w.kind();
@@ -241,60 +468,26 @@ fn adjoint_typed<T: Real>(g: &mut Tensor, update: bool, w: &Tensor, h: &Tensor, 
     let per_row = |on: bool| -> Result<Option<Tensor>> { Ok(if on { Some(Tensor::f_empty([e, o], (kind, Device::Cpu))?) } else { None }) };
     let rowsum = per_row(decay.is_some())?;
     let scale_grad = per_row(scale.is_some())?;
-    let (_keep, pr) = rate::<T>(p, o, i)?;
-    let (gp, wp, hp, qp, gr) = (Ptr::<T>::of(g), Ptr::<T>::of(w), Ptr::<T>::of(h), Ptr::<T>::of(&q), Ptr::<T>::of(grad_rate));
-    let sp = rowsum.as_ref().map(Ptr::<T>::of);
-    let cg = scale_grad.as_ref().map(Ptr::<T>::of);
-    let (cols, orows) = (i as usize, o as usize);
-    let m = T::of(m);
+    let (_keep, rate) = rate::<T>(p, o, i)?;
+    let args = AdjointArgs {
+        g: Ptr::of(g),
+        w: Ptr::of(w),
+        h: Ptr::of(h),
+        q: Ptr::of(&q),
+        grad_rate: Ptr::of(grad_rate),
+        rate,
+        decay,
+        scale,
+        rowsum: rowsum.as_ref().map(Ptr::of),
+        scale_grad: scale_grad.as_ref().map(Ptr::of),
+        m: T::of(m),
+        update,
+        episodes: e as usize,
+        cols: i as usize,
+        outputs: o as usize,
+    };
     // Rows of the rate gradient are shared by the episodes: split over output rows, loop over episodes
     // inside, so no two threads write the same accumulator row.
-    parallel_rows(orows, |a, b| {
-        for oi in a..b {
-            let grow = unsafe { gr.row(oi, cols) };
-            for ep in 0..e as usize {
-                let row = ep * orows + oi;
-                let (gw, wr, hr, qr) = unsafe { (gp.row(row, cols), wp.row(row, cols), hp.row(row, cols), qp.row(row, cols)) };
-                let prow = pr.row(oi, cols);
-                let d = decay.map_or(T::ZERO, |dc| dc.at(row));
-                let cr = scale.map_or(T::of(1.0), |c| unsafe { *c.0.add(row) });
-                let shrink = if update { m * d } else { T::ZERO };
-                // Eight partial sums: a single running sum would serialize the loop (no reassociation).
-                let mut acc = [T::ZERO; 8];
-                let mut cacc = [T::ZERO; 8];
-                let mut lane = 0;
-                let mut body = |gw: &mut T, gr: &mut T, q: &mut T, w: T, h: T, p: T| {
-                    let g = *gw;
-                    let e = m * g * (h - d * w); // ∂L/∂(row factor · P), per synapse
-                    *gr = *gr + cr * e;
-                    let qj = cr * p * g;
-                    *q = qj;
-                    acc[lane & 7] = acc[lane & 7] + qj * w;
-                    cacc[lane & 7] = cacc[lane & 7] + p * e;
-                    lane += 1;
-                    *gw = g - shrink * qj;
-                };
-                match prow {
-                    RateRow::Values(p) => {
-                        for ((((gw, gr), q), (&w, &h)), &p) in gw.iter_mut().zip(grow.iter_mut()).zip(qr.iter_mut()).zip(wr.iter().zip(hr.iter())).zip(p.iter()) {
-                            body(gw, gr, q, w, h, p);
-                        }
-                    }
-                    RateRow::Scalar(p) => {
-                        for (((gw, gr), q), (&w, &h)) in gw.iter_mut().zip(grow.iter_mut()).zip(qr.iter_mut()).zip(wr.iter().zip(hr.iter())) {
-                            body(gw, gr, q, w, h, p);
-                        }
-                    }
-                }
-                let total = |a: &[T; 8]| a.iter().fold(T::ZERO, |x, &y| x + y);
-                if let Some(sp) = sp {
-                    unsafe { *sp.0.add(row) = total(&acc) };
-                }
-                if let Some(cg) = cg {
-                    unsafe { *cg.0.add(row) = total(&cacc) };
-                }
-            }
-        }
-    });
+    parallel_rows(o as usize, |lo, hi| adjoint_dispatch(&args, lo, hi));
     Ok(StepAdjoint { q, rowsum, scale_grad })
 }

@@ -190,33 +190,46 @@ impl LocalStep {
         let acts = tail(x, w, b)?;
         let (post, feedback) = self.teaching(&acts, w, y)?;
         let oja = self.rule.oja && !(self.rule.hebb_first_step && t == 0);
-        let mut next = Vec::with_capacity(self.n);
-        let mut term = Vec::with_capacity(self.n);
-        let mut post_sq = Vec::with_capacity(self.n);
-        let mut scale = Vec::with_capacity(self.n);
-        for k in 0..self.n {
+        let update = |k: usize| -> Result<(Tensor, Tensor, Option<Tensor>, Option<Tensor>)> {
             let m = self.multiplier(k, &post[k]);
             let c = self.scale(&post[k], &acts.pre[k])?;
             if self.fused {
                 // The kernel computes Oja's r = Σ_b ã² per row itself.
                 let post_k = post[k].f_contiguous()?;
                 let outer = post_k.f_transpose(1, 2)?.f_bmm(&acts.pre[k])?;
-                next.push(crate::kernels::local_step(&w[k], &outer, &self.rule.rates[k], oja.then_some(&post_k), m, c.as_ref())?);
-                term.push(outer);
-                post_sq.push(None);
+                let next = crate::kernels::local_step(&w[k], &outer, &self.rule.rates[k], oja.then_some(&post_k), m, c.as_ref())?;
+                Ok((next, outer, None, c))
             } else {
                 let t0 = local_term(&post[k], &acts.pre[k], &w[k], oja, m, UpdateNormalization::None)?;
                 let normalized = match &c {
                     Some(c) => t0.f_mul(&c.f_unsqueeze(2)?)?,
                     None => t0.shallow_clone(),
                 };
-                next.push(w[k].f_addcmul(&self.rule.rates[k], &normalized)?);
-                term.push(t0);
-                post_sq.push(if oja { Some(post[k].f_square()?.f_sum_dim_intlist([1i64].as_slice(), true, None::<Kind>)?.f_transpose(1, 2)?) } else { None });
+                let next = w[k].f_addcmul(&self.rule.rates[k], &normalized)?;
+                let post_sq = if oja { Some(post[k].f_square()?.f_sum_dim_intlist([1i64].as_slice(), true, None::<Kind>)?.f_transpose(1, 2)?) } else { None };
+                Ok((next, t0, post_sq, c))
             }
+        };
+        let updates = self.per_layer(w, update)?;
+        let (mut next, mut term, mut post_sq, mut scale) = (Vec::with_capacity(self.n), Vec::with_capacity(self.n), Vec::with_capacity(self.n), Vec::with_capacity(self.n));
+        for (nw, t0, sq, c) in updates {
+            next.push(nw);
+            term.push(t0);
+            post_sq.push(sq);
             scale.push(c);
         }
         Ok((next, StepTape { acts, post, oja, post_sq, term, scale, feedback }))
+    }
+
+    /// `layer(k)` for every plastic layer: shared out over the CPU threads with the fused loops
+    /// (kernels::parallel_layers), in order otherwise (other devices queue their work anyway).
+    fn per_layer<T: Send>(&self, w: &[Tensor], layer: impl Fn(usize) -> Result<T>) -> Result<Vec<T>> {
+        if self.fused {
+            let sizes: Vec<usize> = w.iter().map(|t| t.numel()).collect();
+            crate::kernels::parallel_layers(&sizes, layer)
+        } else {
+            (0..self.n).map(layer).collect()
+        }
     }
 
     /// The layer's multiplier m, with the batch normalisation's constant 1/B folded in.
@@ -291,25 +304,27 @@ impl LocalStep {
         }
         let n = self.n;
         let full = mode == StepMode::Full;
-        let mut d_post = Vec::with_capacity(n);
-        let mut d_pre = Vec::with_capacity(n);
-        let mut g_next = Vec::with_capacity(n);
-        for k in 0..n {
+        // Per layer: ∂L/∂ã, ∂L/∂a from the rule (fully), the direct part of ∂L/∂W (fully) and, with
+        // libtorch operations, the rate gradient's share (the fused loops accumulate it in place).
+        let layer = |k: usize| -> Result<(Tensor, Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
             let rate = &self.rule.rates[k];
             let post = &tape.post[k];
             let pre = &tape.acts.pre[k];
             let m = self.multiplier(k, post);
             let r = tape.post_sq[k].as_ref();
             let c = tape.scale[k].as_ref();
+            let mut g_next = None;
+            let mut rate_grad = None;
             // Q = c P ⊙ G, and ∂L/∂c of each row where c depends on the activities.
             let (q, rowsum, scale_grad) = if self.fused {
                 // Updates G in place to its direct part G − m Q ⊙ r (kept as is under first order).
                 let mut direct = g[k].shallow_clone();
+                let mut rate_full = grads.rate_full[k].shallow_clone(); // this layer's own accumulator
                 let post_k = post.f_contiguous()?;
                 let decay = tape.oja.then_some(&post_k);
-                let out = crate::kernels::local_step_adjoint(&mut direct, full, &w[k], &tape.term[k], rate, decay, m, c, &mut grads.rate_full[k])?;
+                let out = crate::kernels::local_step_adjoint(&mut direct, full, &w[k], &tape.term[k], rate, decay, m, c, &mut rate_full)?;
                 if full {
-                    g_next.push(direct);
+                    g_next = Some(direct);
                 }
                 (out.q, out.rowsum, out.scale_grad)
             } else {
@@ -317,7 +332,7 @@ impl LocalStep {
                     Some(c) => g[k].f_mul(&c.f_unsqueeze(2)?)?,
                     None => g[k].shallow_clone(),
                 };
-                accumulate(&mut grads.rates[k], gc.f_mul(&tape.term[k])?.f_sum_to_size(rate.size())?)?;
+                rate_grad = Some(gc.f_mul(&tape.term[k])?.f_sum_to_size(rate.size())?);
                 let scale_grad = match c {
                     Some(_) => Some(g[k].f_mul(rate)?.f_mul(&tape.term[k])?.f_sum_dim_intlist([2i64].as_slice(), false, None::<Kind>)?),
                     None => None,
@@ -328,7 +343,7 @@ impl LocalStep {
                     None => None,
                 };
                 if full {
-                    g_next.push(match r {
+                    g_next = Some(match r {
                         Some(r) => g[k].f_sub(&q.f_mul(r)?.f_mul_scalar(m)?)?,
                         None => g[k].shallow_clone(),
                     });
@@ -356,9 +371,17 @@ impl LocalStep {
                     UpdateNormalization::None | UpdateNormalization::Batch => {}
                 }
             }
+            Ok((dp, dpre, g_next, rate_grad))
+        };
+        let mut d_post = Vec::with_capacity(n);
+        let mut d_pre = Vec::with_capacity(n);
+        let mut g_next = Vec::with_capacity(n);
+        for (k, (dp, dpre, gn, rate_grad)) in self.per_layer(w, layer)?.into_iter().enumerate() {
             d_post.push(dp);
-            if let Some(d) = dpre {
-                d_pre.push(d);
+            d_pre.extend(dpre);
+            g_next.extend(gn);
+            if let Some(rg) = rate_grad {
+                accumulate(&mut grads.rates[k], rg)?;
             }
         }
         // Gradients reaching the layers' outputs a_k (hidden: ReLU(z_k), output: ŷ) from the teaching path.
@@ -371,6 +394,7 @@ impl LocalStep {
         // The forward pass of the step, from the output down.
         let acts = &tape.acts;
         let mut d_input: Option<Tensor> = None; // ∂L/∂(input of layer k+1) from layers above
+        let mut dzs: Vec<Option<Tensor>> = (0..n).map(|_| None).collect();
         for k in (0..n).rev() {
             let mut da = d_act[k].take();
             if k + 1 < n {
@@ -382,21 +406,28 @@ impl LocalStep {
                 continue;
             };
             let dz = if k + 1 == n { da } else { relu_backward(&da, &acts.z[k])? };
-            if self.fused {
-                let _ = g_next[k].f_baddbmm_(&dz.f_transpose(1, 2)?, &acts.pre[k])?; // no weight-sized temporary
-            } else {
-                accumulate(&mut extra_w[k], dz.f_transpose(1, 2)?.f_matmul(&acts.pre[k])?)?;
-            }
             gb[k] = gb[k].f_add(&dz.f_sum_dim_intlist([1i64].as_slice(), false, None::<Kind>)?)?; // b is constant: its adjoint sums
             d_input = Some(dz.f_matmul(&w[k])?);
+            dzs[k] = Some(dz);
         }
         let mut d_x = d_input;
         accumulate(&mut d_x, d_pre[0].shallow_clone())?;
-        let g_prev = g_next.into_iter().zip(extra_w).map(|(gk, e)| match e {
-            Some(e) => Ok(gk.f_add(&e)?),
-            None => Ok(gk),
-        });
-        Ok((g_prev.collect::<Result<_>>()?, d_x))
+        // ∂L/∂W of each layer: the direct part, the forward pass's dzᵀa and what the teaching path added.
+        let g_prev = self.per_layer(w, |k| {
+            let mut gk = g_next[k].shallow_clone();
+            if let Some(dz) = &dzs[k] {
+                if self.fused {
+                    let _ = gk.f_baddbmm_(&dz.f_transpose(1, 2)?, &acts.pre[k])?; // in place: no weight-sized temporary
+                } else {
+                    gk = gk.f_add(&dz.f_transpose(1, 2)?.f_matmul(&acts.pre[k])?)?;
+                }
+            }
+            match &extra_w[k] {
+                Some(e) => Ok(gk.f_add(e)?),
+                None => Ok(gk),
+            }
+        })?;
+        Ok((g_prev, d_x))
     }
 
     /// Back through ã_k: into the feedback parameters, the strengths and (fully) the activations.
