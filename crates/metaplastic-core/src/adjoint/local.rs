@@ -267,32 +267,28 @@ impl LocalStep {
                 (y_dense.f_sub(&p)?, Some(p))
             }
         };
-        let mut post = Vec::with_capacity(self.n);
-        let mut layers = Vec::with_capacity(self.n);
-        for k in 0..self.n {
+        let layer = |k: usize| -> Result<(Tensor, Option<MapTape>)> {
             let is_output = k + 1 == self.n;
             let a = &acts.post[k];
             if is_output && classification && cfg.feedback.clamp_output {
-                post.push(y_dense.shallow_clone());
-                layers.push(None);
-            } else if !is_output && cfg.feedback.kind == FeedbackKind::None {
-                post.push(a.shallow_clone());
-                layers.push(None);
-            } else {
-                let mut h = e.shallow_clone();
-                let mut inputs = Vec::new();
-                let mut pre = Vec::new();
-                for (bw, c) in &self.rule.feedback[k] {
-                    let z = h.f_linear(bw, Some(c))?;
-                    inputs.push(h);
-                    h = if cfg.feedback.activation == Activation::Relu { z.f_relu()? } else { z.shallow_clone() };
-                    pre.push(z);
-                }
-                // ã = s·f + (1 − s)·a
-                post.push(a.f_lerp(&h, self.rule.strength[k])?);
-                layers.push(Some(MapTape { inputs, pre, f: h }));
+                return Ok((y_dense.shallow_clone(), None));
             }
-        }
+            if !is_output && cfg.feedback.kind == FeedbackKind::None {
+                return Ok((a.shallow_clone(), None));
+            }
+            let mut h = e.shallow_clone();
+            let mut inputs = Vec::new();
+            let mut pre = Vec::new();
+            for (bw, c) in &self.rule.feedback[k] {
+                let z = h.f_linear(bw, Some(c))?;
+                inputs.push(h);
+                h = if cfg.feedback.activation == Activation::Relu { z.f_relu()? } else { z.shallow_clone() };
+                pre.push(z);
+            }
+            // ã = s·f + (1 − s)·a
+            Ok((a.f_lerp(&h, self.rule.strength[k])?, Some(MapTape { inputs, pre, f: h })))
+        };
+        let (post, layers) = self.per_layer(w, layer)?.into_iter().unzip();
         Ok((post, FeedbackTape::Map { layers, softmax }))
     }
 
@@ -456,32 +452,45 @@ impl LocalStep {
                 }
             }
             FeedbackTape::Map { layers, softmax } => {
-                let mut d_e: Option<Tensor> = None;
-                for (k, dp) in d_post.into_iter().enumerate() {
+                // Per layer: ∂L/∂a_k, ∂L/∂s_k, the feedback map's parameter gradients and ∂L/∂e through it.
+                type MapGrads = (Option<Tensor>, Option<Tensor>, Vec<(Tensor, Tensor)>, Option<Tensor>);
+                let layer = |k: usize| -> Result<MapGrads> {
+                    let dp = &d_post[k];
                     let Some(map) = &layers[k] else {
                         // ã is the layer's own activity (no feedback) or the clamped target.
                         let is_output = k + 1 == n;
-                        if full && !(is_output && classification && self.cfg.feedback.clamp_output) {
-                            accumulate(&mut d_act[k], dp)?;
-                        }
-                        continue;
+                        let to_act = full && !(is_output && classification && self.cfg.feedback.clamp_output);
+                        return Ok((to_act.then(|| dp.shallow_clone()), None, Vec::new(), None));
                     };
                     let s = self.rule.strength[k];
                     let a = &tape.acts.post[k];
-                    accumulate(&mut grads.strength[k], dp.f_mul(&map.f.f_sub(a)?)?.f_sum(None::<Kind>)?)?;
-                    if full {
-                        accumulate(&mut d_act[k], dp.f_mul_scalar(1.0 - s)?)?;
-                    }
+                    let d_strength = dp.f_mul(&map.f.f_sub(a)?)?.f_sum(None::<Kind>)?;
+                    let d_a = if full { Some(dp.f_mul_scalar(1.0 - s)?) } else { None };
                     let mut dh = dp.f_mul_scalar(s)?;
+                    let mut fb = Vec::with_capacity(map.pre.len());
                     for j in (0..map.pre.len()).rev() {
                         let dz = if self.cfg.feedback.activation == Activation::Relu { relu_backward(&dh, &map.pre[j])? } else { dh };
-                        let (gb, gc) = &mut grads.feedback[k][j];
-                        accumulate(gb, flat(&dz)?.f_transpose(0, 1)?.f_mm(&flat(&map.inputs[j])?)?)?;
-                        accumulate(gc, flat(&dz)?.f_sum_dim_intlist([0i64].as_slice(), false, None::<Kind>)?)?;
+                        fb.push((flat(&dz)?.f_transpose(0, 1)?.f_mm(&flat(&map.inputs[j])?)?, flat(&dz)?.f_sum_dim_intlist([0i64].as_slice(), false, None::<Kind>)?));
                         dh = dz.f_matmul(&self.rule.feedback[k][j].0)?;
                     }
-                    if to_output {
-                        accumulate(&mut d_e, dh)?;
+                    fb.reverse();
+                    Ok((d_a, Some(d_strength), fb, to_output.then_some(dh)))
+                };
+                let mut d_e: Option<Tensor> = None;
+                for (k, (d_a, d_strength, fb, de)) in self.per_layer(w, layer)?.into_iter().enumerate() {
+                    if let Some(d) = d_a {
+                        accumulate(&mut d_act[k], d)?;
+                    }
+                    if let Some(d) = d_strength {
+                        accumulate(&mut grads.strength[k], d)?;
+                    }
+                    for (j, (dgb, dgc)) in fb.into_iter().enumerate() {
+                        let (gb, gc) = &mut grads.feedback[k][j];
+                        accumulate(gb, dgb)?;
+                        accumulate(gc, dgc)?;
+                    }
+                    if let Some(d) = de {
+                        accumulate(&mut d_e, d)?;
                     }
                 }
                 if let Some(de) = d_e {

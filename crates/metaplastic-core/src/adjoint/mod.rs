@@ -53,9 +53,9 @@ pub(crate) fn accumulate(slot: &mut Option<Tensor>, g: Tensor) -> Result<()> {
     Ok(())
 }
 
-/// x ⊙ 1[pre > 0]
+/// x where pre > 0, else 0 (one operation, as autograd does it).
 pub(crate) fn relu_backward(x: &Tensor, pre: &Tensor) -> Result<Tensor> {
-    Ok(x.f_mul(&pre.f_gt(0.0)?.f_to_kind(x.kind())?)?)
+    Ok(x.f_threshold_backward(pre, 0.0)?)
 }
 
 /// Vector-Jacobian product of softmax: p ⊙ (d − Σ d ⊙ p).
