@@ -55,7 +55,7 @@ pub(crate) fn accumulate(slot: &mut Option<Tensor>, g: Tensor) -> Result<()> {
 
 /// x where pre > 0, else 0 (one operation, as autograd does it).
 pub(crate) fn relu_backward(x: &Tensor, pre: &Tensor) -> Result<Tensor> {
-    Ok(x.f_threshold_backward(pre, 0.0)?)
+    Ok(pre.f_threshold_backward(x, 0.0)?)
 }
 
 /// Vector-Jacobian product of softmax: p ⊙ (d − Σ d ⊙ p).
