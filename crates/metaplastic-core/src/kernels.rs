@@ -230,22 +230,40 @@ enum Isa {
     Baseline,
 }
 
+/// 0: the widest the CPU has; otherwise a cap set by `limit_vector_width` (1 baseline, 2 AVX2).
+static ISA_CAP: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Caps the vector instructions the fused loops use ("baseline", "avx2", or anything else for the
+/// widest): lets tests run every compiled variant on one machine, and a user rule out a suspect one.
+#[doc(hidden)]
+pub fn limit_vector_width(cap: &str) {
+    let v = match cap {
+        "baseline" => 1,
+        "avx2" => 2,
+        _ => 0,
+    };
+    ISA_CAP.store(v, std::sync::atomic::Ordering::Relaxed);
+}
+
 fn isa() -> Isa {
-    static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
-    *ISA.get_or_init(|| {
+    static DETECTED: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+    let widest = *DETECTED.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
         {
-            if std::env::var_os("METAPLASTIC_KERNEL_BASELINE").is_none() {
-                if is_x86_feature_detected!("avx512f") {
-                    return Isa::Avx512;
-                }
-                if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                    return Isa::Avx2;
-                }
+            if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                return Isa::Avx512;
+            }
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                return Isa::Avx2;
             }
         }
         Isa::Baseline
-    })
+    });
+    match (ISA_CAP.load(std::sync::atomic::Ordering::Relaxed), widest) {
+        (1, _) => Isa::Baseline,
+        (2, Isa::Avx512) => Isa::Avx2,
+        _ => widest,
+    }
 }
 
 /// Defines `$name(args, lo, hi)`: the `#[inline(always)]` loop `$body` compiled for the CPU's widest

@@ -179,6 +179,21 @@ fn fused_loops_split_over_threads() {
     }
 }
 
+/// Each compiled variant of the fused loops (AVX-512, AVX2, baseline; those this CPU runs) against
+/// autograd, on rows with whole vector chunks and a remainder (70, 90 inputs per row).
+#[test]
+fn every_vector_width_of_the_fused_loops() {
+    let cfg = config(
+        r#"{"inputShape":[4],"layers":[{"type":"linear","units":70},{"type":"linear","units":90},{"type":"linear","units":2}],
+            "task":"regression","rule":{"type":"oja"},"plasticity":{"granularity":"synapse","init":0.01},"dtype":"float64","device":"cpu","seed":3}"#,
+    );
+    for cap in ["baseline", "avx2", "widest"] {
+        metaplastic_core::kernels::limit_vector_width(cap);
+        compare_one(cfg.clone(), 12, AdjointOptions { interval: Some(3), fused: Some(true) });
+    }
+    metaplastic_core::kernels::limit_vector_width("widest");
+}
+
 /// 100 float32 meta-steps through each path end at the same parameters, up to float32 rounding.
 #[test]
 fn float32_training_tracks_autograd() {

@@ -118,8 +118,6 @@ fn run<R: StepAdjoint>(learner: &mut Learner, batch: &EpisodeBatch, opts: Adjoin
 
     // Forward, keeping the weights at the start of every segment (contiguous: the fused loops read rows
     // in place, and W_0 may be a broadcast view).
-    let prof = std::env::var_os("MP_PROF").is_some();
-    let t_start = std::time::Instant::now();
     let mut checkpoints = Vec::with_capacity(steps.div_ceil(k));
     let (mut w, mut b) = (detach_all(&fast.w)?, detach_all(&fast.b)?);
     tch::no_grad(|| -> Result<()> {
@@ -149,8 +147,6 @@ fn run<R: StepAdjoint>(learner: &mut Learner, batch: &EpisodeBatch, opts: Adjoin
     let mut gb = adj.split_off(w.len());
     let mut gw = adj;
 
-    let t_fwd = t_start.elapsed().as_secs_f64();
-    let (mut t_re, mut t_bw) = (0.0, 0.0);
     let needs_dx = features.requires_grad();
     let mut d_features: Vec<Option<Tensor>> = (0..steps).map(|_| None).collect();
     {
@@ -158,7 +154,6 @@ fn run<R: StepAdjoint>(learner: &mut Learner, batch: &EpisodeBatch, opts: Adjoin
         for (seg, (w0, b0)) in checkpoints.iter().enumerate().rev() {
             let t0 = seg * k;
             let t1 = (t0 + k).min(steps);
-            let tr = std::time::Instant::now();
             let mut states = Vec::with_capacity(t1 - t0);
             let (mut wt, mut bt): (Vec<Tensor>, Vec<Tensor>) = (w0.iter().map(|t| t.shallow_clone()).collect(), b0.iter().map(|t| t.shallow_clone()).collect());
             for t in t0..t1 {
@@ -166,8 +161,6 @@ fn run<R: StepAdjoint>(learner: &mut Learner, batch: &EpisodeBatch, opts: Adjoin
                 let (nw, nb, tape) = rule.forward(t, &wt, &bt, &xt, &yt)?;
                 states.push((std::mem::replace(&mut wt, nw), std::mem::replace(&mut bt, nb), tape));
             }
-            t_re += tr.elapsed().as_secs_f64();
-            let tb = std::time::Instant::now();
             for t in (t0..t1).rev() {
                 check_cancel()?;
                 let (wt, bt, tape) = states.pop().expect("one state per step");
@@ -177,11 +170,7 @@ fn run<R: StepAdjoint>(learner: &mut Learner, batch: &EpisodeBatch, opts: Adjoin
                     d_features[t] = dx;
                 }
             }
-            t_bw += tb.elapsed().as_secs_f64();
         }
-    }
-    if prof {
-        eprintln!("PROF forward {t_fwd:.3} recompute {t_re:.3} backward {t_bw:.3} total {:.3}", t_start.elapsed().as_secs_f64());
     }
 
     let mut surrogate = loss.f_to_kind(Kind::Double)?;
