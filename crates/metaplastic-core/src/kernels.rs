@@ -3,8 +3,9 @@
 //! temporaries. Rows are split over threads. The libtorch-operation forms (adjoint.rs) stay for other
 //! devices and are tested against these.
 //!
-//! Shapes (contiguous, float32 or float64, on the CPU): W, H, G, Q [E, O, I]; the teaching activity ã
-//! [E, B, O] (Oja's decay r = Σ_b ã², computed per row here; absent for Hebb); the rate P is
+//! Shapes (contiguous, float32 or float64, on the CPU): W, G, Q [E, O, I]; the teaching activity ã
+//! [E, B, O] and the presynaptic activity a [E, B, I], whose outer product ãᵀa and Oja's decay
+//! r = Σ_b ã² are formed here, row block by row block, never stored; the rate P is
 //! broadcast from [O, I], [O, 1] or [] and read through its strides; an optional per-row factor c [E, O]
 //! (the update normalisation) scales each row's update; the rate gradient accumulates into a full
 //! [O, I] (summed over episodes) and is reduced to P's shape once at the end.
@@ -14,17 +15,28 @@ use tch::{Device, Kind, Tensor};
 
 trait Real: Copy + Send + Sync + Add<Output = Self> + Sub<Output = Self> + Mul<Output = Self> + 'static {
     fn of(x: f64) -> Self;
+    /// self · a + b in one rounding: one instruction where the loop is compiled with FMA (x86 with
+    /// AVX2, every ARM64); only the outer products use it, where it halves the instruction count.
+    fn mul_add(self, a: Self, b: Self) -> Self;
     const ZERO: Self;
 }
 impl Real for f32 {
     fn of(x: f64) -> Self {
         x as f32
     }
+    #[inline(always)]
+    fn mul_add(self, a: Self, b: Self) -> Self {
+        f32::mul_add(self, a, b)
+    }
     const ZERO: Self = 0.0;
 }
 impl Real for f64 {
     fn of(x: f64) -> Self {
         x
+    }
+    #[inline(always)]
+    fn mul_add(self, a: Self, b: Self) -> Self {
+        f64::mul_add(self, a, b)
     }
     const ZERO: Self = 0.0;
 }
@@ -92,35 +104,94 @@ fn row_scale<T>(c: Option<&Tensor>, kind: Kind, e: i64, o: i64) -> Result<Option
     Ok(Some(Ptr::of(c)))
 }
 
-/// Oja's decay factor of each row (e, i): r = Σ_b ã[e, b, i]².
+/// The step's activities: teaching ã [E, B, O] and presynaptic a [E, B, I], read in place.
 #[derive(Clone, Copy)]
-struct Decay<T> {
+struct Activity<T> {
     post: Ptr<T>,
+    pre: Ptr<T>,
     batch: usize,
     outputs: usize,
+    inputs: usize,
 }
 
-impl<T: Real> Decay<T> {
-    fn of(post: Option<&Tensor>, kind: Kind, e: i64, o: i64) -> Result<Option<Self>> {
-        let Some(post) = post else { return Ok(None) };
+impl<T: Real> Activity<T> {
+    fn of(post: &Tensor, pre: &Tensor, kind: Kind, e: i64, o: i64, i: i64) -> Result<Self> {
         check(post, kind, "teaching activity")?;
-        let s = post.size();
-        if s.len() != 3 || s[0] != e || s[2] != o {
-            return Err(Error::Internal(format!("fused kernel: teaching activity {s:?} does not fit [{e}, B, {o}]")));
+        check(pre, kind, "presynaptic activity")?;
+        let (sp, sa) = (post.size(), pre.size());
+        if sp.len() != 3 || sp[0] != e || sp[2] != o || sa.len() != 3 || sa[0] != e || sa[1] != sp[1] || sa[2] != i {
+            return Err(Error::Internal(format!("fused kernel: activities {sp:?} and {sa:?} do not fit [{e}, B, {o}] and [{e}, B, {i}]")));
         }
-        Ok(Some(Decay { post: Ptr::of(post), batch: s[1] as usize, outputs: o as usize }))
+        Ok(Activity { post: Ptr::of(post), pre: Ptr::of(pre), batch: sp[1] as usize, outputs: o as usize, inputs: i as usize })
     }
 
+    /// ã[ep, b, o0 .. o0 + R].
     #[inline(always)]
-    fn at(&self, row: usize) -> T {
-        let (ep, i) = (row / self.outputs, row % self.outputs);
-        let base = ep * self.batch * self.outputs + i;
-        (0..self.batch).fold(T::ZERO, |acc, b| {
-            let a = unsafe { *self.post.0.add(base + b * self.outputs) };
-            acc + a * a
-        })
+    fn post_at<const R: usize>(&self, ep: usize, b: usize, o0: usize) -> &[T; R] {
+        unsafe { &*(self.post.0.add((ep * self.batch + b) * self.outputs + o0) as *const [T; R]) }
+    }
+
+    /// a[ep] as one [B · I] slice.
+    #[inline(always)]
+    fn pre_of(&self, ep: usize) -> &[T] {
+        unsafe { std::slice::from_raw_parts(self.pre.0.add(ep * self.batch * self.inputs), self.batch * self.inputs) }
+    }
+
+    /// Oja's decay factors r = Σ_b ã[ep, b, o]² of rows o0 .. o0 + R.
+    #[inline(always)]
+    fn decay<const R: usize>(&self, ep: usize, o0: usize) -> [T; R] {
+        let mut r = [T::ZERO; R];
+        for b in 0..self.batch {
+            let u = self.post_at::<R>(ep, b, o0);
+            for k in 0..R {
+                r[k] = r[k] + u[k] * u[k];
+            }
+        }
+        r
+    }
+
+    /// The outer product ãᵀa of rows o0 .. o0 + R at columns base .. base + LANES, kept in registers:
+    /// each presynaptic chunk loaded once serves all R rows.
+    #[inline(always)]
+    fn outer<const R: usize>(&self, ep: usize, o0: usize, base: usize) -> [[T; LANES]; R] {
+        let mut h = [[T::ZERO; LANES]; R];
+        // Raw strides over b: the rows and columns were checked against the shapes when the loop began.
+        unsafe {
+            let mut a = self.pre.0.add(ep * self.batch * self.inputs + base) as *const [T; LANES];
+            let mut u = self.post.0.add(ep * self.batch * self.outputs + o0) as *const [T; R];
+            for _ in 0..self.batch {
+                let (av, uv) = (&*a, &*u);
+                for k in 0..R {
+                    for l in 0..LANES {
+                        h[k][l] = uv[k].mul_add(av[l], h[k][l]);
+                    }
+                }
+                a = (a as *const T).add(self.inputs) as *const [T; LANES];
+                u = (u as *const T).add(self.outputs) as *const [T; R];
+            }
+        }
+        h
+    }
+
+    /// The same for one column j.
+    #[inline(always)]
+    fn outer_at<const R: usize>(&self, ep: usize, o0: usize, j: usize) -> [T; R] {
+        let pre = self.pre_of(ep);
+        let mut h = [T::ZERO; R];
+        for b in 0..self.batch {
+            let u = self.post_at::<R>(ep, b, o0);
+            let a = pre[b * self.inputs + j];
+            for k in 0..R {
+                h[k] = u[k].mul_add(a, h[k]);
+            }
+        }
+        h
     }
 }
+
+/// Rows per register block of the outer product (then 1 for what is left of a row range). Four rows
+/// of accumulators stay in registers; eight were spilled to memory and ran 3× slower.
+const BLOCK: usize = 4;
 
 /// Raw row pointers: each thread gets disjoint rows, so the writes never overlap.
 #[derive(Clone, Copy)]
@@ -306,26 +377,25 @@ fn lanes_mut<T>(s: &mut [T], base: usize) -> &mut [T; LANES] {
 /// since the compiler may not reassociate) and one vector of f32 lanes on AVX-512.
 const LANES: usize = 16;
 
-/// W' = W + m c P ⊙ (H − r ⊙ W) with r = Σ_b ã² from `post` (Oja), or without r (Hebb); c per row
-/// (1 when absent).
-pub fn local_step(w: &Tensor, h: &Tensor, p: &Tensor, post: Option<&Tensor>, m: f64, c: Option<&Tensor>) -> Result<Tensor> {
+/// W' = W + m c P ⊙ (ãᵀa − r ⊙ W) with r = Σ_b ã² (Oja) or without r (Hebb); c per row (1 when
+/// absent). The outer product ãᵀa is formed in registers, never as a weight-sized tensor.
+#[allow(clippy::too_many_arguments)]
+pub fn local_step(w: &Tensor, post: &Tensor, pre: &Tensor, p: &Tensor, oja: bool, m: f64, c: Option<&Tensor>) -> Result<Tensor> {
     match w.kind() {
-        Kind::Float => step_typed::<f32>(w, h, p, post, m, c),
-        Kind::Double => step_typed::<f64>(w, h, p, post, m, c),
+        Kind::Float => step_typed::<f32>(w, post, pre, p, oja, m, c),
+        Kind::Double => step_typed::<f64>(w, post, pre, p, oja, m, c),
         k => Err(Error::Internal(format!("fused kernel: unsupported kind {k:?}"))),
     }
 }
 
 struct StepArgs<T> {
     w: Ptr<T>,
-    h: Ptr<T>,
     out: Ptr<T>,
+    act: Activity<T>,
     rate: Rate<T>,
-    decay: Option<Decay<T>>,
+    oja: bool,
     scale: Option<Ptr<T>>,
     m: T,
-    cols: usize,
-    outputs: usize,
 }
 
 /// One row of P as a source of chunks: its own values, or one value broadcast.
@@ -337,64 +407,95 @@ impl<T: Real> RateRow<'_, T> {
             RateRow::Scalar(p) => *p,
         }
     }
+
+    #[inline(always)]
+    fn chunk(&self, base: usize) -> [T; LANES] {
+        match self {
+            RateRow::Values(p) => *lanes(p, base),
+            RateRow::Scalar(p) => [*p; LANES],
+        }
+    }
 }
 
+/// R rows of one episode starting at output o0: W' = W + m P ⊙ (H − d W).
+#[inline(always)]
+fn step_block<T: Real, const R: usize>(a: &StepArgs<T>, ep: usize, o0: usize) {
+    let (cols, outputs) = (a.act.inputs, a.act.outputs);
+    let first = ep * outputs + o0;
+    let d = if a.oja { a.act.decay::<R>(ep, o0) } else { [T::ZERO; R] };
+    let m: [T; R] = std::array::from_fn(|k| a.scale.map_or(a.m, |c| a.m * unsafe { *c.0.add(first + k) }));
+    let p: [RateRow<'_, T>; R] = std::array::from_fn(|k| a.rate.row(o0 + k, cols));
+    let w: [&[T]; R] = std::array::from_fn(|k| unsafe { &*(a.w.row(first + k, cols) as *const [T]) });
+    let out: [&mut [T]; R] = std::array::from_fn(|k| unsafe { a.out.row(first + k, cols) });
+    let whole = cols - cols % LANES;
+    for base in (0..whole).step_by(LANES) {
+        let h = a.act.outer::<R>(ep, o0, base);
+        for k in 0..R {
+            // On local copies: rows reached through arrays of references carry no no-alias promise,
+            // and the compiler would not vectorize the loop on the rows in place.
+            let (wk, pk) = (*lanes(w[k], base), p[k].chunk(base));
+            let mut ok = [T::ZERO; LANES];
+            for l in 0..LANES {
+                ok[l] = wk[l] + m[k] * pk[l] * (h[k][l] - d[k] * wk[l]);
+            }
+            *lanes_mut(out[k], base) = ok;
+        }
+    }
+    for j in whole..cols {
+        let h = a.act.outer_at::<R>(ep, o0, j);
+        for k in 0..R {
+            out[k][j] = w[k][j] + m[k] * p[k].at(j) * (h[k] - d[k] * w[k][j]);
+        }
+    }
+}
+
+/// Rows lo..hi (of E·O), in blocks of BLOCK rows of one episode where they fit.
 #[inline(always)]
 fn step_rows<T: Real>(a: &StepArgs<T>, lo: usize, hi: usize) {
-    let cols = a.cols;
-    for row in lo..hi {
-        let (wr, hr, or) = unsafe { (a.w.row(row, cols), a.h.row(row, cols), a.out.row(row, cols)) };
-        // W' = W(1 − m p d) + m p H, with d = 0 for Hebb and m including the row's factor.
-        let d = a.decay.map_or(T::ZERO, |dc| dc.at(row));
-        let m = a.scale.map_or(a.m, |c| a.m * unsafe { *c.0.add(row) });
-        match a.rate.row(row % a.outputs, cols) {
-            RateRow::Values(p) => {
-                for (((o, &w), &h), &p) in or.iter_mut().zip(wr.iter()).zip(hr.iter()).zip(p) {
-                    *o = w + m * p * (h - d * w);
-                }
-            }
-            RateRow::Scalar(p) => {
-                let mp = m * p;
-                for ((o, &w), &h) in or.iter_mut().zip(wr.iter()).zip(hr.iter()) {
-                    *o = w + mp * (h - d * w);
-                }
-            }
+    let outputs = a.act.outputs;
+    let mut row = lo;
+    while row < hi {
+        let (ep, o) = (row / outputs, row % outputs);
+        let room = (outputs - o).min(hi - row);
+        if room >= BLOCK {
+            step_block::<T, BLOCK>(a, ep, o);
+            row += BLOCK;
+        } else {
+            step_block::<T, 1>(a, ep, o);
+            row += 1;
         }
     }
 }
 multiversion!(step_dispatch, step_rows, StepArgs);
 
-fn step_typed<T: Real>(w: &Tensor, h: &Tensor, p: &Tensor, post: Option<&Tensor>, m: f64, c: Option<&Tensor>) -> Result<Tensor> {
+#[allow(clippy::too_many_arguments)]
+fn step_typed<T: Real>(w: &Tensor, post: &Tensor, pre: &Tensor, p: &Tensor, oja: bool, m: f64, c: Option<&Tensor>) -> Result<Tensor> {
     let kind = w.kind();
     let [e, o, i] = w.size()[..] else { return Err(Error::Internal("fused kernel: W must be [E, O, I]".into())) };
-    for (t, name) in [(w, "W"), (h, "H")] {
-        check(t, kind, name)?;
-    }
+    check(w, kind, "W")?;
     let out = w.f_empty_like()?;
     let (_keep, rate) = rate::<T>(p, o, i)?;
     let args = StepArgs {
         w: Ptr::of(w),
-        h: Ptr::of(h),
         out: Ptr::of(&out),
+        act: Activity::of(post, pre, kind, e, o, i)?,
         rate,
-        decay: Decay::<T>::of(post, kind, e, o)?,
+        oja,
         scale: row_scale::<T>(c, kind, e, o)?,
         m: T::of(m),
-        cols: i as usize,
-        outputs: o as usize,
     };
     parallel_rows((e * o) as usize, |lo, hi| step_dispatch(&args, lo, hi));
     Ok(out)
 }
 
 /// The adjoint of `local_step` for G = ∂L/∂W' (with `update`, overwritten in place by G − m Q ⊙ r, the
-/// direct part of ∂L/∂W; first-order steps leave it). Accumulates m G ⊙ (H − r ⊙ W) into `grad_rate` [O, I]; returns Q = P ⊙ G and, with r,
-/// rowsum(Q ⊙ W) [E, O].
+/// direct part of ∂L/∂W; first-order steps leave it). Accumulates m G ⊙ (ãᵀa − r ⊙ W) into
+/// `grad_rate` [O, I]; returns Q = c P ⊙ G and, with Oja, rowsum(Q ⊙ W) [E, O].
 #[allow(clippy::too_many_arguments)]
-pub fn local_step_adjoint(g: &mut Tensor, update: bool, w: &Tensor, h: &Tensor, p: &Tensor, post: Option<&Tensor>, m: f64, c: Option<&Tensor>, grad_rate: &mut Tensor) -> Result<StepAdjoint> {
+pub fn local_step_adjoint(g: &mut Tensor, update: bool, w: &Tensor, post: &Tensor, pre: &Tensor, p: &Tensor, oja: bool, m: f64, c: Option<&Tensor>, grad_rate: &mut Tensor) -> Result<StepAdjoint> {
     match w.kind() {
-        Kind::Float => adjoint_typed::<f32>(g, update, w, h, p, post, m, c, grad_rate),
-        Kind::Double => adjoint_typed::<f64>(g, update, w, h, p, post, m, c, grad_rate),
+        Kind::Float => adjoint_typed::<f32>(g, update, w, post, pre, p, oja, m, c, grad_rate),
+        Kind::Double => adjoint_typed::<f64>(g, update, w, post, pre, p, oja, m, c, grad_rate),
         k => Err(Error::Internal(format!("fused kernel: unsupported kind {k:?}"))),
     }
 }
@@ -402,107 +503,128 @@ pub fn local_step_adjoint(g: &mut Tensor, update: bool, w: &Tensor, h: &Tensor, 
 struct AdjointArgs<T> {
     g: Ptr<T>,
     w: Ptr<T>,
-    h: Ptr<T>,
     q: Ptr<T>,
     grad_rate: Ptr<T>,
+    act: Activity<T>,
     rate: Rate<T>,
-    decay: Option<Decay<T>>,
+    oja: bool,
     scale: Option<Ptr<T>>,
     rowsum: Option<Ptr<T>>,
     scale_grad: Option<Ptr<T>>,
     m: T,
     update: bool,
     episodes: usize,
-    cols: usize,
-    outputs: usize,
 }
 
-/// Rows `lo..hi` of the rate gradient (output neurons), each over every episode.
+/// One synapse: e = ∂L/∂(row factor · P) = m G (H − d W) into the rate gradient, Q = c P G,
+/// Σ Q W and Σ P e into the row sums, and G ← G − m d Q.
 #[inline(always)]
-fn adjoint_rows<T: Real>(a: &AdjointArgs<T>, lo: usize, hi: usize) {
-    let (cols, m) = (a.cols, a.m);
-    for oi in lo..hi {
-        let grow = unsafe { a.grad_rate.row(oi, cols) };
-        let prow = a.rate.row(oi, cols);
-        for ep in 0..a.episodes {
-            let row = ep * a.outputs + oi;
-            let (gw, wr, hr, qr) = unsafe { (a.g.row(row, cols), a.w.row(row, cols), a.h.row(row, cols), a.q.row(row, cols)) };
-            let d = a.decay.map_or(T::ZERO, |dc| dc.at(row));
-            let cr = a.scale.map_or(T::of(1.0), |c| unsafe { *c.0.add(row) });
-            let shrink = if a.update { m * d } else { T::ZERO };
-            let mut acc = [T::ZERO; LANES];
-            let mut cacc = [T::ZERO; LANES];
-            // One synapse j in lane l: e = ∂L/∂(row factor · P); G ← G − m d Q.
-            #[inline(always)]
-            #[allow(clippy::too_many_arguments)]
-            fn synapse<T: Real>(g: &mut T, gr: &mut T, q: &mut T, w: T, h: T, p: T, (m, d, cr, shrink): (T, T, T, T), acc: &mut T, cacc: &mut T) {
-                let e = m * *g * (h - d * w);
-                *gr = *gr + cr * e;
-                let qj = cr * p * *g;
-                *q = qj;
-                *acc = *acc + qj * w;
-                *cacc = *cacc + p * e;
-                *g = *g - shrink * qj;
-            }
-            let k = (m, d, cr, shrink);
-            let whole = cols - cols % LANES;
-            for base in (0..whole).step_by(LANES) {
-                let (g, gr, q) = (lanes_mut(gw, base), lanes_mut(grow, base), lanes_mut(qr, base));
-                let (w, h) = (lanes(wr, base), lanes(hr, base));
-                let p = match prow {
-                    RateRow::Values(p) => *lanes(p, base),
-                    RateRow::Scalar(p) => [p; LANES],
-                };
+#[allow(clippy::too_many_arguments)]
+fn synapse<T: Real>(g: &mut T, gr: &mut T, q: &mut T, w: T, h: T, p: T, (m, d, cr, shrink): (T, T, T, T), acc: &mut T, cacc: &mut T) {
+    let e = m * *g * (h - d * w);
+    *gr = *gr + cr * e;
+    let qj = cr * p * *g;
+    *q = qj;
+    *acc = *acc + qj * w;
+    *cacc = *cacc + p * e;
+    *g = *g - shrink * qj;
+}
+
+/// Output rows o0 .. o0 + R of the rate gradient, over every episode.
+#[inline(always)]
+fn adjoint_block<T: Real, const R: usize>(a: &AdjointArgs<T>, o0: usize) {
+    let (cols, outputs, m) = (a.act.inputs, a.act.outputs, a.m);
+    let grow: [&mut [T]; R] = std::array::from_fn(|k| unsafe { a.grad_rate.row(o0 + k, cols) });
+    let p: [RateRow<'_, T>; R] = std::array::from_fn(|k| a.rate.row(o0 + k, cols));
+    for ep in 0..a.episodes {
+        let first = ep * outputs + o0;
+        let d = if a.oja { a.act.decay::<R>(ep, o0) } else { [T::ZERO; R] };
+        let k_of: [(T, T, T, T); R] = std::array::from_fn(|k| {
+            let cr = a.scale.map_or(T::of(1.0), |c| unsafe { *c.0.add(first + k) });
+            (m, d[k], cr, if a.update { m * d[k] } else { T::ZERO })
+        });
+        let w: [&[T]; R] = std::array::from_fn(|k| unsafe { &*(a.w.row(first + k, cols) as *const [T]) });
+        let g: [&mut [T]; R] = std::array::from_fn(|k| unsafe { a.g.row(first + k, cols) });
+        let q: [&mut [T]; R] = std::array::from_fn(|k| unsafe { a.q.row(first + k, cols) });
+        let mut acc = [[T::ZERO; LANES]; R];
+        let mut cacc = [[T::ZERO; LANES]; R];
+        let whole = cols - cols % LANES;
+        for base in (0..whole).step_by(LANES) {
+            let h = a.act.outer::<R>(ep, o0, base);
+            for k in 0..R {
+                // On local copies, as in step_block.
+                let (mut gk, mut grk, mut qk) = (*lanes(g[k], base), *lanes(grow[k], base), [T::ZERO; LANES]);
+                let (wk, pk) = (*lanes(w[k], base), p[k].chunk(base));
                 for l in 0..LANES {
-                    synapse(&mut g[l], &mut gr[l], &mut q[l], w[l], h[l], p[l], k, &mut acc[l], &mut cacc[l]);
+                    synapse(&mut gk[l], &mut grk[l], &mut qk[l], wk[l], h[k][l], pk[l], k_of[k], &mut acc[k][l], &mut cacc[k][l]);
                 }
+                *lanes_mut(g[k], base) = gk;
+                *lanes_mut(grow[k], base) = grk;
+                *lanes_mut(q[k], base) = qk;
             }
-            for j in whole..cols {
-                let l = j - whole;
-                synapse(&mut gw[j], &mut grow[j], &mut qr[j], wr[j], hr[j], prow.at(j), k, &mut acc[l], &mut cacc[l]);
+        }
+        for j in whole..cols {
+            let h = a.act.outer_at::<R>(ep, o0, j);
+            let l = j - whole;
+            for k in 0..R {
+                synapse(&mut g[k][j], &mut grow[k][j], &mut q[k][j], w[k][j], h[k], p[k].at(j), k_of[k], &mut acc[k][l], &mut cacc[k][l]);
             }
-            let total = |v: &[T; LANES]| v.iter().fold(T::ZERO, |x, &y| x + y);
+        }
+        let total = |v: &[T; LANES]| v.iter().fold(T::ZERO, |x, &y| x + y);
+        for k in 0..R {
             if let Some(sp) = a.rowsum {
-                unsafe { *sp.0.add(row) = total(&acc) };
+                unsafe { *sp.0.add(first + k) = total(&acc[k]) };
             }
             if let Some(cg) = a.scale_grad {
-                unsafe { *cg.0.add(row) = total(&cacc) };
+                unsafe { *cg.0.add(first + k) = total(&cacc[k]) };
             }
+        }
+    }
+}
+
+/// Output rows lo..hi, in blocks of BLOCK where they fit.
+#[inline(always)]
+fn adjoint_rows<T: Real>(a: &AdjointArgs<T>, lo: usize, hi: usize) {
+    let mut o = lo;
+    while o < hi {
+        if o + BLOCK <= hi {
+            adjoint_block::<T, BLOCK>(a, o);
+            o += BLOCK;
+        } else {
+            adjoint_block::<T, 1>(a, o);
+            o += 1;
         }
     }
 }
 multiversion!(adjoint_dispatch, adjoint_rows, AdjointArgs);
 
 #[allow(clippy::too_many_arguments)]
-fn adjoint_typed<T: Real>(g: &mut Tensor, update: bool, w: &Tensor, h: &Tensor, p: &Tensor, post: Option<&Tensor>, m: f64, c: Option<&Tensor>, grad_rate: &mut Tensor) -> Result<StepAdjoint> {
+fn adjoint_typed<T: Real>(g: &mut Tensor, update: bool, w: &Tensor, post: &Tensor, pre: &Tensor, p: &Tensor, oja: bool, m: f64, c: Option<&Tensor>, grad_rate: &mut Tensor) -> Result<StepAdjoint> {
     let kind = w.kind();
     let [e, o, i] = w.size()[..] else { return Err(Error::Internal("fused kernel: W must be [E, O, I]".into())) };
-    for (t, name) in [(&*g, "G"), (w, "W"), (h, "H"), (&*grad_rate, "rate gradient")] {
+    for (t, name) in [(&*g, "G"), (w, "W"), (&*grad_rate, "rate gradient")] {
         check(t, kind, name)?;
     }
-    let decay = Decay::<T>::of(post, kind, e, o)?;
     let scale = row_scale::<T>(c, kind, e, o)?;
     let q = w.f_empty_like()?;
     let per_row = |on: bool| -> Result<Option<Tensor>> { Ok(if on { Some(Tensor::f_empty([e, o], (kind, Device::Cpu))?) } else { None }) };
-    let rowsum = per_row(decay.is_some())?;
+    let rowsum = per_row(oja)?;
     let scale_grad = per_row(scale.is_some())?;
     let (_keep, rate) = rate::<T>(p, o, i)?;
     let args = AdjointArgs {
         g: Ptr::of(g),
         w: Ptr::of(w),
-        h: Ptr::of(h),
         q: Ptr::of(&q),
         grad_rate: Ptr::of(grad_rate),
+        act: Activity::of(post, pre, kind, e, o, i)?,
         rate,
-        decay,
+        oja,
         scale,
         rowsum: rowsum.as_ref().map(Ptr::of),
         scale_grad: scale_grad.as_ref().map(Ptr::of),
         m: T::of(m),
         update,
         episodes: e as usize,
-        cols: i as usize,
-        outputs: o as usize,
     };
     // Rows of the rate gradient are shared by the episodes: split over output rows, loop over episodes
     // inside, so no two threads write the same accumulator row.

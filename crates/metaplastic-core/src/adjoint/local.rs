@@ -43,9 +43,9 @@ pub(super) struct StepTape {
     oja: bool,
     /// Σ_b ã² of each layer [E, O, 1] (Oja, libtorch-operation path; the fused kernels compute it).
     post_sq: Vec<Option<Tensor>>,
-    /// Per layer: the outer product ãᵀa (fused kernels) or the rule's term m(ãᵀa − r ⊙ W) before the
-    /// normalisation factor.
-    term: Vec<Tensor>,
+    /// Per layer, with libtorch operations: the rule's term m(ãᵀa − r ⊙ W) before the normalisation
+    /// factor (the fused loops form ãᵀa again from the activities).
+    term: Vec<Option<Tensor>>,
     /// Per layer: the normalisation factor c [E, O] of each row, where it depends on the activities.
     scale: Vec<Option<Tensor>>,
     feedback: FeedbackTape,
@@ -190,15 +190,14 @@ impl LocalStep {
         let acts = tail(x, w, b)?;
         let (post, feedback) = self.teaching(&acts, w, y)?;
         let oja = self.rule.oja && !(self.rule.hebb_first_step && t == 0);
-        let update = |k: usize| -> Result<(Tensor, Tensor, Option<Tensor>, Option<Tensor>)> {
+        let update = |k: usize| -> Result<(Tensor, Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
             let m = self.multiplier(k, &post[k]);
             let c = self.scale(&post[k], &acts.pre[k])?;
             if self.fused {
-                // The kernel computes Oja's r = Σ_b ã² per row itself.
-                let post_k = post[k].f_contiguous()?;
-                let outer = post_k.f_transpose(1, 2)?.f_bmm(&acts.pre[k])?;
-                let next = crate::kernels::local_step(&w[k], &outer, &self.rule.rates[k], oja.then_some(&post_k), m, c.as_ref())?;
-                Ok((next, outer, None, c))
+                // The kernel forms ãᵀa and Oja's r = Σ_b ã² itself, in registers.
+                let (post_k, pre_k) = (post[k].f_contiguous()?, acts.pre[k].f_contiguous()?);
+                let next = crate::kernels::local_step(&w[k], &post_k, &pre_k, &self.rule.rates[k], oja, m, c.as_ref())?;
+                Ok((next, None, None, c))
             } else {
                 let t0 = local_term(&post[k], &acts.pre[k], &w[k], oja, m, UpdateNormalization::None)?;
                 let normalized = match &c {
@@ -207,7 +206,7 @@ impl LocalStep {
                 };
                 let next = w[k].f_addcmul(&self.rule.rates[k], &normalized)?;
                 let post_sq = if oja { Some(post[k].f_square()?.f_sum_dim_intlist([1i64].as_slice(), true, None::<Kind>)?.f_transpose(1, 2)?) } else { None };
-                Ok((next, t0, post_sq, c))
+                Ok((next, Some(t0), post_sq, c))
             }
         };
         let updates = self.per_layer(w, update)?;
@@ -316,21 +315,21 @@ impl LocalStep {
                 // Updates G in place to its direct part G − m Q ⊙ r (kept as is under first order).
                 let mut direct = g[k].shallow_clone();
                 let mut rate_full = grads.rate_full[k].shallow_clone(); // this layer's own accumulator
-                let post_k = post.f_contiguous()?;
-                let decay = tape.oja.then_some(&post_k);
-                let out = crate::kernels::local_step_adjoint(&mut direct, full, &w[k], &tape.term[k], rate, decay, m, c, &mut rate_full)?;
+                let (post_k, pre_k) = (post.f_contiguous()?, pre.f_contiguous()?);
+                let out = crate::kernels::local_step_adjoint(&mut direct, full, &w[k], &post_k, &pre_k, rate, tape.oja, m, c, &mut rate_full)?;
                 if full {
                     g_next = Some(direct);
                 }
                 (out.q, out.rowsum, out.scale_grad)
             } else {
+                let term = tape.term[k].as_ref().ok_or_else(|| Error::Internal("the step's tape lacks the rule's term".into()))?;
                 let gc = match c {
                     Some(c) => g[k].f_mul(&c.f_unsqueeze(2)?)?,
                     None => g[k].shallow_clone(),
                 };
-                rate_grad = Some(gc.f_mul(&tape.term[k])?.f_sum_to_size(rate.size())?);
+                rate_grad = Some(gc.f_mul(term)?.f_sum_to_size(rate.size())?);
                 let scale_grad = match c {
-                    Some(_) => Some(g[k].f_mul(rate)?.f_mul(&tape.term[k])?.f_sum_dim_intlist([2i64].as_slice(), false, None::<Kind>)?),
+                    Some(_) => Some(g[k].f_mul(rate)?.f_mul(term)?.f_sum_dim_intlist([2i64].as_slice(), false, None::<Kind>)?),
                     None => None,
                 };
                 let q = gc.f_mul(rate)?;
