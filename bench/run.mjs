@@ -116,19 +116,19 @@ async function child(job) {
     learner: learnerConfig(NETS[job.net], job.device, job.backward, job.checkpointEvery),
     task: { type: 'sine', sine: sineConfig(job.profile), order: 'continual' },
   };
-  const exp = await native.createExperiment(JSON.stringify(config));
+  const exp = await native.createExperiment(config);
   const out = { runtime: native.runtimeInfo() };
   if (job.kind === 'train') {
     if (job.warmup > 0) await exp.train(job.warmup);
     const c0 = process.cpuUsage();
     const t0 = performance.now();
-    const recs = JSON.parse(await exp.train(job.repeats));
+    const recs = await exp.train(job.repeats);
     out.wallSeconds = (performance.now() - t0) / 1000;
     out.cpuSeconds = cpuSeconds(process.cpuUsage(c0));
     out.seconds = recs.map((r) => r.seconds);
     out.metaLoss = recs.map((r) => r.metaLoss);
   } else {
-    const opts = JSON.stringify({ runs: job.runs, seed: 7, maxBatch: job.runs });
+    const opts = { runs: job.runs, seed: 7, maxBatch: job.runs };
     await exp.evaluate(opts); // warm-up
     const c0 = process.cpuUsage();
     const t0 = performance.now();
