@@ -295,6 +295,7 @@ fn run_block_of<F: Fn(usize, usize) + Sync>(_f: &F) -> extern "C" fn(*mut std::f
 
 /// The widest vector instructions this CPU has, detected once (the loops below are compiled for each).
 #[derive(Clone, Copy, PartialEq)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // one build of the loops elsewhere
 enum Isa {
     Avx512,
     Avx2,
@@ -316,6 +317,7 @@ pub fn limit_vector_width(cap: &str) {
     ISA_CAP.store(v, std::sync::atomic::Ordering::Relaxed);
 }
 
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 fn isa() -> Isa {
     static DETECTED: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
     let widest = *DETECTED.get_or_init(|| {

@@ -66,6 +66,12 @@ struct MapTape {
     f: Tensor,
 }
 
+/// One layer's forward update: the next weights, the rule's term (libtorch operations), Σ_b ã², the
+/// normalisation factor.
+type LayerUpdate = (Tensor, Option<Tensor>, Option<Tensor>, Option<Tensor>);
+/// One layer's adjoint: ∂L/∂ã, ∂L/∂a (fully), the direct part of ∂L/∂W (fully), the rate gradient's share.
+type LayerAdjoint = (Tensor, Option<Tensor>, Option<Tensor>, Option<Tensor>);
+
 /// Gradient accumulators of the meta-parameters that the reverse pass owns.
 struct Grads {
     rates: Vec<Option<Tensor>>,
@@ -190,7 +196,7 @@ impl LocalStep {
         let acts = tail(x, w, b)?;
         let (post, feedback) = self.teaching(&acts, w, y)?;
         let oja = self.rule.oja && !(self.rule.hebb_first_step && t == 0);
-        let update = |k: usize| -> Result<(Tensor, Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let update = |k: usize| -> Result<LayerUpdate> {
             let m = self.multiplier(k, &post[k]);
             let c = self.scale(&post[k], &acts.pre[k])?;
             if self.fused {
@@ -301,7 +307,7 @@ impl LocalStep {
         let full = mode == StepMode::Full;
         // Per layer: ∂L/∂ã, ∂L/∂a from the rule (fully), the direct part of ∂L/∂W (fully) and, with
         // libtorch operations, the rate gradient's share (the fused loops accumulate it in place).
-        let layer = |k: usize| -> Result<(Tensor, Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let layer = |k: usize| -> Result<LayerAdjoint> {
             let rate = &self.rule.rates[k];
             let post = &tape.post[k];
             let pre = &tape.acts.pre[k];
