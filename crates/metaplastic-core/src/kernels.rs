@@ -274,7 +274,13 @@ pub fn parallel_layers<T: Send>(sizes: &[usize], layer: impl Fn(usize) -> Result
         let _no_grad = tch::no_grad_guard(); // grad mode is per thread; these threads never had it set
         for (_, ks) in &bins[lo..hi] {
             for &k in ks {
-                *slots[k].lock().unwrap_or_else(|e| e.into_inner()) = Some(layer(k));
+                // A panic becomes this layer's error here, on the thread that raised it: it must not
+                // unwind through OpenMP, and the caller reports it like any other failure.
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| layer(k))).unwrap_or_else(|p| {
+                    let what = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
+                    Err(Error::Internal(format!("layer {k}'s work failed: {what}")))
+                });
+                *slots[k].lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
             }
         }
     };

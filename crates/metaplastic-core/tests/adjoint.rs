@@ -259,3 +259,17 @@ fn rate_parameterisations_and_update_normalisations() {
         compare(cls, 21, Some(3));
     }
 }
+
+/// The layers' work shared over threads returns results in layer order, and a layer that fails or
+/// panics on a worker thread comes back as an error instead of ending the process.
+#[test]
+fn layer_work_over_threads_keeps_order_and_reports_failures() {
+    use metaplastic_core::kernels::parallel_layers;
+    tch::set_num_threads(2);
+    let sizes = [5, 50, 500, 50];
+    assert_eq!(parallel_layers(&sizes, |k| Ok(k * 10)).unwrap(), vec![0, 10, 20, 30]);
+    let panicked = parallel_layers(&sizes, |k| if k == 2 { panic!("layer two broke") } else { Ok(k) });
+    assert!(matches!(&panicked, Err(e) if e.to_string().contains("layer two broke")), "{panicked:?}");
+    let failed = parallel_layers(&sizes, |k| if k == 3 { Err(metaplastic_core::Error::Internal("no".into())) } else { Ok(k) });
+    assert!(failed.is_err());
+}
