@@ -1,7 +1,7 @@
 //! Fused CPU loops for the local rules' weight-sized work: one pass over memory per layer and step,
 //! where the same arithmetic in libtorch operations makes 4–12 passes and as many weight-sized
-//! temporaries. Rows are split over threads. The libtorch-operation forms (adjoint.rs) stay for other
-//! devices and are tested against these.
+//! temporaries. Rows are split over libtorch's own threads. The libtorch-operation forms (adjoint/)
+//! stay for other devices and are tested against these.
 //!
 //! Shapes (contiguous, float32 or float64, on the CPU): W, G, Q [E, O, I]; the teaching activity ã
 //! [E, B, O] and the presynaptic activity a [E, B, I], whose outer product ãᵀa and Oja's decay
