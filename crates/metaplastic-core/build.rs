@@ -23,10 +23,10 @@ fn main() {
     println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     compile_c10d_binding(Path::new(&lib));
+    compile_parallel_bridge(Path::new(&lib));
 }
 
-/// The distributed trainer's binding to c10d (TCPStore + Gloo) and the kernels' bridge to libtorch's thread
-/// team (parallel.cpp), built against the same libtorch headers.
+/// The distributed trainer's binding to c10d (TCPStore + Gloo), built against the same libtorch headers.
 fn compile_c10d_binding(lib_dir: &Path) {
     let root = lib_dir.parent().unwrap_or(lib_dir);
     let mut build = cc::Build::new();
@@ -44,7 +44,6 @@ fn compile_c10d_binding(lib_dir: &Path) {
         build.define("_GLIBCXX_USE_CXX11_ABI", "1");
     }
     build.compile("metaplastic_c10d");
-    compile_parallel_bridge(lib_dir);
     println!("cargo:rerun-if-changed=cpp");
 }
 

@@ -220,19 +220,25 @@ extern "C" fn run_block<F: Fn(usize, usize) + Sync>(ctx: *mut std::ffi::c_void, 
     }
 }
 
-/// Runs `f(first_row, last_row)` over `rows` rows in contiguous blocks on libtorch's own intra-op
-/// threads (cpp/parallel.cpp): the same team as its operations and MKL, so no second set of threads
-/// competes with that team's spin-waiting for the cores.
+/// Runs `f(begin, end)` over 0..n in blocks of at least `grain` on libtorch's own intra-op threads
+/// (cpp/parallel.cpp): the same team as its operations and MKL, so no second set of threads competes
+/// with that team's spin-waiting for the cores. If libtorch cannot start its threads, the whole range
+/// runs here, in order.
+fn on_torch_threads<F: Fn(usize, usize) + Sync>(n: usize, grain: usize, f: &F) {
+    let ctx = f as *const F as *mut std::ffi::c_void;
+    if unsafe { mp_parallel_for(0, n as i64, grain as i64, run_block::<F>, ctx) } != 0 {
+        f(0, n);
+    }
+}
+
+/// Runs `f(first_row, last_row)` over `rows` rows in contiguous blocks on libtorch's threads.
 fn parallel_rows<F: Fn(usize, usize) + Sync>(rows: usize, f: F) {
     let grain = 16;
     if rows <= grain || tch::get_num_threads() <= 1 {
         f(0, rows);
         return;
     }
-    let ctx = &f as *const F as *mut std::ffi::c_void;
-    if unsafe { mp_parallel_for(0, rows as i64, grain as i64, run_block::<F>, ctx) } != 0 {
-        f(0, rows); // libtorch could not start its threads: the same rows, serially
-    }
+    on_torch_threads(rows, grain, &f);
 }
 
 /// Runs `layer(k)` for every layer k, the layers shared out over libtorch's intra-op threads (largest
@@ -284,19 +290,11 @@ pub fn parallel_layers<T: Send>(sizes: &[usize], layer: impl Fn(usize) -> Result
             }
         }
     };
-    let ctx = &work as *const _ as *mut std::ffi::c_void;
-    if unsafe { mp_parallel_for(0, threads as i64, 1, run_block_of(&work), ctx) } != 0 {
-        work(0, threads);
-    }
+    on_torch_threads(threads, 1, &work);
     slots
         .into_iter()
         .map(|s| s.into_inner().unwrap_or_else(|e| e.into_inner()).unwrap_or_else(|| Err(Error::Internal("a layer's work did not run".into()))))
         .collect()
-}
-
-/// `run_block` for the type of `f`.
-fn run_block_of<F: Fn(usize, usize) + Sync>(_f: &F) -> extern "C" fn(*mut std::ffi::c_void, i64, i64) {
-    run_block::<F>
 }
 
 /// The widest vector instructions this CPU has, detected once (the loops below are compiled for each).

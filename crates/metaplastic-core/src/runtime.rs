@@ -57,9 +57,10 @@ fn keep_freed_memory() {
 
 /// Idempotent; call before any other libtorch use. Returns whether CUDA support was loaded.
 pub fn init() -> bool {
+    static MEMORY: std::sync::Once = std::sync::Once::new();
+    MEMORY.call_once(keep_freed_memory);
     CUDA_LOAD
         .get_or_init(|| {
-            keep_freed_memory();
             if std::env::var_os("METAPLASTIC_DISABLE_CUDA").is_some() {
                 return Err("disabled by METAPLASTIC_DISABLE_CUDA".into());
             }
