@@ -9,19 +9,27 @@ pub fn config(json: &str) -> LearnerConfig {
     LearnerConfig::from_json(json).unwrap_or_else(|e| panic!("bad test config: {e}\n{json}"))
 }
 
-/// A small regression net: 4 → 5 → 5 → 1 with `rln` frozen layers, f64 on the CPU.
+/// The device the small learners run on: the CPU, or `METAPLASTIC_TEST_DEVICE` (e.g. `cuda`, to check the
+/// reverse pass against autograd on a GPU machine with the same test binary).
+pub fn test_device() -> String {
+    std::env::var("METAPLASTIC_TEST_DEVICE").unwrap_or_else(|_| "cpu".into())
+}
+
+/// A small regression net: 4 → 5 → 5 → 1 with `rln` frozen layers, f64 on the test device.
 pub fn regression(rule: &str, extra: &str) -> LearnerConfig {
+    let device = test_device();
     config(&format!(
         r#"{{"inputShape":[4],"layers":[{{"type":"linear","units":5}},{{"type":"linear","units":5}},{{"type":"linear","units":1}}],
-            "task":"regression","rule":{rule},"dtype":"float64","device":"cpu","seed":7{extra}}}"#
+            "task":"regression","rule":{rule},"dtype":"float64","device":"{device}","seed":7{extra}}}"#
     ))
 }
 
 /// A small classification net with a conv front: [1,6,6] → conv(2, k3) → linear 6 → linear 3.
 pub fn classification(rule: &str, extra: &str) -> LearnerConfig {
+    let device = test_device();
     config(&format!(
         r#"{{"inputShape":[1,6,6],"layers":[{{"type":"conv","channels":2,"kernel":3}},{{"type":"linear","units":6}},{{"type":"linear","units":3}}],
-            "task":"classification","rule":{rule},"rln":1,"dtype":"float64","device":"cpu","seed":11{extra}}}"#
+            "task":"classification","rule":{rule},"rln":1,"dtype":"float64","device":"{device}","seed":11{extra}}}"#
     ))
 }
 
