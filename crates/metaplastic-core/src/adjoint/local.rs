@@ -16,7 +16,7 @@ use crate::inner::StepMode;
 use crate::learner::Learner;
 use crate::net::functional::{tail, TailActivations};
 use crate::params::ParamStore;
-use crate::rules::local::{local_term, normalization_factor, LocalRule};
+use crate::rules::local::{normalization_factor, plain_term, row_energy, LocalRule};
 use crate::{Error, Result};
 use tch::{Kind, Tensor};
 
@@ -69,15 +69,16 @@ struct MapTape {
 /// One layer's forward update: the next weights, the rule's term (libtorch operations), Σ_b ã², the
 /// normalisation factor.
 type LayerUpdate = (Tensor, Option<Tensor>, Option<Tensor>, Option<Tensor>);
-/// One layer's adjoint: ∂L/∂ã, ∂L/∂a (fully), the direct part of ∂L/∂W (fully), the rate gradient's share.
-type LayerAdjoint = (Tensor, Option<Tensor>, Option<Tensor>, Option<Tensor>);
+/// One layer's adjoint: ∂L/∂ã, ∂L/∂a (fully), the direct part of ∂L/∂W (fully).
+type LayerAdjoint = (Tensor, Option<Tensor>, Option<Tensor>);
 
 /// Gradient accumulators of the meta-parameters that the reverse pass owns.
 struct Grads {
-    rates: Vec<Option<Tensor>>,
     feedback: Vec<Vec<(Option<Tensor>, Option<Tensor>)>>,
     strength: Vec<Option<Tensor>>,
-    /// Fused kernels: the rate gradient of each layer at full [O, I] size, reduced at the end.
+    /// The rate gradient of each layer at the weights' full size, reduced to the rate's shape at the
+    /// end: [O, I] summed over episodes by the fused loops, [E, O, I] with libtorch operations (one
+    /// in-place multiply-add per step; created at the first step, when E is known).
     rate_full: Vec<Tensor>,
 }
 
@@ -99,6 +100,9 @@ struct LocalStep {
     n: usize,
     /// Weight-sized work in the fused CPU loops (kernels.rs) rather than libtorch operations.
     fused: bool,
+    /// Per-layer work shared out over libtorch's threads (`per_layer`): with the fused loops, and on
+    /// CUDA, where the time goes to launching each layer's many small operations.
+    layers_in_parallel: bool,
 }
 
 pub(super) struct LocalAdjoint {
@@ -131,7 +135,6 @@ impl LocalAdjoint {
         let feedback_idx: Vec<Vec<(usize, usize)>> = rule.feedback.iter().map(|f| f.layers.clone()).collect();
         let n = rates_graph.len();
         let grads = Grads {
-            rates: (0..n).map(|_| None).collect(),
             feedback: feedback_idx.iter().map(|l| l.iter().map(|_| (None, None)).collect()).collect(),
             strength: (0..n).map(|_| None).collect(),
             rate_full: if fused {
@@ -141,7 +144,7 @@ impl LocalAdjoint {
             },
         };
         Ok(Self {
-            step: LocalStep { cfg: learner.cfg.clone(), rule: rule_values, n, fused },
+            step: LocalStep { cfg: learner.cfg.clone(), rule: rule_values, n, fused, layers_in_parallel: fused || learner.device.is_cuda() },
             grads,
             rates_graph,
             feedback_idx,
@@ -167,12 +170,8 @@ impl StepAdjoint for LocalAdjoint {
         let mut total: Option<Tensor> = None;
         let g = &self.grads;
         for k in 0..self.step.n {
-            let mut rate = g.rates[k].as_ref().map(|t| t.shallow_clone());
             if let Some(full) = g.rate_full.get(k) {
-                accumulate(&mut rate, full.f_sum_to_size(self.step.rule.rates[k].size())?)?;
-            }
-            if let Some(gr) = rate {
-                accumulate(&mut total, dot(&self.rates_graph[k], &gr)?)?;
+                accumulate(&mut total, dot(&self.rates_graph[k], &full.f_sum_to_size(self.step.rule.rates[k].size())?)?)?;
             }
             if let Some(gs) = &g.strength[k] {
                 accumulate(&mut total, dot(params.at(self.strength_idx[k]), gs)?)?;
@@ -205,13 +204,13 @@ impl LocalStep {
                 let next = crate::kernels::local_step(&w[k], &post_k, &pre_k, &self.rule.rates[k], oja, m, c.as_ref())?;
                 Ok((next, None, None, c))
             } else {
-                let t0 = local_term(&post[k], &acts.pre[k], &w[k], oja, m, UpdateNormalization::None)?;
+                let post_sq = if oja { Some(row_energy(&post[k])?) } else { None };
+                let t0 = plain_term(&post[k], &acts.pre[k], &w[k], post_sq.as_ref(), m)?;
                 let normalized = match &c {
                     Some(c) => t0.f_mul(&c.f_unsqueeze(2)?)?,
                     None => t0.shallow_clone(),
                 };
                 let next = w[k].f_addcmul(&self.rule.rates[k], &normalized)?;
-                let post_sq = if oja { Some(post[k].f_square()?.f_sum_dim_intlist([1i64].as_slice(), true, None::<Kind>)?.f_transpose(1, 2)?) } else { None };
                 Ok((next, Some(t0), post_sq, c))
             }
         };
@@ -226,15 +225,16 @@ impl LocalStep {
         Ok((next, StepTape { acts, post, oja, post_sq, term, scale, feedback }))
     }
 
-    /// `layer(k)` for every plastic layer: shared out over the CPU threads with the fused loops
-    /// (kernels::parallel_layers), in order otherwise (other devices queue their work anyway).
+    /// `layer(k)` for every plastic layer, shared out over libtorch's threads (kernels::parallel_layers)
+    /// where that pays, in order otherwise. With the fused loops a layer's cost is its weight count; on
+    /// CUDA it is the host's time to launch its operations, the same for every layer, and the GPU runs
+    /// them in launch order on one stream whichever thread launched them.
     fn per_layer<T: Send>(&self, w: &[Tensor], layer: impl Fn(usize) -> Result<T>) -> Result<Vec<T>> {
-        if self.fused {
-            let sizes: Vec<usize> = w.iter().map(|t| t.numel()).collect();
-            crate::kernels::parallel_layers(&sizes, layer)
-        } else {
-            (0..self.n).map(layer).collect()
+        if !self.layers_in_parallel {
+            return (0..self.n).map(layer).collect();
         }
+        let sizes: Vec<usize> = if self.fused { w.iter().map(|t| t.numel()).collect() } else { vec![1; self.n] };
+        crate::kernels::parallel_layers(&sizes, layer)
     }
 
     /// The layer's multiplier m, with the batch normalisation's constant 1/B folded in.
@@ -305,8 +305,11 @@ impl LocalStep {
         }
         let n = self.n;
         let full = mode == StepMode::Full;
-        // Per layer: ∂L/∂ã, ∂L/∂a from the rule (fully), the direct part of ∂L/∂W (fully) and, with
-        // libtorch operations, the rate gradient's share (the fused loops accumulate it in place).
+        if grads.rate_full.is_empty() {
+            grads.rate_full = g.iter().map(|gk| gk.f_zeros_like()).collect::<std::result::Result<_, _>>()?;
+        }
+        // Per layer: ∂L/∂ã, ∂L/∂a from the rule (fully), the direct part of ∂L/∂W (fully); the rate
+        // gradient accumulates in place in the layer's own full-size accumulator.
         let layer = |k: usize| -> Result<LayerAdjoint> {
             let rate = &self.rule.rates[k];
             let post = &tape.post[k];
@@ -315,12 +318,11 @@ impl LocalStep {
             let r = tape.post_sq[k].as_ref();
             let c = tape.scale[k].as_ref();
             let mut g_next = None;
-            let mut rate_grad = None;
             // Q = c P ⊙ G, and ∂L/∂c of each row where c depends on the activities.
+            let mut rate_full = grads.rate_full[k].shallow_clone(); // this layer's own accumulator
             let (q, rowsum, scale_grad) = if self.fused {
                 // Updates G in place to its direct part G − m Q ⊙ r (kept as is under first order).
                 let mut direct = g[k].shallow_clone();
-                let mut rate_full = grads.rate_full[k].shallow_clone(); // this layer's own accumulator
                 let (post_k, pre_k) = (post.f_contiguous()?, pre.f_contiguous()?);
                 let out = crate::kernels::local_step_adjoint(&mut direct, full, &w[k], &post_k, &pre_k, rate, tape.oja, m, c, &mut rate_full)?;
                 if full {
@@ -333,7 +335,8 @@ impl LocalStep {
                     Some(c) => g[k].f_mul(&c.f_unsqueeze(2)?)?,
                     None => g[k].shallow_clone(),
                 };
-                rate_grad = Some(gc.f_mul(term)?.f_sum_to_size(rate.size())?);
+                // In place, at the weights' own size: reduced to the rate's shape once, at the end.
+                let _ = rate_full.f_addcmul_(&gc, term)?;
                 let scale_grad = match c {
                     Some(_) => Some(g[k].f_mul(rate)?.f_mul(term)?.f_sum_dim_intlist([2i64].as_slice(), false, None::<Kind>)?),
                     None => None,
@@ -345,18 +348,26 @@ impl LocalStep {
                 };
                 if full {
                     g_next = Some(match r {
-                        Some(r) => g[k].f_sub(&q.f_mul(r)?.f_mul_scalar(m)?)?,
+                        Some(r) => g[k].f_addcmul(&q, &r.f_mul_scalar(-m)?)?, // G − m Q ⊙ r
                         None => g[k].shallow_clone(),
                     });
                 }
                 (q, rowsum, scale_grad)
             };
-            let mut dp = pre.f_matmul(&q.f_transpose(1, 2)?)?;
-            if let Some(rowsum) = rowsum {
-                dp = dp.f_sub(&post.f_mul(&rowsum.f_unsqueeze(1)?)?.f_mul_scalar(2.0)?)?;
-            }
-            let mut dp = dp.f_mul_scalar(m)?;
-            let mut dpre = if full { Some(post.f_matmul(&q)?.f_mul_scalar(m)?) } else { None };
+            // m (a Qᵀ − 2 ã ⊙ rowsum), one baddbmm.
+            let q_t = q.f_transpose(1, 2)?;
+            let mut dp = match rowsum {
+                Some(rowsum) => post.f_mul(&rowsum.f_unsqueeze(1)?)?.f_baddbmm(pre, &q_t, -2.0 * m, m)?,
+                None if m == 1.0 => pre.f_matmul(&q_t)?,
+                None => pre.f_matmul(&q_t)?.f_mul_scalar(m)?,
+            };
+            let mut dpre = if !full {
+                None
+            } else if m == 1.0 {
+                Some(post.f_matmul(&q)?)
+            } else {
+                Some(post.f_matmul(&q)?.f_mul_scalar(m)?)
+            };
             // Through the normalisation factor: c = 1/(1 + s) gives ∂L/∂s = −c² ∂L/∂c.
             if let (Some(c), Some(sg)) = (c, scale_grad) {
                 let ds = sg.f_mul(&c.f_square()?)?.f_neg()?; // [E, O]
@@ -372,18 +383,15 @@ impl LocalStep {
                     UpdateNormalization::None | UpdateNormalization::Batch => {}
                 }
             }
-            Ok((dp, dpre, g_next, rate_grad))
+            Ok((dp, dpre, g_next))
         };
         let mut d_post = Vec::with_capacity(n);
         let mut d_pre = Vec::with_capacity(n);
         let mut g_next = Vec::with_capacity(n);
-        for (k, (dp, dpre, gn, rate_grad)) in self.per_layer(w, layer)?.into_iter().enumerate() {
+        for (dp, dpre, gn) in self.per_layer(w, layer)?.into_iter() {
             d_post.push(dp);
             d_pre.extend(dpre);
             g_next.extend(gn);
-            if let Some(rg) = rate_grad {
-                accumulate(&mut grads.rates[k], rg)?;
-            }
         }
         // Gradients reaching the layers' outputs a_k (hidden: ReLU(z_k), output: ŷ) from the teaching path.
         let mut d_act: Vec<Option<Tensor>> = (0..n).map(|_| None).collect();
@@ -417,11 +425,7 @@ impl LocalStep {
         let g_prev = self.per_layer(w, |k| {
             let mut gk = g_next[k].shallow_clone();
             if let Some(dz) = &dzs[k] {
-                if self.fused {
-                    let _ = gk.f_baddbmm_(&dz.f_transpose(1, 2)?, &acts.pre[k])?; // in place: no weight-sized temporary
-                } else {
-                    gk = gk.f_add(&dz.f_transpose(1, 2)?.f_matmul(&acts.pre[k])?)?;
-                }
+                let _ = gk.f_baddbmm_(&dz.f_transpose(1, 2)?, &acts.pre[k])?; // in place: no weight-sized temporary
             }
             match &extra_w[k] {
                 Some(e) => Ok(gk.f_add(e)?),

@@ -99,12 +99,19 @@ impl StepAdjoint for SgdAdjoint {
         let mut nb = Vec::with_capacity(self.n);
         let mut kept = (Vec::new(), Vec::new());
         for k in 0..self.n {
-            let gw = delta[k].f_transpose(1, 2)?.f_matmul(&acts.pre[k])?;
+            let delta_t = delta[k].f_transpose(1, 2)?;
             let gb = delta[k].f_sum_dim_intlist([1i64].as_slice(), false, None::<Kind>)?;
-            nw.push(w[k].f_add(&self.steps_w[k].descend(&gw)?)?);
+            match (&self.steps_w[k], self.learned.is_some()) {
+                // W − α δᵀa in one kernel, when the gradient itself need not be kept.
+                (Step::Fixed(lr), false) => nw.push(w[k].f_baddbmm(&delta_t, &acts.pre[k], 1.0, -lr)?),
+                _ => {
+                    let gw = delta_t.f_matmul(&acts.pre[k])?;
+                    nw.push(w[k].f_add(&self.steps_w[k].descend(&gw)?)?);
+                    kept.0.push(gw);
+                }
+            }
             nb.push(if self.adapt_biases { b[k].f_add(&self.steps_b[k].descend(&gb)?)? } else { b[k].shallow_clone() });
             if self.learned.is_some() {
-                kept.0.push(gw);
                 kept.1.push(gb);
             }
         }
@@ -141,7 +148,7 @@ impl StepAdjoint for SgdAdjoint {
                 z = z.f_add(&vb.f_unsqueeze(1)?)?;
             }
             if let Some(h) = &dh[k] {
-                z = z.f_add(&h.f_matmul(&w[k].f_transpose(1, 2)?)?)?;
+                let _ = z.f_baddbmm_(h, &w[k].f_transpose(1, 2)?)?;
             }
             if k + 1 < n {
                 dh.push(Some(relu_backward(&z, &acts.z[k])?));
@@ -162,13 +169,15 @@ impl StepAdjoint for SgdAdjoint {
         let mut out_b = gb;
         let mut dx = None;
         for k in (0..n).rev() {
-            let mut wbar = zbar.f_transpose(1, 2)?.f_matmul(&acts.pre[k])?;
+            // G + z̄ᵀh + δᵀḣ, accumulated by two batched multiply-adds.
+            let mut gk = out_w[k].f_baddbmm(&zbar.f_transpose(1, 2)?, &acts.pre[k], 1.0, 1.0)?;
             if let Some(h) = &dh[k] {
-                wbar = wbar.f_add(&tape.delta[k].f_transpose(1, 2)?.f_matmul(h)?)?;
+                let _ = gk.f_baddbmm_(&tape.delta[k].f_transpose(1, 2)?, h)?;
             }
-            out_w[k] = out_w[k].f_add(&wbar)?;
+            out_w[k] = gk;
             out_b[k] = out_b[k].f_add(&zbar.f_sum_dim_intlist([1i64].as_slice(), false, None::<Kind>)?)?;
-            let hbar = tape.delta[k].f_matmul(&v[k])?.f_add(&zbar.f_matmul(&w[k])?)?;
+            let mut hbar = tape.delta[k].f_matmul(&v[k])?;
+            let _ = hbar.f_baddbmm_(&zbar, &w[k])?;
             if k == 0 {
                 dx = Some(hbar);
             } else {

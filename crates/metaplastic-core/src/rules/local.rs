@@ -41,19 +41,30 @@ pub struct LocalRule {
 /// The rule's term before the rates: m · N(ãᵀa − diag(Σ ã²) W), with post [E, B, out], pre [E, B, in],
 /// w [E, out, in]. The update is rate ⊙ term, applied by the driver as one fused W + rate ⊙ term.
 pub fn local_term(post: &Tensor, pre: &Tensor, w: &Tensor, oja_decay: bool, multiplier: f64, normalize: UpdateNormalization) -> Result<Tensor> {
-    let post_t = post.f_transpose(1, 2)?;
-    let term = if oja_decay {
-        // q_i = Σ_b ã_bi², [E, out, 1]; baddbmm: −m·q⊙W + m·ãᵀa in one kernel.
-        let q = post.f_square()?.f_sum_dim_intlist([1i64].as_slice(), false, None::<Kind>)?.f_unsqueeze(2)?;
-        q.f_mul(w)?.f_baddbmm(&post_t, pre, -multiplier, multiplier)?
-    } else {
-        let hebb = post_t.f_matmul(pre)?;
-        if multiplier == 1.0 { hebb } else { hebb.f_mul_scalar(multiplier)? }
-    };
+    let energy = if oja_decay { Some(row_energy(post)?) } else { None };
+    let term = plain_term(post, pre, w, energy.as_ref(), multiplier)?;
     Ok(match (normalize, normalization_factor(normalize, post, pre)?) {
         (_, Some(c)) => term.f_mul(&c.f_unsqueeze(2)?)?,
         (UpdateNormalization::Batch, None) => term.f_div_scalar(post.size()[1] as f64)?,
         (_, None) => term,
+    })
+}
+
+/// Oja's decay factor of each row, q_i = Σ_b ã_bi², [E, out, 1].
+pub fn row_energy(post: &Tensor) -> Result<Tensor> {
+    Ok(post.f_square()?.f_sum_dim_intlist([1i64].as_slice(), false, None::<Kind>)?.f_unsqueeze(2)?)
+}
+
+/// m (ãᵀa − q ⊙ W) with Oja's row energies q, m ãᵀa without (Hebb): the term before any normalisation.
+pub fn plain_term(post: &Tensor, pre: &Tensor, w: &Tensor, energy: Option<&Tensor>, multiplier: f64) -> Result<Tensor> {
+    let post_t = post.f_transpose(1, 2)?;
+    Ok(match energy {
+        // baddbmm: −m·q⊙W + m·ãᵀa in one kernel.
+        Some(q) => q.f_mul(w)?.f_baddbmm(&post_t, pre, -multiplier, multiplier)?,
+        None => {
+            let hebb = post_t.f_matmul(pre)?;
+            if multiplier == 1.0 { hebb } else { hebb.f_mul_scalar(multiplier)? }
+        }
     })
 }
 

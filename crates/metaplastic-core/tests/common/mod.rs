@@ -98,7 +98,7 @@ pub fn jitter_biases(learner: &mut Learner, seed: i64) {
     for (k, name) in names.iter().enumerate() {
         let i = learner.params.index_of(name).unwrap();
         let p = learner.params.at(i);
-        let noise = randn(&p.size(), seed + k as i64).to_kind(p.kind()) * 0.1;
+        let noise = randn(&p.size(), seed + k as i64).to_device(p.device()).to_kind(p.kind()) * 0.1;
         learner.params.write(name, &(p.detach() + noise)).unwrap();
     }
 }
