@@ -100,9 +100,6 @@ struct LocalStep {
     n: usize,
     /// Weight-sized work in the fused CPU loops (kernels.rs) rather than libtorch operations.
     fused: bool,
-    /// Per-layer work shared out over libtorch's threads (`per_layer`): with the fused loops, and on
-    /// CUDA, where the time goes to launching each layer's many small operations.
-    layers_in_parallel: bool,
 }
 
 pub(super) struct LocalAdjoint {
@@ -144,7 +141,7 @@ impl LocalAdjoint {
             },
         };
         Ok(Self {
-            step: LocalStep { cfg: learner.cfg.clone(), rule: rule_values, n, fused, layers_in_parallel: fused || learner.device.is_cuda() },
+            step: LocalStep { cfg: learner.cfg.clone(), rule: rule_values, n, fused },
             grads,
             rates_graph,
             feedback_idx,
@@ -225,16 +222,17 @@ impl LocalStep {
         Ok((next, StepTape { acts, post, oja, post_sq, term, scale, feedback }))
     }
 
-    /// `layer(k)` for every plastic layer, shared out over libtorch's threads (kernels::parallel_layers)
-    /// where that pays, in order otherwise. With the fused loops a layer's cost is its weight count; on
-    /// CUDA it is the host's time to launch its operations, the same for every layer, and the GPU runs
-    /// them in launch order on one stream whichever thread launched them.
+    /// `layer(k)` for every plastic layer: shared out over the CPU threads with the fused loops
+    /// (kernels::parallel_layers), in order otherwise. On CUDA, where a step's time is the host's time
+    /// to launch its many small operations, launching layers from several threads was measured slower
+    /// (H200, FLP meta-batch 1: 1.8 s per meta-step on one thread, 2.2–2.5 s on 4 to 16).
     fn per_layer<T: Send>(&self, w: &[Tensor], layer: impl Fn(usize) -> Result<T>) -> Result<Vec<T>> {
-        if !self.layers_in_parallel {
-            return (0..self.n).map(layer).collect();
+        if self.fused {
+            let sizes: Vec<usize> = w.iter().map(|t| t.numel()).collect();
+            crate::kernels::parallel_layers(&sizes, layer)
+        } else {
+            (0..self.n).map(layer).collect()
         }
-        let sizes: Vec<usize> = if self.fused { w.iter().map(|t| t.numel()).collect() } else { vec![1; self.n] };
-        crate::kernels::parallel_layers(&sizes, layer)
     }
 
     /// The layer's multiplier m, with the batch normalisation's constant 1/B folded in.
