@@ -189,6 +189,8 @@ def main():
     result["threads"] = torch.get_num_threads()
     result["device"] = str(device)
     result["maxRssMiB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if device.type == "cuda":
+        result["peakGpuMiB"] = torch.cuda.max_memory_reserved(device) / 2**20
     print(json.dumps(result))
 
 

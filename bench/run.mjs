@@ -142,7 +142,19 @@ async function child(job) {
     out.cpuSeconds = cpuSeconds(process.cpuUsage(c0));
   }
   out.maxRssMiB = process.resourceUsage().maxRSS / 1024;
+  if (job.device === 'cuda') out.gpuMiB = gpuMemoryUsedMiB();
   console.log(JSON.stringify(out));
+}
+
+/**
+ * GPU memory in use now, by `nvidia-smi` (null without it). Asked at the end of a measurement, while this
+ * process alone holds the GPU: libtorch's caching allocator keeps what it reserved, so this is the peak it
+ * reserved. The addon exposes no allocator statistics.
+ */
+function gpuMemoryUsedMiB() {
+  const r = spawnSync('nvidia-smi', ['--query-gpu=memory.used', '--format=csv,noheader,nounits'], { encoding: 'utf8' });
+  const used = r.status === 0 ? Number(r.stdout.trim().split('\n')[0]) : NaN;
+  return Number.isFinite(used) ? used : null;
 }
 
 function cpuSeconds(u) {
@@ -298,6 +310,7 @@ async function main() {
       matmulPeakGflops: peak,
       cpuCoresBusy: eng.cpuSeconds / eng.wallSeconds,
       maxRssMiB: Math.round(eng.maxRssMiB),
+      gpuMiB: eng.gpuMiB ?? null,
       metaLoss: eng.metaLoss,
     });
     if (s.kind === 'train') {
@@ -311,7 +324,7 @@ async function main() {
       if (ref.error) r.reference = { error: ref.error };
       else {
         const refSec = median(ref.seconds);
-        r.reference = { msMedian: refSec * 1000, msMin: Math.min(...ref.seconds) * 1000, samplesMs: ref.seconds.map((x) => +(x * 1000).toFixed(1)), gflops: flops / refSec / 1e9, maxRssMiB: Math.round(ref.maxRssMiB) };
+        r.reference = { msMedian: refSec * 1000, msMin: Math.min(...ref.seconds) * 1000, samplesMs: ref.seconds.map((x) => +(x * 1000).toFixed(1)), gflops: flops / refSec / 1e9, maxRssMiB: Math.round(ref.maxRssMiB), gpuMiB: ref.peakGpuMiB ?? null };
         r.engineOverReference = sec / refSec;
         r.engineOverReferenceMin = r.msMin / r.reference.msMin;
       }
@@ -336,6 +349,7 @@ async function main() {
     ['engine/ref (min)', (r) => (r.engineOverReferenceMin ? `${fmt(r.engineOverReferenceMin, 2)}×` : '-')],
     ['cores busy', (r) => fmt(r.cpuCoresBusy, 2)],
     ['RSS MiB', (r) => r.maxRssMiB],
+    ...(device === 'cuda' ? [['GPU MiB', (r) => r.gpuMiB ?? '-'], ['ref GPU MiB', (r) => (r.reference?.gpuMiB == null ? '-' : Math.round(r.reference.gpuMiB))]] : []),
   ]));
   if (matmul && !matmul.error) {
     const mm = Object.entries(matmul).filter(([, v]) => v?.gflops).map(([k, v]) => `${k === 'square' ? `${matmul.square.shapeA.join('×')} square` : k} ${fmt(v.gflops)} GFLOP/s`);
