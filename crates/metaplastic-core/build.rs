@@ -24,6 +24,18 @@ fn main() {
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     compile_c10d_binding(Path::new(&lib));
     compile_parallel_bridge(Path::new(&lib));
+    compile_op_counter(Path::new(&lib));
+}
+
+/// The operation counter (cpp/op_count.cpp): a RecordFunction callback, built against the same headers.
+fn compile_op_counter(lib_dir: &Path) {
+    let root = lib_dir.parent().unwrap_or(lib_dir);
+    let mut build = cc::Build::new();
+    build.cpp(true).file("cpp/op_count.cpp").include(root.join("include")).flag_if_supported("-std=c++17").warnings(false);
+    if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
+        build.define("_GLIBCXX_USE_CXX11_ABI", "1");
+    }
+    build.compile("metaplastic_op_count");
 }
 
 /// The distributed trainer's binding to c10d (TCPStore + Gloo), built against the same libtorch headers.

@@ -5,9 +5,14 @@
 //!
 //!   bench [--device cpu|cuda] [--threads N] [--steps T] [--meta-batch 1,8,64] [--nets flp,oml]
 //!         [--backward adjoint,autograd] [--autograd-max 8] [--intervals 20] [--repeats R] [--json FILE]
+//!         [--count-ops]   (also: libtorch operations per inner step of the reverse pass on libtorch
+//!                          operations, the path CUDA takes: each is a kernel launch there)
 //!
 //! Each measurement runs in a child process of its own (clean peak memory); one line of JSON each.
+use metaplastic_core::adjoint::{self, AdjointOptions};
 use metaplastic_core::config::LearnerConfig;
+use metaplastic_core::inner::step_mode;
+use metaplastic_core::runtime;
 use metaplastic_core::learner::{EpisodeBatch, Learner};
 use metaplastic_core::meta::Adam;
 use std::process::Command;
@@ -31,6 +36,7 @@ struct Opts {
     /// The largest meta-batch autograd runs at (its unrolled graph: ~10 GB per paper-size FLP episode).
     autograd_max: i64,
     json: Option<String>,
+    count_ops: bool,
     child: Option<String>,
     units: Vec<i64>,
 }
@@ -51,6 +57,7 @@ fn parse() -> Opts {
         repeats: 3,
         autograd_max: 8,
         json: None,
+        count_ops: false,
         child: None,
         units: UNITS.to_vec(),
     };
@@ -70,6 +77,10 @@ fn parse() -> Opts {
             "--autograd-max" => o.autograd_max = v.parse().expect("--autograd-max E"),
             "--json" => o.json = Some(v),
             "--child" => o.child = Some(v),
+            "--count-ops" => {
+                o.count_ops = true;
+                i -= 1; // a flag: no value follows
+            }
             "--units" => o.units = list(&v),
             other => panic!("unknown option {other} (see the header of examples/bench.rs)"),
         }
@@ -166,8 +177,18 @@ fn measure(o: &Opts, spec: &str) -> String {
     let busy = cpu * o.repeats as f64 / wall0.elapsed().as_secs_f64();
     let peak_gpu = if device.is_cuda() { cuda_peak_mib() } else { f64::NAN };
     let rate = matmul_rate(device, e);
+    let ops = if o.count_ops && backward == "adjoint" {
+        // After the timing (counting slows every operation down), on the libtorch-operation path.
+        let (gradient, steps) = (learner.cfg.meta.gradient, o.steps as usize);
+        let opts = AdjointOptions { interval: learner.cfg.meta.checkpoint_every, fused: Some(false) };
+        let (run, count) = runtime::count_ops(|| adjoint::meta_gradient(&mut learner, &b, opts, |t| step_mode(gradient, t, steps))).expect("op count");
+        run.expect("meta-gradient on libtorch operations");
+        format!("{:.0}", count as f64 / steps as f64)
+    } else {
+        "null".to_string()
+    };
     format!(
-        r#"{{"net":"{net}","backward":"{}","interval":"{interval}","metaBatch":{e},"steps":{},"seconds":{seconds:?},"cpuSeconds":{cpu:.3},"coresBusy":{busy:.2},"matmulGflops":{rate:.1},"peakRssMiB":{:.0},"peakGpuMiB":{}}}"#,
+        r#"{{"net":"{net}","backward":"{}","interval":"{interval}","metaBatch":{e},"steps":{},"seconds":{seconds:?},"cpuSeconds":{cpu:.3},"coresBusy":{busy:.2},"matmulGflops":{rate:.1},"peakRssMiB":{:.0},"peakGpuMiB":{},"opsPerStep":{ops}}}"#,
         backward,
         o.steps,
         peak_rss_mib(),
@@ -209,8 +230,8 @@ fn main() {
     let exe = std::env::current_exe().expect("own path");
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("metaplastic engine bench: device {}, {} thread(s), {} inner steps, units {:?}, load average {}", o.device, o.threads, o.steps, o.units, load.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
-    println!("| net | backward | interval | E | s/meta-step (median) | episodes/s | GFLOP/s | of bmm rate | CPU s/step | cores busy | peak RSS MiB | peak GPU MiB |");
-    println!("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| net | backward | interval | E | s/meta-step (median) | episodes/s | GFLOP/s | of bmm rate | CPU s/step | cores busy | peak RSS MiB | peak GPU MiB | ops/inner step |");
+    println!("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut lines = Vec::new();
     for net in &o.nets {
         for &e in &o.meta_batch {
@@ -237,13 +258,14 @@ fn main() {
                     let gflops = flops(&o.units, net, e, o.steps) / med / 1e9;
                     let rate = v["matmulGflops"].as_f64().unwrap();
                     println!(
-                        "| {net} | {backward} | {interval} | {e} | {med:.3} | {:.2} | {gflops:.1} | {:.0}% | {} | {} | {} | {} |",
+                        "| {net} | {backward} | {interval} | {e} | {med:.3} | {:.2} | {gflops:.1} | {:.0}% | {} | {} | {} | {} | {} |",
                         e as f64 / med,
                         100.0 * gflops / rate,
                         v["cpuSeconds"],
                         v["coresBusy"],
                         v["peakRssMiB"],
-                        v["peakGpuMiB"]
+                        v["peakGpuMiB"],
+                        v["opsPerStep"]
                     );
                     lines.push(line.to_string());
                 }

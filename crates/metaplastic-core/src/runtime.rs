@@ -196,3 +196,35 @@ pub fn info() -> RuntimeInfo {
         threads: threads(),
     }
 }
+
+extern "C" {
+    fn mp_op_count_start() -> i32;
+    fn mp_op_count_stop() -> i64;
+}
+
+/// Runs `work` and counts the libtorch operations it dispatches from this thread (cpp/op_count.cpp):
+/// the calls made from outside any operation, not those operations make inside; work that other
+/// threads start themselves is not seen (the fused loops' per-layer threads). On a GPU each is at
+/// least one kernel launch, so the count per inner step is what a launch-bound step costs. One count at
+/// a time in the process; counting slows the operations down, so time nothing while it runs.
+pub fn count_ops<R>(work: impl FnOnce() -> R) -> crate::Result<(R, i64)> {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _only = ONE_AT_A_TIME.try_lock().map_err(|_| crate::Error::Internal("operations are already being counted".into()))?;
+    match unsafe { mp_op_count_start() } {
+        0 => {}
+        code => return Err(crate::Error::Internal(format!("libtorch refused the operation counter (code {code})"))),
+    }
+    // Stop counting even if the work panics, so the callback never outlives the count.
+    struct Stop(i64);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            if self.0 < 0 {
+                unsafe { mp_op_count_stop() };
+            }
+        }
+    }
+    let mut stop = Stop(-1);
+    let out = work();
+    stop.0 = unsafe { mp_op_count_stop() };
+    Ok((out, stop.0))
+}

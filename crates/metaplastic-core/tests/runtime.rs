@@ -36,3 +36,29 @@ fn parse_device_rejects_unknown_names() {
     let err = runtime::parse_device("tpu").unwrap_err();
     assert_eq!(err.code(), "E_CONFIG");
 }
+
+/// The operation counter on hand examples: N calls from outside count N, whatever they call inside.
+#[test]
+fn operations_are_counted_once_each() {
+    use tch::{Kind, Tensor};
+    let x = Tensor::ones([3, 4, 5], (Kind::Float, tch::Device::Cpu));
+    let w = Tensor::ones([3, 5, 2], (Kind::Float, tch::Device::Cpu));
+    let (_, adds) = metaplastic_core::runtime::count_ops(|| {
+        let mut y = x.shallow_clone();
+        for _ in 0..10 {
+            y = y.f_add_scalar(1.0).unwrap();
+        }
+        y
+    })
+    .unwrap();
+    assert_eq!(adds, 10);
+    // matmul dispatches bmm (and views) inside: still one operation from the caller's side.
+    let (_, products) = metaplastic_core::runtime::count_ops(|| x.matmul(&w)).unwrap();
+    assert_eq!(products, 1);
+    let (_, none) = metaplastic_core::runtime::count_ops(|| 1 + 1).unwrap();
+    assert_eq!(none, 0);
+    // Nested counting is refused, and the counter works again afterwards.
+    let nested = metaplastic_core::runtime::count_ops(|| metaplastic_core::runtime::count_ops(|| ()).is_err()).unwrap();
+    assert!(nested.0);
+    assert_eq!(metaplastic_core::runtime::count_ops(|| x.f_neg().unwrap()).unwrap().1, 1);
+}
