@@ -264,7 +264,7 @@ impl LocalStep {
     /// One forward inner step without a graph: the new fast weights and the tape of the step.
     fn forward(&self, t: usize, w: &[Tensor], b: &[Tensor], x: &Tensor, y: &Tensor) -> Result<(Vec<Tensor>, StepTape)> {
         let acts = tail(x, w, b)?;
-        let (post, feedback) = self.teaching(&acts, w, y)?;
+        let (post, feedback, energies) = self.teaching(&acts, w, y)?;
         let oja = self.rule.oja && !(self.rule.hebb_first_step && t == 0);
         let update = |k: usize| -> Result<LayerUpdate> {
             let m = self.multiplier(k, &post[k]);
@@ -275,7 +275,11 @@ impl LocalStep {
                 let next = crate::kernels::local_step(&w[k], &post_k, &pre_k, &self.rule.rates[k], oja, m, c.as_ref())?;
                 Ok((next, None, None, c))
             } else {
-                let post_sq = if oja { Some(row_energy(&post[k])?) } else { None };
+                let post_sq = match (oja, &energies) {
+                    (false, _) => None,
+                    (true, Some(all)) => Some(all[k].shallow_clone()),
+                    (true, None) => Some(row_energy(&post[k])?),
+                };
                 let t0 = plain_term(&post[k], &acts.pre[k], &w[k], post_sq.as_ref(), m)?;
                 let normalized = match &c {
                     Some(c) => t0.f_mul(&c.f_unsqueeze(2)?)?,
@@ -320,8 +324,10 @@ impl LocalStep {
         normalization_factor(self.rule.normalize, post, pre)
     }
 
-    /// Teaching activities ã_k (as feedback.rs computes them) with what their backward needs.
-    fn teaching(&self, acts: &TailActivations, w: &[Tensor], y: &Tensor) -> Result<(Vec<Tensor>, FeedbackTape)> {
+    /// Teaching activities ã_k (as feedback.rs computes them) with what their backward needs; with the
+    /// stacked map and Oja's rule also each layer's row energies Σ_b ã² [E, O, 1], formed for all layers
+    /// at once.
+    fn teaching(&self, acts: &TailActivations, w: &[Tensor], y: &Tensor) -> Result<(Vec<Tensor>, FeedbackTape, Option<Vec<Tensor>>)> {
         let cfg = &self.cfg;
         let y_hat = acts.output();
         let y_dense = dense_target(cfg, y, y_hat.size()[2], y_hat.kind())?;
@@ -334,7 +340,7 @@ impl LocalStep {
                 (y_dense.f_sub(y_hat)?, None)
             };
             let deltas = crate::feedback::derivative_signals(acts, w, delta_out)?;
-            return Ok((deltas, FeedbackTape::Derivative { softmax }));
+            return Ok((deltas, FeedbackTape::Derivative { softmax }, None));
         }
         let (e, softmax) = match cfg.signal() {
             Signal::Error => (y_dense.f_sub(y_hat)?, None),
@@ -350,8 +356,14 @@ impl LocalStep {
             let a = Tensor::f_cat(&acts.post, 2)?;
             let diff = f.f_sub(&a)?;
             // ã = a + s (f − a), each row with its own layer's s.
-            let post = a.f_addcmul(&diff, &st.s)?.f_split_with_sizes(&st.sizes, 2)?;
-            return Ok((post, FeedbackTape::Stacked { zf, diff, e, softmax }));
+            let post_all = a.f_addcmul(&diff, &st.s)?;
+            let energies = if self.rule.oja {
+                let all = post_all.f_square()?.f_sum_dim_intlist([1i64].as_slice(), true, None::<Kind>)?.f_transpose(1, 2)?;
+                Some(all.f_split_with_sizes(&st.sizes, 1)?)
+            } else {
+                None
+            };
+            return Ok((post_all.f_split_with_sizes(&st.sizes, 2)?, FeedbackTape::Stacked { zf, diff, e, softmax }, energies));
         }
         let layer = |k: usize| -> Result<(Tensor, Option<MapTape>)> {
             let is_output = k + 1 == self.n;
@@ -375,7 +387,7 @@ impl LocalStep {
             Ok((a.f_lerp(&h, self.rule.strength[k])?, Some(MapTape { inputs, pre, f: h })))
         };
         let (post, layers) = self.per_layer(w, layer)?.into_iter().unzip();
-        Ok((post, FeedbackTape::Map { layers, softmax }))
+        Ok((post, FeedbackTape::Map { layers, softmax }, None))
     }
 
     /// Propagates G (= ∂L/∂W after step t) back through step t; returns ∂L/∂W before it and
