@@ -14,7 +14,7 @@ use crate::config::{Activation, FeedbackKind, LearnerConfig, Signal, TaskKind, U
 use crate::feedback::dense_target;
 use crate::inner::StepMode;
 use crate::learner::Learner;
-use crate::net::functional::{tail, TailActivations};
+use crate::net::functional::{bias_rows, tail, TailActivations};
 use crate::params::ParamStore;
 use crate::rules::local::{normalization_factor, plain_term, row_energy, LocalRule};
 use crate::{Error, Result};
@@ -149,6 +149,9 @@ struct LocalStep {
     n: usize,
     /// Weight-sized work in the fused CPU loops (kernels.rs) rather than libtorch operations.
     fused: bool,
+    /// The biases shaped as rows for the forward, once: the local rules leave them fixed for the whole
+    /// lifetime (one operation per layer and step fewer).
+    bias_rows: std::cell::OnceCell<Vec<Tensor>>,
 }
 
 pub(super) struct LocalAdjoint {
@@ -197,7 +200,7 @@ impl LocalAdjoint {
             },
         };
         Ok(Self {
-            step: LocalStep { cfg: learner.cfg.clone(), rule: rule_values, n, fused },
+            step: LocalStep { cfg: learner.cfg.clone(), rule: rule_values, n, fused, bias_rows: std::cell::OnceCell::new() },
             grads,
             rates_graph,
             feedback_idx,
@@ -263,7 +266,11 @@ impl StepAdjoint for LocalAdjoint {
 impl LocalStep {
     /// One forward inner step without a graph: the new fast weights and the tape of the step.
     fn forward(&self, t: usize, w: &[Tensor], b: &[Tensor], x: &Tensor, y: &Tensor) -> Result<(Vec<Tensor>, StepTape)> {
-        let acts = tail(x, w, b)?;
+        if self.bias_rows.get().is_none() {
+            let rows = b.iter().map(bias_rows).collect::<Result<Vec<_>>>()?;
+            let _ = self.bias_rows.set(rows);
+        }
+        let acts = tail(x, w, self.bias_rows.get().expect("set above"))?;
         let (post, feedback, energies) = self.teaching(&acts, w, y)?;
         let oja = self.rule.oja && !(self.rule.hebb_first_step && t == 0);
         let update = |k: usize| -> Result<LayerUpdate> {
@@ -495,25 +502,25 @@ impl LocalStep {
         }
         // The forward pass of the step, from the output down.
         let acts = &tape.acts;
-        let mut d_input: Option<Tensor> = None; // ∂L/∂(input of layer k+1) from layers above
+        // ∂L/∂(input of layer k), through its weights and through the rule (d_pre): the gradient of the
+        // output of layer k − 1.
+        let mut d_input: Option<Tensor> = None;
         let mut dzs: Vec<Option<Tensor>> = (0..n).map(|_| None).collect();
         for k in (0..n).rev() {
             let mut da = d_act[k].take();
-            if k + 1 < n {
-                for extra in [d_input.take(), Some(d_pre[k + 1].shallow_clone())].into_iter().flatten() {
-                    accumulate(&mut da, extra)?;
-                }
+            if let Some(d) = d_input.take() {
+                accumulate(&mut da, d)?;
             }
             let Some(da) = da else {
+                d_input = Some(d_pre[k].shallow_clone());
                 continue;
             };
             let dz = if k + 1 == n { da } else { relu_backward(&da, &acts.z[k])? };
             gb[k] = gb[k].f_add(&dz.f_sum_dim_intlist([1i64].as_slice(), false, None::<Kind>)?)?; // b is constant: its adjoint sums
-            d_input = Some(dz.f_matmul(&w[k])?);
+            d_input = Some(d_pre[k].f_baddbmm(&dz, &w[k], 1.0, 1.0)?);
             dzs[k] = Some(dz);
         }
-        let mut d_x = d_input;
-        accumulate(&mut d_x, d_pre[0].shallow_clone())?;
+        let d_x = d_input;
         // ∂L/∂W of each layer: the direct part, the forward pass's dzᵀa and what the teaching path added.
         let g_prev = self.per_layer(w, |k| {
             let mut gk = g_next[k].shallow_clone();

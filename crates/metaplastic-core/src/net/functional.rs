@@ -26,9 +26,19 @@ pub fn front(spec: &NetSpec, weights: &[Tensor], biases: &[Tensor], x: &Tensor) 
 
 /// Pre-activation of a plastic layer: z = h Wᵀ + b, with h [E, B, in], w [E, out, in], b [E, out] or [out].
 pub fn plastic_linear(h: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
-    let b = if b.dim() == 1 { b.f_view([1, 1, -1])? } else { b.f_unsqueeze(1)? };
+    let b = bias_rows(b)?;
     // One fused batched multiply-add: no separate product tensor to allocate and keep for backward.
     Ok(b.f_baddbmm(h, &w.f_transpose(1, 2)?, 1.0, 1.0)?)
+}
+
+/// A bias [O] or per-episode [E, O] as rows [1 or E, 1, O] that broadcast over the minibatch (already
+/// shaped ones pass through, so a caller whose biases stay fixed can shape them once).
+pub fn bias_rows(b: &Tensor) -> Result<Tensor> {
+    Ok(match b.dim() {
+        1 => b.f_view([1, 1, -1])?,
+        2 => b.f_unsqueeze(1)?,
+        _ => b.shallow_clone(),
+    })
 }
 
 /// Activations of the plastic tail for one minibatch.
