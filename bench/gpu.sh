@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # The engine on a machine with an NVIDIA GPU and a Python torch 2.11, but neither Node nor Rust.
 #
-#   bash bench/gpu.sh prepare            # here: build the bench binary and the engine's reverse-pass and
-#                                        # runtime test binaries into .device/ (git-ignored)
+#   bash bench/gpu.sh prepare [--with-node]
+#                                        # here: build the bench binary and the engine's reverse-pass and
+#                                        # runtime test binaries into .device/ (git-ignored); with --with-node
+#                                        # also this machine's node (xz, ~24 MB), the addon and dist/
 #   bash bench/gpu.sh run [PYTHON]       # there: with that machine's torch (default: python3 on PATH),
 #                                        #   1. the runtime test (CUDA must be seen),
 #                                        #   2. the reverse pass against autograd on CUDA (float64 and float32),
 #                                        #   3. the bench: FLP and OML, meta-batch 1, 8, 64,
 #                                        #   4. the plain PyTorch implementation (bench/reference_flp.py) and
-#                                        #      its batched matmul rate, on CUDA.
+#                                        #      its batched matmul rate, on CUDA,
+#                                        #   5. with node prepared: the Node harness (bench/run.mjs) on CUDA,
+#                                        #      the addon's path, next to the same reference.
+# Carry .device (run's `carry`); all of it stays under the 64 MiB a device call takes.
 #
 # The binaries link libtorch dynamically; LD_LIBRARY_PATH points them at the GPU machine's torch/lib, whose
 # libtorch_cuda they load at start-up. Each stage has its own time limit, so a slow one cannot starve the
@@ -30,6 +35,12 @@ case "${1:-}" in
         for (const m of lines) if (m.reason === "compiler-artifact" && m.executable) console.log(m.target.name, m.executable);' |
       while read -r name exe; do cp "$exe" ".device/test-$name"; done
     strip .device/bench .device/test-*
+    rm -f .device/node # an unpacked node (99 MB) would not travel
+    if [ "${2:-}" = "--with-node" ]; then
+      xz -9 -T0 -c "$(command -v node)" > .device/node.xz
+      rm -rf .device/dist && cp -r dist .device/dist
+      cp native/*.node .device/
+    fi
     ls -la .device
     echo "on the GPU machine: bash bench/gpu.sh run [PYTHON]"
     ;;
@@ -62,6 +73,16 @@ case "${1:-}" in
     done
     cfg='{"kind":"matmul","n":8192,"repeats":20,"minSeconds":1,"device":"cuda","batched":[["bmm1",[1,32,300],[1,300,300]],["bmm8",[8,32,300],[8,300,300]],["bmm64",[64,32,300],[64,300,300]]]}'
     timeout 60 "$python" bench/reference_flp.py "$cfg" 2>&1 | tail -1 | tee "$results/matmul-cuda.json" || true
+    if [ -f .device/node.xz ]; then
+      echo "== 5. the Node harness on CUDA"
+      xz -dc .device/node.xz > .device/node && chmod +x .device/node
+      [ -d dist ] || cp -r .device/dist dist
+      mkdir -p native && { ls native/*.node >/dev/null 2>&1 || cp .device/*.node native/; }
+      # FLP's reference does not fit at meta-batch 64 (stage 4), so the harness leaves that scenario out.
+      LIBTORCH="$torch_dir" timeout "${HARNESS_LIMIT:-240}" .device/node bench/run.mjs --full --device cuda --threads 1 \
+        --python "$python" --filter "${HARNESS_FILTER:-flp-train-e1,oml-train-e64,flp-eval,oml-eval,matmul}" \
+        --json "$results/harness-cuda.json" 2>&1 | tail -20 || true
+    fi
     ;;
   *)
     echo "usage: bash bench/gpu.sh prepare | run [PYTHON]" >&2
