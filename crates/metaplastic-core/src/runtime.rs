@@ -209,7 +209,12 @@ extern "C" {
 /// a time in the process; counting slows the operations down, so time nothing while it runs.
 pub fn count_ops<R>(work: impl FnOnce() -> R) -> crate::Result<(R, i64)> {
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _only = ONE_AT_A_TIME.try_lock().map_err(|_| crate::Error::Internal("operations are already being counted".into()))?;
+    // A count that panicked stopped its callback (below): its poisoned lock is no reason to refuse.
+    let _only = match ONE_AT_A_TIME.try_lock() {
+        Ok(guard) => guard,
+        Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+        Err(std::sync::TryLockError::WouldBlock) => return Err(crate::Error::Internal("operations are already being counted".into())),
+    };
     match unsafe { mp_op_count_start() } {
         0 => {}
         code => return Err(crate::Error::Internal(format!("libtorch refused the operation counter (code {code})"))),

@@ -61,4 +61,8 @@ fn operations_are_counted_once_each() {
     let nested = metaplastic_core::runtime::count_ops(|| metaplastic_core::runtime::count_ops(|| ()).is_err()).unwrap();
     assert!(nested.0);
     assert_eq!(metaplastic_core::runtime::count_ops(|| x.f_neg().unwrap()).unwrap().1, 1);
+    // Work that panics leaves the counter usable.
+    let panicked = std::panic::catch_unwind(|| metaplastic_core::runtime::count_ops(|| panic!("inside a count")));
+    assert!(panicked.is_err());
+    assert_eq!(metaplastic_core::runtime::count_ops(|| x.f_neg().unwrap()).unwrap().1, 1);
 }
