@@ -27,15 +27,20 @@ fn main() {
     compile_op_counter(Path::new(&lib));
 }
 
-/// The operation counter (cpp/op_count.cpp): a RecordFunction callback, built against the same headers.
-fn compile_op_counter(lib_dir: &Path) {
+/// A C++ build of `file` against libtorch's headers, with the C++ ABI libtorch itself uses on Linux.
+fn against_libtorch(lib_dir: &Path, file: &str) -> cc::Build {
     let root = lib_dir.parent().unwrap_or(lib_dir);
     let mut build = cc::Build::new();
-    build.cpp(true).file("cpp/op_count.cpp").include(root.join("include")).flag_if_supported("-std=c++17").warnings(false);
+    build.cpp(true).file(file).include(root.join("include")).flag_if_supported("-std=c++17").warnings(false);
     if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
         build.define("_GLIBCXX_USE_CXX11_ABI", "1");
     }
-    build.compile("metaplastic_op_count");
+    build
+}
+
+/// The operation counter (cpp/op_count.cpp): a RecordFunction callback.
+fn compile_op_counter(lib_dir: &Path) {
+    against_libtorch(lib_dir, "cpp/op_count.cpp").compile("metaplastic_op_count");
 }
 
 /// The distributed trainer's binding to c10d (TCPStore + Gloo), built against the same libtorch headers.
@@ -63,12 +68,10 @@ fn compile_c10d_binding(lib_dir: &Path) {
 /// parallel only when compiled with OpenMP, against the libgomp that libtorch itself loads. Where the
 /// wheel uses another OpenMP runtime (macOS), the bridge runs the blocks in order.
 fn compile_parallel_bridge(lib_dir: &Path) {
-    let root = lib_dir.parent().unwrap_or(lib_dir);
     let linux = std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux");
-    let mut build = cc::Build::new();
-    build.cpp(true).file("cpp/parallel.cpp").include(root.join("include")).flag_if_supported("-std=c++17").warnings(false);
+    let mut build = against_libtorch(lib_dir, "cpp/parallel.cpp");
     if linux && lib_dir.join("libgomp.so.1").exists() {
-        build.define("_GLIBCXX_USE_CXX11_ABI", "1").flag("-fopenmp");
+        build.flag("-fopenmp");
         println!("cargo:rustc-link-search=native={}", lib_dir.display());
         println!("cargo:rustc-link-lib=dylib:+verbatim=libgomp.so.1");
     }

@@ -12,9 +12,9 @@
 use metaplastic_core::adjoint::{self, AdjointOptions};
 use metaplastic_core::config::LearnerConfig;
 use metaplastic_core::inner::step_mode;
-use metaplastic_core::runtime;
 use metaplastic_core::learner::{EpisodeBatch, Learner};
 use metaplastic_core::meta::Adam;
+use metaplastic_core::runtime;
 use std::process::Command;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
@@ -64,6 +64,11 @@ fn parse() -> Opts {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < args.len() {
+        if args[i] == "--count-ops" {
+            o.count_ops = true; // a flag: no value follows
+            i += 1;
+            continue;
+        }
         let v = args.get(i + 1).cloned().unwrap_or_default();
         match args[i].as_str() {
             "--device" => o.device = v,
@@ -77,10 +82,6 @@ fn parse() -> Opts {
             "--autograd-max" => o.autograd_max = v.parse().expect("--autograd-max E"),
             "--json" => o.json = Some(v),
             "--child" => o.child = Some(v),
-            "--count-ops" => {
-                o.count_ops = true;
-                i -= 1; // a flag: no value follows
-            }
             "--units" => o.units = list(&v),
             other => panic!("unknown option {other} (see the header of examples/bench.rs)"),
         }

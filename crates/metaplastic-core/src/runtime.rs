@@ -209,7 +209,7 @@ extern "C" {
 /// a time in the process; counting slows the operations down, so time nothing while it runs.
 pub fn count_ops<R>(work: impl FnOnce() -> R) -> crate::Result<(R, i64)> {
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    // A count that panicked stopped its callback (below): its poisoned lock is no reason to refuse.
+    // A count whose work panicked stopped its callback (below): its poisoned lock is no reason to refuse.
     let _only = match ONE_AT_A_TIME.try_lock() {
         Ok(guard) => guard,
         Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
@@ -219,17 +219,11 @@ pub fn count_ops<R>(work: impl FnOnce() -> R) -> crate::Result<(R, i64)> {
         0 => {}
         code => return Err(crate::Error::Internal(format!("libtorch refused the operation counter (code {code})"))),
     }
-    // Stop counting even if the work panics, so the callback never outlives the count.
-    struct Stop(i64);
-    impl Drop for Stop {
-        fn drop(&mut self) {
-            if self.0 < 0 {
-                unsafe { mp_op_count_stop() };
-            }
-        }
+    // The count stops before a panic in the work goes on, so the callback never outlives it.
+    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+    let count = unsafe { mp_op_count_stop() };
+    match out {
+        Ok(out) => Ok((out, count)),
+        Err(panic) => std::panic::resume_unwind(panic),
     }
-    let mut stop = Stop(-1);
-    let out = work();
-    stop.0 = unsafe { mp_op_count_stop() };
-    Ok((out, stop.0))
 }

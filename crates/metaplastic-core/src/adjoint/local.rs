@@ -127,7 +127,7 @@ struct Grads {
     stacked: Option<StackedGrads>,
     /// The rate gradient of each layer at the weights' full size, reduced to the rate's shape at the
     /// end: [O, I] summed over episodes by the fused loops, [E, O, I] with libtorch operations (one
-    /// in-place multiply-add per step; created at the first step, when E is known).
+    /// in-place multiply-add per step). Created at the first step differentiated, when E is known.
     rate_full: Vec<Tensor>,
 }
 
@@ -193,11 +193,7 @@ impl LocalAdjoint {
             feedback: feedback_idx.iter().map(|l| l.iter().map(|_| (None, None)).collect()).collect(),
             strength: (0..n).map(|_| None).collect(),
             stacked: None,
-            rate_full: if fused {
-                learner.spec.plastic().map(|l| Tensor::f_zeros(learner.spec.layers[l].weight_shape(), (learner.kind, learner.device))).collect::<std::result::Result<_, _>>()?
-            } else {
-                Vec::new()
-            },
+            rate_full: Vec::new(),
         };
         Ok(Self {
             step: LocalStep { cfg: learner.cfg.clone(), rule: rule_values, n, fused, bias_rows: std::cell::OnceCell::new() },
@@ -207,9 +203,7 @@ impl LocalAdjoint {
             strength_idx: rule.feedback.iter().map(|f| f.strength).collect(),
         })
     }
-}
 
-impl LocalAdjoint {
     /// The strength and feedback-map gradients of each layer: the per-layer accumulators, or the
     /// stacked map's split by layer.
     #[allow(clippy::type_complexity)]
@@ -406,7 +400,9 @@ impl LocalStep {
         let n = self.n;
         let full = mode == StepMode::Full;
         if grads.rate_full.is_empty() {
-            grads.rate_full = g.iter().map(|gk| gk.f_zeros_like()).collect::<std::result::Result<_, _>>()?;
+            // [O, I] for the fused loops (they sum over episodes), [E, O, I] for libtorch operations.
+            let shape = |gk: &Tensor| if self.fused { gk.size()[1..].to_vec() } else { gk.size() };
+            grads.rate_full = g.iter().map(|gk| Tensor::f_zeros(shape(gk), (gk.kind(), gk.device()))).collect::<std::result::Result<_, _>>()?;
         }
         // Per layer: ∂L/∂ã, ∂L/∂a from the rule (fully), the direct part of ∂L/∂W (fully); the rate
         // gradient accumulates in place in the layer's own full-size accumulator.
@@ -579,7 +575,8 @@ impl LocalStep {
                     let mut fb = Vec::with_capacity(map.pre.len());
                     for j in (0..map.pre.len()).rev() {
                         let dz = if self.cfg.feedback.activation == Activation::Relu { relu_backward(&dh, &map.pre[j])? } else { dh };
-                        fb.push((flat(&dz)?.f_transpose(0, 1)?.f_mm(&flat(&map.inputs[j])?)?, flat(&dz)?.f_sum_dim_intlist([0i64].as_slice(), false, None::<Kind>)?));
+                        let dz_flat = flat(&dz)?;
+                        fb.push((dz_flat.f_transpose(0, 1)?.f_mm(&flat(&map.inputs[j])?)?, dz_flat.f_sum_dim_intlist([0i64].as_slice(), false, None::<Kind>)?));
                         dh = dz.f_matmul(&self.rule.feedback[k][j].0)?;
                     }
                     fb.reverse();
