@@ -62,6 +62,14 @@ enum RateRow<'a, T> {
 }
 
 impl<T: Copy> Rate<T> {
+    /// Prefetches the chunk of row `row` at column `base` (nothing for a rate broadcast along rows).
+    #[inline(always)]
+    fn prefetch(&self, row: usize, base: usize) {
+        if self.col != 0 {
+            prefetch(self.ptr.wrapping_add(row * self.row + base * self.col));
+        }
+    }
+
     fn row(&self, row: usize, cols: usize) -> RateRow<'_, T> {
         unsafe {
             let base = self.ptr.add(row * self.row);
@@ -187,6 +195,25 @@ impl<T: Real> Activity<T> {
         }
         h
     }
+}
+
+/// Asks the CPU to bring the chunk at `p` (LANES elements) into its caches ahead of use. The loops walk
+/// BLOCK rows at once, column chunk by column chunk: many short interleaved streams that the hardware
+/// prefetchers follow poorly, so each chunk fetches the same chunk of the next row block itself.
+#[inline(always)]
+fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let bytes = std::mem::size_of::<T>() * LANES;
+        let mut at = 0;
+        while at < bytes {
+            // SAFETY: a prefetch is only a hint; it never faults, even past the end of a buffer.
+            unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>((p as *const i8).wrapping_add(at)) };
+            at += 64;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 /// Rows per register block of the outer product (then 1 for what is left of a row range). Four rows
@@ -435,6 +462,10 @@ fn step_block<T: Real, const R: usize>(a: &StepArgs<T>, ep: usize, o0: usize) {
     let out: [&mut [T]; R] = std::array::from_fn(|k| unsafe { a.out.row(first + k, cols) });
     let whole = cols - cols % LANES;
     for base in (0..whole).step_by(LANES) {
+        for k in 0..R {
+            prefetch(a.w.0.wrapping_add((first + R + k) * cols + base));
+            a.rate.prefetch(o0 + R + k, base);
+        }
         let h = a.act.outer::<R>(ep, o0, base);
         for k in 0..R {
             // On local copies: rows reached through arrays of references carry no no-alias promise,
@@ -556,6 +587,13 @@ fn adjoint_block<T: Real, const R: usize>(a: &AdjointArgs<T>, o0: usize) {
         let mut cacc = [[T::ZERO; LANES]; R];
         let whole = cols - cols % LANES;
         for base in (0..whole).step_by(LANES) {
+            for k in 0..R {
+                let next = (first + R + k) * cols + base;
+                prefetch(a.w.0.wrapping_add(next));
+                prefetch(a.g.0.wrapping_add(next));
+                prefetch(a.grad_rate.0.wrapping_add((o0 + R + k) * cols + base));
+                a.rate.prefetch(o0 + R + k, base);
+            }
             let h = a.act.outer::<R>(ep, o0, base);
             for k in 0..R {
                 // On local copies, as in step_block.
