@@ -528,11 +528,16 @@ fn step_typed<T: Real>(w: &Tensor, post: &Tensor, pre: &Tensor, p: &Tensor, oja:
 /// The adjoint of `local_step` for G = ∂L/∂W' (with `update`, overwritten in place by G − m Q ⊙ r, the
 /// direct part of ∂L/∂W; first-order steps leave it). Accumulates m G ⊙ (ãᵀa − r ⊙ W) into
 /// `grad_rate` [O, I]; returns Q = c P ⊙ G and, with Oja, rowsum(Q ⊙ W) [E, O].
+///
+/// `pending` = (d [E, B, O], x [E, B, I]) is a low-rank part of G not yet added to it: the loop uses
+/// G + dᵀx throughout, formed in registers like ãᵀa, and writes it back (so afterwards G holds it). The
+/// step after this one in the reverse pass hands its forward pass's dzᵀa over this way instead of a
+/// weight-sized read and write of its own.
 #[allow(clippy::too_many_arguments)]
-pub fn local_step_adjoint(g: &mut Tensor, update: bool, w: &Tensor, post: &Tensor, pre: &Tensor, p: &Tensor, oja: bool, m: f64, c: Option<&Tensor>, grad_rate: &mut Tensor) -> Result<StepAdjoint> {
+pub fn local_step_adjoint(g: &mut Tensor, update: bool, w: &Tensor, post: &Tensor, pre: &Tensor, p: &Tensor, oja: bool, m: f64, c: Option<&Tensor>, grad_rate: &mut Tensor, pending: Option<(&Tensor, &Tensor)>) -> Result<StepAdjoint> {
     match w.kind() {
-        Kind::Float => adjoint_typed::<f32>(g, update, w, post, pre, p, oja, m, c, grad_rate),
-        Kind::Double => adjoint_typed::<f64>(g, update, w, post, pre, p, oja, m, c, grad_rate),
+        Kind::Float => adjoint_typed::<f32>(g, update, w, post, pre, p, oja, m, c, grad_rate, pending),
+        Kind::Double => adjoint_typed::<f64>(g, update, w, post, pre, p, oja, m, c, grad_rate, pending),
         k => Err(Error::Internal(format!("fused kernel: unsupported kind {k:?}"))),
     }
 }
@@ -543,6 +548,8 @@ struct AdjointArgs<T> {
     q: Ptr<T>,
     grad_rate: Ptr<T>,
     act: Activity<T>,
+    /// The part of G still to add, as (d, x) whose outer product dᵀx it is.
+    pending: Option<Activity<T>>,
     rate: Rate<T>,
     oja: bool,
     scale: Option<Ptr<T>>,
@@ -595,9 +602,15 @@ fn adjoint_block<T: Real, const R: usize>(a: &AdjointArgs<T>, o0: usize) {
                 a.rate.prefetch(o0 + R + k, base);
             }
             let h = a.act.outer::<R>(ep, o0, base);
+            let owed = a.pending.as_ref().map(|d| d.outer::<R>(ep, o0, base));
             for k in 0..R {
                 // On local copies, as in step_block.
                 let (mut gk, mut grk, mut qk) = (*lanes(g[k], base), *lanes(grow[k], base), [T::ZERO; LANES]);
+                if let Some(owed) = &owed {
+                    for l in 0..LANES {
+                        gk[l] = gk[l] + owed[k][l];
+                    }
+                }
                 let (wk, pk) = (*lanes(w[k], base), p[k].chunk(base));
                 for l in 0..LANES {
                     synapse(&mut gk[l], &mut grk[l], &mut qk[l], wk[l], h[k][l], pk[l], k_of[k], &mut acc[k][l], &mut cacc[k][l]);
@@ -610,6 +623,12 @@ fn adjoint_block<T: Real, const R: usize>(a: &AdjointArgs<T>, o0: usize) {
         for j in whole..cols {
             let h = a.act.outer_at::<R>(ep, o0, j);
             let l = j - whole;
+            if let Some(d) = &a.pending {
+                let owed = d.outer_at::<R>(ep, o0, j);
+                for k in 0..R {
+                    g[k][j] = g[k][j] + owed[k];
+                }
+            }
             for k in 0..R {
                 synapse(&mut g[k][j], &mut grow[k][j], &mut q[k][j], w[k][j], h[k], p[k].at(j), k_of[k], &mut acc[k][l], &mut cacc[k][l]);
             }
@@ -643,7 +662,7 @@ fn adjoint_rows<T: Real>(a: &AdjointArgs<T>, lo: usize, hi: usize) {
 multiversion!(adjoint_dispatch, adjoint_rows, AdjointArgs);
 
 #[allow(clippy::too_many_arguments)]
-fn adjoint_typed<T: Real>(g: &mut Tensor, update: bool, w: &Tensor, post: &Tensor, pre: &Tensor, p: &Tensor, oja: bool, m: f64, c: Option<&Tensor>, grad_rate: &mut Tensor) -> Result<StepAdjoint> {
+fn adjoint_typed<T: Real>(g: &mut Tensor, update: bool, w: &Tensor, post: &Tensor, pre: &Tensor, p: &Tensor, oja: bool, m: f64, c: Option<&Tensor>, grad_rate: &mut Tensor, pending: Option<(&Tensor, &Tensor)>) -> Result<StepAdjoint> {
     let kind = w.kind();
     let [e, o, i] = w.size()[..] else { return Err(Error::Internal("fused kernel: W must be [E, O, I]".into())) };
     for (t, name) in [(&*g, "G"), (w, "W"), (&*grad_rate, "rate gradient")] {
@@ -661,6 +680,7 @@ fn adjoint_typed<T: Real>(g: &mut Tensor, update: bool, w: &Tensor, post: &Tenso
         q: Ptr::of(&q),
         grad_rate: Ptr::of(grad_rate),
         act: Activity::of(post, pre, kind, e, o, i)?,
+        pending: pending.map(|(d, x)| Activity::of(d, x, kind, e, o, i)).transpose()?,
         rate,
         oja,
         scale,

@@ -157,6 +157,10 @@ struct LocalStep {
 pub(super) struct LocalAdjoint {
     step: LocalStep,
     grads: Grads,
+    /// Per layer, the forward pass's dzᵀa of the step last differentiated, as (dz, a), not yet added to
+    /// its G: the fused loops add it as they next read G (`kernels::local_step_adjoint`), which saves a
+    /// weight-sized read and write per layer and step; `flush` adds what is left at the end.
+    pending: Vec<Option<(Tensor, Tensor)>>,
     /// The effective rates with their graph to the stored parameters (for the surrogate).
     rates_graph: Vec<Tensor>,
     feedback_idx: Vec<Vec<(usize, usize)>>,
@@ -198,6 +202,7 @@ impl LocalAdjoint {
         Ok(Self {
             step: LocalStep { cfg: learner.cfg.clone(), rule: rule_values, n, fused, bias_rows: std::cell::OnceCell::new() },
             grads,
+            pending: (0..n).map(|_| None).collect(),
             rates_graph,
             feedback_idx,
             strength_idx: rule.feedback.iter().map(|f| f.strength).collect(),
@@ -229,8 +234,17 @@ impl StepAdjoint for LocalAdjoint {
     }
 
     fn backward(&mut self, _t: usize, w: &[Tensor], _b: &[Tensor], tape: StepTape, gw: Vec<Tensor>, mut gb: Vec<Tensor>, mode: StepMode) -> Result<(Vec<Tensor>, Vec<Tensor>, Option<Tensor>)> {
-        let (gw, dx) = self.step.backward(w, &tape, gw, mode, &mut self.grads, &mut gb)?;
+        let (gw, dx) = self.step.backward(w, &tape, gw, mode, &mut self.grads, &mut gb, &mut self.pending)?;
         Ok((gw, gb, dx))
+    }
+
+    fn flush(&mut self, gw: &mut [Tensor]) -> Result<()> {
+        for (g, owed) in gw.iter_mut().zip(self.pending.iter_mut()) {
+            if let Some((dz, a)) = owed.take() {
+                let _ = g.f_baddbmm_(&dz.f_transpose(1, 2)?, &a)?;
+            }
+        }
+        Ok(())
     }
 
     fn surrogate(&self, params: &ParamStore) -> Result<Option<Tensor>> {
@@ -391,11 +405,13 @@ impl LocalStep {
         Ok((post, FeedbackTape::Map { layers, softmax }, None))
     }
 
-    /// Propagates G (= ∂L/∂W after step t) back through step t; returns ∂L/∂W before it and
-    /// ∂L/∂x_t (the step's input features) when the step is differentiated fully.
-    fn backward(&self, w: &[Tensor], tape: &StepTape, g: Vec<Tensor>, mode: StepMode, grads: &mut Grads, gb: &mut [Tensor]) -> Result<(Vec<Tensor>, Option<Tensor>)> {
+    /// Propagates G (= ∂L/∂W after step t, plus what `pending` still owes it) back through step t;
+    /// returns ∂L/∂W before it (again with `pending`) and ∂L/∂x_t (the step's input features) when
+    /// the step is differentiated fully.
+    #[allow(clippy::too_many_arguments)]
+    fn backward(&self, w: &[Tensor], tape: &StepTape, g: Vec<Tensor>, mode: StepMode, grads: &mut Grads, gb: &mut [Tensor], pending: &mut [Option<(Tensor, Tensor)>]) -> Result<(Vec<Tensor>, Option<Tensor>)> {
         if mode == StepMode::Constant {
-            return Ok((g, None));
+            return Ok((g, None)); // G passes unchanged, and so does what is owed to it
         }
         let n = self.n;
         let full = mode == StepMode::Full;
@@ -420,7 +436,8 @@ impl LocalStep {
                 // Updates G in place to its direct part G − m Q ⊙ r (kept as is under first order).
                 let mut direct = g[k].shallow_clone();
                 let (post_k, pre_k) = (post.f_contiguous()?, pre.f_contiguous()?);
-                let out = crate::kernels::local_step_adjoint(&mut direct, full, &w[k], &post_k, &pre_k, rate, tape.oja, m, c, &mut rate_full)?;
+                let owed = pending[k].as_ref().map(|(dz, a)| (dz, a));
+                let out = crate::kernels::local_step_adjoint(&mut direct, full, &w[k], &post_k, &pre_k, rate, tape.oja, m, c, &mut rate_full, owed)?;
                 if full {
                     g_next = Some(direct);
                 }
@@ -489,6 +506,9 @@ impl LocalStep {
             d_pre.extend(dpre);
             g_next.extend(gn);
         }
+        if self.fused {
+            pending.iter_mut().for_each(|owed| *owed = None); // the loops added it to G
+        }
         // Gradients reaching the layers' outputs a_k (hidden: ReLU(z_k), output: ŷ) from the teaching path.
         let mut d_act: Vec<Option<Tensor>> = (0..n).map(|_| None).collect();
         let mut extra_w: Vec<Option<Tensor>> = (0..n).map(|_| None).collect();
@@ -518,6 +538,14 @@ impl LocalStep {
         }
         let d_x = d_input;
         // ∂L/∂W of each layer: the direct part, the forward pass's dzᵀa and what the teaching path added.
+        // The fused loops take dzᵀa over from here: it is owed to G until they next read it.
+        if self.fused {
+            for (k, dz) in dzs.iter_mut().enumerate() {
+                if let Some(dz) = dz.take() {
+                    pending[k] = Some((dz.f_contiguous()?, acts.pre[k].f_contiguous()?));
+                }
+            }
+        }
         let g_prev = self.per_layer(w, |k| {
             let mut gk = g_next[k].shallow_clone();
             if let Some(dz) = &dzs[k] {

@@ -41,6 +41,10 @@ trait StepAdjoint {
     /// From the adjoints after step t to those before it; ∂L/∂x_t when the step is differentiated fully.
     #[allow(clippy::too_many_arguments)]
     fn backward(&mut self, t: usize, w: &[Tensor], b: &[Tensor], tape: Self::Tape, gw: Vec<Tensor>, gb: Vec<Tensor>, mode: StepMode) -> Result<(Vec<Tensor>, Vec<Tensor>, Option<Tensor>)>;
+    /// Adds to the weights' adjoints whatever the rule still owes them, once the reverse pass is done.
+    fn flush(&mut self, _gw: &mut [Tensor]) -> Result<()> {
+        Ok(())
+    }
     /// Σ <meta-parameter expression, its accumulated gradient> over the rule's own meta-parameters.
     fn surrogate(&self, params: &ParamStore) -> Result<Option<Tensor>>;
 }
@@ -173,6 +177,7 @@ fn run<R: StepAdjoint>(learner: &mut Learner, batch: &EpisodeBatch, opts: Adjoin
         }
     }
 
+    rule.flush(&mut gw)?;
     let mut surrogate = loss.f_to_kind(Kind::Double)?;
     for (t, g) in fast.w.iter().zip(&gw).chain(fast.b.iter().zip(&gb)) {
         surrogate = surrogate.f_add(&dot(t, g)?)?;
