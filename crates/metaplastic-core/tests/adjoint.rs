@@ -3,6 +3,7 @@
 //! differences on the reverse pass itself.
 mod common;
 use common::*;
+use tch::{Device, Kind, Tensor};
 use metaplastic_core::config::{Backward, LearnerConfig, MetaGradient};
 use metaplastic_core::learner::Learner;
 use metaplastic_core::adjoint::{self, AdjointOptions};
@@ -12,21 +13,27 @@ use metaplastic_core::meta::{autograd_meta_gradient, meta_gradient, uses_adjoint
 /// Compares the reverse pass, with the fused CPU loops and with libtorch operations, to autograd
 /// (on another test device, libtorch operations only).
 fn compare(cfg: LearnerConfig, seed: i64, interval: Option<usize>) {
+    compare_batch(cfg, seed, interval, 3);
+}
+
+/// `compare` with `points` points per inner step.
+fn compare_batch(cfg: LearnerConfig, seed: i64, interval: Option<usize>, points: i64) {
     let fusable: &[bool] = if test_device() == "cpu" { &[true, false] } else { &[false] };
     for &fused in fusable {
-        compare_one(cfg.clone(), seed, AdjointOptions { interval, fused: Some(fused) });
+        compare_one(cfg.clone(), seed, AdjointOptions { interval, fused: Some(fused) }, points);
     }
 }
 
-/// Worst relative difference between the two meta-gradients over all parameters.
-fn compare_one(mut cfg: LearnerConfig, seed: i64, opts: AdjointOptions) -> f64 {
+/// Worst relative difference between the two meta-gradients over all parameters, with `points`
+/// points per inner step (2 episodes of 5 steps, 4 query points).
+fn compare_one(mut cfg: LearnerConfig, seed: i64, opts: AdjointOptions, points: i64) -> f64 {
     cfg.meta.backward = Backward::Adjoint;
     let gradient = cfg.meta.gradient;
     let described = cfg.to_json();
     let mut learner = Learner::new(cfg).unwrap();
     jitter_biases(&mut learner, seed);
     assert!(uses_adjoint(&learner));
-    let batch = batch(&learner, 2, 5, 3, 4, seed);
+    let batch = batch(&learner, 2, 5, points, 4, seed);
     // Re-initialised plastic weights draw from the learner's generator: both paths must see the same draw.
     let rng = learner.rng.clone();
     let (loss_a, fast) = adjoint::meta_gradient(&mut learner, &batch, opts, |t| step_mode(gradient, t, 5)).unwrap();
@@ -181,17 +188,61 @@ fn fused_loops_split_over_threads() {
     }
 }
 
+/// Batches as wide as the paper's (32 points) or wider, not only a few points: Oja's decay and every
+/// outer product sum over them.
+#[test]
+fn fused_loops_on_wide_batches() {
+    for points in [20, 33] {
+        compare_batch(wide_net(0.001), 12, Some(2), points); // a smaller rate: Oja's decay sums over the batch
+    }
+}
+
+/// The fused adjoint loop's own outputs against libtorch operations in float64, its rows split over two
+/// threads: with G' = G + dᵀx (the part owed to G) and r = Σ_b ã², Q = P ⊙ G', Oja's rowsum(Q ⊙ W),
+/// the rate gradient G' ⊙ (ãᵀa − r ⊙ W) summed over episodes, and G' − Q ⊙ r written back.
+#[test]
+fn fused_adjoint_loop_outputs() {
+    tch::set_num_threads(2);
+    let (e, b, o, i) = (2, 20, 70, 45);
+    let (w, g, post, pre) = (randn(&[e, o, i], 1), randn(&[e, o, i], 2), randn(&[e, b, o], 3), randn(&[e, b, i], 4));
+    let (d, x) = (randn(&[e, b, o], 5), randn(&[e, b, i], 6));
+    let p = randn(&[o, i], 7).abs() * 0.01;
+    let mut g_out = g.copy();
+    let mut rate_grad = Tensor::zeros([o, i], (Kind::Double, Device::Cpu));
+    let out = metaplastic_core::kernels::local_step_adjoint(&mut g_out, true, &w, &post, &pre, &p, true, 1.0, None, &mut rate_grad, Some((&d, &x))).unwrap();
+    let g_full = &g + d.transpose(1, 2).matmul(&x);
+    let q = &g_full * &p;
+    let r = post.square().sum_dim_intlist([1i64].as_slice(), false, None::<Kind>).unsqueeze(2); // [E, O, 1]
+    let hebb = post.transpose(1, 2).matmul(&pre);
+    let expected = [
+        ("Q", out.q.shallow_clone(), q.shallow_clone()),
+        ("rowsum", out.rowsum.expect("Oja"), (&q * &w).sum_dim_intlist([2i64].as_slice(), false, None::<Kind>)),
+        ("rate gradient", rate_grad, (&g_full * (hebb - &r * &w)).sum_dim_intlist([0i64].as_slice(), false, None::<Kind>)),
+        ("G written back", g_out, &g_full - &q * &r),
+    ];
+    for (what, got, want) in expected {
+        let scale = want.abs().max().double_value(&[]);
+        assert!(max_abs_diff(&got, &want) <= 1e-12 * scale, "{what}: {} off (scale {scale})", max_abs_diff(&got, &want));
+    }
+}
+
+/// Oja's rule on layers of 70 and 90 units (whole vector chunks and a remainder), plastic rate `rate`.
+fn wide_net(rate: f64) -> LearnerConfig {
+    config(&format!(
+        r#"{{"inputShape":[4],"layers":[{{"type":"linear","units":70}},{{"type":"linear","units":90}},{{"type":"linear","units":2}}],
+            "task":"regression","rule":{{"type":"oja"}},"plasticity":{{"granularity":"synapse","init":{rate}}},"dtype":"float64","device":"cpu","seed":3}}"#
+    ))
+}
+
 /// Each compiled variant of the fused loops (AVX-512, AVX2, baseline; those this CPU runs) against
 /// autograd, on rows with whole vector chunks and a remainder (70, 90 inputs per row).
 #[test]
 fn every_vector_width_of_the_fused_loops() {
-    let cfg = config(
-        r#"{"inputShape":[4],"layers":[{"type":"linear","units":70},{"type":"linear","units":90},{"type":"linear","units":2}],
-            "task":"regression","rule":{"type":"oja"},"plasticity":{"granularity":"synapse","init":0.01},"dtype":"float64","device":"cpu","seed":3}"#,
-    );
     for cap in ["baseline", "avx2", "widest"] {
         metaplastic_core::kernels::limit_vector_width(cap);
-        compare_one(cfg.clone(), 12, AdjointOptions { interval: Some(3), fused: Some(true) });
+        for (points, rate) in [(3, 0.01), (20, 0.001)] {
+            compare_one(wide_net(rate), 12, AdjointOptions { interval: Some(3), fused: Some(true) }, points);
+        }
     }
     metaplastic_core::kernels::limit_vector_width("widest");
 }

@@ -35,7 +35,7 @@ pub fn classification(rule: &str, extra: &str) -> LearnerConfig {
 
 /// Normal draws from a local seeded generator: libtorch's global generator is shared by the tests that
 /// run in parallel threads, so seeding it and drawing would race.
-fn randn(shape: &[i64], seed: i64) -> Tensor {
+pub fn randn(shape: &[i64], seed: i64) -> Tensor {
     let n: i64 = shape.iter().product();
     let values = normal_vec(&mut seeded(seed as u64), n as usize, 1.0);
     Tensor::from_slice(&values).reshape(shape).to_kind(Kind::Double)
