@@ -7,6 +7,7 @@
 //!         [--backward adjoint,autograd] [--autograd-max 8] [--intervals 20] [--repeats R] [--json FILE]
 //!         [--count-ops]   (also: libtorch operations per inner step of the reverse pass on libtorch
 //!                          operations, the path CUDA takes: each is a kernel launch there)
+//!         [--loops]       (instead: the fused CPU loops alone, kernels.rs, on the net's layers)
 //!
 //! Each measurement runs in a child process of its own (clean peak memory); one line of JSON each.
 use metaplastic_core::adjoint::{self, AdjointOptions};
@@ -37,6 +38,7 @@ struct Opts {
     autograd_max: i64,
     json: Option<String>,
     count_ops: bool,
+    loops: bool,
     child: Option<String>,
     units: Vec<i64>,
 }
@@ -58,14 +60,17 @@ fn parse() -> Opts {
         autograd_max: 8,
         json: None,
         count_ops: false,
+        loops: false,
         child: None,
         units: UNITS.to_vec(),
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < args.len() {
-        if args[i] == "--count-ops" {
-            o.count_ops = true; // a flag: no value follows
+        if args[i] == "--count-ops" || args[i] == "--loops" {
+            // Flags: no value follows.
+            o.count_ops |= args[i] == "--count-ops";
+            o.loops |= args[i] == "--loops";
             i += 1;
             continue;
         }
@@ -224,6 +229,10 @@ fn main() {
     // CUDA support must be loaded before any other libtorch call (runtime.rs).
     metaplastic_core::runtime::init();
     let o = parse();
+    if o.loops {
+        loops(&o);
+        return;
+    }
     if let Some(spec) = &o.child {
         println!("{}", measure(&o, spec));
         return;
@@ -278,3 +287,48 @@ fn main() {
         println!("results: {path}");
     }
 }
+
+/// The fused CPU loops alone (kernels.rs) on the net's layers, as one inner step calls them: the rule's
+/// step, and its adjoint with and without a pending dzᵀa, each reading a new W every step from a
+/// 20-step segment (as the reverse pass does), at the first meta-batch size.
+fn loops(o: &Opts) {
+    use metaplastic_core::kernels::{local_step, local_step_adjoint};
+    tch::set_num_threads(o.threads);
+    let (e, opts) = (o.meta_batch[0], (Kind::Float, Device::Cpu));
+    let mut sizes = vec![INPUT];
+    sizes.extend(&o.units);
+    let shapes: Vec<(i64, i64)> = sizes.windows(2).map(|w| (w[1], w[0])).collect();
+    let weights: i64 = shapes.iter().map(|(out, inp)| out * inp).sum::<i64>() * e;
+    let segment: Vec<Vec<Tensor>> = (0..20).map(|_| shapes.iter().map(|&(out, inp)| Tensor::randn([e, out, inp], opts)).collect()).collect();
+    let per_layer = |f: &dyn Fn(i64, i64) -> Tensor| -> Vec<Tensor> { shapes.iter().map(|&(out, inp)| f(out, inp)).collect() };
+    let rates = per_layer(&|out, inp| Tensor::rand([out, inp], opts) * 1e-4);
+    let post = per_layer(&|out, _| Tensor::randn([e, BATCH, out], opts));
+    let pre = per_layer(&|_, inp| Tensor::randn([e, BATCH, inp], opts));
+    let mut g = per_layer(&|out, inp| Tensor::randn([e, out, inp], opts));
+    let mut rate_grad = per_layer(&|out, inp| Tensor::zeros([out, inp], opts));
+    println!("fused loops, {} thread(s), meta-batch {e}, layers {shapes:?} (outputs, inputs)", o.threads);
+    println!("| loop | ms per inner step | ns per weight | GFLOP/s of its products |");
+    println!("|---|---:|---:|---:|");
+    let products = |n: f64| n * 2.0 * BATCH as f64 * weights as f64;
+    for (name, outer_products) in [("step (W' = W + P ⊙ (ãᵀa − r ⊙ W))", 1.0), ("adjoint", 1.0), ("adjoint with a pending dzᵀa", 2.0)] {
+        let mut run = |t: usize| {
+            for (k, w) in segment[t % segment.len()].iter().enumerate() {
+                match name.split_whitespace().next() {
+                    Some("step") => drop(local_step(w, &post[k], &pre[k], &rates[k], true, 1.0, None).expect("step")),
+                    _ => {
+                        let owed = outer_products > 1.0;
+                        let out = local_step_adjoint(&mut g[k], true, w, &post[k], &pre[k], &rates[k], true, 1.0, None, &mut rate_grad[k], owed.then_some((&post[k], &pre[k])));
+                        drop(out.expect("adjoint"));
+                    }
+                }
+            }
+        };
+        (0..20).for_each(&mut run);
+        let steps = 200;
+        let start = Instant::now();
+        (0..steps).for_each(&mut run);
+        let per_step = start.elapsed().as_secs_f64() / steps as f64;
+        println!("| {name} | {:.3} | {:.2} | {:.1} |", per_step * 1e3, per_step * 1e9 / weights as f64, products(outer_products) / per_step / 1e9);
+    }
+}
+
