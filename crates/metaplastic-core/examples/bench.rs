@@ -309,17 +309,16 @@ fn loops(o: &Opts) {
     println!("fused loops, {} thread(s), meta-batch {e}, layers {shapes:?} (outputs, inputs)", o.threads);
     println!("| loop | ms per inner step | ns per weight | GFLOP/s of its products |");
     println!("|---|---:|---:|---:|");
-    let products = |n: f64| n * 2.0 * BATCH as f64 * weights as f64;
-    for (name, outer_products) in [("step (W' = W + P ⊙ (ãᵀa − r ⊙ W))", 1.0), ("adjoint", 1.0), ("adjoint with a pending dzᵀa", 2.0)] {
+    // Each loop: its name, whether it is the adjoint, whether a dzᵀa is owed to G (one more outer product).
+    for (name, adjoint, owed) in [("step (W' = W + P ⊙ (ãᵀa − r ⊙ W))", false, false), ("adjoint", true, false), ("adjoint with a pending dzᵀa", true, true)] {
+        let outer_products = if owed { 2.0 } else { 1.0 };
         let mut run = |t: usize| {
             for (k, w) in segment[t % segment.len()].iter().enumerate() {
-                match name.split_whitespace().next() {
-                    Some("step") => drop(local_step(w, &post[k], &pre[k], &rates[k], true, 1.0, None).expect("step")),
-                    _ => {
-                        let owed = outer_products > 1.0;
-                        let out = local_step_adjoint(&mut g[k], true, w, &post[k], &pre[k], &rates[k], true, 1.0, None, &mut rate_grad[k], owed.then_some((&post[k], &pre[k])));
-                        drop(out.expect("adjoint"));
-                    }
+                if adjoint {
+                    let out = local_step_adjoint(&mut g[k], true, w, &post[k], &pre[k], &rates[k], true, 1.0, None, &mut rate_grad[k], owed.then_some((&post[k], &pre[k])));
+                    drop(out.expect("adjoint"));
+                } else {
+                    drop(local_step(w, &post[k], &pre[k], &rates[k], true, 1.0, None).expect("step"));
                 }
             }
         };
@@ -328,7 +327,7 @@ fn loops(o: &Opts) {
         let start = Instant::now();
         (0..steps).for_each(&mut run);
         let per_step = start.elapsed().as_secs_f64() / steps as f64;
-        println!("| {name} | {:.3} | {:.2} | {:.1} |", per_step * 1e3, per_step * 1e9 / weights as f64, products(outer_products) / per_step / 1e9);
+        println!("| {name} | {:.3} | {:.2} | {:.1} |", per_step * 1e3, per_step * 1e9 / weights as f64, outer_products * 2.0 * BATCH as f64 * weights as f64 / per_step / 1e9);
     }
 }
 

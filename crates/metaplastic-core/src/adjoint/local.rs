@@ -137,6 +137,12 @@ fn flat(t: &Tensor) -> Result<Tensor> {
     Ok(t.f_reshape([-1, s[s.len() - 1]])?)
 }
 
+/// G += dzᵀa, the forward pass's part of ∂L/∂W, in place: no weight-sized temporary.
+fn add_forward_term(g: &mut Tensor, dz: &Tensor, a: &Tensor) -> Result<()> {
+    let _ = g.f_baddbmm_(&dz.f_transpose(1, 2)?, a)?;
+    Ok(())
+}
+
 /// Whether the reverse pass covers this local rule's options.
 pub(super) fn supports(_rule: &LocalRule) -> bool {
     true
@@ -241,7 +247,7 @@ impl StepAdjoint for LocalAdjoint {
     fn flush(&mut self, gw: &mut [Tensor]) -> Result<()> {
         for (g, owed) in gw.iter_mut().zip(self.pending.iter_mut()) {
             if let Some((dz, a)) = owed.take() {
-                let _ = g.f_baddbmm_(&dz.f_transpose(1, 2)?, &a)?;
+                add_forward_term(g, &dz, &a)?;
             }
         }
         Ok(())
@@ -549,7 +555,7 @@ impl LocalStep {
         let g_prev = self.per_layer(w, |k| {
             let mut gk = g_next[k].shallow_clone();
             if let Some(dz) = &dzs[k] {
-                let _ = gk.f_baddbmm_(&dz.f_transpose(1, 2)?, &acts.pre[k])?; // in place: no weight-sized temporary
+                add_forward_term(&mut gk, dz, &acts.pre[k])?;
             }
             match &extra_w[k] {
                 Some(e) => Ok(gk.f_add(e)?),
