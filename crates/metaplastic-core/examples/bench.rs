@@ -186,7 +186,7 @@ fn measure(o: &Opts, spec: &str) -> String {
     let ops = if o.count_ops && backward == "adjoint" {
         // After the timing (counting slows every operation down), on the libtorch-operation path.
         let (gradient, steps) = (learner.cfg.meta.gradient, o.steps as usize);
-        let opts = AdjointOptions { interval: learner.cfg.meta.checkpoint_every, fused: Some(false) };
+        let opts = AdjointOptions { interval: learner.cfg.meta.checkpoint_every, fused: Some(false), ..Default::default() };
         let (run, count) = runtime::count_ops(|| adjoint::meta_gradient(&mut learner, &b, opts, |t| step_mode(gradient, t, steps))).expect("op count");
         run.expect("meta-gradient on libtorch operations");
         format!("{:.0}", count as f64 / steps as f64)
@@ -309,13 +309,20 @@ fn loops(o: &Opts) {
     println!("fused loops, {} thread(s), meta-batch {e}, layers {shapes:?} (outputs, inputs)", o.threads);
     println!("| loop | ms per inner step | ns per weight | GFLOP/s of its products |");
     println!("|---|---:|---:|---:|");
-    // Each loop: its name, whether it is the adjoint, whether a dzᵀa is owed to G (one more outer product).
-    for (name, adjoint, owed) in [("step (W' = W + P ⊙ (ãᵀa − r ⊙ W))", false, false), ("adjoint", true, false), ("adjoint with a pending dzᵀa", true, true)] {
+    // Each loop: its name, whether it is the adjoint, whether a dzᵀa is owed to G (one more outer
+    // product), whether it runs the step backwards (writing W).
+    let rows = [
+        ("step (W' = W + P ⊙ (ãᵀa − r ⊙ W))", false, false, false),
+        ("adjoint", true, false, false),
+        ("adjoint with a pending dzᵀa", true, true, false),
+        ("adjoint with a pending dzᵀa, running the step backwards", true, true, true),
+    ];
+    for (name, adjoint, owed, unstep) in rows {
         let outer_products = if owed { 2.0 } else { 1.0 };
         let mut run = |t: usize| {
             for (k, w) in segment[t % segment.len()].iter().enumerate() {
                 if adjoint {
-                    let out = local_step_adjoint(&mut g[k], true, w, &post[k], &pre[k], &rates[k], true, 1.0, None, &mut rate_grad[k], owed.then_some((&post[k], &pre[k])));
+                    let out = local_step_adjoint(&mut g[k], true, w, unstep, &post[k], &pre[k], &rates[k], true, 1.0, None, &mut rate_grad[k], owed.then_some((&post[k], &pre[k])));
                     drop(out.expect("adjoint"));
                 } else {
                     drop(local_step(w, &post[k], &pre[k], &rates[k], true, 1.0, None).expect("step"));

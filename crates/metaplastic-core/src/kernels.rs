@@ -10,10 +10,11 @@
 //! (the update normalisation) scales each row's update; the rate gradient accumulates into a full
 //! [O, I] (summed over episodes) and is reduced to P's shape once at the end.
 use crate::{Error, Result};
-use std::ops::{Add, Mul, Sub};
+use std::ops::{Add, Div, Mul, Sub};
 use tch::{Device, Kind, Tensor};
 
-trait Real: Copy + Send + Sync + Add<Output = Self> + Sub<Output = Self> + Mul<Output = Self> + 'static {
+trait Real: Copy + Send + Sync + Add<Output = Self> + Sub<Output = Self> + Mul<Output = Self> + Div<Output = Self> + PartialOrd + 'static {
+    fn to_f64(self) -> f64;
     fn of(x: f64) -> Self;
     /// self · a + b in one rounding: one instruction where the loop is compiled with FMA (x86 with
     /// AVX2, every ARM64); only the outer products use it, where it halves the instruction count.
@@ -24,6 +25,9 @@ impl Real for f32 {
     fn of(x: f64) -> Self {
         x as f32
     }
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
     #[inline(always)]
     fn mul_add(self, a: Self, b: Self) -> Self {
         f32::mul_add(self, a, b)
@@ -33,6 +37,9 @@ impl Real for f32 {
 impl Real for f64 {
     fn of(x: f64) -> Self {
         x
+    }
+    fn to_f64(self) -> f64 {
+        self
     }
     #[inline(always)]
     fn mul_add(self, a: Self, b: Self) -> Self {
@@ -533,11 +540,15 @@ fn step_typed<T: Real>(w: &Tensor, post: &Tensor, pre: &Tensor, p: &Tensor, oja:
 /// G + dᵀx throughout, formed in registers like ãᵀa, and writes it back (so afterwards G holds it). The
 /// step after this one in the reverse pass hands its forward pass's dzᵀa over this way instead of a
 /// weight-sized read and write of its own.
+///
+/// With `unstep`, `w` holds the weights after the step, W'. The loop runs the step backwards,
+/// W = (W' − s ãᵀa) / (1 − s r) with s = m c P, uses that W throughout and writes it over W' in place:
+/// the reverse pass then needs neither the weights of every step nor their recomputation.
 #[allow(clippy::too_many_arguments)]
-pub fn local_step_adjoint(g: &mut Tensor, update: bool, w: &Tensor, post: &Tensor, pre: &Tensor, p: &Tensor, oja: bool, m: f64, c: Option<&Tensor>, grad_rate: &mut Tensor, pending: Option<(&Tensor, &Tensor)>) -> Result<StepAdjoint> {
+pub fn local_step_adjoint(g: &mut Tensor, update: bool, w: &Tensor, unstep: bool, post: &Tensor, pre: &Tensor, p: &Tensor, oja: bool, m: f64, c: Option<&Tensor>, grad_rate: &mut Tensor, pending: Option<(&Tensor, &Tensor)>) -> Result<StepAdjoint> {
     match w.kind() {
-        Kind::Float => adjoint_typed::<f32>(g, update, w, post, pre, p, oja, m, c, grad_rate, pending),
-        Kind::Double => adjoint_typed::<f64>(g, update, w, post, pre, p, oja, m, c, grad_rate, pending),
+        Kind::Float => adjoint_typed::<f32>(g, update, w, unstep, post, pre, p, oja, m, c, grad_rate, pending),
+        Kind::Double => adjoint_typed::<f64>(g, update, w, unstep, post, pre, p, oja, m, c, grad_rate, pending),
         k => Err(Error::Internal(format!("fused kernel: unsupported kind {k:?}"))),
     }
 }
@@ -557,6 +568,8 @@ struct AdjointArgs<T> {
     scale_grad: Option<Ptr<T>>,
     m: T,
     update: bool,
+    /// W holds the weights after the step: run it backwards in place first (`local_step_adjoint`).
+    unstep: bool,
     episodes: usize,
 }
 
@@ -574,6 +587,12 @@ fn synapse<T: Real>(g: &mut T, gr: &mut T, q: &mut T, w: T, h: T, p: T, (m, d, c
     *g = *g - shrink * qj;
 }
 
+/// One synapse's weight before the step, from W' = W + s (h − d W): W = (W' − s h) / (1 − s d).
+#[inline(always)]
+fn unstep<T: Real>(after: T, s: T, h: T, d: T) -> T {
+    (after - s * h) / (T::of(1.0) - s * d)
+}
+
 /// Output rows o0 .. o0 + R of the rate gradient, over every episode.
 #[inline(always)]
 fn adjoint_block<T: Real, const R: usize>(a: &AdjointArgs<T>, o0: usize) {
@@ -587,7 +606,7 @@ fn adjoint_block<T: Real, const R: usize>(a: &AdjointArgs<T>, o0: usize) {
             let cr = a.scale.map_or(T::of(1.0), |c| unsafe { *c.0.add(first + k) });
             (m, d[k], cr, if a.update { m * d[k] } else { T::ZERO })
         });
-        let w: [&[T]; R] = std::array::from_fn(|k| unsafe { &*(a.w.row(first + k, cols) as *const [T]) });
+        let w: [&mut [T]; R] = std::array::from_fn(|k| unsafe { a.w.row(first + k, cols) });
         let g: [&mut [T]; R] = std::array::from_fn(|k| unsafe { a.g.row(first + k, cols) });
         let q: [&mut [T]; R] = std::array::from_fn(|k| unsafe { a.q.row(first + k, cols) });
         let mut acc = [[T::ZERO; LANES]; R];
@@ -611,7 +630,14 @@ fn adjoint_block<T: Real, const R: usize>(a: &AdjointArgs<T>, o0: usize) {
                         gk[l] = gk[l] + owed[k][l];
                     }
                 }
-                let (wk, pk) = (*lanes(w[k], base), p[k].chunk(base));
+                let (mut wk, pk) = (*lanes(w[k], base), p[k].chunk(base));
+                if a.unstep {
+                    let (s, d) = (k_of[k].0 * k_of[k].2, k_of[k].1);
+                    for l in 0..LANES {
+                        wk[l] = unstep(wk[l], s * pk[l], h[k][l], d);
+                    }
+                    *lanes_mut(w[k], base) = wk;
+                }
                 for l in 0..LANES {
                     synapse(&mut gk[l], &mut grk[l], &mut qk[l], wk[l], h[k][l], pk[l], k_of[k], &mut acc[k][l], &mut cacc[k][l]);
                 }
@@ -630,6 +656,9 @@ fn adjoint_block<T: Real, const R: usize>(a: &AdjointArgs<T>, o0: usize) {
                 }
             }
             for k in 0..R {
+                if a.unstep {
+                    w[k][j] = unstep(w[k][j], k_of[k].0 * k_of[k].2 * p[k].at(j), h[k], k_of[k].1);
+                }
                 synapse(&mut g[k][j], &mut grow[k][j], &mut q[k][j], w[k][j], h[k], p[k].at(j), k_of[k], &mut acc[k][l], &mut cacc[k][l]);
             }
         }
@@ -662,7 +691,7 @@ fn adjoint_rows<T: Real>(a: &AdjointArgs<T>, lo: usize, hi: usize) {
 multiversion!(adjoint_dispatch, adjoint_rows, AdjointArgs);
 
 #[allow(clippy::too_many_arguments)]
-fn adjoint_typed<T: Real>(g: &mut Tensor, update: bool, w: &Tensor, post: &Tensor, pre: &Tensor, p: &Tensor, oja: bool, m: f64, c: Option<&Tensor>, grad_rate: &mut Tensor, pending: Option<(&Tensor, &Tensor)>) -> Result<StepAdjoint> {
+fn adjoint_typed<T: Real>(g: &mut Tensor, update: bool, w: &Tensor, unstep: bool, post: &Tensor, pre: &Tensor, p: &Tensor, oja: bool, m: f64, c: Option<&Tensor>, grad_rate: &mut Tensor, pending: Option<(&Tensor, &Tensor)>) -> Result<StepAdjoint> {
     let kind = w.kind();
     let [e, o, i] = w.size()[..] else { return Err(Error::Internal("fused kernel: W must be [E, O, I]".into())) };
     for (t, name) in [(&*g, "G"), (w, "W"), (&*grad_rate, "rate gradient")] {
@@ -688,10 +717,52 @@ fn adjoint_typed<T: Real>(g: &mut Tensor, update: bool, w: &Tensor, post: &Tenso
         scale_grad: scale_grad.as_ref().map(Ptr::of),
         m: T::of(m),
         update,
+        unstep,
         episodes: e as usize,
     };
     // Rows of the rate gradient are shared by the episodes: split over output rows, loop over episodes
     // inside, so no two threads write the same accumulator row.
     parallel_rows(o as usize, |lo, hi| adjoint_dispatch(&args, lo, hi));
     Ok(StepAdjoint { q, rowsum, scale_grad })
+}
+
+/// How much running an Oja step backwards (`local_step_adjoint` with `unstep`) can magnify an error
+/// already in W': the largest 1 / |1 − s r| over the synapses, s = m c P and r = Σ_b ã² of the row
+/// (never below 1: each step also adds its own rounding). Infinite where 1 − s r can vanish, or is not
+/// a number. `rate_range` holds each row's least and greatest rate, or one pair for every row.
+pub fn unstep_gain(post: &Tensor, m: f64, c: Option<&Tensor>, rate_range: &[(f64, f64)]) -> Result<f64> {
+    match post.kind() {
+        Kind::Float => gain_typed::<f32>(post, m, c, rate_range),
+        Kind::Double => gain_typed::<f64>(post, m, c, rate_range),
+        k => Err(Error::Internal(format!("fused kernel: unsupported kind {k:?}"))),
+    }
+}
+
+fn gain_typed<T: Real>(post: &Tensor, m: f64, c: Option<&Tensor>, rate_range: &[(f64, f64)]) -> Result<f64> {
+    let kind = post.kind();
+    check(post, kind, "teaching activity")?;
+    let [e, b, o] = post.size()[..] else { return Err(Error::Internal("fused kernel: ã must be [E, B, O]".into())) };
+    let (e, b, o) = (e as usize, b as usize, o as usize);
+    if rate_range.len() != 1 && rate_range.len() != o {
+        return Err(Error::Internal(format!("fused kernel: {} rate ranges for {o} rows", rate_range.len())));
+    }
+    let scale = row_scale::<T>(c, kind, e as i64, o as i64)?;
+    // SAFETY: both were checked above: contiguous, of this kind and of these shapes.
+    let u = unsafe { std::slice::from_raw_parts(post.data_ptr() as *const T, e * b * o) };
+    let mut worst: f64 = 1.0;
+    for ep in 0..e {
+        for row in 0..o {
+            let r: f64 = (0..b).map(|bi| u[(ep * b + bi) * o + row].to_f64().powi(2)).sum();
+            let cr = scale.map_or(1.0, |c| unsafe { *c.0.add(ep * o + row) }.to_f64());
+            let (lo, hi) = rate_range[if rate_range.len() == 1 { 0 } else { row }];
+            let (x0, x1) = (m * cr * r * lo, m * cr * r * hi);
+            let (x_lo, x_hi) = (x0.min(x1), x0.max(x1));
+            let margin = if x_lo <= 1.0 && 1.0 <= x_hi { 0.0 } else { (1.0 - x_lo).abs().min((1.0 - x_hi).abs()) };
+            if !(margin > 0.0) {
+                return Ok(f64::INFINITY);
+            }
+            worst = worst.max(1.0 / margin);
+        }
+    }
+    Ok(worst)
 }

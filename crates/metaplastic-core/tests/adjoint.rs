@@ -6,22 +6,31 @@ use common::*;
 use tch::{Device, Kind, Tensor};
 use metaplastic_core::config::{Backward, LearnerConfig, MetaGradient};
 use metaplastic_core::learner::Learner;
-use metaplastic_core::adjoint::{self, AdjointOptions};
+use metaplastic_core::adjoint::{self, AdjointOptions, PassStats};
 use metaplastic_core::inner::step_mode;
 use metaplastic_core::meta::{autograd_meta_gradient, meta_gradient, uses_adjoint};
 
-/// Compares the reverse pass, with the fused CPU loops and with libtorch operations, to autograd
-/// (on another test device, libtorch operations only).
-fn compare(cfg: LearnerConfig, seed: i64, interval: Option<usize>) {
-    compare_batch(cfg, seed, interval, 3);
+/// Compares the reverse pass to autograd: on the CPU with the fused loops running steps backwards,
+/// with the fused loops recomputing every segment, and with libtorch operations; on another test device
+/// with libtorch operations only. Returns how the first variant went through the steps.
+fn compare(cfg: LearnerConfig, seed: i64, interval: Option<usize>) -> PassStats {
+    compare_batch(cfg, seed, interval, 3)
 }
 
 /// `compare` with `points` points per inner step.
-fn compare_batch(cfg: LearnerConfig, seed: i64, interval: Option<usize>, points: i64) {
-    let fusable: &[bool] = if test_device() == "cpu" { &[true, false] } else { &[false] };
-    for &fused in fusable {
-        compare_one(cfg.clone(), seed, AdjointOptions { interval, fused: Some(fused) }, points);
+fn compare_batch(cfg: LearnerConfig, seed: i64, interval: Option<usize>, points: i64) -> PassStats {
+    let variants: &[(bool, bool)] = if test_device() == "cpu" { &[(true, true), (true, false), (false, false)] } else { &[(false, false)] };
+    let mut stats = None;
+    for &(fused, unstep) in variants {
+        compare_one(cfg.clone(), seed, AdjointOptions { interval, fused: Some(fused), unstep: Some(unstep) }, points);
+        let pass = adjoint::last_pass();
+        assert_eq!(pass.unstepped + pass.recomputed + pass.skipped, 5, "every step accounted for: {pass:?}");
+        if !unstep {
+            assert_eq!(pass.unstepped, 0, "no step run backwards when told not to: {pass:?}");
+        }
+        stats.get_or_insert(pass);
     }
+    stats.expect("at least one variant")
 }
 
 /// Worst relative difference between the two meta-gradients over all parameters, with `points`
@@ -71,7 +80,13 @@ fn oja_and_hebb_every_granularity_and_interval() {
         for g in ["synapse", "neuron", "layer", "global"] {
             for interval in [None, Some(1), Some(2), Some(5)] {
                 let cfg = regression(&format!(r#"{{"type":"{rule}"}}"#), &format!(r#","plasticity":{{"granularity":"{g}","init":0.02,"hiddenMultiplier":1.5}}"#));
-                compare(cfg, 1, interval);
+                let pass = compare(cfg, 1, interval);
+                if test_device() == "cpu" {
+                    // Hebb's steps always run backwards here; Oja's in short segments, where the product
+                    // of its decay's gains stays small.
+                    let ran_back = if rule == "hebb" { pass.unstepped == 5 } else { pass.unstepped > 0 || !matches!(interval, Some(1 | 2)) };
+                    assert!(ran_back, "{rule}, {g}, {interval:?}: {pass:?}");
+                }
             }
         }
     }
@@ -117,7 +132,11 @@ fn first_order_and_truncated() {
         for kind in ["learned", "derivative", "none"] {
             let mut cfg = flp(&format!(r#","rln":1,"feedback":{{"type":"{kind}"}}"#));
             cfg.meta.gradient = g;
-            compare(cfg, 10, Some(2));
+            let pass = compare(cfg, 10, Some(2));
+            // Segments [0, 1], [2, 3], [4]: truncated to the last 2 steps, the first is all constants.
+            if matches!(g, MetaGradient::Truncated { .. }) {
+                assert_eq!(pass.skipped, 2, "{kind}: {pass:?}");
+            }
         }
     }
 }
@@ -209,7 +228,7 @@ fn fused_adjoint_loop_outputs() {
     let p = randn(&[o, i], 7).abs() * 0.01;
     let mut g_out = g.copy();
     let mut rate_grad = Tensor::zeros([o, i], (Kind::Double, Device::Cpu));
-    let out = metaplastic_core::kernels::local_step_adjoint(&mut g_out, true, &w, &post, &pre, &p, true, 1.0, None, &mut rate_grad, Some((&d, &x))).unwrap();
+    let out = metaplastic_core::kernels::local_step_adjoint(&mut g_out, true, &w, false, &post, &pre, &p, true, 1.0, None, &mut rate_grad, Some((&d, &x))).unwrap();
     let g_full = &g + d.transpose(1, 2).matmul(&x);
     let q = &g_full * &p;
     let r = post.square().sum_dim_intlist([1i64].as_slice(), false, None::<Kind>).unsqueeze(2); // [E, O, 1]
@@ -241,7 +260,7 @@ fn every_vector_width_of_the_fused_loops() {
     for cap in ["baseline", "avx2", "widest"] {
         metaplastic_core::kernels::limit_vector_width(cap);
         for (points, rate) in [(3, 0.01), (20, 0.001)] {
-            compare_one(wide_net(rate), 12, AdjointOptions { interval: Some(3), fused: Some(true) }, points);
+            compare_one(wide_net(rate), 12, AdjointOptions { interval: Some(3), fused: Some(true), ..Default::default() }, points);
         }
     }
     metaplastic_core::kernels::limit_vector_width("widest");
@@ -325,4 +344,76 @@ fn layer_work_over_threads_keeps_order_and_reports_failures() {
     assert!(matches!(&panicked, Err(e) if e.to_string().contains("layer two broke")), "{panicked:?}");
     let failed = parallel_layers(&sizes, |k| if k == 3 { Err(metaplastic_core::Error::Internal("no".into())) } else { Ok(k) });
     assert!(failed.is_err());
+}
+
+/// The adjoint loop running an Oja or Hebb step backwards: from the weights after `local_step` it gets
+/// back the weights before it (float64), and every output it gives is the one it gives from those.
+#[test]
+fn fused_adjoint_loop_runs_the_step_backwards() {
+    use metaplastic_core::kernels::{local_step, local_step_adjoint};
+    tch::set_num_threads(2);
+    let (e, b, o, i) = (2, 20, 70, 45);
+    let (w, post, pre) = (randn(&[e, o, i], 1), randn(&[e, b, o], 3) * 0.5, randn(&[e, b, i], 4));
+    let c = randn(&[e, o], 8).abs() + 0.5;
+    for (oja, m, p) in [(true, 1.0, randn(&[o, i], 7).abs() * 0.01), (true, 0.5, randn(&[o, 1], 9) * 0.01), (false, 2.0, Tensor::from(0.003f64))] {
+        let after = local_step(&w, &post, &pre, &p, oja, m, Some(&c)).unwrap();
+        let outputs = |weights: &Tensor, unstep: bool| {
+            let mut g = randn(&[e, o, i], 2);
+            let mut rate_grad = Tensor::zeros([o, i], (Kind::Double, Device::Cpu));
+            let out = local_step_adjoint(&mut g, true, weights, unstep, &post, &pre, &p, oja, m, Some(&c), &mut rate_grad, None).unwrap();
+            vec![("Q", out.q), ("rowsum", out.rowsum.unwrap_or_else(|| Tensor::zeros([1], (Kind::Double, Device::Cpu)))), ("row factor gradient", out.scale_grad.unwrap()), ("G", g), ("rate gradient", rate_grad)]
+        };
+        let buffer = after.copy();
+        let backwards = outputs(&buffer, true);
+        let scale = w.abs().max().double_value(&[]);
+        assert!(max_abs_diff(&buffer, &w) <= 1e-13 * scale, "oja {oja}: W back {} off", max_abs_diff(&buffer, &w));
+        assert!(max_abs_diff(&after, &w) > 1e-6 * scale, "the step changed W: nothing was run backwards");
+        for ((what, got), (_, want)) in backwards.iter().zip(outputs(&w, false)) {
+            let tol = 1e-12 * want.abs().max().double_value(&[]).max(1e-300);
+            assert!(max_abs_diff(got, &want) <= tol, "oja {oja}, {what}: {} off", max_abs_diff(got, &want));
+        }
+    }
+}
+
+/// `unstep_gain` on a hand example: rows with r = Σ_b ã² = 1 and 4, c = 1 and 0.5, m = 2, so
+/// m c r = 2 and 4; with rates in [0.05, 0.1] that is s r in [0.1, 0.2] and [0.2, 0.4], the worst
+/// |1 − s r| is 0.6: gain 1/0.6. Rates reaching 1/(m c r) make it infinite, negative rates give 1.
+#[test]
+fn unstep_gain_on_a_hand_example() {
+    use metaplastic_core::kernels::unstep_gain;
+    let post = Tensor::from_slice(&[1.0f64, 2.0, 0.0, 0.0]).view([1, 2, 2]); // b = 0: (1, 2), b = 1: (0, 0)
+    let c = Tensor::from_slice(&[1.0f64, 0.5]).view([1, 2]);
+    let gain = unstep_gain(&post, 2.0, Some(&c), &[(0.05, 0.1)]).unwrap();
+    assert!((gain - 1.0 / 0.6).abs() < 1e-12, "{gain}");
+    let per_row = unstep_gain(&post, 2.0, Some(&c), &[(0.05, 0.1), (0.0, 0.05)]).unwrap(); // row 1: s r ≤ 0.2
+    assert!((per_row - 1.0 / 0.8).abs() < 1e-12, "{per_row}");
+    assert_eq!(unstep_gain(&post, 2.0, Some(&c), &[(0.05, 0.3)]).unwrap(), f64::INFINITY); // row 1 reaches 1.2
+    assert_eq!(unstep_gain(&post, 2.0, None, &[(-0.3, -0.1)]).unwrap(), 1.0);
+    let nan = Tensor::from_slice(&[f64::NAN, 2.0, 0.0, 0.0]).view([1, 2, 2]);
+    assert_eq!(unstep_gain(&nan, 2.0, None, &[(0.01, 0.01)]).unwrap(), f64::INFINITY);
+}
+
+/// Rates large enough that running Oja's steps backwards could magnify rounding beyond
+/// `MAX_UNSTEP_GAIN`: the reverse pass recomputes those segments instead, and still equals autograd.
+#[test]
+fn large_rates_recompute_instead_of_running_backwards() {
+    if test_device() != "cpu" {
+        return;
+    }
+    let small = compare_batch(wide_net(0.0001), 12, Some(2), 20);
+    assert_eq!(small.unstepped, 5, "{small:?}");
+    let large = compare_batch(wide_net(0.001), 12, Some(2), 20);
+    assert!(large.recomputed > 0 && large.rejected == 0, "the gains alone send segments to recomputation: {large:?}");
+}
+
+/// Updates that dwarf the weights (a classification net whose weights grow by orders of magnitude):
+/// W' − s ãᵀa cancels, the weights run back miss the checkpoint, and the segment is recomputed.
+#[test]
+fn segments_that_miss_their_checkpoint_are_recomputed() {
+    if test_device() != "cpu" {
+        return;
+    }
+    let cfg = classification(r#"{"type":"oja"}"#, r#","plasticity":{"init":0.05,"hiddenMultiplier":3},"feedback":{"signal":"error","clampOutput":true}"#);
+    let pass = compare(cfg, 7, Some(2));
+    assert!(pass.rejected > 0, "{pass:?}");
 }

@@ -14,7 +14,7 @@ use crate::config::{Activation, FeedbackKind, LearnerConfig, Signal, TaskKind, U
 use crate::feedback::dense_target;
 use crate::inner::StepMode;
 use crate::learner::Learner;
-use crate::net::functional::{bias_rows, tail, TailActivations};
+use crate::net::functional::{bias_rows, tail, tail_from_z, TailActivations};
 use crate::params::ParamStore;
 use crate::rules::local::{normalization_factor, plain_term, row_energy, LocalRule};
 use crate::{Error, Result};
@@ -24,6 +24,8 @@ use tch::{Kind, Tensor};
 struct RuleValues {
     /// Effective rate of each layer, broadcastable to [E, O, I].
     rates: Vec<Tensor>,
+    /// Each layer's least and greatest rate per row, or one pair for all rows (`kernels::unstep_gain`).
+    rate_ranges: Vec<Vec<(f64, f64)>>,
     /// (B, c) of each feedback layer, per plastic layer.
     feedback: Vec<Vec<(Tensor, Tensor)>>,
     /// Blend strength s of each layer (read once per meta-step: scalar arithmetic in the steps).
@@ -143,6 +145,20 @@ fn add_forward_term(g: &mut Tensor, dz: &Tensor, a: &Tensor) -> Result<()> {
     Ok(())
 }
 
+/// The least and greatest value of each row of a rate [O, I] or [O, 1]; one pair for a rate shared by
+/// all rows.
+fn row_range(rate: &Tensor) -> Result<Vec<(f64, f64)>> {
+    let rate = rate.f_to_kind(Kind::Double)?;
+    if rate.dim() < 2 || rate.size()[0] == 1 {
+        return Ok(vec![(rate.f_min()?.f_double_value(&[])?, rate.f_max()?.f_double_value(&[])?)]);
+    }
+    let rows = rate.f_flatten(1, -1)?;
+    let of = |t: Tensor| -> Result<Vec<f64>> { Ok(Vec::<f64>::try_from(&t)?) };
+    let lo = of(rows.f_amin([1i64].as_slice(), false)?)?;
+    let hi = of(rows.f_amax([1i64].as_slice(), false)?)?;
+    Ok(lo.into_iter().zip(hi).collect())
+}
+
 /// Whether the reverse pass covers this local rule's options.
 pub(super) fn supports(_rule: &LocalRule) -> bool {
     true
@@ -187,6 +203,7 @@ impl LocalAdjoint {
                 .collect::<Result<_>>()?,
             strength: rule.feedback.iter().map(|f| Ok(params.at(f.strength).f_double_value(&[])?)).collect::<Result<_>>()?,
             multipliers: rule.multipliers.clone(),
+            rate_ranges: Vec::new(),
             stacked: None,
             oja: rule.oja_decay,
             hebb_first_step: rule.hebb_first_step,
@@ -196,6 +213,8 @@ impl LocalAdjoint {
         // the per-layer maps run on both cores and the stacked one was measured 3–7% slower.
         if !fused {
             rule_values.stacked = Stacked::of(&learner.cfg, &rule_values.feedback, &rule_values.strength)?;
+        } else {
+            rule_values.rate_ranges = rule_values.rates.iter().map(row_range).collect::<Result<_>>()?;
         }
         let feedback_idx: Vec<Vec<(usize, usize)>> = rule.feedback.iter().map(|f| f.layers.clone()).collect();
         let n = rates_graph.len();
@@ -233,15 +252,61 @@ impl LocalAdjoint {
 
 impl StepAdjoint for LocalAdjoint {
     type Tape = StepTape;
+    /// The pre-activations z of each layer: all else in the tape follows from them without the weights.
+    type Kept = Vec<Tensor>;
 
     fn forward(&self, t: usize, w: &[Tensor], b: &[Tensor], x: &Tensor, y: &Tensor) -> Result<(Vec<Tensor>, Vec<Tensor>, StepTape)> {
         let (next, tape) = self.step.forward(t, w, b, x, y)?;
         Ok((next, b.iter().map(|t| t.shallow_clone()).collect(), tape))
     }
 
-    fn backward(&mut self, _t: usize, w: &[Tensor], _b: &[Tensor], tape: StepTape, gw: Vec<Tensor>, mut gb: Vec<Tensor>, mode: StepMode) -> Result<(Vec<Tensor>, Vec<Tensor>, Option<Tensor>)> {
-        let (gw, dx) = self.step.backward(w, &tape, gw, mode, &mut self.grads, &mut gb, &mut self.pending)?;
+    fn backward(&mut self, _t: usize, w: &[Tensor], _b: &[Tensor], tape: StepTape, gw: Vec<Tensor>, mut gb: Vec<Tensor>, mode: StepMode, unstep: bool) -> Result<(Vec<Tensor>, Vec<Tensor>, Option<Tensor>)> {
+        let (gw, dx) = self.step.backward(w, unstep, &tape, gw, mode, &mut self.grads, &mut gb, &mut self.pending)?;
         Ok((gw, gb, dx))
+    }
+
+    /// The fused loops run a step backwards; derivative feedback needs the weights before the step to
+    /// form its teaching signal, so its steps are recomputed instead.
+    fn keep(&self, _t: usize, tape: &StepTape) -> Result<Option<(Vec<Tensor>, f64)>> {
+        if !self.step.fused || self.step.cfg.feedback.kind == FeedbackKind::Derivative {
+            return Ok(None);
+        }
+        let mut gain: f64 = 1.0;
+        if tape.oja {
+            for k in 0..self.step.n {
+                let post = tape.post[k].f_contiguous()?;
+                let m = self.step.multiplier(k, &post);
+                gain = gain.max(crate::kernels::unstep_gain(&post, m, tape.scale[k].as_ref(), &self.step.rule.rate_ranges[k])?);
+            }
+        }
+        Ok(Some((tape.acts.z.iter().map(|z| z.shallow_clone()).collect(), gain)))
+    }
+
+    fn rebuild(&self, t: usize, z: Vec<Tensor>, x: &Tensor, y: &Tensor, w_after: &[Tensor]) -> Result<StepTape> {
+        self.step.rebuild(t, z, x, y, w_after)
+    }
+
+    /// Only the rate gradients accumulate in place; the rest are replaced at each step (`accumulate`).
+    fn save(&self) -> Result<Box<dyn std::any::Any>> {
+        if self.grads.stacked.is_some() {
+            return Err(Error::Internal("the stacked feedback map's gradients are not saved (fused loops only)".into()));
+        }
+        let copy = |t: &Option<Tensor>| t.as_ref().map(|t| t.shallow_clone());
+        let g = &self.grads;
+        let saved = Grads {
+            feedback: g.feedback.iter().map(|l| l.iter().map(|(b, c)| (copy(b), copy(c))).collect()).collect(),
+            strength: g.strength.iter().map(copy).collect(),
+            stacked: None,
+            rate_full: g.rate_full.iter().map(|t| t.f_detach_copy()).collect::<std::result::Result<_, _>>()?,
+        };
+        let pending: Vec<Option<(Tensor, Tensor)>> = self.pending.iter().map(|p| p.as_ref().map(|(d, a)| (d.shallow_clone(), a.shallow_clone()))).collect();
+        Ok(Box::new((saved, pending)))
+    }
+
+    fn restore(&mut self, saved: Box<dyn std::any::Any>) -> Result<()> {
+        let (grads, pending) = *saved.downcast::<(Grads, Vec<Option<(Tensor, Tensor)>>)>().map_err(|_| Error::Internal("not this rule's saved state".into()))?;
+        (self.grads, self.pending) = (grads, pending);
+        Ok(())
     }
 
     fn flush(&mut self, gw: &mut [Tensor]) -> Result<()> {
@@ -286,7 +351,7 @@ impl LocalStep {
         }
         let acts = tail(x, w, self.bias_rows.get().expect("set above"))?;
         let (post, feedback, energies) = self.teaching(&acts, w, y)?;
-        let oja = self.rule.oja && !(self.rule.hebb_first_step && t == 0);
+        let oja = self.oja_at(t);
         let update = |k: usize| -> Result<LayerUpdate> {
             let m = self.multiplier(k, &post[k]);
             let c = self.scale(&post[k], &acts.pre[k])?;
@@ -319,6 +384,21 @@ impl LocalStep {
             scale.push(c);
         }
         Ok((next, StepTape { acts, post, oja, post_sq, term, scale, feedback }))
+    }
+
+    /// Whether step t uses Oja's decay (the Hebb-first-step option turns it off on step 0).
+    fn oja_at(&self, t: usize) -> bool {
+        self.rule.oja && !(self.rule.hebb_first_step && t == 0)
+    }
+
+    /// The tape of step t (fused loops) from its pre-activations z: the activities, the teaching
+    /// activities and the normalisation factors, as `forward` formed them. `w` only sizes the layers
+    /// (derivative feedback, which reads it, never comes here: `LocalAdjoint::keep`).
+    fn rebuild(&self, t: usize, z: Vec<Tensor>, x: &Tensor, y: &Tensor, w: &[Tensor]) -> Result<StepTape> {
+        let acts = tail_from_z(x, z)?;
+        let (post, feedback, _) = self.teaching(&acts, w, y)?;
+        let scale = (0..self.n).map(|k| self.scale(&post[k], &acts.pre[k])).collect::<Result<_>>()?;
+        Ok(StepTape { acts, post, oja: self.oja_at(t), post_sq: (0..self.n).map(|_| None).collect(), term: (0..self.n).map(|_| None).collect(), scale, feedback })
     }
 
     /// `layer(k)` for every plastic layer: shared out over the CPU threads with the fused loops
@@ -415,7 +495,10 @@ impl LocalStep {
     /// returns ∂L/∂W before it (again with `pending`) and ∂L/∂x_t (the step's input features) when
     /// the step is differentiated fully.
     #[allow(clippy::too_many_arguments)]
-    fn backward(&self, w: &[Tensor], tape: &StepTape, g: Vec<Tensor>, mode: StepMode, grads: &mut Grads, gb: &mut [Tensor], pending: &mut [Option<(Tensor, Tensor)>]) -> Result<(Vec<Tensor>, Option<Tensor>)> {
+    fn backward(&self, w: &[Tensor], unstep: bool, tape: &StepTape, g: Vec<Tensor>, mode: StepMode, grads: &mut Grads, gb: &mut [Tensor], pending: &mut [Option<(Tensor, Tensor)>]) -> Result<(Vec<Tensor>, Option<Tensor>)> {
+        if unstep && (!self.fused || mode == StepMode::Constant) {
+            return Err(Error::Internal("only the fused loops run a differentiated step backwards".into()));
+        }
         if mode == StepMode::Constant {
             return Ok((g, None)); // G passes unchanged, and so does what is owed to it
         }
@@ -443,7 +526,7 @@ impl LocalStep {
                 let mut direct = g[k].shallow_clone();
                 let (post_k, pre_k) = (post.f_contiguous()?, pre.f_contiguous()?);
                 let owed = pending[k].as_ref().map(|(dz, a)| (dz, a));
-                let out = crate::kernels::local_step_adjoint(&mut direct, full, &w[k], &post_k, &pre_k, rate, tape.oja, m, c, &mut rate_full, owed)?;
+                let out = crate::kernels::local_step_adjoint(&mut direct, full, &w[k], unstep, &post_k, &pre_k, rate, tape.oja, m, c, &mut rate_full, owed)?;
                 if full {
                     g_next = Some(direct);
                 }

@@ -25,6 +25,42 @@ pub struct AdjointOptions {
     pub interval: Option<usize>,
     /// Fused CPU loops for the local rules' weight-sized work (default: where they apply, kernels.rs).
     pub fused: Option<bool>,
+    /// Run the steps backwards from the weights after them, instead of recomputing each segment from
+    /// its checkpoint, where the rule can and rounding stays bounded (default: yes; `MAX_UNSTEP_GAIN`).
+    pub unstep: Option<bool>,
+}
+
+/// The most a segment run backwards may magnify the rounding errors of its weights (the product of
+/// its steps' `StepAdjoint::keep` gains): 16×, 4 bits. Segments beyond it are recomputed forward.
+pub const MAX_UNSTEP_GAIN: f64 = 16.0;
+
+/// How far the weights a segment ran back to may lie from its checkpoint, in units of the dtype's
+/// rounding, relative to the largest weight of the layer. The gain bounds how errors grow, not the
+/// cancellation in W' − s ãᵀa when the steps' updates dwarf the weights: this catches that; the
+/// segment is then recomputed.
+const UNSTEP_TOLERANCE_ULPS: f64 = 256.0;
+
+/// How the last reverse pass on this thread went through the lifetime's steps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PassStats {
+    /// Steps run backwards from the weights after them.
+    pub unstepped: usize,
+    /// Steps recomputed forward from their segment's checkpoint.
+    pub recomputed: usize,
+    /// Steps passed over: differentiated as constants, in segments of nothing else.
+    pub skipped: usize,
+    /// Steps run backwards whose segment missed its checkpoint by more than the tolerance, and was
+    /// recomputed (they count as recomputed too).
+    pub rejected: usize,
+}
+
+thread_local! {
+    static LAST_PASS: std::cell::Cell<PassStats> = std::cell::Cell::new(PassStats::default());
+}
+
+/// The `PassStats` of the last reverse pass run on this thread (tests, the bench).
+pub fn last_pass() -> PassStats {
+    LAST_PASS.with(|s| s.get())
 }
 
 /// Checkpoint interval used when none is configured: about √T (memory and recomputation balanced).
@@ -35,12 +71,34 @@ pub fn default_interval(steps: usize) -> usize {
 /// One rule's inner step, run forward without a graph and differentiated by hand.
 trait StepAdjoint {
     type Tape;
+    /// What of a step's tape `keep` holds for the whole lifetime.
+    type Kept;
     /// Step t on features x [E, B, F] and targets y: the next weights and biases, and what the
     /// reverse pass needs of the step.
     fn forward(&self, t: usize, w: &[Tensor], b: &[Tensor], x: &Tensor, y: &Tensor) -> Result<(Vec<Tensor>, Vec<Tensor>, Self::Tape)>;
     /// From the adjoints after step t to those before it; ∂L/∂x_t when the step is differentiated fully.
+    /// With `unstep`, `w` holds the weights after the step, and the rule turns them into those before it
+    /// in place (only for steps whose tape `keep` kept).
     #[allow(clippy::too_many_arguments)]
-    fn backward(&mut self, t: usize, w: &[Tensor], b: &[Tensor], tape: Self::Tape, gw: Vec<Tensor>, gb: Vec<Tensor>, mode: StepMode) -> Result<(Vec<Tensor>, Vec<Tensor>, Option<Tensor>)>;
+    fn backward(&mut self, t: usize, w: &[Tensor], b: &[Tensor], tape: Self::Tape, gw: Vec<Tensor>, gb: Vec<Tensor>, mode: StepMode, unstep: bool) -> Result<(Vec<Tensor>, Vec<Tensor>, Option<Tensor>)>;
+    /// Where the rule can run step t backwards from the weights after it: the part of its tape to keep
+    /// for the reverse pass, and how much running it backwards can magnify errors in those weights
+    /// (`kernels::unstep_gain`). Such steps must leave the biases as they are.
+    fn keep(&self, _t: usize, _tape: &Self::Tape) -> Result<Option<(Self::Kept, f64)>> {
+        Ok(None)
+    }
+    /// Step t's tape from what `keep` kept, its inputs and the weights after it.
+    fn rebuild(&self, _t: usize, _kept: Self::Kept, _x: &Tensor, _y: &Tensor, _w_after: &[Tensor]) -> Result<Self::Tape> {
+        Err(Error::Internal("this rule keeps no tapes to rebuild".into()))
+    }
+    /// The rule's accumulated gradients, to go back to (`restore`) when a segment run backwards is
+    /// recomputed instead.
+    fn save(&self) -> Result<Box<dyn std::any::Any>> {
+        Err(Error::Internal("this rule runs no steps backwards".into()))
+    }
+    fn restore(&mut self, _saved: Box<dyn std::any::Any>) -> Result<()> {
+        Err(Error::Internal("this rule runs no steps backwards".into()))
+    }
     /// Adds to the weights' adjoints whatever the rule still owes them, once the reverse pass is done.
     fn flush(&mut self, _gw: &mut [Tensor]) -> Result<()> {
         Ok(())
@@ -70,6 +128,19 @@ pub(crate) fn softmax_backward(d: &Tensor, p: &Tensor) -> Result<Tensor> {
 
 pub(crate) fn dot(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     Ok(a.f_mul(b)?.f_sum(Some(Kind::Double))?)
+}
+
+/// Whether weights run back to a segment's start lie within `UNSTEP_TOLERANCE_ULPS` of its checkpoint.
+fn lands_on(reached: &[Tensor], checkpoint: &[Tensor]) -> Result<bool> {
+    for (r, c) in reached.iter().zip(checkpoint) {
+        let ulp = if c.kind() == Kind::Double { f64::EPSILON } else { f32::EPSILON as f64 };
+        let scale = c.f_abs()?.f_max()?.f_double_value(&[])?;
+        let off = r.f_sub(c)?.f_abs()?.f_max()?.f_double_value(&[])?;
+        if !(off <= UNSTEP_TOLERANCE_ULPS * ulp * scale) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 fn detach_all(v: &[Tensor]) -> Result<Vec<Tensor>> {
@@ -121,19 +192,29 @@ fn run<R: StepAdjoint>(learner: &mut Learner, batch: &EpisodeBatch, opts: Adjoin
     };
 
     // Forward, keeping the weights at the start of every segment (contiguous: the fused loops read rows
-    // in place, and W_0 may be a broadcast view).
+    // in place, and W_0 may be a broadcast view), and what the rule keeps of each step it can run
+    // backwards.
     let mut checkpoints = Vec::with_capacity(steps.div_ceil(k));
+    let unstep = opts.unstep.unwrap_or(true);
+    let mut kept: Vec<Option<(R::Kept, f64)>> = Vec::with_capacity(steps);
+    let mut segment_gain = 1.0;
     let (mut w, mut b) = (detach_all(&fast.w)?, detach_all(&fast.b)?);
     tch::no_grad(|| -> Result<()> {
         for t in 0..steps {
             if t % k == 0 {
                 checkpoints.push((w.iter().map(|t| t.shallow_clone()).collect::<Vec<_>>(), b.iter().map(|t| t.shallow_clone()).collect::<Vec<_>>()));
+                segment_gain = 1.0;
             }
             let (xt, yt) = step_input(t)?;
-            (w, b) = {
-                let (nw, nb, _) = rule.forward(t, &w, &b, &xt, &yt)?;
-                (nw, nb)
-            };
+            let (nw, nb, tape) = rule.forward(t, &w, &b, &xt, &yt)?;
+            // Nothing more is kept of a segment once it cannot run backwards.
+            let part = if unstep && segment_gain <= MAX_UNSTEP_GAIN && mode(t) != StepMode::Constant { rule.keep(t, &tape)? } else { None };
+            segment_gain *= part.as_ref().map_or(f64::INFINITY, |(_, g)| *g);
+            if segment_gain > MAX_UNSTEP_GAIN {
+                kept[t - t % k..].iter_mut().for_each(|p| *p = None);
+            }
+            kept.push(part.filter(|_| segment_gain <= MAX_UNSTEP_GAIN));
+            (w, b) = (nw, nb);
         }
         Ok(())
     })?;
@@ -153,14 +234,48 @@ fn run<R: StepAdjoint>(learner: &mut Learner, batch: &EpisodeBatch, opts: Adjoin
 
     let needs_dx = features.requires_grad();
     let mut d_features: Vec<Option<Tensor>> = (0..steps).map(|_| None).collect();
+    let mut stats = PassStats::default();
+    let mut gave_up = false;
     {
         let _no_grad = tch::no_grad_guard();
         for (seg, (w0, b0)) in checkpoints.iter().enumerate().rev() {
             let t0 = seg * k;
             let t1 = (t0 + k).min(steps);
+            if (t0..t1).all(|t| mode(t) == StepMode::Constant) {
+                stats.skipped += t1 - t0; // G, and what is owed to it, pass through unchanged
+                continue;
+            }
+            // Every step kept (so the product of their gains is bounded): run the segment backwards from
+            // the weights at its end (the next checkpoint, or the final weights), never writing those,
+            // and keep the result if it lands on the segment's checkpoint.
+            if !gave_up && (t0..t1).all(|t| kept[t].is_some()) {
+                let saved = (gw.iter().map(|g| g.f_detach_copy()).collect::<std::result::Result<Vec<_>, _>>()?, gb.iter().map(|g| g.shallow_clone()).collect::<Vec<_>>(), rule.save()?);
+                let end = checkpoints.get(seg + 1).map_or(&w, |(w1, _)| w1);
+                let wt: Vec<Tensor> = end.iter().map(|t| t.f_detach_copy()?.f_contiguous()).collect::<std::result::Result<_, _>>()?;
+                for t in (t0..t1).rev() {
+                    let (xt, yt) = step_input(t)?;
+                    let (part, _) = kept[t].take().expect("checked above");
+                    let tape = rule.rebuild(t, part, &xt, &yt, &wt)?;
+                    let (pw, pb, dx) = rule.backward(t, &wt, b0, tape, gw, gb, mode(t), true)?;
+                    (gw, gb) = (pw, pb);
+                    if needs_dx {
+                        d_features[t] = dx;
+                    }
+                }
+                if lands_on(&wt, w0)? {
+                    stats.unstepped += t1 - t0;
+                    continue;
+                }
+                // The rest of this pass recomputes: whatever made this segment miss is likely to last.
+                gave_up = true;
+                stats.rejected += t1 - t0;
+                (gw, gb) = (saved.0, saved.1);
+                rule.restore(saved.2)?;
+            }
             let mut states = Vec::with_capacity(t1 - t0);
             let (mut wt, mut bt): (Vec<Tensor>, Vec<Tensor>) = (w0.iter().map(|t| t.shallow_clone()).collect(), b0.iter().map(|t| t.shallow_clone()).collect());
             for t in t0..t1 {
+                kept[t] = None;
                 let (xt, yt) = step_input(t)?;
                 let (nw, nb, tape) = rule.forward(t, &wt, &bt, &xt, &yt)?;
                 states.push((std::mem::replace(&mut wt, nw), std::mem::replace(&mut bt, nb), tape));
@@ -168,14 +283,16 @@ fn run<R: StepAdjoint>(learner: &mut Learner, batch: &EpisodeBatch, opts: Adjoin
             for t in (t0..t1).rev() {
                 check_cancel()?;
                 let (wt, bt, tape) = states.pop().expect("one state per step");
-                let (pw, pb, dx) = rule.backward(t, &wt, &bt, tape, gw, gb, mode(t))?;
+                let (pw, pb, dx) = rule.backward(t, &wt, &bt, tape, gw, gb, mode(t), false)?;
                 (gw, gb) = (pw, pb);
                 if needs_dx {
                     d_features[t] = dx;
                 }
             }
+            stats.recomputed += t1 - t0;
         }
     }
+    LAST_PASS.with(|s| s.set(stats));
 
     rule.flush(&mut gw)?;
     let mut surrogate = loss.f_to_kind(Kind::Double)?;

@@ -85,6 +85,7 @@ impl SgdAdjoint {
 
 impl StepAdjoint for SgdAdjoint {
     type Tape = SgdTape;
+    type Kept = ();
 
     fn forward(&self, _t: usize, w: &[Tensor], b: &[Tensor], x: &Tensor, y: &Tensor) -> Result<(Vec<Tensor>, Vec<Tensor>, SgdTape)> {
         let acts = tail(x, w, b)?;
@@ -119,7 +120,7 @@ impl StepAdjoint for SgdAdjoint {
         Ok((nw, nb, SgdTape { acts, delta, grads }))
     }
 
-    fn backward(&mut self, _t: usize, w: &[Tensor], _b: &[Tensor], tape: SgdTape, gw: Vec<Tensor>, gb: Vec<Tensor>, mode: StepMode) -> Result<(Vec<Tensor>, Vec<Tensor>, Option<Tensor>)> {
+    fn backward(&mut self, _t: usize, w: &[Tensor], _b: &[Tensor], tape: SgdTape, gw: Vec<Tensor>, gb: Vec<Tensor>, mode: StepMode, _unstep: bool) -> Result<(Vec<Tensor>, Vec<Tensor>, Option<Tensor>)> {
         if mode == StepMode::Constant {
             return Ok((gw, gb, None));
         }

@@ -57,6 +57,21 @@ impl TailActivations {
     }
 }
 
+/// The activations `tail` forms, from the pre-activations z it formed: no weights needed.
+pub fn tail_from_z(features: &Tensor, z: Vec<Tensor>) -> Result<TailActivations> {
+    let n = z.len();
+    let mut acts = TailActivations { pre: Vec::with_capacity(n), z: Vec::with_capacity(n), post: Vec::with_capacity(n) };
+    let mut h = features.shallow_clone();
+    for (k, zk) in z.into_iter().enumerate() {
+        let a = if k + 1 == n { zk.shallow_clone() } else { zk.f_relu()? };
+        acts.pre.push(h);
+        acts.z.push(zk);
+        h = a.shallow_clone();
+        acts.post.push(a);
+    }
+    Ok(acts)
+}
+
 /// Forward through the plastic layers with fast weights `w[k]`, biases `b[k]` (k in plastic order).
 pub fn tail(features: &Tensor, w: &[Tensor], b: &[Tensor]) -> Result<TailActivations> {
     let n = w.len();
