@@ -3,8 +3,13 @@
 //! the same shapes, with peak memory. Needs only libtorch at run time, so it runs on a machine with a
 //! Python torch install and neither Node nor Rust (point LD_LIBRARY_PATH at `torch/lib`).
 //!
-//!   bench [--device cpu|cuda] [--threads N] [--steps T] [--meta-batch 1,8,64] [--nets flp,oml]
-//!         [--backward adjoint,autograd] [--autograd-max 8] [--intervals 20] [--repeats R] [--json FILE]
+//!   bench [--device cpu|cuda] [--threads N] [--steps T] [--meta-batch 1,8,64] [--nets flp,oml,flp-recipe]
+//!         [--backward adjoint,recompute,autograd] [--autograd-max 8] [--intervals 20] [--repeats R] [--json FILE]
+//!
+//! Nets: `flp` is the paper's (Oja's rule, ReLU feedback), `flp-recipe` the one that trains (the
+//! `flp-sine` preset: Hebb's rule, linear feedback, rates in log space, presynaptic normalisation),
+//! `oml` OML's. Backward: `adjoint` is the reverse pass as it runs by default (steps run backwards
+//! where they can), `recompute` the same with every segment recomputed from its checkpoint instead.
 //!         [--count-ops]   (also: libtorch operations per inner step of the reverse pass on libtorch
 //!                          operations, the path CUDA takes: each is a kernel launch there)
 //!         [--loops]       (instead: the fused CPU loops alone, kernels.rs, on the net's layers)
@@ -97,11 +102,20 @@ fn parse() -> Opts {
 
 fn learner_config(units: &[i64], net: &str, device: &str, backward: &str, interval: &str) -> LearnerConfig {
     let layers: Vec<String> = units.iter().map(|u| format!(r#"{{"type":"linear","units":{u}}}"#)).collect();
-    let (rule, rln) = if net == "flp" { (r#"{"type":"oja"}"#, 0) } else { (r#"{"type":"sgd","lr":0.003}"#, units.len().saturating_sub(3)) };
+    let (rule, rln) = match net {
+        "flp" => (r#""rule":{"type":"oja"},"plasticity":{"init":1e-4}"#, 0),
+        "flp-recipe" => (
+            r#""rule":{"type":"hebb"},"plasticity":{"init":1,"hiddenMultiplier":1e-3,"parameterization":"log","normalize":"presynaptic"},
+               "feedback":{"activation":"linear","strength":{"init":1},"outputIdentity":true}"#,
+            0,
+        ),
+        _ => (r#""rule":{"type":"sgd","lr":0.003},"plasticity":{"init":1e-4}"#, units.len().saturating_sub(3)),
+    };
     let every = if interval == "auto" { "null".to_string() } else { interval.to_string() };
+    let backward = if backward == "recompute" { "adjoint" } else { backward };
     LearnerConfig::from_json(&format!(
-        r#"{{"inputShape":[{INPUT}],"layers":[{}],"rln":{rln},"task":"regression","rule":{rule},
-            "plasticity":{{"init":1e-4}},"meta":{{"backward":"{backward}","checkpointEvery":{every}}},"device":"{device}","seed":1}}"#,
+        r#"{{"inputShape":[{INPUT}],"layers":[{}],"rln":{rln},"task":"regression",{rule},
+            "meta":{{"backward":"{backward}","checkpointEvery":{every}}},"device":"{device}","seed":1}}"#,
         layers.join(",")
     ))
     .expect("bench config")
@@ -164,6 +178,7 @@ fn measure(o: &Opts, spec: &str) -> String {
     let (net, backward, interval, e) = (parts[0], parts[1], parts[2], parts[3].parse::<i64>().unwrap());
     tch::set_num_threads(o.threads);
     tch::manual_seed(1);
+    adjoint::allow_unstep(backward != "recompute");
     let mut learner = Learner::new(learner_config(&o.units, net, &o.device, backward, interval)).expect("learner");
     let device = learner.device;
     let b = batch(&learner, e, o.steps);
@@ -180,10 +195,12 @@ fn measure(o: &Opts, spec: &str) -> String {
         seconds.push(t.elapsed().as_secs_f64());
     }
     let cpu = (cpu_seconds() - cpu0) / o.repeats as f64;
+    let pass = adjoint::last_pass();
+    let unstepped = pass.unstepped as f64 / (pass.unstepped + pass.recomputed + pass.skipped).max(1) as f64;
     let busy = cpu * o.repeats as f64 / wall0.elapsed().as_secs_f64();
     let peak_gpu = if device.is_cuda() { cuda_peak_mib() } else { f64::NAN };
     let rate = matmul_rate(device, e);
-    let ops = if o.count_ops && backward == "adjoint" {
+    let ops = if o.count_ops && backward != "autograd" {
         // After the timing (counting slows every operation down), on the libtorch-operation path.
         let (gradient, steps) = (learner.cfg.meta.gradient, o.steps as usize);
         let opts = AdjointOptions { interval: learner.cfg.meta.checkpoint_every, fused: Some(false), ..Default::default() };
@@ -194,7 +211,7 @@ fn measure(o: &Opts, spec: &str) -> String {
         "null".to_string()
     };
     format!(
-        r#"{{"net":"{net}","backward":"{}","interval":"{interval}","metaBatch":{e},"steps":{},"seconds":{seconds:?},"cpuSeconds":{cpu:.3},"coresBusy":{busy:.2},"matmulGflops":{rate:.1},"peakRssMiB":{:.0},"peakGpuMiB":{},"opsPerStep":{ops}}}"#,
+        r#"{{"net":"{net}","backward":"{}","interval":"{interval}","metaBatch":{e},"steps":{},"seconds":{seconds:?},"cpuSeconds":{cpu:.3},"coresBusy":{busy:.2},"matmulGflops":{rate:.1},"peakRssMiB":{:.0},"peakGpuMiB":{},"opsPerStep":{ops},"runBack":{unstepped:.2}}}"#,
         backward,
         o.steps,
         peak_rss_mib(),
@@ -217,11 +234,11 @@ fn flops(units: &[i64], net: &str, e: i64, steps: i64) -> f64 {
     let mut sizes = vec![INPUT];
     sizes.extend(units);
     let weights: Vec<f64> = sizes.windows(2).map(|w| (w[0] * w[1]) as f64).collect();
-    let plastic: f64 = if net == "flp" { weights.iter().sum() } else { weights[weights.len().saturating_sub(3)..].iter().sum() };
+    let plastic: f64 = if net.starts_with("flp") { weights.iter().sum() } else { weights[weights.len().saturating_sub(3)..].iter().sum() };
     let all: f64 = weights.iter().sum();
     let b = BATCH as f64;
     // forward 1, rule's outer product 1, reverse ≈ 4 (per plastic weight per example, ×2 FLOP).
-    let per_step = if net == "flp" { 2.0 * b * plastic * 6.0 } else { 2.0 * b * (all + plastic * 5.0) };
+    let per_step = if net.starts_with("flp") { 2.0 * b * plastic * 6.0 } else { 2.0 * b * (all + plastic * 5.0) };
     e as f64 * (steps as f64 * per_step + 2.0 * 320.0 * all * 3.0)
 }
 
@@ -240,8 +257,8 @@ fn main() {
     let exe = std::env::current_exe().expect("own path");
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("metaplastic engine bench: device {}, {} thread(s), {} inner steps, units {:?}, load average {}", o.device, o.threads, o.steps, o.units, load.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
-    println!("| net | backward | interval | E | s/meta-step (median) | episodes/s | GFLOP/s | of bmm rate | CPU s/step | cores busy | peak RSS MiB | peak GPU MiB | ops/inner step |");
-    println!("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| net | backward | interval | E | s/meta-step (median) | episodes/s | GFLOP/s | of bmm rate | CPU s/step | cores busy | peak RSS MiB | peak GPU MiB | ops/inner step | steps run back |");
+    println!("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut lines = Vec::new();
     for net in &o.nets {
         for &e in &o.meta_batch {
@@ -250,7 +267,7 @@ fn main() {
                     println!("| {net} | autograd | - | {e} | skipped (--autograd-max {}) |", o.autograd_max);
                     continue;
                 }
-                let intervals: Vec<String> = if backward == "adjoint" { o.intervals.clone() } else { vec!["auto".into()] };
+                let intervals: Vec<String> = if backward != "autograd" { o.intervals.clone() } else { vec!["auto".into()] };
                 for interval in &intervals {
                     let spec = format!("{net},{backward},{interval},{e}");
                     let mut args: Vec<String> = std::env::args().skip(1).collect();
@@ -268,14 +285,15 @@ fn main() {
                     let gflops = flops(&o.units, net, e, o.steps) / med / 1e9;
                     let rate = v["matmulGflops"].as_f64().unwrap();
                     println!(
-                        "| {net} | {backward} | {interval} | {e} | {med:.3} | {:.2} | {gflops:.1} | {:.0}% | {} | {} | {} | {} | {} |",
+                        "| {net} | {backward} | {interval} | {e} | {med:.3} | {:.2} | {gflops:.1} | {:.0}% | {} | {} | {} | {} | {} | {} |",
                         e as f64 / med,
                         100.0 * gflops / rate,
                         v["cpuSeconds"],
                         v["coresBusy"],
                         v["peakRssMiB"],
                         v["peakGpuMiB"],
-                        v["opsPerStep"]
+                        v["opsPerStep"],
+                        v["runBack"]
                     );
                     lines.push(line.to_string());
                 }
