@@ -819,6 +819,14 @@ export interface MetaConfig {
    */
   resetAdamEvery?: number | null;
   /**
+   * Reverse pass: run the local rules' inner steps backwards from the weights after them instead of
+   * recomputing them from the checkpoints (fused CPU loops), where rounding stays bounded. Keeps each
+   * step's pre-activations: batch × plastic units values per inner step and episode.
+   *
+   * Default: `true`.
+   */
+  runBackwards?: boolean;
+  /**
    * Linear warm-up of every group's learning rate over the first N applied meta-steps (0: none).
    *
    * Default: `0`.

@@ -112,10 +112,10 @@ fn learner_config(units: &[i64], net: &str, device: &str, backward: &str, interv
         _ => (r#""rule":{"type":"sgd","lr":0.003},"plasticity":{"init":1e-4}"#, units.len().saturating_sub(3)),
     };
     let every = if interval == "auto" { "null".to_string() } else { interval.to_string() };
-    let backward = if backward == "recompute" { "adjoint" } else { backward };
+    let (backward, run_backwards) = if backward == "recompute" { ("adjoint", false) } else { (backward, true) };
     LearnerConfig::from_json(&format!(
         r#"{{"inputShape":[{INPUT}],"layers":[{}],"rln":{rln},"task":"regression",{rule},
-            "meta":{{"backward":"{backward}","checkpointEvery":{every}}},"device":"{device}","seed":1}}"#,
+            "meta":{{"backward":"{backward}","checkpointEvery":{every},"runBackwards":{run_backwards}}},"device":"{device}","seed":1}}"#,
         layers.join(",")
     ))
     .expect("bench config")
@@ -178,7 +178,6 @@ fn measure(o: &Opts, spec: &str) -> String {
     let (net, backward, interval, e) = (parts[0], parts[1], parts[2], parts[3].parse::<i64>().unwrap());
     tch::set_num_threads(o.threads);
     tch::manual_seed(1);
-    adjoint::allow_unstep(backward != "recompute");
     let mut learner = Learner::new(learner_config(&o.units, net, &o.device, backward, interval)).expect("learner");
     let device = learner.device;
     let b = batch(&learner, e, o.steps);

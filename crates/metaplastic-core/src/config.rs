@@ -362,6 +362,11 @@ pub struct MetaConfig {
     /// Reverse pass: keep the fast weights every this many inner steps (default ⌈√T⌉); 1 keeps all.
     #[serde(default)]
     pub checkpoint_every: Option<usize>,
+    /// Reverse pass: run the local rules' inner steps backwards from the weights after them instead of
+    /// recomputing them from the checkpoints (fused CPU loops), where rounding stays bounded. Keeps each
+    /// step's pre-activations: batch × plastic units values per inner step and episode.
+    #[serde(default = "yes")]
+    pub run_backwards: bool,
     /// Adam's learning rate per parameter group; 0 freezes a group.
     #[serde(default)]
     pub lr: LearningRates,
@@ -421,6 +426,7 @@ impl Default for MetaConfig {
             gradient: MetaGradient::SecondOrder,
             backward: Backward::Auto,
             checkpoint_every: None,
+            run_backwards: true,
             lr: LearningRates::default(),
             betas: betas(),
             eps: eps(),

@@ -50,7 +50,7 @@ pub fn meta_gradient(learner: &mut Learner, batch: &EpisodeBatch) -> Result<(f64
         return Err(Error::config("meta.backward", "'adjoint' does not cover this learner's rule options; use 'auto' or 'autograd'"));
     }
     if uses_adjoint(learner) {
-        let opts = crate::adjoint::AdjointOptions { interval: learner.cfg.meta.checkpoint_every, ..Default::default() };
+        let opts = crate::adjoint::AdjointOptions { interval: learner.cfg.meta.checkpoint_every, unstep: Some(learner.cfg.meta.run_backwards), ..Default::default() };
         return crate::adjoint::meta_gradient(learner, batch, opts, |t| step_mode(gradient, t, steps));
     }
     autograd_meta_gradient(learner, batch)

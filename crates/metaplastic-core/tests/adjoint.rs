@@ -417,3 +417,27 @@ fn segments_that_miss_their_checkpoint_are_recomputed() {
     let pass = compare(cfg, 7, Some(2));
     assert!(pass.rejected > 0, "{pass:?}");
 }
+
+/// `meta.runBackwards` decides whether the meta-step's reverse pass runs steps backwards; both ways
+/// give the same meta-gradient.
+#[test]
+fn run_backwards_is_a_configuration_option() {
+    if test_device() != "cpu" {
+        return;
+    }
+    let mut grads = Vec::new();
+    for on in [true, false] {
+        let mut cfg = regression(r#"{"type":"hebb"}"#, r#","plasticity":{"init":0.005}"#);
+        cfg.meta.backward = Backward::Adjoint;
+        cfg.meta.run_backwards = on;
+        let mut learner = Learner::new(cfg).unwrap();
+        let batch = batch(&learner, 2, 5, 3, 4, 17);
+        let (_, g) = meta_gradient(&mut learner, &batch).unwrap();
+        let pass = adjoint::last_pass();
+        assert_eq!(pass.unstepped, if on { 5 } else { 0 }, "runBackwards {on}: {pass:?}");
+        grads.push(g);
+    }
+    for ((_, a), (_, b)) in grads[0].iter().zip(&grads[1]) {
+        assert!(max_abs_diff(a, b) <= 1e-10 * b.abs().max().double_value(&[]).max(1e-300));
+    }
+}

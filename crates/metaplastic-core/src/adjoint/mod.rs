@@ -26,7 +26,7 @@ pub struct AdjointOptions {
     /// Fused CPU loops for the local rules' weight-sized work (default: where they apply, kernels.rs).
     pub fused: Option<bool>,
     /// Run the steps backwards from the weights after them, instead of recomputing each segment from
-    /// its checkpoint, where the rule can and rounding stays bounded (default: yes, `allow_unstep`;
+    /// its checkpoint, where the rule can and rounding stays bounded (default: yes, `meta.runBackwards`;
     /// `MAX_UNSTEP_GAIN`).
     pub unstep: Option<bool>,
 }
@@ -53,16 +53,6 @@ pub struct PassStats {
     /// Steps run backwards whose segment missed its checkpoint by more than the tolerance, and was
     /// recomputed (they count as recomputed too).
     pub rejected: usize,
-}
-
-/// The default of `AdjointOptions::unstep` (see `allow_unstep`).
-static UNSTEP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
-
-/// Sets whether reverse passes that do not say otherwise may run steps backwards: lets the bench
-/// compare both ways through the whole meta-step, and a user rule the fast path out.
-#[doc(hidden)]
-pub fn allow_unstep(on: bool) {
-    UNSTEP.store(on, std::sync::atomic::Ordering::Relaxed);
 }
 
 thread_local! {
@@ -206,7 +196,7 @@ fn run<R: StepAdjoint>(learner: &mut Learner, batch: &EpisodeBatch, opts: Adjoin
     // in place, and W_0 may be a broadcast view), and what the rule keeps of each step it can run
     // backwards.
     let mut checkpoints = Vec::with_capacity(steps.div_ceil(k));
-    let unstep = opts.unstep.unwrap_or_else(|| UNSTEP.load(std::sync::atomic::Ordering::Relaxed));
+    let unstep = opts.unstep.unwrap_or(true);
     let mut kept: Vec<Option<(R::Kept, f64)>> = Vec::with_capacity(steps);
     let mut segment_gain = 1.0;
     let (mut w, mut b) = (detach_all(&fast.w)?, detach_all(&fast.b)?);
