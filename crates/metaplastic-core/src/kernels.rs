@@ -758,7 +758,7 @@ fn gain_typed<T: Real>(post: &Tensor, m: f64, c: Option<&Tensor>, rate_range: &[
             let (x0, x1) = (m * cr * r * lo, m * cr * r * hi);
             let (x_lo, x_hi) = (x0.min(x1), x0.max(x1));
             let margin = if x_lo <= 1.0 && 1.0 <= x_hi { 0.0 } else { (1.0 - x_lo).abs().min((1.0 - x_hi).abs()) };
-            if !(margin > 0.0) {
+            if margin.is_nan() || margin <= 0.0 {
                 return Ok(f64::INFINITY);
             }
             worst = worst.max(1.0 / margin);

@@ -137,7 +137,8 @@ fn lands_on(reached: &[Tensor], checkpoint: &[Tensor]) -> Result<bool> {
         let ulp = if c.kind() == Kind::Double { f64::EPSILON } else { f32::EPSILON as f64 };
         let scale = c.f_abs()?.f_max()?.f_double_value(&[])?;
         let off = r.f_sub(c)?.f_abs()?.f_max()?.f_double_value(&[])?;
-        if !(off <= UNSTEP_TOLERANCE_ULPS * ulp * scale) {
+        let tolerance = UNSTEP_TOLERANCE_ULPS * ulp * scale;
+        if off.is_nan() || tolerance.is_nan() || off > tolerance {
             return Ok(false);
         }
     }
@@ -275,8 +276,8 @@ fn run<R: StepAdjoint>(learner: &mut Learner, batch: &EpisodeBatch, opts: Adjoin
             }
             let mut states = Vec::with_capacity(t1 - t0);
             let (mut wt, mut bt): (Vec<Tensor>, Vec<Tensor>) = (w0.iter().map(|t| t.shallow_clone()).collect(), b0.iter().map(|t| t.shallow_clone()).collect());
+            kept[t0..t1].iter_mut().for_each(|p| *p = None);
             for t in t0..t1 {
-                kept[t] = None;
                 let (xt, yt) = step_input(t)?;
                 let (nw, nb, tape) = rule.forward(t, &wt, &bt, &xt, &yt)?;
                 states.push((std::mem::replace(&mut wt, nw), std::mem::replace(&mut bt, nb), tape));

@@ -52,6 +52,19 @@ pub struct TailActivations {
 }
 
 impl TailActivations {
+    fn with_capacity(n: usize) -> Self {
+        TailActivations { pre: Vec::with_capacity(n), z: Vec::with_capacity(n), post: Vec::with_capacity(n) }
+    }
+
+    /// Records a layer's input and pre-activation; returns its output: ReLU(z), or z for the last layer.
+    fn push(&mut self, input: Tensor, z: Tensor, last: bool) -> Result<Tensor> {
+        let a = if last { z.shallow_clone() } else { z.f_relu()? };
+        self.pre.push(input);
+        self.z.push(z);
+        self.post.push(a.shallow_clone());
+        Ok(a)
+    }
+
     pub fn output(&self) -> &Tensor {
         self.post.last().expect("at least one plastic layer")
     }
@@ -60,14 +73,10 @@ impl TailActivations {
 /// The activations `tail` forms, from the pre-activations z it formed: no weights needed.
 pub fn tail_from_z(features: &Tensor, z: Vec<Tensor>) -> Result<TailActivations> {
     let n = z.len();
-    let mut acts = TailActivations { pre: Vec::with_capacity(n), z: Vec::with_capacity(n), post: Vec::with_capacity(n) };
+    let mut acts = TailActivations::with_capacity(n);
     let mut h = features.shallow_clone();
     for (k, zk) in z.into_iter().enumerate() {
-        let a = if k + 1 == n { zk.shallow_clone() } else { zk.f_relu()? };
-        acts.pre.push(h);
-        acts.z.push(zk);
-        h = a.shallow_clone();
-        acts.post.push(a);
+        h = acts.push(h, zk, k + 1 == n)?;
     }
     Ok(acts)
 }
@@ -75,15 +84,11 @@ pub fn tail_from_z(features: &Tensor, z: Vec<Tensor>) -> Result<TailActivations>
 /// Forward through the plastic layers with fast weights `w[k]`, biases `b[k]` (k in plastic order).
 pub fn tail(features: &Tensor, w: &[Tensor], b: &[Tensor]) -> Result<TailActivations> {
     let n = w.len();
-    let mut acts = TailActivations { pre: Vec::with_capacity(n), z: Vec::with_capacity(n), post: Vec::with_capacity(n) };
+    let mut acts = TailActivations::with_capacity(n);
     let mut h = features.shallow_clone();
     for k in 0..n {
         let z = plastic_linear(&h, &w[k], &b[k])?;
-        let a = if k + 1 == n { z.shallow_clone() } else { z.f_relu()? };
-        acts.pre.push(h);
-        acts.z.push(z);
-        h = a.shallow_clone();
-        acts.post.push(a);
+        h = acts.push(h, z, k + 1 == n)?;
     }
     Ok(acts)
 }
