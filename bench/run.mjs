@@ -7,8 +7,9 @@
 //                      [--intervals K,K,...] [--python PATH] [--no-reference] [--out FILE | --json FILE]
 //
 // FLP meta-steps are measured through the hand-derived reverse pass (the default, `meta.backward:
-// 'auto'`) and through autograd (`-autograd` scenarios, the reference path); `--intervals` adds the
-// reverse pass at several checkpoint intervals (the memory/time curve).
+// 'auto'`), through it recomputing every segment instead of running steps backwards (`-recompute`,
+// `meta.runBackwards: false`) and through autograd (`-autograd` scenarios, the reference path);
+// `--intervals` adds the reverse pass at several checkpoint intervals (the memory/time curve).
 //
 // Every measurement runs in its own child process (this script with --child), one at a time, so each
 // has a clean libtorch, its thread settings from the start, and its own peak memory.
@@ -46,7 +47,7 @@ const PROFILES = {
   full: { functions: 10, batches: 40, warmup: 1, repeats: 3, evalRepeats: 2, evalRuns: 8, metaBatches: [1, 2, 4], cudaMetaBatches: [1, 8, 64], matmulN: 2048 },
 };
 
-function learnerConfig(net, device, backward = 'auto', checkpointEvery = null) {
+function learnerConfig(net, device, backward = 'auto', checkpointEvery = null, runBackwards = true) {
   const layers = SINE_UNITS.map((units) => ({ type: 'linear', units }));
   const rule = net.rule === 'oja' ? { type: 'oja' } : { type: 'sgd', lr: 0.003, stepSizes: 'fixed', biases: true };
   return {
@@ -57,7 +58,7 @@ function learnerConfig(net, device, backward = 'auto', checkpointEvery = null) {
     rule,
     feedback: { type: 'learned' },
     plasticity: { granularity: 'synapse', init: 0 },
-    meta: { gradient: { type: 'secondOrder' }, backward, checkpointEvery },
+    meta: { gradient: { type: 'secondOrder' }, backward, checkpointEvery, runBackwards },
     dtype: 'float32',
     device,
     seed: 1,
@@ -79,7 +80,10 @@ function scenarios(p, intervals) {
         for (const k of intervals) {
           list.push({ name: `flp-train-e${e}-k${k}`, kind: 'train', net: id, metaBatch: e, steps, backward: 'adjoint', checkpointEvery: k, what: `${what}, reverse pass, checkpoint every ${k}` });
         }
-        if (e === p.metaBatches[0]) list.push({ name: `flp-train-e${e}-autograd`, kind: 'train', net: id, metaBatch: e, steps, backward: 'autograd', what: `${what}, autograd` });
+        if (e === p.metaBatches[0]) {
+          list.push({ name: `flp-train-e${e}-recompute`, kind: 'train', net: id, metaBatch: e, steps, backward: 'adjoint', runBackwards: false, what: `${what}, reverse pass recomputing every segment` });
+          list.push({ name: `flp-train-e${e}-autograd`, kind: 'train', net: id, metaBatch: e, steps, backward: 'autograd', what: `${what}, autograd` });
+        }
       } else {
         list.push({ name: `${id}-train-e${e}`, kind: 'train', net: id, metaBatch: e, steps, what });
       }
@@ -113,7 +117,7 @@ async function child(job) {
     name: `bench-${job.name}`,
     seed: 1,
     metaBatch: job.metaBatch ?? 1,
-    learner: learnerConfig(NETS[job.net], job.device, job.backward, job.checkpointEvery),
+    learner: learnerConfig(NETS[job.net], job.device, job.backward, job.checkpointEvery, job.runBackwards ?? true),
     task: { type: 'sine', sine: sineConfig(job.profile), order: 'continual' },
   };
   const exp = await native.createExperiment(config);
