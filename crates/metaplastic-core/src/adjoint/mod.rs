@@ -256,7 +256,7 @@ fn run<R: StepAdjoint>(learner: &mut Learner, batch: &EpisodeBatch, opts: Adjoin
                 let wt: Vec<Tensor> = end.iter().map(|t| t.f_detach_copy()?.f_contiguous()).collect::<std::result::Result<_, _>>()?;
                 for t in (t0..t1).rev() {
                     let (xt, yt) = step_input(t)?;
-                    let (part, _) = kept[t].take().expect("checked above");
+                    let (part, _) = kept[t].take().ok_or_else(|| Error::Internal(format!("step {t} kept nothing to run backwards from")))?;
                     let tape = rule.rebuild(t, part, &xt, &yt, &wt)?;
                     let (pw, pb, dx) = rule.backward(t, &wt, b0, tape, gw, gb, mode(t), true)?;
                     (gw, gb) = (pw, pb);
