@@ -22,7 +22,7 @@ fn compare_batch(cfg: LearnerConfig, seed: i64, interval: Option<usize>, points:
     let variants: &[(bool, bool)] = if test_device() == "cpu" { &[(true, true), (true, false), (false, false)] } else { &[(false, false)] };
     let mut stats = None;
     for &(fused, unstep) in variants {
-        compare_one(cfg.clone(), seed, AdjointOptions { interval, fused: Some(fused), unstep: Some(unstep) }, points);
+        compare_one(cfg.clone(), seed, AdjointOptions { interval, fused: Some(fused), unstep: Some(unstep), ..Default::default() }, points);
         let pass = adjoint::last_pass();
         assert_eq!(pass.unstepped + pass.recomputed + pass.skipped, 5, "every step accounted for: {pass:?}");
         if !unstep {
@@ -451,5 +451,21 @@ fn run_backwards_is_a_configuration_option() {
     }
     for ((_, a), (_, b)) in grads[0].iter().zip(&grads[1]) {
         assert!(max_abs_diff(a, b) <= 1e-10 * b.abs().max().double_value(&[]).max(1e-300));
+    }
+}
+
+/// The kept pre-activations stay within their memory budget: the steps after it are recomputed, and the
+/// meta-gradient is the same. Here each step keeps 2 episodes × 3 points × 11 units of float64 (528 bytes).
+#[test]
+fn kept_pre_activations_stay_within_their_budget() {
+    if test_device() != "cpu" {
+        return;
+    }
+    let cfg = regression(r#"{"type":"hebb"}"#, r#","plasticity":{"init":0.01}"#);
+    for (budget, unstepped) in [(1200, 2), (528 * 5, 5), (100, 0)] {
+        let opts = AdjointOptions { interval: Some(1), fused: Some(true), unstep: Some(true), keep_budget: Some(budget) };
+        compare_one(cfg.clone(), 18, opts, 3);
+        let pass = adjoint::last_pass();
+        assert_eq!((pass.unstepped, pass.recomputed), (unstepped, 5 - unstepped), "budget {budget}: {pass:?}");
     }
 }

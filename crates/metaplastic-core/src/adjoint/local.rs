@@ -282,6 +282,10 @@ impl StepAdjoint for LocalAdjoint {
         Ok(Some((tape.acts.z.iter().map(|z| z.shallow_clone()).collect(), gain)))
     }
 
+    fn kept_bytes(z: &Vec<Tensor>) -> usize {
+        z.iter().map(|t| t.numel() * t.kind().elt_size_in_bytes()).sum()
+    }
+
     fn rebuild(&self, t: usize, z: Vec<Tensor>, x: &Tensor, y: &Tensor, w_after: &[Tensor]) -> Result<StepTape> {
         self.step.rebuild(t, z, x, y, w_after)
     }

@@ -29,7 +29,13 @@ pub struct AdjointOptions {
     /// its checkpoint, where the rule can and rounding stays bounded (default: yes, `meta.runBackwards`;
     /// `MAX_UNSTEP_GAIN`).
     pub unstep: Option<bool>,
+    /// The most memory the kept pre-activations may take, in bytes (default `KEEP_BUDGET`).
+    pub keep_budget: Option<usize>,
 }
+
+/// By default the forward keeps at most 1 GiB of pre-activations for running steps backwards (a
+/// paper-size sine lifetime takes 154 MB per episode); the segments after that are recomputed.
+pub const KEEP_BUDGET: usize = 1 << 30;
 
 /// The most a segment run backwards may magnify the rounding errors of its weights (the product of
 /// its steps' `StepAdjoint::keep` gains): 16×, 4 bits. Segments beyond it are recomputed forward.
@@ -87,6 +93,10 @@ trait StepAdjoint {
     /// (`kernels::unstep_gain`). Such steps must leave the biases as they are.
     fn keep(&self, _t: usize, _tape: &Self::Tape) -> Result<Option<(Self::Kept, f64)>> {
         Ok(None)
+    }
+    /// The memory that `keep` holds for one step.
+    fn kept_bytes(_kept: &Self::Kept) -> usize {
+        0
     }
     /// Step t's tape from what `keep` kept, its inputs and the weights after it.
     fn rebuild(&self, _t: usize, _kept: Self::Kept, _x: &Tensor, _y: &Tensor, _w_after: &[Tensor]) -> Result<Self::Tape> {
@@ -200,6 +210,7 @@ fn run<R: StepAdjoint>(learner: &mut Learner, batch: &EpisodeBatch, opts: Adjoin
     let unstep = opts.unstep.unwrap_or(true);
     let mut kept: Vec<Option<(R::Kept, f64)>> = Vec::with_capacity(steps);
     let mut segment_gain = 1.0;
+    let (budget, mut kept_bytes) = (opts.keep_budget.unwrap_or(KEEP_BUDGET), 0usize);
     let (mut w, mut b) = (detach_all(&fast.w)?, detach_all(&fast.b)?);
     tch::no_grad(|| -> Result<()> {
         for t in 0..steps {
@@ -209,13 +220,18 @@ fn run<R: StepAdjoint>(learner: &mut Learner, batch: &EpisodeBatch, opts: Adjoin
             }
             let (xt, yt) = step_input(t)?;
             let (nw, nb, tape) = rule.forward(t, &w, &b, &xt, &yt)?;
-            // Nothing more is kept of a segment once it cannot run backwards.
+            // Nothing more is kept of a segment once it cannot run backwards (its gain, or the budget).
             let part = if unstep && segment_gain <= MAX_UNSTEP_GAIN && mode(t) != StepMode::Constant { rule.keep(t, &tape)? } else { None };
+            let part = part.filter(|(p, _)| kept_bytes + R::kept_bytes(p) <= budget);
             segment_gain *= part.as_ref().map_or(f64::INFINITY, |(_, g)| *g);
             if segment_gain > MAX_UNSTEP_GAIN {
-                kept[t - t % k..].iter_mut().for_each(|p| *p = None);
+                for (p, _) in kept[t - t % k..].iter_mut().filter_map(Option::take) {
+                    kept_bytes -= R::kept_bytes(&p);
+                }
             }
-            kept.push(part.filter(|_| segment_gain <= MAX_UNSTEP_GAIN));
+            let part = part.filter(|_| segment_gain <= MAX_UNSTEP_GAIN);
+            kept_bytes += part.as_ref().map_or(0, |(p, _)| R::kept_bytes(p));
+            kept.push(part);
             (w, b) = (nw, nb);
         }
         Ok(())
