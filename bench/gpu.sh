@@ -8,7 +8,8 @@
 #   bash bench/gpu.sh run [PYTHON]       # there: with that machine's torch (default: python3 on PATH),
 #                                        #   1. the runtime test (CUDA must be seen),
 #                                        #   2. the reverse pass against autograd on CUDA (float64 and float32),
-#                                        #   3. the bench: FLP and OML, meta-batch 1, 8, 64,
+#                                        #   3. the bench: FLP and OML, meta-batch 1, 8, 64 (NETS=flp,oml,flp-recipe
+#                                        #      adds the recipe that trains),
 #                                        #   4. the plain PyTorch implementation (bench/reference_flp.py) and
 #                                        #      its batched matmul rate, on CUDA,
 #                                        #   5. with node prepared: the Node harness (bench/run.mjs) on CUDA,
@@ -60,7 +61,7 @@ case "${1:-}" in
       2>&1 | tee "$results/test-adjoint-cuda.log" | tail -5 || echo "(adjoint tests: exit $?)"
     echo "== 3. engine bench"
     # One host thread launches the work; more were measured slower (adjoint/local.rs, per_layer).
-    timeout "${BENCH_LIMIT:-300}" .device/bench --device cuda --threads "${THREADS:-1}" --meta-batch 1,8,64 --nets flp,oml \
+    timeout "${BENCH_LIMIT:-300}" .device/bench --device cuda --threads "${THREADS:-1}" --meta-batch 1,8,64 --nets "${NETS:-flp,oml}" \
       --backward adjoint,autograd --autograd-max "${AUTOGRAD_MAX:-8}" --repeats "${REPEATS:-3}" \
       --json "$results/bench-cuda.jsonl" 2>&1 | tee "$results/bench-cuda.md" || true
     echo "== 4. plain PyTorch on CUDA"
