@@ -13,7 +13,7 @@ use crate::{Error, Result};
 use std::ops::{Add, Div, Mul, Sub};
 use tch::{Device, Kind, Tensor};
 
-trait Real: Copy + Send + Sync + Add<Output = Self> + Sub<Output = Self> + Mul<Output = Self> + Div<Output = Self> + PartialOrd + 'static {
+trait Real: Copy + Send + Sync + Add<Output = Self> + Sub<Output = Self> + Mul<Output = Self> + Div<Output = Self> + 'static {
     fn to_f64(self) -> f64;
     fn of(x: f64) -> Self;
     /// self · a + b in one rounding: one instruction where the loop is compiled with FMA (x86 with

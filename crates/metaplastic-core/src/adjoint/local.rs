@@ -133,6 +133,16 @@ struct Grads {
     rate_full: Vec<Tensor>,
 }
 
+impl Grads {
+    /// The per-layer strength and feedback-map accumulators, as shallow copies: `accumulate` replaces
+    /// them at each step, never writing them in place.
+    #[allow(clippy::type_complexity)]
+    fn per_layer(&self) -> (Vec<Option<Tensor>>, Vec<Vec<(Option<Tensor>, Option<Tensor>)>>) {
+        let copy = |t: &Option<Tensor>| t.as_ref().map(|t| t.shallow_clone());
+        (self.strength.iter().map(copy).collect(), self.feedback.iter().map(|l| l.iter().map(|(b, c)| (copy(b), copy(c))).collect()).collect())
+    }
+}
+
 /// [E, B, X] → [E·B, X] (feedback parameters are shared by every episode).
 fn flat(t: &Tensor) -> Result<Tensor> {
     let s = t.size();
@@ -239,9 +249,8 @@ impl LocalAdjoint {
     #[allow(clippy::type_complexity)]
     fn feedback_grads(&self) -> Result<(Vec<Option<Tensor>>, Vec<Vec<(Option<Tensor>, Option<Tensor>)>>)> {
         let g = &self.grads;
-        let copy = |t: &Option<Tensor>| t.as_ref().map(|t| t.shallow_clone());
         let (Some(acc), Some(st)) = (&g.stacked, &self.step.rule.stacked) else {
-            return Ok((g.strength.iter().map(copy).collect(), g.feedback.iter().map(|l| l.iter().map(|(b, c)| (copy(b), copy(c))).collect()).collect()));
+            return Ok(g.per_layer());
         };
         let by_layer = |t: &Tensor| -> Result<Vec<Tensor>> { Ok(t.f_sum_dim_intlist([0i64, 1].as_slice(), false, None::<Kind>)?.f_split_with_sizes(&st.sizes, 0)?) };
         let strength = by_layer(&acc.strength)?.into_iter().map(|t| Ok(Some(t.f_sum(None::<Kind>)?))).collect::<Result<_>>()?;
@@ -295,14 +304,9 @@ impl StepAdjoint for LocalAdjoint {
         if self.grads.stacked.is_some() {
             return Err(Error::Internal("the stacked feedback map's gradients are not saved (fused loops only)".into()));
         }
-        let copy = |t: &Option<Tensor>| t.as_ref().map(|t| t.shallow_clone());
-        let g = &self.grads;
-        let saved = Grads {
-            feedback: g.feedback.iter().map(|l| l.iter().map(|(b, c)| (copy(b), copy(c))).collect()).collect(),
-            strength: g.strength.iter().map(copy).collect(),
-            stacked: None,
-            rate_full: g.rate_full.iter().map(|t| t.f_detach_copy()).collect::<std::result::Result<_, _>>()?,
-        };
+        let (strength, feedback) = self.grads.per_layer();
+        let rate_full = self.grads.rate_full.iter().map(|t| t.f_detach_copy()).collect::<std::result::Result<_, _>>()?;
+        let saved = Grads { feedback, strength, stacked: None, rate_full };
         let pending: Vec<Option<(Tensor, Tensor)>> = self.pending.iter().map(|p| p.as_ref().map(|(d, a)| (d.shallow_clone(), a.shallow_clone()))).collect();
         Ok(Box::new((saved, pending)))
     }

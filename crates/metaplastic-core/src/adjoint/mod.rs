@@ -208,7 +208,7 @@ fn run<R: StepAdjoint>(learner: &mut Learner, batch: &EpisodeBatch, opts: Adjoin
     // backwards.
     let mut checkpoints = Vec::with_capacity(steps.div_ceil(k));
     let unstep = opts.unstep.unwrap_or(true);
-    let mut kept: Vec<Option<(R::Kept, f64)>> = Vec::with_capacity(steps);
+    let mut kept: Vec<Option<R::Kept>> = Vec::with_capacity(steps);
     let mut segment_gain = 1.0;
     let (budget, mut kept_bytes) = (opts.keep_budget.unwrap_or(KEEP_BUDGET), 0usize);
     let (mut w, mut b) = (detach_all(&fast.w)?, detach_all(&fast.b)?);
@@ -223,14 +223,14 @@ fn run<R: StepAdjoint>(learner: &mut Learner, batch: &EpisodeBatch, opts: Adjoin
             // Nothing more is kept of a segment once it cannot run backwards (its gain, or the budget).
             let part = if unstep && segment_gain <= MAX_UNSTEP_GAIN && mode(t) != StepMode::Constant { rule.keep(t, &tape)? } else { None };
             let part = part.filter(|(p, _)| kept_bytes + R::kept_bytes(p) <= budget);
-            segment_gain *= part.as_ref().map_or(f64::INFINITY, |(_, g)| *g);
+            segment_gain *= part.as_ref().map_or(f64::INFINITY, |(_, gain)| *gain);
             if segment_gain > MAX_UNSTEP_GAIN {
-                for (p, _) in kept[t - t % k..].iter_mut().filter_map(Option::take) {
+                for p in kept[t - t % k..].iter_mut().filter_map(Option::take) {
                     kept_bytes -= R::kept_bytes(&p);
                 }
             }
-            let part = part.filter(|_| segment_gain <= MAX_UNSTEP_GAIN);
-            kept_bytes += part.as_ref().map_or(0, |(p, _)| R::kept_bytes(p));
+            let part = part.filter(|_| segment_gain <= MAX_UNSTEP_GAIN).map(|(p, _)| p);
+            kept_bytes += part.as_ref().map_or(0, R::kept_bytes);
             kept.push(part);
             (w, b) = (nw, nb);
         }
@@ -272,7 +272,7 @@ fn run<R: StepAdjoint>(learner: &mut Learner, batch: &EpisodeBatch, opts: Adjoin
                 let wt: Vec<Tensor> = end.iter().map(|t| t.f_detach_copy()?.f_contiguous()).collect::<std::result::Result<_, _>>()?;
                 for t in (t0..t1).rev() {
                     let (xt, yt) = step_input(t)?;
-                    let (part, _) = kept[t].take().ok_or_else(|| Error::Internal(format!("step {t} kept nothing to run backwards from")))?;
+                    let part = kept[t].take().ok_or_else(|| Error::Internal(format!("step {t} kept nothing to run backwards from")))?;
                     let tape = rule.rebuild(t, part, &xt, &yt, &wt)?;
                     let (pw, pb, dx) = rule.backward(t, &wt, b0, tape, gw, gb, mode(t), true)?;
                     (gw, gb) = (pw, pb);
