@@ -120,13 +120,16 @@ fn row_scale<T>(c: Option<&Tensor>, kind: Kind, e: i64, o: i64) -> Result<Option
 }
 
 /// The step's activities: teaching ã [E, B, O] and presynaptic a [E, B, I], read in place.
-#[derive(Clone, Copy)]
 struct Activity<T> {
     post: Ptr<T>,
     pre: Ptr<T>,
     batch: usize,
     outputs: usize,
     inputs: usize,
+    /// The last I mod LANES columns of a, zero-padded to one whole chunk [E, B, LANES]: a row's
+    /// remainder then runs as one more vector chunk (column by column, each a serial chain of B
+    /// multiply-adds, it took a quarter of the loops' time on rows of 300).
+    tail: Vec<T>,
 }
 
 impl<T: Real> Activity<T> {
@@ -137,19 +140,21 @@ impl<T: Real> Activity<T> {
         if sp.len() != 3 || sp[0] != e || sp[2] != o || sa.len() != 3 || sa[0] != e || sa[1] != sp[1] || sa[2] != i {
             return Err(Error::Internal(format!("fused kernel: activities {sp:?} and {sa:?} do not fit [{e}, B, {o}] and [{e}, B, {i}]")));
         }
-        Ok(Activity { post: Ptr::of(post), pre: Ptr::of(pre), batch: sp[1] as usize, outputs: o as usize, inputs: i as usize })
+        let (rows, inputs) = ((e * sp[1]) as usize, i as usize);
+        let whole = inputs - inputs % LANES;
+        // SAFETY: checked above: contiguous, of this kind, [E, B, I].
+        let a = unsafe { std::slice::from_raw_parts(pre.data_ptr() as *const T, rows * inputs) };
+        let mut tail = vec![T::ZERO; if whole < inputs { rows * LANES } else { 0 }];
+        for (padded, row) in tail.chunks_exact_mut(LANES).zip(a.chunks_exact(inputs)) {
+            padded[..inputs - whole].copy_from_slice(&row[whole..]);
+        }
+        Ok(Activity { post: Ptr::of(post), pre: Ptr::of(pre), batch: sp[1] as usize, outputs: o as usize, inputs, tail })
     }
 
     /// ã[ep, b, o0 .. o0 + R].
     #[inline(always)]
     fn post_at<const R: usize>(&self, ep: usize, b: usize, o0: usize) -> &[T; R] {
         unsafe { &*(self.post.0.add((ep * self.batch + b) * self.outputs + o0) as *const [T; R]) }
-    }
-
-    /// a[ep] as one [B · I] slice.
-    #[inline(always)]
-    fn pre_of(&self, ep: usize) -> &[T] {
-        unsafe { std::slice::from_raw_parts(self.pre.0.add(ep * self.batch * self.inputs), self.batch * self.inputs) }
     }
 
     /// Oja's decay factors r = Σ_b ã[ep, b, o]² of rows o0 .. o0 + R.
@@ -166,13 +171,19 @@ impl<T: Real> Activity<T> {
     }
 
     /// The outer product ãᵀa of rows o0 .. o0 + R at columns base .. base + LANES, kept in registers:
-    /// each presynaptic chunk loaded once serves all R rows.
+    /// each presynaptic chunk loaded once serves all R rows. The chunk past the last whole one is the
+    /// padded remainder (zero beyond the row's end).
     #[inline(always)]
     fn outer<const R: usize>(&self, ep: usize, o0: usize, base: usize) -> [[T; LANES]; R] {
+        let (first, stride) = if base + LANES <= self.inputs {
+            (self.pre.0.wrapping_add(ep * self.batch * self.inputs + base) as *const T, self.inputs)
+        } else {
+            (self.tail[ep * self.batch * LANES..].as_ptr(), LANES)
+        };
         let mut h = [[T::ZERO; LANES]; R];
         // Raw strides over b: the rows and columns were checked against the shapes when the loop began.
         unsafe {
-            let mut a = self.pre.0.add(ep * self.batch * self.inputs + base) as *const [T; LANES];
+            let mut a = first as *const [T; LANES];
             let mut u = self.post.0.add(ep * self.batch * self.outputs + o0) as *const [T; R];
             for _ in 0..self.batch {
                 let (av, uv) = (&*a, &*u);
@@ -181,23 +192,8 @@ impl<T: Real> Activity<T> {
                         h[k][l] = uv[k].mul_add(av[l], h[k][l]);
                     }
                 }
-                a = (a as *const T).add(self.inputs) as *const [T; LANES];
+                a = (a as *const T).add(stride) as *const [T; LANES];
                 u = (u as *const T).add(self.outputs) as *const [T; R];
-            }
-        }
-        h
-    }
-
-    /// The same for one column j.
-    #[inline(always)]
-    fn outer_at<const R: usize>(&self, ep: usize, o0: usize, j: usize) -> [T; R] {
-        let pre = self.pre_of(ep);
-        let mut h = [T::ZERO; R];
-        for b in 0..self.batch {
-            let u = self.post_at::<R>(ep, b, o0);
-            let a = pre[b * self.inputs + j];
-            for k in 0..R {
-                h[k] = u[k].mul_add(a, h[k]);
             }
         }
         h
@@ -413,6 +409,28 @@ fn lanes_mut<T>(s: &mut [T], base: usize) -> &mut [T; LANES] {
     (&mut s[base..base + LANES]).try_into().expect("a whole chunk")
 }
 
+/// The chunk of `s` at `base`: a whole one (`FULL`), or the row's remainder zero-padded.
+#[inline(always)]
+fn load<T: Real, const FULL: bool>(s: &[T], base: usize) -> [T; LANES] {
+    if FULL {
+        return *lanes(s, base);
+    }
+    let mut v = [T::ZERO; LANES];
+    v[..s.len() - base].copy_from_slice(&s[base..]);
+    v
+}
+
+/// Writes a chunk back: whole, or only the lanes within the row.
+#[inline(always)]
+fn store<T: Real, const FULL: bool>(s: &mut [T], base: usize, v: &[T; LANES]) {
+    if FULL {
+        *lanes_mut(s, base) = *v;
+    } else {
+        let n = s.len() - base;
+        s[base..].copy_from_slice(&v[..n]);
+    }
+}
+
 /// Elements per unrolled chunk: independent partial sums (a single running sum would serialize the loop,
 /// since the compiler may not reassociate) and one vector of f32 lanes on AVX-512.
 const LANES: usize = 16;
@@ -441,17 +459,9 @@ struct StepArgs<T> {
 /// One row of P as a source of chunks: its own values, or one value broadcast.
 impl<T: Real> RateRow<'_, T> {
     #[inline(always)]
-    fn at(&self, j: usize) -> T {
+    fn chunk<const FULL: bool>(&self, base: usize) -> [T; LANES] {
         match self {
-            RateRow::Values(p) => p[j],
-            RateRow::Scalar(p) => *p,
-        }
-    }
-
-    #[inline(always)]
-    fn chunk(&self, base: usize) -> [T; LANES] {
-        match self {
-            RateRow::Values(p) => *lanes(p, base),
+            RateRow::Values(p) => load::<T, FULL>(p, base),
             RateRow::Scalar(p) => [*p; LANES],
         }
     }
@@ -466,30 +476,43 @@ fn step_block<T: Real, const R: usize>(a: &StepArgs<T>, ep: usize, o0: usize) {
     let m: [T; R] = std::array::from_fn(|k| a.scale.map_or(a.m, |c| a.m * unsafe { *c.0.add(first + k) }));
     let p: [RateRow<'_, T>; R] = std::array::from_fn(|k| a.rate.row(o0 + k, cols));
     let w: [&[T]; R] = std::array::from_fn(|k| unsafe { &*(a.w.row(first + k, cols) as *const [T]) });
-    let out: [&mut [T]; R] = std::array::from_fn(|k| unsafe { a.out.row(first + k, cols) });
+    let mut out: [&mut [T]; R] = std::array::from_fn(|k| unsafe { a.out.row(first + k, cols) });
+    let rows = StepRows { m, d, p, w };
     let whole = cols - cols % LANES;
     for base in (0..whole).step_by(LANES) {
         for k in 0..R {
             prefetch(a.w.0.wrapping_add((first + R + k) * cols + base));
             a.rate.prefetch(o0 + R + k, base);
         }
-        let h = a.act.outer::<R>(ep, o0, base);
-        for k in 0..R {
-            // On local copies: rows reached through arrays of references carry no no-alias promise,
-            // and the compiler would not vectorize the loop on the rows in place.
-            let (wk, pk) = (*lanes(w[k], base), p[k].chunk(base));
-            let mut ok = [T::ZERO; LANES];
-            for l in 0..LANES {
-                ok[l] = wk[l] + m[k] * pk[l] * (h[k][l] - d[k] * wk[l]);
-            }
-            *lanes_mut(out[k], base) = ok;
-        }
+        step_chunk::<T, R, true>(&a.act, ep, o0, base, &rows, &mut out);
     }
-    for j in whole..cols {
-        let h = a.act.outer_at::<R>(ep, o0, j);
-        for k in 0..R {
-            out[k][j] = w[k][j] + m[k] * p[k].at(j) * (h[k] - d[k] * w[k][j]);
+    if whole < cols {
+        step_chunk::<T, R, false>(&a.act, ep, o0, whole, &rows, &mut out);
+    }
+}
+
+/// What a block of R rows reads in every chunk of a step.
+struct StepRows<'a, T, const R: usize> {
+    m: [T; R],
+    d: [T; R],
+    p: [RateRow<'a, T>; R],
+    w: [&'a [T]; R],
+}
+
+/// One chunk of R rows of a step (`FULL`: a whole one; otherwise the rows' padded remainder).
+#[inline(always)]
+fn step_chunk<T: Real, const R: usize, const FULL: bool>(act: &Activity<T>, ep: usize, o0: usize, base: usize, rows: &StepRows<'_, T, R>, out: &mut [&mut [T]; R]) {
+    let h = act.outer::<R>(ep, o0, base);
+    for k in 0..R {
+        // On local copies: rows reached through arrays of references carry no no-alias promise,
+        // and the compiler would not vectorize the loop on the rows in place.
+        let (wk, pk) = (load::<T, FULL>(rows.w[k], base), rows.p[k].chunk::<FULL>(base));
+        let (m, d) = (rows.m[k], rows.d[k]);
+        let mut ok = [T::ZERO; LANES];
+        for l in 0..LANES {
+            ok[l] = wk[l] + m * pk[l] * (h[k][l] - d * wk[l]);
         }
+        store::<T, FULL>(out[k], base, &ok);
     }
 }
 
@@ -597,20 +620,24 @@ fn unstep<T: Real>(after: T, s: T, h: T, d: T) -> T {
 #[inline(always)]
 fn adjoint_block<T: Real, const R: usize>(a: &AdjointArgs<T>, o0: usize) {
     let (cols, outputs, m) = (a.act.inputs, a.act.outputs, a.m);
-    let grow: [&mut [T]; R] = std::array::from_fn(|k| unsafe { a.grad_rate.row(o0 + k, cols) });
     let p: [RateRow<'_, T>; R] = std::array::from_fn(|k| a.rate.row(o0 + k, cols));
     for ep in 0..a.episodes {
         let first = ep * outputs + o0;
         let d = if a.oja { a.act.decay::<R>(ep, o0) } else { [T::ZERO; R] };
-        let k_of: [(T, T, T, T); R] = std::array::from_fn(|k| {
+        let factors: [(T, T, T, T); R] = std::array::from_fn(|k| {
             let cr = a.scale.map_or(T::of(1.0), |c| unsafe { *c.0.add(first + k) });
             (m, d[k], cr, if a.update { m * d[k] } else { T::ZERO })
         });
-        let w: [&mut [T]; R] = std::array::from_fn(|k| unsafe { a.w.row(first + k, cols) });
-        let g: [&mut [T]; R] = std::array::from_fn(|k| unsafe { a.g.row(first + k, cols) });
-        let q: [&mut [T]; R] = std::array::from_fn(|k| unsafe { a.q.row(first + k, cols) });
-        let mut acc = [[T::ZERO; LANES]; R];
-        let mut cacc = [[T::ZERO; LANES]; R];
+        let mut rows = AdjointRows {
+            factors,
+            p: &p,
+            w: std::array::from_fn(|k| unsafe { a.w.row(first + k, cols) }),
+            g: std::array::from_fn(|k| unsafe { a.g.row(first + k, cols) }),
+            q: std::array::from_fn(|k| unsafe { a.q.row(first + k, cols) }),
+            grad_rate: std::array::from_fn(|k| unsafe { a.grad_rate.row(o0 + k, cols) }),
+            acc: [[T::ZERO; LANES]; R],
+            cacc: [[T::ZERO; LANES]; R],
+        };
         let whole = cols - cols % LANES;
         for base in (0..whole).step_by(LANES) {
             for k in 0..R {
@@ -620,57 +647,69 @@ fn adjoint_block<T: Real, const R: usize>(a: &AdjointArgs<T>, o0: usize) {
                 prefetch(a.grad_rate.0.wrapping_add((o0 + R + k) * cols + base));
                 a.rate.prefetch(o0 + R + k, base);
             }
-            let h = a.act.outer::<R>(ep, o0, base);
-            let owed = a.pending.as_ref().map(|d| d.outer::<R>(ep, o0, base));
-            for k in 0..R {
-                // On local copies, as in step_block.
-                let (mut gk, mut grk, mut qk) = (*lanes(g[k], base), *lanes(grow[k], base), [T::ZERO; LANES]);
-                if let Some(owed) = &owed {
-                    for l in 0..LANES {
-                        gk[l] = gk[l] + owed[k][l];
-                    }
-                }
-                let (mut wk, pk) = (*lanes(w[k], base), p[k].chunk(base));
-                if a.unstep {
-                    let (s, d) = (k_of[k].0 * k_of[k].2, k_of[k].1);
-                    for l in 0..LANES {
-                        wk[l] = unstep(wk[l], s * pk[l], h[k][l], d);
-                    }
-                    *lanes_mut(w[k], base) = wk;
-                }
-                for l in 0..LANES {
-                    synapse(&mut gk[l], &mut grk[l], &mut qk[l], wk[l], h[k][l], pk[l], k_of[k], &mut acc[k][l], &mut cacc[k][l]);
-                }
-                *lanes_mut(g[k], base) = gk;
-                *lanes_mut(grow[k], base) = grk;
-                *lanes_mut(q[k], base) = qk;
-            }
+            adjoint_chunk::<T, R, true>(a, ep, o0, base, &mut rows);
         }
-        for j in whole..cols {
-            let h = a.act.outer_at::<R>(ep, o0, j);
-            let l = j - whole;
-            if let Some(d) = &a.pending {
-                let owed = d.outer_at::<R>(ep, o0, j);
-                for k in 0..R {
-                    g[k][j] = g[k][j] + owed[k];
-                }
-            }
-            for k in 0..R {
-                if a.unstep {
-                    w[k][j] = unstep(w[k][j], k_of[k].0 * k_of[k].2 * p[k].at(j), h[k], k_of[k].1);
-                }
-                synapse(&mut g[k][j], &mut grow[k][j], &mut q[k][j], w[k][j], h[k], p[k].at(j), k_of[k], &mut acc[k][l], &mut cacc[k][l]);
-            }
+        if whole < cols {
+            adjoint_chunk::<T, R, false>(a, ep, o0, whole, &mut rows);
         }
         let total = |v: &[T; LANES]| v.iter().fold(T::ZERO, |x, &y| x + y);
         for k in 0..R {
             if let Some(sp) = a.rowsum {
-                unsafe { *sp.0.add(first + k) = total(&acc[k]) };
+                unsafe { *sp.0.add(first + k) = total(&rows.acc[k]) };
             }
             if let Some(cg) = a.scale_grad {
-                unsafe { *cg.0.add(first + k) = total(&cacc[k]) };
+                unsafe { *cg.0.add(first + k) = total(&rows.cacc[k]) };
             }
         }
+    }
+}
+
+/// A block of R rows of one episode in the adjoint loop: per row its factors (m, d, c, shrink), rate,
+/// W, G, Q and rate-gradient rows, and the lane sums of rowsum(Q ⊙ W) and of the row factor's gradient.
+struct AdjointRows<'a, T, const R: usize> {
+    factors: [(T, T, T, T); R],
+    p: &'a [RateRow<'a, T>; R],
+    w: [&'a mut [T]; R],
+    g: [&'a mut [T]; R],
+    q: [&'a mut [T]; R],
+    grad_rate: [&'a mut [T]; R],
+    acc: [[T; LANES]; R],
+    cacc: [[T; LANES]; R],
+}
+
+/// One chunk of R rows of the adjoint loop (`FULL`: a whole one; otherwise the rows' padded remainder,
+/// whose zero lanes add nothing to the row sums).
+#[inline(always)]
+fn adjoint_chunk<T: Real, const R: usize, const FULL: bool>(a: &AdjointArgs<T>, ep: usize, o0: usize, base: usize, rows: &mut AdjointRows<'_, T, R>) {
+    let h = a.act.outer::<R>(ep, o0, base);
+    let owed = a.pending.as_ref().map(|d| d.outer::<R>(ep, o0, base));
+    for k in 0..R {
+        // On local copies, as in step_chunk.
+        let (mut gk, mut grk, mut qk) = (load::<T, FULL>(rows.g[k], base), load::<T, FULL>(rows.grad_rate[k], base), [T::ZERO; LANES]);
+        if let Some(owed) = &owed {
+            for l in 0..LANES {
+                gk[l] = gk[l] + owed[k][l];
+            }
+        }
+        let (mut wk, pk) = (load::<T, FULL>(rows.w[k], base), rows.p[k].chunk::<FULL>(base));
+        let f = rows.factors[k];
+        if a.unstep {
+            let (s, d) = (f.0 * f.2, f.1);
+            for l in 0..LANES {
+                wk[l] = unstep(wk[l], s * pk[l], h[k][l], d);
+            }
+            if !FULL {
+                // Past the row's end: zeros, not whatever 0 / (1 − s d) gives, for the row sums.
+                wk[rows.w[k].len() - base..].iter_mut().for_each(|x| *x = T::ZERO);
+            }
+            store::<T, FULL>(rows.w[k], base, &wk);
+        }
+        for l in 0..LANES {
+            synapse(&mut gk[l], &mut grk[l], &mut qk[l], wk[l], h[k][l], pk[l], f, &mut rows.acc[k][l], &mut rows.cacc[k][l]);
+        }
+        store::<T, FULL>(rows.g[k], base, &gk);
+        store::<T, FULL>(rows.grad_rate[k], base, &grk);
+        store::<T, FULL>(rows.q[k], base, &qk);
     }
 }
 
