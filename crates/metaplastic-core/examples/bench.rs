@@ -333,13 +333,15 @@ fn loops(o: &Opts) {
         ("adjoint", true, false, false),
         ("adjoint with a pending dzᵀa", true, true, false),
         ("adjoint with a pending dzᵀa, running the step backwards", true, true, true),
+        ("the same for Hebb's rule (no decay)", true, true, true),
     ];
     for (name, adjoint, owed, unstep) in rows {
+        let oja = !name.contains("Hebb");
         let outer_products = if owed { 2.0 } else { 1.0 };
         let mut run = |t: usize| {
             for (k, w) in segment[t % segment.len()].iter().enumerate() {
                 if adjoint {
-                    let out = local_step_adjoint(&mut g[k], true, w, unstep, &post[k], &pre[k], &rates[k], true, 1.0, None, &mut rate_grad[k], owed.then_some((&post[k], &pre[k])));
+                    let out = local_step_adjoint(&mut g[k], true, w, unstep, &post[k], &pre[k], &rates[k], oja, 1.0, None, &mut rate_grad[k], owed.then_some((&post[k], &pre[k])));
                     drop(out.expect("adjoint"));
                 } else {
                     drop(local_step(w, &post[k], &pre[k], &rates[k], true, 1.0, None).expect("step"));

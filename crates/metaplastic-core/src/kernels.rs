@@ -597,33 +597,36 @@ struct AdjointArgs<T> {
 }
 
 /// One synapse: e = ∂L/∂(row factor · P) = m G (H − d W) into the rate gradient, Q = c P G,
-/// Σ Q W and Σ P e into the row sums, and G ← G − m d Q.
+/// Σ Q W and Σ P e into the row sums, and G ← G − m d Q. Hebb's rule (no `OJA`) has no decay d: its
+/// terms in W, the row sum Σ Q W and the division are compiled out.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn synapse<T: Real>(g: &mut T, gr: &mut T, q: &mut T, w: T, h: T, p: T, (m, d, cr, shrink): (T, T, T, T), acc: &mut T, cacc: &mut T) {
-    let e = m * *g * (h - d * w);
+fn synapse<T: Real, const OJA: bool>(g: &mut T, gr: &mut T, q: &mut T, w: T, h: T, p: T, (m, d, cr, shrink): (T, T, T, T), acc: &mut T, cacc: &mut T) {
+    let e = if OJA { m * *g * (h - d * w) } else { m * *g * h };
     *gr = *gr + cr * e;
     let qj = cr * p * *g;
     *q = qj;
-    *acc = *acc + qj * w;
     *cacc = *cacc + p * e;
-    *g = *g - shrink * qj;
+    if OJA {
+        *acc = *acc + qj * w;
+        *g = *g - shrink * qj;
+    }
 }
 
 /// One synapse's weight before the step, from W' = W + s (h − d W): W = (W' − s h) / (1 − s d).
 #[inline(always)]
-fn unstep<T: Real>(after: T, s: T, h: T, d: T) -> T {
-    (after - s * h) / (T::of(1.0) - s * d)
+fn unstep<T: Real, const OJA: bool>(after: T, s: T, h: T, d: T) -> T {
+    if OJA { (after - s * h) / (T::of(1.0) - s * d) } else { after - s * h }
 }
 
 /// Output rows o0 .. o0 + R of the rate gradient, over every episode.
 #[inline(always)]
-fn adjoint_block<T: Real, const R: usize>(a: &AdjointArgs<T>, o0: usize) {
+fn adjoint_block<T: Real, const R: usize, const OJA: bool>(a: &AdjointArgs<T>, o0: usize) {
     let (cols, outputs, m) = (a.act.inputs, a.act.outputs, a.m);
     let p: [RateRow<'_, T>; R] = std::array::from_fn(|k| a.rate.row(o0 + k, cols));
     for ep in 0..a.episodes {
         let first = ep * outputs + o0;
-        let d = if a.oja { a.act.decay::<R>(ep, o0) } else { [T::ZERO; R] };
+        let d = if OJA { a.act.decay::<R>(ep, o0) } else { [T::ZERO; R] };
         let factors: [(T, T, T, T); R] = std::array::from_fn(|k| {
             let cr = a.scale.map_or(T::of(1.0), |c| unsafe { *c.0.add(first + k) });
             (m, d[k], cr, if a.update { m * d[k] } else { T::ZERO })
@@ -647,10 +650,10 @@ fn adjoint_block<T: Real, const R: usize>(a: &AdjointArgs<T>, o0: usize) {
                 prefetch(a.grad_rate.0.wrapping_add((o0 + R + k) * cols + base));
                 a.rate.prefetch(o0 + R + k, base);
             }
-            adjoint_chunk::<T, R, true>(a, ep, o0, base, &mut rows);
+            adjoint_chunk::<T, R, true, OJA>(a, ep, o0, base, &mut rows);
         }
         if whole < cols {
-            adjoint_chunk::<T, R, false>(a, ep, o0, whole, &mut rows);
+            adjoint_chunk::<T, R, false, OJA>(a, ep, o0, whole, &mut rows);
         }
         let total = |v: &[T; LANES]| v.iter().fold(T::ZERO, |x, &y| x + y);
         for k in 0..R {
@@ -680,7 +683,7 @@ struct AdjointRows<'a, T, const R: usize> {
 /// One chunk of R rows of the adjoint loop (`FULL`: a whole one; otherwise the rows' padded remainder,
 /// whose zero lanes add nothing to the row sums).
 #[inline(always)]
-fn adjoint_chunk<T: Real, const R: usize, const FULL: bool>(a: &AdjointArgs<T>, ep: usize, o0: usize, base: usize, rows: &mut AdjointRows<'_, T, R>) {
+fn adjoint_chunk<T: Real, const R: usize, const FULL: bool, const OJA: bool>(a: &AdjointArgs<T>, ep: usize, o0: usize, base: usize, rows: &mut AdjointRows<'_, T, R>) {
     let h = a.act.outer::<R>(ep, o0, base);
     let owed = a.pending.as_ref().map(|d| d.outer::<R>(ep, o0, base));
     for k in 0..R {
@@ -696,7 +699,7 @@ fn adjoint_chunk<T: Real, const R: usize, const FULL: bool>(a: &AdjointArgs<T>, 
         if a.unstep {
             let (s, d) = (f.0 * f.2, f.1);
             for l in 0..LANES {
-                wk[l] = unstep(wk[l], s * pk[l], h[k][l], d);
+                wk[l] = unstep::<T, OJA>(wk[l], s * pk[l], h[k][l], d);
             }
             if !FULL {
                 // Past the row's end: zeros, not whatever 0 / (1 − s d) gives, for the row sums.
@@ -705,7 +708,7 @@ fn adjoint_chunk<T: Real, const R: usize, const FULL: bool>(a: &AdjointArgs<T>, 
             store::<T, FULL>(rows.w[k], base, &wk);
         }
         for l in 0..LANES {
-            synapse(&mut gk[l], &mut grk[l], &mut qk[l], wk[l], h[k][l], pk[l], f, &mut rows.acc[k][l], &mut rows.cacc[k][l]);
+            synapse::<T, OJA>(&mut gk[l], &mut grk[l], &mut qk[l], wk[l], h[k][l], pk[l], f, &mut rows.acc[k][l], &mut rows.cacc[k][l]);
         }
         store::<T, FULL>(rows.g[k], base, &gk);
         store::<T, FULL>(rows.grad_rate[k], base, &grk);
@@ -718,13 +721,13 @@ fn adjoint_chunk<T: Real, const R: usize, const FULL: bool>(a: &AdjointArgs<T>, 
 fn adjoint_rows<T: Real>(a: &AdjointArgs<T>, lo: usize, hi: usize) {
     let mut o = lo;
     while o < hi {
-        if o + BLOCK <= hi {
-            adjoint_block::<T, BLOCK>(a, o);
-            o += BLOCK;
-        } else {
-            adjoint_block::<T, 1>(a, o);
-            o += 1;
+        match (o + BLOCK <= hi, a.oja) {
+            (true, true) => adjoint_block::<T, BLOCK, true>(a, o),
+            (true, false) => adjoint_block::<T, BLOCK, false>(a, o),
+            (false, true) => adjoint_block::<T, 1, true>(a, o),
+            (false, false) => adjoint_block::<T, 1, false>(a, o),
         }
+        o += if o + BLOCK <= hi { BLOCK } else { 1 };
     }
 }
 multiversion!(adjoint_dispatch, adjoint_rows, AdjointArgs);
