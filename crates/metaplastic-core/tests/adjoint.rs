@@ -217,8 +217,10 @@ fn fused_loops_on_wide_batches() {
 }
 
 /// The fused adjoint loop's own outputs against libtorch operations in float64, its rows split over two
-/// threads: with G' = G + dᵀx (the part owed to G) and r = Σ_b ã², Q = P ⊙ G', Oja's rowsum(Q ⊙ W),
-/// the rate gradient G' ⊙ (ãᵀa − r ⊙ W) summed over episodes, and G' − Q ⊙ r written back.
+/// threads: with G' = G + dᵀx (the part owed to G), r = Σ_b ã², the multiplier m and the row factor c
+/// (none, or one per row), Q = c P ⊙ G', Oja's rowsum(Q ⊙ W), the rate gradient
+/// m c G' ⊙ (ãᵀa − r ⊙ W) summed over episodes, the row factor's gradient Σ_i m P ⊙ G' ⊙ (ãᵀa − r ⊙ W),
+/// and G' − m Q ⊙ r written back.
 #[test]
 fn fused_adjoint_loop_outputs() {
     tch::set_num_threads(2);
@@ -226,22 +228,29 @@ fn fused_adjoint_loop_outputs() {
     let (w, g, post, pre) = (randn(&[e, o, i], 1), randn(&[e, o, i], 2), randn(&[e, b, o], 3), randn(&[e, b, i], 4));
     let (d, x) = (randn(&[e, b, o], 5), randn(&[e, b, i], 6));
     let p = randn(&[o, i], 7).abs() * 0.01;
-    let mut g_out = g.copy();
-    let mut rate_grad = Tensor::zeros([o, i], (Kind::Double, Device::Cpu));
-    let out = metaplastic_core::kernels::local_step_adjoint(&mut g_out, true, &w, false, &post, &pre, &p, true, 1.0, None, &mut rate_grad, Some((&d, &x))).unwrap();
+    let m = 0.7;
     let g_full = &g + d.transpose(1, 2).matmul(&x);
-    let q = &g_full * &p;
     let r = post.square().sum_dim_intlist([1i64].as_slice(), false, None::<Kind>).unsqueeze(2); // [E, O, 1]
-    let hebb = post.transpose(1, 2).matmul(&pre);
-    let expected = [
-        ("Q", out.q.shallow_clone(), q.shallow_clone()),
-        ("rowsum", out.rowsum.expect("Oja"), (&q * &w).sum_dim_intlist([2i64].as_slice(), false, None::<Kind>)),
-        ("rate gradient", rate_grad, (&g_full * (hebb - &r * &w)).sum_dim_intlist([0i64].as_slice(), false, None::<Kind>)),
-        ("G written back", g_out, &g_full - &q * &r),
-    ];
-    for (what, got, want) in expected {
-        let scale = want.abs().max().double_value(&[]);
-        assert!(max_abs_diff(&got, &want) <= 1e-12 * scale, "{what}: {} off (scale {scale})", max_abs_diff(&got, &want));
+    let term = (post.transpose(1, 2).matmul(&pre) - &r * &w) * m; // m (ãᵀa − r ⊙ W)
+    for c in [None, Some(randn(&[e, o], 9).abs() + 0.5)] {
+        let mut g_out = g.copy();
+        let mut rate_grad = Tensor::zeros([o, i], (Kind::Double, Device::Cpu));
+        let out = metaplastic_core::kernels::local_step_adjoint(&mut g_out, true, &w, false, &post, &pre, &p, true, m, c.as_ref(), &mut rate_grad, Some((&d, &x))).unwrap();
+        let c3 = c.as_ref().map_or_else(|| Tensor::from(1.0f64), |c| c.unsqueeze(2)); // broadcast to [E, O, I]
+        let q = &g_full * &p * &c3;
+        let mut expected = vec![
+            ("Q", out.q.shallow_clone(), q.shallow_clone()),
+            ("rowsum", out.rowsum.expect("Oja"), (&q * &w).sum_dim_intlist([2i64].as_slice(), false, None::<Kind>)),
+            ("rate gradient", rate_grad, (&g_full * &term * &c3).sum_dim_intlist([0i64].as_slice(), false, None::<Kind>)),
+            ("G written back", g_out, &g_full - &q * &r * m),
+        ];
+        if c.is_some() {
+            expected.push(("row factor gradient", out.scale_grad.expect("a row factor"), (&g_full * &term * &p).sum_dim_intlist([2i64].as_slice(), false, None::<Kind>)));
+        }
+        for (what, got, want) in expected {
+            let scale = want.abs().max().double_value(&[]);
+            assert!(max_abs_diff(&got, &want) <= 1e-12 * scale, "{what} (row factor {}): {} off (scale {scale})", c.is_some(), max_abs_diff(&got, &want));
+        }
     }
 }
 
