@@ -178,9 +178,7 @@ fn sine_order(learner: &mut Learner, task: &SineTask, runs: usize, chunk: usize,
             }
         }
         let last = to_vec2(&per_function(&fast)?)?;
-        for r in 0..n {
-            out.final_mse.push(last[r].iter().sum::<f64>() / f as f64);
-        }
+        out.final_mse.extend(last.iter().take(n).map(|row| row.iter().sum::<f64>() / f as f64));
         out.per_function.extend(last);
         out.curve.extend(curves);
         done += n;

@@ -272,7 +272,7 @@ impl Experiment {
     pub fn join(&mut self, settings: &GroupSettings) -> Result<()> {
         settings.validate()?;
         let world = settings.world_size;
-        if self.cfg.meta_batch % world as usize != 0 {
+        if !self.cfg.meta_batch.is_multiple_of(world as usize) {
             return Err(Error::config("metaBatch", format!("{} episodes cannot be split evenly over {world} processes; use a multiple of {world}", self.cfg.meta_batch)));
         }
         if self.step > 0 && self.world_size != world {
@@ -333,7 +333,7 @@ impl Experiment {
         let start = Instant::now();
         let batch = stack(&self.learner, episodes)?;
         if let Some(n) = self.learner.cfg.meta.reset_adam_every {
-            if self.step > 0 && self.step % n == 0 {
+            if self.step > 0 && self.step.is_multiple_of(n) {
                 self.adam = Adam::default(); // as the reference's relaunch every n steps
             }
         }

@@ -42,7 +42,7 @@ pub fn signal(cfg: &LearnerConfig, y_dense: &Tensor, y_hat: &Tensor) -> Result<T
 pub fn feedback_map(cfg: &LearnerConfig, fb: &LayerFeedback, e: &Tensor) -> Result<Tensor> {
     let mut h = e.shallow_clone();
     for (b, c) in &fb.layers {
-        h = h.f_linear(*b, Some(*c))?;
+        h = h.f_linear(b, Some(*c))?;
         if cfg.feedback.activation == Activation::Relu {
             h = h.f_relu()?;
         }
@@ -84,17 +84,19 @@ pub fn teaching_activity(
     }
     let e = signal(cfg, &y_dense, y_hat)?;
     let n = acts.post.len();
+    if feedback.len() != n {
+        return Err(crate::Error::Internal(format!("{} feedback pathways for {n} plastic layers", feedback.len())));
+    }
     let mut out = Vec::with_capacity(n);
-    for k in 0..n {
+    for (k, (a, fb)) in acts.post.iter().zip(feedback).enumerate() {
         let is_output = k + 1 == n;
-        let a = &acts.post[k];
         let post = if is_output && cfg.task == TaskKind::Classification && cfg.feedback.clamp_output {
             y_dense.shallow_clone()
         } else if !is_output && cfg.feedback.kind == FeedbackKind::None {
             a.shallow_clone()
         } else {
-            let f = feedback_map(cfg, &feedback[k], &e)?;
-            let s = feedback[k].strength;
+            let f = feedback_map(cfg, fb, &e)?;
+            let s = fb.strength;
             // ã = s·f + (1 − s)·a
             f.f_mul(s)?.f_add(&a.f_mul(&s.f_neg()?.f_add_scalar(1.0)?)?)?
         };

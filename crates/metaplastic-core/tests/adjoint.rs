@@ -327,7 +327,7 @@ fn cancellation_reaches_the_reverse_pass() {
         assert!(uses_adjoint(&learner));
         let b = batch(&learner, 2, 5, 3, 4, 17);
         learner.cancel = Some(Arc::new(AtomicBool::new(true)));
-        let err = meta_gradient(&mut learner, &b).err().expect("a cancelled meta-gradient is an error");
+        let err = meta_gradient(&mut learner, &b).expect_err("a cancelled meta-gradient is an error");
         assert_eq!(err.code(), "E_CANCELLED", "{rule}: {err}");
     }
 }

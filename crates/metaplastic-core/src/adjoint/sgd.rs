@@ -191,8 +191,8 @@ impl StepAdjoint for SgdAdjoint {
     fn surrogate(&self, params: &ParamStore) -> Result<Option<Tensor>> {
         let Some(idx) = &self.learned else { return Ok(None) };
         let mut total = None;
-        for k in 0..self.n {
-            for (grad, index) in [(&self.grad_w[k], idx[k].0), (&self.grad_b[k], idx[k].1)] {
+        for (k, &(wi, bi)) in idx.iter().enumerate().take(self.n) {
+            for (grad, index) in [(&self.grad_w[k], wi), (&self.grad_b[k], bi)] {
                 if let Some(g) = grad {
                     let p = params.at(index);
                     // The step size broadcasts over episodes (and, per layer, over the whole tensor).

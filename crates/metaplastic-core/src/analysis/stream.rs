@@ -113,7 +113,7 @@ fn deep_copy(t: &Tensor) -> Result<Tensor> {
 }
 
 fn copy_weights(fast: &FastWeights) -> Result<Vec<Tensor>> {
-    fast.w.iter().map(|t| Ok(deep_copy(t)?)).collect()
+    fast.w.iter().map(deep_copy).collect()
 }
 
 /// Runs the stream from the learner's start weights; returns the record and the final fast weights.
@@ -180,12 +180,11 @@ fn run(learner: &mut Learner, stream: &AnalysisStream, every: usize) -> Result<(
             measured_task.push(task);
             out.steps.push(rec);
         }
-        if ((t + 1) * tasks) % steps == 0 || t + 1 == steps {
-            if out.curve_steps.last() != Some(&t) {
+        if (((t + 1) * tasks) % steps == 0 || t + 1 == steps)
+            && out.curve_steps.last() != Some(&t) {
                 out.curve_steps.push(t);
                 out.curve.push(probe_losses(learner, &fast, &stream.probes)?);
             }
-        }
     }
     for k in 0..layers {
         out.effective_rank.push(accumulated[k].iter().map(|a| a.as_ref().map(effective_rank).transpose().map(Option::flatten)).collect::<Result<_>>()?);
