@@ -123,10 +123,22 @@ impl InnerLoop<'_> {
                         self.update(&acts, &inner, y, false, t)
                     })?
                 } else {
-                    tch::no_grad(|| -> Result<Update> {
+                    // Evaluation (nothing tracked): the rule's own step outside any graph, where it has one.
+                    let untracked = !fast.w.iter().chain(&fast.b).any(Tensor::requires_grad) && !features.requires_grad();
+                    let next = tch::no_grad(|| -> Result<std::result::Result<Vec<Tensor>, Update>> {
                         let acts = tail(features, &inner.w, &inner.b)?;
-                        self.update(&acts, &inner, y, false, t)
-                    })?
+                        if untracked {
+                            let inputs = StepInputs { cfg: self.cfg, acts: &acts, w: &inner.w, b: &inner.b, y, create_graph: false, step_scale: self.step_scale, step: t };
+                            if let Some(w) = self.rule.step_without_graph(self.params, &inputs)? {
+                                return Ok(Ok(w));
+                            }
+                        }
+                        Ok(Err(self.update(&acts, &inner, y, false, t)?))
+                    })?;
+                    match next {
+                        Ok(w) => return Ok(FastWeights { w, b: fast.b }),
+                        Err(u) => u,
+                    }
                 };
                 let detach = |v: &[Option<Tensor>]| -> Result<Vec<Option<Tensor>>> {
                     Ok(v.iter().map(|t| t.as_ref().map(|t| t.f_detach()).transpose()).collect::<std::result::Result<_, _>>()?)

@@ -203,3 +203,61 @@ fn a_typo_inside_the_task_names_the_full_field_path() {
     let err = metaplastic_core::experiment::ExperimentConfig::from_json(json).unwrap_err();
     assert!(err.to_string().contains("invalid configuration: task.sine.batchSiz: unknown field `batchSiz`"), "{err}");
 }
+
+/// Evaluation's inner steps (nothing tracked) take the local rule's fused step on the CPU
+/// (`InnerRule::step_without_graph`): it equals the rule's update applied with libtorch operations,
+/// W + P ⊙ term, in float64, for Oja and Hebb, every normalisation and rate granularity, the Hebb-first-step
+/// option and a classification net; and the inner loop's step gives exactly the fused step's weights.
+#[test]
+fn evaluation_steps_equal_the_rules_update() {
+    use metaplastic_core::inner::{FastWeights, StepMode};
+    use metaplastic_core::net::functional::tail;
+    use metaplastic_core::rules::StepInputs;
+    if test_device() != "cpu" {
+        return; // the fused step is the CPU's
+    }
+    // Rows of 70 and 90 inputs: whole vector chunks and a remainder.
+    let wide = |rule: &str, plasticity: &str| {
+        config(&format!(
+            r#"{{"inputShape":[4],"layers":[{{"type":"linear","units":70}},{{"type":"linear","units":90}},{{"type":"linear","units":2}}],
+                "task":"regression","rule":{{"type":"{rule}"}},"plasticity":{plasticity},"dtype":"float64","device":"cpu","seed":3}}"#
+        ))
+    };
+    let mut cases = Vec::new();
+    for rule in ["oja", "hebb"] {
+        for normalize in ["none", "batch", "presynaptic", "bounded"] {
+            for granularity in ["synapse", "neuron", "global"] {
+                cases.push(wide(rule, &format!(r#"{{"init":0.01,"granularity":"{granularity}","normalize":"{normalize}","hiddenMultiplier":0.5}}"#)));
+            }
+        }
+    }
+    cases.push(wide("oja", r#"{"init":0.01,"hebbFirstStep":true,"layerScale":true,"parameterization":"log"}"#));
+    cases.push(classification(r#"{"type":"oja"}"#, r#","plasticity":{"init":0.05}"#));
+    for cfg in cases {
+        let described = cfg.to_json();
+        let mut learner = Learner::new(cfg).unwrap();
+        jitter_biases(&mut learner, 5);
+        let b = batch(&learner, 2, 3, 20, 4, 9);
+        let mut fast = learner.start(2, &b.classes, false).unwrap();
+        let features = learner.features_with(&b.support_x, false).unwrap();
+        let inner = learner.inner_loop();
+        for t in 0..3 {
+            let (x, y) = (features.select(1, t), b.support_y.select(1, t));
+            let (expected, fused) = tch::no_grad(|| {
+                let acts = tail(&x, &fast.w, &fast.b).unwrap();
+                let inputs = StepInputs { cfg: &learner.cfg, acts: &acts, w: &fast.w, b: &fast.b, y: &y, create_graph: false, step_scale: 1.0, step: t as usize };
+                let u = inner.rule.update(inner.params, &inputs).unwrap();
+                let expected: Vec<Tensor> = fast.w.iter().zip(&u.w).zip(&u.w_rate).map(|((w, d), r)| w + r.as_ref().expect("a rate") * d).collect();
+                (expected, inner.rule.step_without_graph(inner.params, &inputs).unwrap().expect("the fused step applies on the CPU"))
+            });
+            let copy = FastWeights { w: fast.w.iter().map(|t| t.copy()).collect(), b: fast.b.iter().map(|t| t.copy()).collect() };
+            fast = inner.step(copy, &x, &y, StepMode::Constant, t as usize).unwrap();
+            for k in 0..expected.len() {
+                let scale = expected[k].abs().max().double_value(&[]);
+                let off = max_abs_diff(&fused[k], &expected[k]);
+                assert!(off <= 1e-12 * scale, "step {t}, layer {k}: {off} off (scale {scale}) for {described}");
+                assert_eq!(max_abs_diff(&fast.w[k], &fused[k]), 0.0, "step {t}, layer {k}: the inner loop did not take the fused step");
+            }
+        }
+    }
+}

@@ -179,6 +179,33 @@ impl InnerRule for LocalRule {
         Some(self)
     }
 
+    /// On the CPU in float32/float64: each layer's W' = W + m c P ⊙ (ãᵀa − r ⊙ W) in one fused pass
+    /// (`kernels::local_step`), instead of the update's weight-sized outer product, its normalisation
+    /// and the multiply-add, each a pass over memory of its own.
+    fn step_without_graph(&self, params: &ParamStore, inp: &StepInputs) -> Result<Option<Vec<Tensor>>> {
+        let w0 = &inp.w[0];
+        if !crate::kernels::applies(w0.kind(), w0.device()) {
+            return Ok(None);
+        }
+        let feedback: Vec<LayerFeedback> = self
+            .feedback
+            .iter()
+            .map(|f| LayerFeedback { layers: f.layers.iter().map(|&(b, c)| (params.at(b), params.at(c))).collect(), strength: params.at(f.strength) })
+            .collect();
+        let post = teaching_activity(inp.cfg, inp.acts, inp.w, inp.y, &feedback)?;
+        let oja = self.oja_decay && !(self.hebb_first_step && inp.step == 0);
+        let mut next = Vec::with_capacity(post.len());
+        for (k, post_k) in post.iter().enumerate() {
+            let pre_k = &inp.acts.pre[k];
+            // The batch normalisation is the constant 1/B: folded into the multiplier.
+            let m = if self.normalize == UpdateNormalization::Batch { self.multipliers[k] / post_k.size()[1] as f64 } else { self.multipliers[k] };
+            let c = normalization_factor(self.normalize, post_k, pre_k)?;
+            let rate = self.rate(params, k)?.f_detach()?;
+            next.push(crate::kernels::local_step(&inp.w[k].f_contiguous()?, &post_k.f_contiguous()?, &pre_k.f_contiguous()?, &rate, oja, m, c.as_ref())?);
+        }
+        Ok(Some(next))
+    }
+
     fn update(&self, params: &ParamStore, inp: &StepInputs) -> Result<Update> {
         let feedback: Vec<LayerFeedback> = self
             .feedback

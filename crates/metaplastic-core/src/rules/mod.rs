@@ -60,6 +60,11 @@ pub trait InnerRule: Send {
     fn needs_weight_grad(&self) -> bool {
         false
     }
+    /// The next fast weights W' of a step outside any graph (evaluation), where the rule has a faster
+    /// way than `update`; None where it has not. Only called when no weight or input requires a gradient.
+    fn step_without_graph(&self, _params: &ParamStore, _inputs: &StepInputs) -> Result<Option<Vec<Tensor>>> {
+        Ok(None)
+    }
     /// The local rule behind this one, for the hand-derived reverse pass.
     fn as_local(&self) -> Option<&local::LocalRule> {
         None
