@@ -159,6 +159,21 @@ impl LocalRule {
         })
     }
 
+    /// The teaching activity ã of every plastic layer for this minibatch (feedback.rs).
+    fn teaching(&self, params: &ParamStore, inp: &StepInputs) -> Result<Vec<Tensor>> {
+        let feedback: Vec<LayerFeedback> = self
+            .feedback
+            .iter()
+            .map(|f| LayerFeedback { layers: f.layers.iter().map(|&(b, c)| (params.at(b), params.at(c))).collect(), strength: params.at(f.strength) })
+            .collect();
+        teaching_activity(inp.cfg, inp.acts, inp.w, inp.y, &feedback)
+    }
+
+    /// Whether inner step `step` uses Oja's decay (the Hebb-first-step option turns it off on step 0).
+    fn oja_at(&self, step: usize) -> bool {
+        self.oja_decay && !(self.hebb_first_step && step == 0)
+    }
+
     /// The effective rate tensor P of plastic layer k from its stored parameters (differentiable):
     /// P = θ (linear) or exp(θ) (log), times exp(σ_k) when the layer has a learned log-scale.
     pub fn rate(&self, params: &ParamStore, k: usize) -> Result<Tensor> {
@@ -187,13 +202,8 @@ impl InnerRule for LocalRule {
         if !crate::kernels::applies(w0.kind(), w0.device()) {
             return Ok(None);
         }
-        let feedback: Vec<LayerFeedback> = self
-            .feedback
-            .iter()
-            .map(|f| LayerFeedback { layers: f.layers.iter().map(|&(b, c)| (params.at(b), params.at(c))).collect(), strength: params.at(f.strength) })
-            .collect();
-        let post = teaching_activity(inp.cfg, inp.acts, inp.w, inp.y, &feedback)?;
-        let oja = self.oja_decay && !(self.hebb_first_step && inp.step == 0);
+        let post = self.teaching(params, inp)?;
+        let oja = self.oja_at(inp.step);
         let mut next = Vec::with_capacity(post.len());
         for (k, post_k) in post.iter().enumerate() {
             let pre_k = &inp.acts.pre[k];
@@ -207,17 +217,11 @@ impl InnerRule for LocalRule {
     }
 
     fn update(&self, params: &ParamStore, inp: &StepInputs) -> Result<Update> {
-        let feedback: Vec<LayerFeedback> = self
-            .feedback
-            .iter()
-            .map(|f| LayerFeedback { layers: f.layers.iter().map(|&(b, c)| (params.at(b), params.at(c))).collect(), strength: params.at(f.strength) })
-            .collect();
-        let post = teaching_activity(inp.cfg, inp.acts, inp.w, inp.y, &feedback)?;
+        let post = self.teaching(params, inp)?;
         let mut w = Vec::with_capacity(post.len());
         let mut rates = Vec::with_capacity(post.len());
         for (k, post_k) in post.iter().enumerate() {
-            let oja = self.oja_decay && !(self.hebb_first_step && inp.step == 0);
-            w.push(local_term(post_k, &inp.acts.pre[k], &inp.w[k], oja, self.multipliers[k], self.normalize)?);
+            w.push(local_term(post_k, &inp.acts.pre[k], &inp.w[k], self.oja_at(inp.step), self.multipliers[k], self.normalize)?);
             rates.push(Some(self.rate(params, k)?));
         }
         let b = (0..w.len()).map(|_| None).collect();
