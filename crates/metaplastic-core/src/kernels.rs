@@ -440,8 +440,18 @@ const LANES: usize = 16;
 #[allow(clippy::too_many_arguments)]
 pub fn local_step(w: &Tensor, post: &Tensor, pre: &Tensor, p: &Tensor, oja: bool, m: f64, c: Option<&Tensor>) -> Result<Tensor> {
     match w.kind() {
-        Kind::Float => step_typed::<f32>(w, post, pre, p, oja, m, c),
-        Kind::Double => step_typed::<f64>(w, post, pre, p, oja, m, c),
+        Kind::Float => step_typed::<f32>(w, post, pre, p, oja, m, c, false),
+        Kind::Double => step_typed::<f64>(w, post, pre, p, oja, m, c, false),
+        k => Err(Error::Internal(format!("fused kernel: unsupported kind {k:?}"))),
+    }
+}
+
+/// `local_step` writing W' over W (evaluation: no one reads W afterwards). Writing into the rows just
+/// read spares the memory traffic of a new tensor's first writes.
+pub fn local_step_in_place(w: &mut Tensor, post: &Tensor, pre: &Tensor, p: &Tensor, oja: bool, m: f64, c: Option<&Tensor>) -> Result<()> {
+    match w.kind() {
+        Kind::Float => step_typed::<f32>(w, post, pre, p, oja, m, c, true).map(drop),
+        Kind::Double => step_typed::<f64>(w, post, pre, p, oja, m, c, true).map(drop),
         k => Err(Error::Internal(format!("fused kernel: unsupported kind {k:?}"))),
     }
 }
@@ -475,8 +485,9 @@ fn step_block<T: Real, const R: usize>(a: &StepArgs<T>, ep: usize, o0: usize) {
     let d = if a.oja { a.act.decay::<R>(ep, o0) } else { [T::ZERO; R] };
     let m: [T; R] = std::array::from_fn(|k| a.scale.map_or(a.m, |c| a.m * unsafe { *c.0.add(first + k) }));
     let p: [RateRow<'_, T>; R] = std::array::from_fn(|k| a.rate.row(o0 + k, cols));
-    let w: [&[T]; R] = std::array::from_fn(|k| unsafe { &*(a.w.row(first + k, cols) as *const [T]) });
     let mut out: [&mut [T]; R] = std::array::from_fn(|k| unsafe { a.out.row(first + k, cols) });
+    // In place, W is read from the output rows themselves (never through a second reference).
+    let w: Option<[&[T]; R]> = (a.w.0 != a.out.0).then(|| std::array::from_fn(|k| unsafe { &*(a.w.row(first + k, cols) as *const [T]) }));
     let rows = StepRows { m, d, p, w };
     let whole = cols - cols % LANES;
     for base in (0..whole).step_by(LANES) {
@@ -491,12 +502,12 @@ fn step_block<T: Real, const R: usize>(a: &StepArgs<T>, ep: usize, o0: usize) {
     }
 }
 
-/// What a block of R rows reads in every chunk of a step.
+/// What a block of R rows reads in every chunk of a step (W: None where the step runs in place).
 struct StepRows<'a, T, const R: usize> {
     m: [T; R],
     d: [T; R],
     p: [RateRow<'a, T>; R],
-    w: [&'a [T]; R],
+    w: Option<[&'a [T]; R]>,
 }
 
 /// One chunk of R rows of a step (`FULL`: a whole one; otherwise the rows' padded remainder).
@@ -506,7 +517,11 @@ fn step_chunk<T: Real, const R: usize, const FULL: bool>(act: &Activity<T>, ep: 
     for k in 0..R {
         // On local copies: rows reached through arrays of references carry no no-alias promise,
         // and the compiler would not vectorize the loop on the rows in place.
-        let (wk, pk) = (load::<T, FULL>(rows.w[k], base), rows.p[k].chunk::<FULL>(base));
+        let wk = match &rows.w {
+            Some(w) => load::<T, FULL>(w[k], base),
+            None => load::<T, FULL>(out[k], base),
+        };
+        let pk = rows.p[k].chunk::<FULL>(base);
         let (m, d) = (rows.m[k], rows.d[k]);
         let mut ok = [T::ZERO; LANES];
         for l in 0..LANES {
@@ -536,11 +551,11 @@ fn step_rows<T: Real>(a: &StepArgs<T>, lo: usize, hi: usize) {
 multiversion!(step_dispatch, step_rows, StepArgs);
 
 #[allow(clippy::too_many_arguments)]
-fn step_typed<T: Real>(w: &Tensor, post: &Tensor, pre: &Tensor, p: &Tensor, oja: bool, m: f64, c: Option<&Tensor>) -> Result<Tensor> {
+fn step_typed<T: Real>(w: &Tensor, post: &Tensor, pre: &Tensor, p: &Tensor, oja: bool, m: f64, c: Option<&Tensor>, in_place: bool) -> Result<Tensor> {
     let kind = w.kind();
     let [e, o, i] = w.size()[..] else { return Err(Error::Internal("fused kernel: W must be [E, O, I]".into())) };
     check(w, kind, "W")?;
-    let out = w.f_empty_like()?;
+    let out = if in_place { w.shallow_clone() } else { w.f_empty_like()? };
     let (_keep, rate) = rate::<T>(p, o, i)?;
     let args = StepArgs {
         w: Ptr::of(w),

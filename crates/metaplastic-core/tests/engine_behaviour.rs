@@ -243,14 +243,18 @@ fn evaluation_steps_equal_the_rules_update() {
         let inner = learner.inner_loop();
         for t in 0..3 {
             let (x, y) = (features.select(1, t), b.support_y.select(1, t));
+            // The fused step may write over the weights it is given: each way gets its own copy.
+            let copy = || FastWeights { w: fast.w.iter().map(|t| t.copy()).collect(), b: fast.b.iter().map(|t| t.copy()).collect() };
             let (expected, fused) = tch::no_grad(|| {
                 let acts = tail(&x, &fast.w, &fast.b).unwrap();
                 let inputs = StepInputs { cfg: &learner.cfg, acts: &acts, w: &fast.w, b: &fast.b, y: &y, create_graph: false, step_scale: 1.0, step: t as usize };
                 let u = inner.rule.update(inner.params, &inputs).unwrap();
                 let expected: Vec<Tensor> = fast.w.iter().zip(&u.w).zip(&u.w_rate).map(|((w, d), r)| w + r.as_ref().expect("a rate") * d).collect();
+                let own = copy();
+                let inputs = StepInputs { w: &own.w, ..inputs };
                 (expected, inner.rule.step_without_graph(inner.params, &inputs).unwrap().expect("the fused step applies on the CPU"))
             });
-            let copy = FastWeights { w: fast.w.iter().map(|t| t.copy()).collect(), b: fast.b.iter().map(|t| t.copy()).collect() };
+            let copy = copy();
             fast = inner.step(copy, &x, &y, StepMode::Constant, t as usize).unwrap();
             for k in 0..expected.len() {
                 let scale = expected[k].abs().max().double_value(&[]);

@@ -195,8 +195,8 @@ impl InnerRule for LocalRule {
     }
 
     /// On the CPU in float32/float64: each layer's W' = W + m c P ⊙ (ãᵀa − r ⊙ W) in one fused pass
-    /// (`kernels::local_step`), instead of the update's weight-sized outer product, its normalisation
-    /// and the multiply-add, each a pass over memory of its own.
+    /// over W, in place (`kernels::local_step_in_place`), instead of the update's weight-sized outer
+    /// product, its normalisation and the multiply-add, each a pass over memory of its own.
     fn step_without_graph(&self, params: &ParamStore, inp: &StepInputs) -> Result<Option<Vec<Tensor>>> {
         let w0 = &inp.w[0];
         if !crate::kernels::applies(w0.kind(), w0.device()) {
@@ -211,7 +211,9 @@ impl InnerRule for LocalRule {
             let m = if self.normalize == UpdateNormalization::Batch { self.multipliers[k] / post_k.size()[1] as f64 } else { self.multipliers[k] };
             let c = normalization_factor(self.normalize, post_k, pre_k)?;
             let rate = self.rate(params, k)?.f_detach()?;
-            next.push(crate::kernels::local_step(&inp.w[k].f_contiguous()?, &post_k.f_contiguous()?, &pre_k.f_contiguous()?, &rate, oja, m, c.as_ref())?);
+            let mut w = inp.w[k].f_contiguous()?; // the caller's own tensor where it is contiguous already
+            crate::kernels::local_step_in_place(&mut w, &post_k.f_contiguous()?, &pre_k.f_contiguous()?, &rate, oja, m, c.as_ref())?;
+            next.push(w);
         }
         Ok(Some(next))
     }

@@ -61,7 +61,8 @@ pub trait InnerRule: Send {
         false
     }
     /// The next fast weights W' of a step outside any graph (evaluation), where the rule has a faster
-    /// way than `update`; None where it has not. Only called when no weight or input requires a gradient.
+    /// way than `update`; None where it has not. Only called when no weight or input requires a gradient;
+    /// like the in-place update it replaces, it may write W' over the weights in `inputs.w`.
     fn step_without_graph(&self, _params: &ParamStore, _inputs: &StepInputs) -> Result<Option<Vec<Tensor>>> {
         Ok(None)
     }
