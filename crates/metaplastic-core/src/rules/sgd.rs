@@ -49,9 +49,15 @@ impl SgdRule {
 }
 
 fn scaled(g: Tensor, step: &StepSize, idx: Option<usize>, params: &ParamStore, scale: f64) -> Result<Tensor> {
+    Ok(g.f_mul(&step_rate(&g, step, idx, params, scale)?)?)
+}
+
+/// −scale × the step size, as a tensor that broadcasts over the parameter's episodes: the weights' update
+/// is then one multiply-add, W + rate ⊙ g, with no weight-sized product of its own.
+fn step_rate(like: &Tensor, step: &StepSize, idx: Option<usize>, params: &ParamStore, scale: f64) -> Result<Tensor> {
     Ok(match (step, idx) {
-        (StepSize::Fixed(lr), _) => g.f_mul_scalar(-lr * scale)?,
-        (StepSize::Learned(_), Some(i)) => g.f_mul(params.at(i))?.f_mul_scalar(-scale)?,
+        (StepSize::Fixed(lr), _) => Tensor::f_full([], -lr * scale, (like.kind(), like.device()))?,
+        (StepSize::Learned(_), Some(i)) => params.at(i).f_mul_scalar(-scale)?,
         (StepSize::Learned(_), None) => unreachable!("learned step sizes always have an index"),
     })
 }
@@ -75,12 +81,14 @@ impl InnerRule for SgdRule {
             StepSize::Fixed(_) => None,
         };
         let mut w = Vec::with_capacity(n);
+        let mut w_rate = Vec::with_capacity(n);
         let mut b = Vec::with_capacity(n);
         for k in 0..n {
-            w.push(scaled(grad(k)?, &self.step, idx(k, false), params, inp.step_scale)?);
+            let g = grad(k)?;
+            w_rate.push(Some(step_rate(&g, &self.step, idx(k, false), params, inp.step_scale)?));
+            w.push(g);
             b.push(if self.biases { Some(scaled(grad(n + k)?, &self.step, idx(k, true), params, inp.step_scale)?) } else { None });
         }
-        let w_rate = (0..n).map(|_| None).collect();
         Ok(Update { w, w_rate, b })
     }
 
