@@ -327,16 +327,15 @@ fn loops(o: &Opts) {
     println!("| loop | ms per inner step | ns per weight | GFLOP/s of its products |");
     println!("|---|---:|---:|---:|");
     // Each loop: its name, whether it is the adjoint, whether a dzᵀa is owed to G (one more outer
-    // product), whether it runs the step backwards (writing W).
+    // product), whether it runs the step backwards (writing W), whether the rule is Oja's (else Hebb's).
     let rows = [
-        ("step (W' = W + P ⊙ (ãᵀa − r ⊙ W))", false, false, false),
-        ("adjoint", true, false, false),
-        ("adjoint with a pending dzᵀa", true, true, false),
-        ("adjoint with a pending dzᵀa, running the step backwards", true, true, true),
-        ("the same for Hebb's rule (no decay)", true, true, true),
+        ("step (W' = W + P ⊙ (ãᵀa − r ⊙ W))", false, false, false, true),
+        ("adjoint", true, false, false, true),
+        ("adjoint with a pending dzᵀa", true, true, false, true),
+        ("adjoint with a pending dzᵀa, running the step backwards", true, true, true, true),
+        ("the same for Hebb's rule (no decay)", true, true, true, false),
     ];
-    for (name, adjoint, owed, unstep) in rows {
-        let oja = !name.contains("Hebb");
+    for (name, adjoint, owed, unstep, oja) in rows {
         let outer_products = if owed { 2.0 } else { 1.0 };
         let mut run = |t: usize| {
             for (k, w) in segment[t % segment.len()].iter().enumerate() {

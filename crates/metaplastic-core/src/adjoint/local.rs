@@ -16,7 +16,7 @@ use crate::inner::StepMode;
 use crate::learner::Learner;
 use crate::net::functional::{bias_rows, tail, tail_from_z, TailActivations};
 use crate::params::ParamStore;
-use crate::rules::local::{normalization_factor, plain_term, row_energy, LocalRule};
+use crate::rules::local::{folded_multiplier, normalization_factor, plain_term, row_energy, uses_decay, LocalRule};
 use crate::{Error, Result};
 use tch::{Kind, Tensor};
 
@@ -396,7 +396,7 @@ impl LocalStep {
 
     /// Whether step t uses Oja's decay (the Hebb-first-step option turns it off on step 0).
     fn oja_at(&self, t: usize) -> bool {
-        self.rule.oja && !(self.rule.hebb_first_step && t == 0)
+        uses_decay(self.rule.oja, self.rule.hebb_first_step, t)
     }
 
     /// The tape of step t (fused loops) from its pre-activations z: the activities, the teaching
@@ -424,8 +424,7 @@ impl LocalStep {
 
     /// The layer's multiplier m, with the batch normalisation's constant 1/B folded in.
     fn multiplier(&self, k: usize, post: &Tensor) -> f64 {
-        let m = self.rule.multipliers[k];
-        if self.rule.normalize == UpdateNormalization::Batch { m / post.size()[1] as f64 } else { m }
+        folded_multiplier(self.rule.multipliers[k], self.rule.normalize, post.size()[1])
     }
 
     /// The normalisation factor c [E, O] that depends on the activities (rules/local.rs).

@@ -86,6 +86,18 @@ pub fn normalization_factor(normalize: UpdateNormalization, post: &Tensor, pre: 
     })
 }
 
+/// Whether inner step `step` uses Oja's decay: an Oja rule does, except on step 0 with the Hebb-first-step
+/// option.
+pub fn uses_decay(oja_decay: bool, hebb_first_step: bool, step: usize) -> bool {
+    oja_decay && !(hebb_first_step && step == 0)
+}
+
+/// The layer's multiplier as the fused loops take it: with the batch normalisation, its constant 1/B
+/// folded in (the other normalisations are per-row factors of their own).
+pub fn folded_multiplier(multiplier: f64, normalize: UpdateNormalization, batch: i64) -> f64 {
+    if normalize == UpdateNormalization::Batch { multiplier / batch as f64 } else { multiplier }
+}
+
 /// The full update ΔW = rate ⊙ term (for callers that want the delta itself).
 pub fn local_delta(post: &Tensor, pre: &Tensor, w: &Tensor, rate: &Tensor, oja_decay: bool, multiplier: f64, normalize: UpdateNormalization) -> Result<Tensor> {
     Ok(local_term(post, pre, w, oja_decay, multiplier, normalize)?.f_mul(rate)?)
@@ -171,7 +183,7 @@ impl LocalRule {
 
     /// Whether inner step `step` uses Oja's decay (the Hebb-first-step option turns it off on step 0).
     fn oja_at(&self, step: usize) -> bool {
-        self.oja_decay && !(self.hebb_first_step && step == 0)
+        uses_decay(self.oja_decay, self.hebb_first_step, step)
     }
 
     /// The effective rate tensor P of plastic layer k from its stored parameters (differentiable):
@@ -207,8 +219,7 @@ impl InnerRule for LocalRule {
         let mut next = Vec::with_capacity(post.len());
         for (k, post_k) in post.iter().enumerate() {
             let pre_k = &inp.acts.pre[k];
-            // The batch normalisation is the constant 1/B: folded into the multiplier.
-            let m = if self.normalize == UpdateNormalization::Batch { self.multipliers[k] / post_k.size()[1] as f64 } else { self.multipliers[k] };
+            let m = folded_multiplier(self.multipliers[k], self.normalize, post_k.size()[1]);
             let c = normalization_factor(self.normalize, post_k, pre_k)?;
             let rate = self.rate(params, k)?.f_detach()?;
             let mut w = inp.w[k].f_contiguous()?; // the caller's own tensor where it is contiguous already
