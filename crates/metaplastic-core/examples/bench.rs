@@ -12,6 +12,8 @@
 //! where they can), `recompute` the same with every segment recomputed from its checkpoint instead.
 //!         [--count-ops]   (also: libtorch operations per inner step of the reverse pass on libtorch
 //!                          operations, the path CUDA takes: each is a kernel launch there)
+//!         [--episode-groups N] (the most groups of episodes the reverse pass runs side by side on the CPU:
+//!                          1 keeps the meta-batch whole; default 0, one group per thread)
 //!         [--loops]       (instead: the fused CPU loops alone, kernels.rs, on the net's layers)
 //!
 //! Each measurement runs in a child process of its own (clean peak memory); one line of JSON each.
@@ -46,6 +48,7 @@ struct Opts {
     loops: bool,
     child: Option<String>,
     units: Vec<i64>,
+    episode_groups: usize,
 }
 
 fn list<T: std::str::FromStr>(s: &str) -> Vec<T> {
@@ -68,6 +71,7 @@ fn parse() -> Opts {
         loops: false,
         child: None,
         units: UNITS.to_vec(),
+        episode_groups: 0,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -93,6 +97,7 @@ fn parse() -> Opts {
             "--json" => o.json = Some(v),
             "--child" => o.child = Some(v),
             "--units" => o.units = list(&v),
+            "--episode-groups" => o.episode_groups = v.parse().expect("--episode-groups N"),
             other => panic!("unknown option {other} (see the header of examples/bench.rs)"),
         }
         i += 2;
@@ -177,6 +182,7 @@ fn measure(o: &Opts, spec: &str) -> String {
     let parts: Vec<&str> = spec.split(',').collect();
     let (net, backward, interval, e) = (parts[0], parts[1], parts[2], parts[3].parse::<i64>().unwrap());
     tch::set_num_threads(o.threads);
+    adjoint::limit_episode_groups(o.episode_groups);
     tch::manual_seed(1);
     let mut learner = Learner::new(learner_config(&o.units, net, &o.device, backward, interval)).expect("learner");
     let device = learner.device;
@@ -202,7 +208,7 @@ fn measure(o: &Opts, spec: &str) -> String {
     let ops = if o.count_ops && backward != "autograd" {
         // After the timing (counting slows every operation down), on the libtorch-operation path.
         let (gradient, steps) = (learner.cfg.meta.gradient, o.steps as usize);
-        let opts = AdjointOptions { interval: learner.cfg.meta.checkpoint_every, fused: Some(false), ..Default::default() };
+        let opts = AdjointOptions { interval: learner.cfg.meta.checkpoint_every, fused: Some(false), episode_groups: Some(1), ..Default::default() };
         let (run, count) = runtime::count_ops(|| adjoint::meta_gradient(&mut learner, &b, opts, |t| step_mode(gradient, t, steps))).expect("op count");
         run.expect("meta-gradient on libtorch operations");
         format!("{:.0}", count as f64 / steps as f64)

@@ -271,17 +271,19 @@ fn parallel_rows<F: Fn(usize, usize) + Sync>(rows: usize, f: F) {
     on_torch_threads(rows, grain, &f);
 }
 
-/// Runs `layer(k)` for every layer k, the layers shared out over libtorch's intra-op threads (largest
-/// first, each to the least loaded thread; `sizes` are the layers' weight counts). Within a layer
-/// everything runs on one thread: libtorch's operations and MKL stay serial inside a parallel region.
-/// A CPU step's per-layer work is many small operations between the weight-sized ones; split this way,
-/// both cores work through all of it instead of one core through the small ones.
+/// Runs `task(k)` for every task k (layers of a step, or groups of episodes), shared out over libtorch's
+/// intra-op threads (largest first, each to the least loaded thread; `sizes` are the tasks' sizes).
+/// Within a task everything runs on one thread: libtorch's operations and MKL stay serial inside a
+/// parallel region. A CPU step's per-layer work is many small operations between the weight-sized ones;
+/// split this way, both cores work through all of it instead of one core through the small ones.
+/// Tasks run without a graph unless they turn it on (`tch::with_grad`): grad mode is per thread.
 ///
-/// `layer` may read tensors that every layer shares (activations, tapes) but must write only layer k's
-/// own: libtorch tensors may be read from several threads at once (tch just does not mark them `Sync`).
-pub fn parallel_layers<T: Send>(sizes: &[usize], layer: impl Fn(usize) -> Result<T>) -> Result<Vec<T>> {
+/// `task` may read tensors that every task shares (activations, tapes, parameters) but must write only
+/// task k's own: libtorch tensors may be read from several threads at once (tch just does not mark them
+/// `Sync`).
+pub fn parallel_tasks<T: Send>(sizes: &[usize], task: impl Fn(usize) -> Result<T>) -> Result<Vec<T>> {
     struct Shared<F>(F);
-    // SAFETY: see above; the closure only reads what the layers share.
+    // SAFETY: see above; the closure only reads what the tasks share.
     unsafe impl<F> Sync for Shared<F> {}
     impl<F> Shared<F> {
         fn call<T>(&self, k: usize) -> Result<T>
@@ -291,11 +293,11 @@ pub fn parallel_layers<T: Send>(sizes: &[usize], layer: impl Fn(usize) -> Result
             (self.0)(k)
         }
     }
-    let shared = Shared(layer);
-    let layer = |k: usize| shared.call(k);
+    let shared = Shared(task);
+    let task = |k: usize| shared.call(k);
     let threads = (tch::get_num_threads().max(1) as usize).min(sizes.len());
     if threads <= 1 {
-        return (0..sizes.len()).map(&layer).collect();
+        return (0..sizes.len()).map(&task).collect();
     }
     let mut order: Vec<usize> = (0..sizes.len()).collect();
     order.sort_by_key(|&k| std::cmp::Reverse(sizes[k]));
@@ -310,11 +312,11 @@ pub fn parallel_layers<T: Send>(sizes: &[usize], layer: impl Fn(usize) -> Result
         let _no_grad = tch::no_grad_guard(); // grad mode is per thread; these threads never had it set
         for (_, ks) in &bins[lo..hi] {
             for &k in ks {
-                // A panic becomes this layer's error here, on the thread that raised it: it must not
+                // A panic becomes this task's error here, on the thread that raised it: it must not
                 // unwind through OpenMP, and the caller reports it like any other failure.
-                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| layer(k))).unwrap_or_else(|p| {
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task(k))).unwrap_or_else(|p| {
                     let what = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
-                    Err(Error::Internal(format!("layer {k}'s work failed: {what}")))
+                    Err(Error::Internal(format!("task {k} failed: {what}")))
                 });
                 *slots[k].lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
             }
@@ -323,7 +325,7 @@ pub fn parallel_layers<T: Send>(sizes: &[usize], layer: impl Fn(usize) -> Result
     on_torch_threads(threads, 1, &work);
     slots
         .into_iter()
-        .map(|s| s.into_inner().unwrap_or_else(|e| e.into_inner()).unwrap_or_else(|| Err(Error::Internal("a layer's work did not run".into()))))
+        .map(|s| s.into_inner().unwrap_or_else(|e| e.into_inner()).unwrap_or_else(|| Err(Error::Internal("a task did not run".into()))))
         .collect()
 }
 

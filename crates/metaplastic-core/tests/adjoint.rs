@@ -10,20 +10,22 @@ use metaplastic_core::adjoint::{self, AdjointOptions, PassStats};
 use metaplastic_core::inner::step_mode;
 use metaplastic_core::meta::{autograd_meta_gradient, meta_gradient, uses_adjoint};
 
-/// Compares the reverse pass to autograd: on the CPU with the fused loops running steps backwards,
-/// with the fused loops recomputing every segment, and with libtorch operations; on another test device
-/// with libtorch operations only. Returns how the first variant went through the steps.
+/// Compares the reverse pass to autograd: on the CPU with the fused loops running steps backwards (the
+/// meta-batch whole, and its two episodes side by side), with the fused loops recomputing every
+/// segment, and with libtorch operations (episodes side by side); on another test device with libtorch
+/// operations only. Returns how the first variant went through the steps.
 fn compare(cfg: LearnerConfig, seed: i64, interval: Option<usize>) -> PassStats {
     compare_batch(cfg, seed, interval, 3)
 }
 
 /// `compare` with `points` points per inner step.
 fn compare_batch(cfg: LearnerConfig, seed: i64, interval: Option<usize>, points: i64) -> PassStats {
-    let variants: &[(bool, bool)] = if test_device() == "cpu" { &[(true, true), (true, false), (false, false)] } else { &[(false, false)] };
+    let variants: &[(bool, bool, usize)] = if test_device() == "cpu" { &[(true, true, 2), (true, true, 1), (true, false, 1), (false, false, 2)] } else { &[(false, false, 1)] };
     let mut stats = None;
-    for &(fused, unstep) in variants {
-        compare_one(cfg.clone(), seed, AdjointOptions { interval, fused: Some(fused), unstep: Some(unstep), ..Default::default() }, points);
+    for &(fused, unstep, groups) in variants {
+        compare_one(cfg.clone(), seed, AdjointOptions { interval, fused: Some(fused), unstep: Some(unstep), episode_groups: Some(groups), ..Default::default() }, points);
         let pass = adjoint::last_pass();
+        assert_eq!(pass.groups, groups, "{pass:?}");
         assert_eq!(pass.unstepped + pass.recomputed + pass.skipped, 5, "every step accounted for: {pass:?}");
         if !unstep {
             assert_eq!(pass.unstepped, 0, "no step run backwards when told not to: {pass:?}");
@@ -35,14 +37,19 @@ fn compare_batch(cfg: LearnerConfig, seed: i64, interval: Option<usize>, points:
 
 /// Worst relative difference between the two meta-gradients over all parameters, with `points`
 /// points per inner step (2 episodes of 5 steps, 4 query points).
-fn compare_one(mut cfg: LearnerConfig, seed: i64, opts: AdjointOptions, points: i64) -> f64 {
+fn compare_one(cfg: LearnerConfig, seed: i64, opts: AdjointOptions, points: i64) -> f64 {
+    compare_episodes(cfg, seed, opts, points, 2)
+}
+
+/// `compare_one` with `episodes` episodes.
+fn compare_episodes(mut cfg: LearnerConfig, seed: i64, opts: AdjointOptions, points: i64, episodes: i64) -> f64 {
     cfg.meta.backward = Backward::Adjoint;
     let gradient = cfg.meta.gradient;
     let described = cfg.to_json();
     let mut learner = Learner::new(cfg).unwrap();
     jitter_biases(&mut learner, seed);
     assert!(uses_adjoint(&learner));
-    let batch = batch(&learner, 2, 5, points, 4, seed);
+    let batch = batch(&learner, episodes, 5, points, 4, seed);
     // Re-initialised plastic weights draw from the learner's generator: both paths must see the same draw.
     let rng = learner.rng.clone();
     let (loss_a, fast) = adjoint::meta_gradient(&mut learner, &batch, opts, |t| step_mode(gradient, t, 5)).unwrap();
@@ -353,17 +360,17 @@ fn rate_parameterisations_and_update_normalisations() {
     }
 }
 
-/// The layers' work shared over threads returns results in layer order, and a layer that fails or
-/// panics on a worker thread comes back as an error instead of ending the process.
+/// Tasks shared over threads return results in task order, and a task that fails or panics on a worker
+/// thread comes back as an error instead of ending the process.
 #[test]
-fn layer_work_over_threads_keeps_order_and_reports_failures() {
-    use metaplastic_core::kernels::parallel_layers;
+fn tasks_over_threads_keep_order_and_report_failures() {
+    use metaplastic_core::kernels::parallel_tasks;
     tch::set_num_threads(2);
     let sizes = [5, 50, 500, 50];
-    assert_eq!(parallel_layers(&sizes, |k| Ok(k * 10)).unwrap(), vec![0, 10, 20, 30]);
-    let panicked = parallel_layers(&sizes, |k| if k == 2 { panic!("layer two broke") } else { Ok(k) });
+    assert_eq!(parallel_tasks(&sizes, |k| Ok(k * 10)).unwrap(), vec![0, 10, 20, 30]);
+    let panicked = parallel_tasks(&sizes, |k| if k == 2 { panic!("layer two broke") } else { Ok(k) });
     assert!(matches!(&panicked, Err(e) if e.to_string().contains("layer two broke")), "{panicked:?}");
-    let failed = parallel_layers(&sizes, |k| if k == 3 { Err(metaplastic_core::Error::Internal("no".into())) } else { Ok(k) });
+    let failed = parallel_tasks(&sizes, |k| if k == 3 { Err(metaplastic_core::Error::Internal("no".into())) } else { Ok(k) });
     assert!(failed.is_err());
 }
 
@@ -472,9 +479,38 @@ fn kept_pre_activations_stay_within_their_budget() {
     }
     let cfg = regression(r#"{"type":"hebb"}"#, r#","plasticity":{"init":0.01}"#);
     for (budget, unstepped) in [(1200, 2), (528 * 5, 5), (100, 0)] {
-        let opts = AdjointOptions { interval: Some(1), fused: Some(true), unstep: Some(true), keep_budget: Some(budget) };
+        let opts = AdjointOptions { interval: Some(1), fused: Some(true), unstep: Some(true), keep_budget: Some(budget), episode_groups: Some(1) };
         compare_one(cfg.clone(), 18, opts, 3);
         let pass = adjoint::last_pass();
         assert_eq!((pass.unstepped, pass.recomputed), (unstepped, 5 - unstepped), "budget {budget}: {pass:?}");
+    }
+}
+
+/// The meta-batch in groups of episodes run side by side: each group's share of the loss, its adjoints,
+/// its rule's gradients and its features' adjoints add up to the whole batch's, for groups of unequal
+/// size, a learning front (features with adjoints), re-drawn plastic weights (one draw for the whole
+/// batch), output resets per episode and OML's rule; and each group keeps its share of the budget.
+#[test]
+fn episode_groups_add_up_to_the_whole_meta_batch() {
+    let configs = [
+        flp(r#","rln":1,"plasticInit":"reinit""#),
+        regression(r#"{"type":"hebb"}"#, r#","plasticity":{"init":0.02,"normalize":"presynaptic"}"#),
+        classification(r#"{"type":"oja"}"#, r#","plasticity":{"init":0.05},"outputReset":"episodeClasses""#),
+        regression(r#"{"type":"sgd","lr":0.1,"stepSizes":"perParameter"}"#, r#","rln":1"#),
+    ];
+    for cfg in configs {
+        for groups in [1, 2, 3, 5] {
+            let fused = test_device() == "cpu";
+            compare_episodes(cfg.clone(), 19, AdjointOptions { interval: Some(2), fused: Some(fused), episode_groups: Some(groups), ..Default::default() }, 3, 3);
+            assert_eq!(adjoint::last_pass().groups, groups.min(3), "{groups} groups of 3 episodes");
+        }
+    }
+    if test_device() == "cpu" {
+        // 3 episodes in 2 groups (2 + 1): a kept step of the larger takes 2 × 3 × 11 float64 (528 bytes).
+        let cfg = regression(r#"{"type":"hebb"}"#, r#","plasticity":{"init":0.01}"#);
+        let opts = AdjointOptions { interval: Some(1), fused: Some(true), unstep: Some(true), keep_budget: Some(2 * 528 * 3), episode_groups: Some(2) };
+        compare_episodes(cfg, 20, opts, 3, 3);
+        let pass = adjoint::last_pass();
+        assert_eq!((pass.unstepped, pass.recomputed), (3, 2), "the larger group keeps 3 steps in its half: {pass:?}");
     }
 }

@@ -410,13 +410,13 @@ impl LocalStep {
     }
 
     /// `layer(k)` for every plastic layer: shared out over the CPU threads with the fused loops
-    /// (kernels::parallel_layers), in order otherwise. On CUDA, where a step's time is the host's time
+    /// (kernels::parallel_tasks), in order otherwise. On CUDA, where a step's time is the host's time
     /// to launch its many small operations, launching layers from several threads was measured slower
     /// (H200, FLP meta-batch 1: 1.8 s per meta-step on one thread, 2.2–2.5 s on 4 to 16).
     fn per_layer<T: Send>(&self, w: &[Tensor], layer: impl Fn(usize) -> Result<T>) -> Result<Vec<T>> {
         if self.fused {
             let sizes: Vec<usize> = w.iter().map(|t| t.numel()).collect();
-            crate::kernels::parallel_layers(&sizes, layer)
+            crate::kernels::parallel_tasks(&sizes, layer)
         } else {
             (0..self.n).map(layer).collect()
         }

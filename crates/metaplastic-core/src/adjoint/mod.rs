@@ -29,8 +29,12 @@ pub struct AdjointOptions {
     /// its checkpoint, where the rule can and rounding stays bounded (default: yes, `meta.runBackwards`;
     /// `MAX_UNSTEP_GAIN`).
     pub unstep: Option<bool>,
-    /// The most memory the kept pre-activations may take, in bytes (default `KEEP_BUDGET`).
+    /// The most memory the kept pre-activations may take, in bytes (default `KEEP_BUDGET`), shared
+    /// equally by the groups of episodes.
     pub keep_budget: Option<usize>,
+    /// Groups of episodes run side by side on the threads (at most one per episode; default on the CPU
+    /// one per thread, at most `limit_episode_groups`, elsewhere 1). 1 keeps the meta-batch whole.
+    pub episode_groups: Option<usize>,
 }
 
 /// By default the forward keeps at most 1 GiB of pre-activations for running steps backwards (a
@@ -47,7 +51,9 @@ pub const MAX_UNSTEP_GAIN: f64 = 16.0;
 /// segment is then recomputed.
 const UNSTEP_TOLERANCE_ULPS: f64 = 256.0;
 
-/// How the last reverse pass on this thread went through the lifetime's steps.
+/// How the last reverse pass on this thread went through the lifetime's steps. With the meta-batch in
+/// groups of episodes (`episode_groups`), each group goes through the steps on its own: these are the
+/// counts of the group that recomputed the most.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PassStats {
     /// Steps run backwards from the weights after them.
@@ -59,6 +65,8 @@ pub struct PassStats {
     /// Steps run backwards whose segment missed its checkpoint by more than the tolerance, and was
     /// recomputed (they count as recomputed too).
     pub rejected: usize,
+    /// Groups of episodes the meta-batch ran in.
+    pub groups: usize,
 }
 
 thread_local! {
@@ -172,24 +180,146 @@ pub fn meta_gradient(learner: &mut Learner, batch: &EpisodeBatch, opts: AdjointO
         if fused && !crate::kernels::applies(learner.kind, learner.device) {
             return Err(Error::Internal(format!("the fused kernels run on the CPU in float32/float64, not {:?} on {:?}", learner.kind, learner.device)));
         }
-        let rule = local::LocalAdjoint::new(learner, fused)?;
-        run(learner, batch, opts, mode, rule)
+        run(learner, batch, opts, mode, |l| local::LocalAdjoint::new(l, fused))
     } else if learner.sgd_rule().is_some() {
-        let rule = sgd::SgdAdjoint::new(learner)?;
-        run(learner, batch, opts, mode, rule)
+        run(learner, batch, opts, mode, sgd::SgdAdjoint::new)
     } else {
         Err(Error::Internal("the reverse pass does not cover this rule".into()))
     }
 }
 
-fn run<R: StepAdjoint>(learner: &mut Learner, batch: &EpisodeBatch, opts: AdjointOptions, mode: impl Fn(usize) -> StepMode, mut rule: R) -> Result<(f64, Vec<(usize, Tensor)>)> {
+/// The most groups a meta-batch is split into (0: as many as libtorch has threads); `limit_episode_groups`.
+static EPISODE_GROUPS_CAP: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Caps how many groups of episodes the reverse pass runs side by side on the CPU where its options do
+/// not say (1: the whole meta-batch as one, its work shared over the threads step by step): lets the
+/// bench measure both ways, and a user rule one out.
+#[doc(hidden)]
+pub fn limit_episode_groups(cap: usize) {
+    EPISODE_GROUPS_CAP.store(cap, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The meta-batch's episodes as contiguous groups (first, count): `wanted` of them, or by default one
+/// per CPU thread. A lifetime's steps must run in order, and a paper-size step's work split over two
+/// cores keeps them 1.3–1.7× busy (its chain of small products through the layers, and the layers'
+/// uneven split); separate episodes share nothing until the meta-gradient is summed, so from two
+/// episodes on, each thread takes whole ones. On a GPU the meta-batch stays whole by default: there it
+/// is what fills the device.
+fn episode_groups(e: i64, device: tch::Device, wanted: Option<usize>) -> Vec<(i64, i64)> {
+    let groups = match wanted {
+        Some(n) => n,
+        None if device != tch::Device::Cpu => 1,
+        None => match EPISODE_GROUPS_CAP.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => tch::get_num_threads().max(1) as usize,
+            cap => cap.min(tch::get_num_threads().max(1) as usize),
+        },
+    };
+    let groups = (groups as i64).clamp(1, e.max(1));
+    (0..groups).map(|g| (e * g / groups, e * (g + 1) / groups - e * g / groups)).collect()
+}
+
+/// What one group of episodes' reverse pass gives: its share of the mean query loss (with its graph to
+/// the parameters), the adjoints of its initial fast weights and biases and of its features per step,
+/// and the rule with its meta-parameters' accumulated gradients.
+struct GroupPass<R> {
+    loss: Tensor,
+    gw: Vec<Tensor>,
+    gb: Vec<Tensor>,
+    d_features: Vec<Option<Tensor>>,
+    rule: R,
+    stats: PassStats,
+}
+
+fn run<R: StepAdjoint + Send>(learner: &mut Learner, batch: &EpisodeBatch, opts: AdjointOptions, mode: impl Fn(usize) -> StepMode, make_rule: impl Fn(&Learner) -> Result<R>) -> Result<(f64, Vec<(usize, Tensor)>)> {
     let e = batch.support_x.size()[0];
     let steps = batch.support_x.size()[1] as usize;
-    let k = opts.interval.unwrap_or_else(|| default_interval(steps)).max(1);
     let fast = learner.start(e, &batch.classes, true)?;
     let features = learner.features(&batch.support_x)?;
+    let needs_dx = features.requires_grad();
     let x = features.f_detach()?;
-    let y = &batch.support_y;
+    let learner: &Learner = learner;
+    let groups = episode_groups(e, learner.device, opts.episode_groups);
+    let budget = opts.keep_budget.unwrap_or(KEEP_BUDGET) / groups.len();
+    let group = |g: usize| -> Result<GroupPass<R>> {
+        let (first, count) = groups[g];
+        let part = |t: &Tensor| -> Result<Tensor> { Ok(t.f_narrow(0, first, count)?) };
+        let start = |v: &[Tensor]| -> Result<Vec<Tensor>> { detach_all(&v.iter().map(part).collect::<Result<Vec<_>>>()?) };
+        let input = GroupInput {
+            x: part(&x)?,
+            y: part(&batch.support_y)?,
+            query_x: part(&batch.query_x)?,
+            query_y: part(&batch.query_y)?,
+            w: start(&fast.w)?,
+            b: start(&fast.b)?,
+            share: count as f64 / e as f64,
+            needs_dx,
+        };
+        group_pass(learner, input, opts, budget, &mode, make_rule(learner)?)
+    };
+    let passes = if groups.len() == 1 {
+        vec![group(0)?]
+    } else {
+        let sizes: Vec<usize> = groups.iter().map(|&(_, count)| count as usize).collect();
+        // The query loss and its seed run through autograd on the worker threads.
+        crate::kernels::parallel_tasks(&sizes, |g| tch::with_grad(|| group(g)))?
+    };
+
+    let most_recomputed = passes.iter().map(|p| p.stats).max_by_key(|s| s.recomputed).unwrap_or_default();
+    LAST_PASS.with(|s| s.set(PassStats { groups: groups.len(), ..most_recomputed }));
+    let mut surrogate = Tensor::f_zeros([], (Kind::Double, learner.device))?;
+    let mut loss = 0.0;
+    for (pass, &(first, count)) in passes.iter().zip(&groups) {
+        loss += pass.loss.f_double_value(&[])?;
+        surrogate = surrogate.f_add(&pass.loss.f_to_kind(Kind::Double)?)?;
+        for (t, g) in fast.w.iter().zip(&pass.gw).chain(fast.b.iter().zip(&pass.gb)) {
+            surrogate = surrogate.f_add(&dot(&t.f_narrow(0, first, count)?, g)?)?;
+        }
+        if let Some(s) = pass.rule.surrogate(&learner.params)? {
+            surrogate = surrogate.f_add(&s)?;
+        }
+    }
+    if needs_dx {
+        let mut per_step = Vec::with_capacity(steps);
+        for t in 0..steps {
+            let parts: Vec<Tensor> = passes
+                .iter()
+                .zip(&groups)
+                .map(|(pass, &(first, count))| pass.d_features[t].as_ref().map_or_else(|| Ok(x.f_select(1, t as i64)?.f_narrow(0, first, count)?.f_zeros_like()?), |d| Ok(d.shallow_clone())))
+                .collect::<Result<_>>()?;
+            per_step.push(Tensor::f_cat(&parts, 0)?);
+        }
+        surrogate = surrogate.f_add(&dot(&features, &Tensor::f_stack(&per_step, 1)?)?)?;
+    }
+    let trainable: Vec<usize> = learner.params.iter().enumerate().filter(|(_, p)| p.trainable).map(|(i, _)| i).collect();
+    let inputs: Vec<Tensor> = trainable.iter().map(|&i| learner.params.at(i).shallow_clone()).collect();
+    let out = Tensor::f_run_backward(&[&surrogate], &inputs, false, false)?;
+    let mut result = Vec::with_capacity(trainable.len());
+    for (i, gr) in out.into_iter().enumerate() {
+        let gr = if gr.defined() { gr.f_to_kind(inputs[i].kind())? } else { inputs[i].f_zeros_like()? };
+        result.push((trainable[i], gr));
+    }
+    Ok((loss, result))
+}
+
+/// One group's episodes: features [E', T, B, F] (detached) and targets, query set, the initial fast
+/// weights and biases (detached copies), and the group's share of the meta-batch.
+struct GroupInput {
+    x: Tensor,
+    y: Tensor,
+    query_x: Tensor,
+    query_y: Tensor,
+    w: Vec<Tensor>,
+    b: Vec<Tensor>,
+    share: f64,
+    /// Whether the features' adjoints are wanted (a front that learns).
+    needs_dx: bool,
+}
+
+/// The forward and reverse pass of one group's lifetimes.
+fn group_pass<R: StepAdjoint>(learner: &Learner, input: GroupInput, opts: AdjointOptions, budget: usize, mode: &impl Fn(usize) -> StepMode, mut rule: R) -> Result<GroupPass<R>> {
+    let steps = input.x.size()[1] as usize;
+    let k = opts.interval.unwrap_or_else(|| default_interval(steps)).max(1);
+    let (x, y) = (&input.x, &input.y);
     let cancel = learner.cancel.clone();
     // Cancellation reaches the reverse pass between inner steps, forward and backward alike.
     let check_cancel = || -> Result<()> {
@@ -210,8 +340,8 @@ fn run<R: StepAdjoint>(learner: &mut Learner, batch: &EpisodeBatch, opts: Adjoin
     let unstep = opts.unstep.unwrap_or(true);
     let mut kept: Vec<Option<R::Kept>> = Vec::with_capacity(steps);
     let mut segment_gain = 1.0;
-    let (budget, mut kept_bytes) = (opts.keep_budget.unwrap_or(KEEP_BUDGET), 0usize);
-    let (mut w, mut b) = (detach_all(&fast.w)?, detach_all(&fast.b)?);
+    let mut kept_bytes = 0usize;
+    let (mut w, mut b) = (input.w, input.b);
     tch::no_grad(|| -> Result<()> {
         for t in 0..steps {
             if t % k == 0 {
@@ -241,7 +371,7 @@ fn run<R: StepAdjoint>(learner: &mut Learner, batch: &EpisodeBatch, opts: Adjoin
     let leaves = |v: &[Tensor]| -> Vec<Tensor> { v.iter().map(|t| t.shallow_clone().set_requires_grad(true)).collect() };
     let (w_final, b_final) = (leaves(&w), leaves(&b));
     let final_fast = crate::inner::FastWeights { w: w_final.iter().map(|t| t.shallow_clone()).collect(), b: b_final.iter().map(|t| t.shallow_clone()).collect() };
-    let loss = learner.loss(&final_fast, &batch.query_x, &batch.query_y)?.f_mean(None::<Kind>)?;
+    let loss = learner.loss(&final_fast, &input.query_x, &input.query_y)?.f_mean(None::<Kind>)?.f_mul_scalar(input.share)?;
     let finals: Vec<Tensor> = w_final.iter().chain(&b_final).map(|t| t.shallow_clone()).collect();
     let mut adj = Tensor::f_run_backward(&[&loss], &finals, true, false)?;
     for (a, leaf) in adj.iter_mut().zip(&finals) {
@@ -250,7 +380,6 @@ fn run<R: StepAdjoint>(learner: &mut Learner, batch: &EpisodeBatch, opts: Adjoin
     let mut gb = adj.split_off(w.len());
     let mut gw = adj;
 
-    let needs_dx = features.requires_grad();
     let mut d_features: Vec<Option<Tensor>> = (0..steps).map(|_| None).collect();
     let mut stats = PassStats::default();
     let mut gave_up = false;
@@ -276,9 +405,7 @@ fn run<R: StepAdjoint>(learner: &mut Learner, batch: &EpisodeBatch, opts: Adjoin
                     let tape = rule.rebuild(t, part, &xt, &yt, &wt)?;
                     let (pw, pb, dx) = rule.backward(t, &wt, b0, tape, gw, gb, mode(t), true)?;
                     (gw, gb) = (pw, pb);
-                    if needs_dx {
-                        d_features[t] = dx;
-                    }
+                    d_features[t] = dx.filter(|_| input.needs_dx);
                 }
                 if lands_on(&wt, w0)? {
                     stats.unstepped += t1 - t0;
@@ -303,34 +430,11 @@ fn run<R: StepAdjoint>(learner: &mut Learner, batch: &EpisodeBatch, opts: Adjoin
                 let (wt, bt, tape) = states.pop().expect("one state per step");
                 let (pw, pb, dx) = rule.backward(t, &wt, &bt, tape, gw, gb, mode(t), false)?;
                 (gw, gb) = (pw, pb);
-                if needs_dx {
-                    d_features[t] = dx;
-                }
+                d_features[t] = dx.filter(|_| input.needs_dx);
             }
             stats.recomputed += t1 - t0;
         }
     }
-    LAST_PASS.with(|s| s.set(stats));
-
     rule.flush(&mut gw)?;
-    let mut surrogate = loss.f_to_kind(Kind::Double)?;
-    for (t, g) in fast.w.iter().zip(&gw).chain(fast.b.iter().zip(&gb)) {
-        surrogate = surrogate.f_add(&dot(t, g)?)?;
-    }
-    if let Some(s) = rule.surrogate(&learner.params)? {
-        surrogate = surrogate.f_add(&s)?;
-    }
-    if needs_dx {
-        let parts: Vec<Tensor> = (0..steps).map(|t| d_features[t].take().map_or_else(|| Ok(x.f_select(1, t as i64)?.f_zeros_like()?), Ok)).collect::<Result<_>>()?;
-        surrogate = surrogate.f_add(&dot(&features, &Tensor::f_stack(&parts, 1)?)?)?;
-    }
-    let trainable: Vec<usize> = learner.params.iter().enumerate().filter(|(_, p)| p.trainable).map(|(i, _)| i).collect();
-    let inputs: Vec<Tensor> = trainable.iter().map(|&i| learner.params.at(i).shallow_clone()).collect();
-    let out = Tensor::f_run_backward(&[&surrogate], &inputs, false, false)?;
-    let mut result = Vec::with_capacity(trainable.len());
-    for (i, gr) in out.into_iter().enumerate() {
-        let gr = if gr.defined() { gr.f_to_kind(inputs[i].kind())? } else { inputs[i].f_zeros_like()? };
-        result.push((trainable[i], gr));
-    }
-    Ok((loss.f_double_value(&[])?, result))
+    Ok(GroupPass { loss, gw, gb, d_features, rule, stats })
 }
