@@ -182,7 +182,7 @@ fn measure(o: &Opts, spec: &str) -> String {
     let parts: Vec<&str> = spec.split(',').collect();
     let (net, backward, interval, e) = (parts[0], parts[1], parts[2], parts[3].parse::<i64>().unwrap());
     tch::set_num_threads(o.threads);
-    adjoint::limit_episode_groups(o.episode_groups);
+    metaplastic_core::kernels::limit_episode_groups(o.episode_groups);
     tch::manual_seed(1);
     let mut learner = Learner::new(learner_config(&o.units, net, &o.device, backward, interval)).expect("learner");
     let device = learner.device;

@@ -107,6 +107,12 @@ fn to_vec2(t: &Tensor) -> Result<Vec<Vec<f64>>> {
     (0..rows).map(|r| Ok(Vec::<f64>::try_from(&t.f_get(r)?)?)).collect()
 }
 
+/// A group's episodes of the fast weights, in storage of their own: views of one tensor share its version
+/// counter, and a gradient rule's in-place step in one group would invalidate the graph of another's.
+fn own_copies(v: &[Tensor], first: i64, count: i64) -> Result<Vec<Tensor>> {
+    v.iter().map(|t| Ok(t.f_narrow(0, first, count)?.f_detach_copy()?)).collect()
+}
+
 fn batch_size(opts: &EvalOptions, bytes_per_run: i64) -> usize {
     if opts.max_batch > 0 {
         return opts.max_batch;
@@ -154,30 +160,47 @@ fn sine_order(learner: &mut Learner, task: &SineTask, runs: usize, chunk: usize,
         let q = qx.size()[2];
         // The front is frozen: the query set's features are the same at every checkpoint of the curve.
         let query_features = learner.features_with(&batch.query_x, false)?;
-        let per_function = |fast: &crate::inner::FastWeights| -> Result<Tensor> {
-            let err = tail(&query_features, &fast.w, &fast.b)?.output().f_sub(&batch.query_y)?.f_square()?;
-            Ok(err.f_reshape([n as i64, f as i64, q])?.f_mean_dim([2i64].as_slice(), false, None::<Kind>)?)
-        };
         let features = learner.features_with(&batch.support_x, false)?;
-        let mut fast = learner.start(n as i64, &batch.classes, false)?;
+        let fast = learner.start(n as i64, &batch.classes, false)?;
         let inner = learner.inner_loop();
-        let mut curves = vec![Vec::with_capacity(f); n];
-        for t in 0..cfg.steps() {
-            fast = inner.step(fast, &features.f_select(1, t as i64)?, &batch.support_y.f_select(1, t as i64)?, StepMode::Constant, t)?;
-            if (t + 1) % bpf == 0 {
-                let mse = to_vec2(&per_function(&fast)?)?;
-                for (r, run) in data.iter().enumerate() {
-                    // Functions seen so far in this run's stream (in i.i.d. order, usually all of them).
-                    let mut seen = vec![false; f];
-                    for &s in &run.step_function[..=t] {
-                        seen[s] = true;
-                    }
-                    let vals: Vec<f64> = (0..f).filter(|&i| seen[i]).map(|i| mse[r][i]).collect();
-                    curves[r].push(vals.iter().sum::<f64>() / vals.len() as f64);
+        // Each group of runs goes through its lifetimes on a thread of its own (kernels::episode_groups),
+        // scoring the query set per function after every function and at the end: [count, f] each time.
+        let groups = crate::kernels::episode_groups(n as i64, learner.device, None);
+        let scored = crate::kernels::in_episode_groups(&groups, |first, count| -> Result<Vec<Vec<Vec<f64>>>> {
+            let part = |t: &Tensor| -> Result<Tensor> { Ok(t.f_narrow(0, first, count)?) };
+            let parts = |v: &[Tensor]| own_copies(v, first, count);
+            let mut fast = crate::inner::FastWeights { w: parts(&fast.w)?, b: parts(&fast.b)? };
+            let (x, y, query, query_y) = (part(&features)?, part(&batch.support_y)?, part(&query_features)?, part(&batch.query_y)?);
+            let per_function = |fast: &crate::inner::FastWeights| -> Result<Vec<Vec<f64>>> {
+                let err = tail(&query, &fast.w, &fast.b)?.output().f_sub(&query_y)?.f_square()?;
+                to_vec2(&err.f_reshape([count, f as i64, q])?.f_mean_dim([2i64].as_slice(), false, None::<Kind>)?)
+            };
+            let mut scores = Vec::with_capacity(f + 1);
+            for t in 0..cfg.steps() {
+                fast = inner.step(fast, &x.f_select(1, t as i64)?, &y.f_select(1, t as i64)?, StepMode::Constant, t)?;
+                if (t + 1) % bpf == 0 {
+                    scores.push(per_function(&fast)?);
                 }
             }
+            scores.push(per_function(&fast)?);
+            Ok(scores)
+        })?;
+        // Every run's rows, in run order, at each scoring.
+        let at = |k: usize| -> Vec<Vec<f64>> { scored.iter().flat_map(|g| g[k].iter().cloned()).collect() };
+        let mut curves = vec![Vec::with_capacity(f); n];
+        for (k, t) in (0..cfg.steps()).filter(|t| (t + 1) % bpf == 0).enumerate() {
+            let mse = at(k);
+            for (r, run) in data.iter().enumerate() {
+                // Functions seen so far in this run's stream (in i.i.d. order, usually all of them).
+                let mut seen = vec![false; f];
+                for &s in &run.step_function[..=t] {
+                    seen[s] = true;
+                }
+                let vals: Vec<f64> = (0..f).filter(|&i| seen[i]).map(|i| mse[r][i]).collect();
+                curves[r].push(vals.iter().sum::<f64>() / vals.len() as f64);
+            }
         }
-        let last = to_vec2(&per_function(&fast)?)?;
+        let last = at(scored[0].len() - 1);
         out.final_mse.extend(last.iter().take(n).map(|row| row.iter().sum::<f64>() / f as f64));
         out.per_function.extend(last);
         out.curve.extend(curves);
@@ -254,12 +277,25 @@ fn run_streams(learner: &mut Learner, bank: &mut FeatureBank, streams: &[StreamI
     let classes: Vec<Vec<i64>> = streams.iter().map(|s| (0..s.class_ids.len() as i64).collect()).collect();
     let fast = learner.start(e, &classes, false)?;
     let inner = InnerLoop { step_scale: scale, ..learner.inner_loop() };
-    let fast = inner.run(fast, &train_f.f_unsqueeze(2)?, &train_y.f_unsqueeze(2)?, |_| StepMode::Constant)?;
-    let acc = |f: &Tensor, y: &Tensor| -> Result<Vec<f64>> {
-        let y_hat = tail(f, &fast.w, &fast.b)?.output().shallow_clone();
-        Ok(Vec::<f64>::try_from(&loss::accuracy(&y_hat, y)?.f_to_device(Device::Cpu)?)?)
-    };
-    Ok((acc(&test_f, &test_y)?, acc(&train_f, &train_y)?))
+    // Each group of streams learns on a thread of its own (kernels::episode_groups).
+    let groups = crate::kernels::episode_groups(e, learner.device, None);
+    let scored = crate::kernels::in_episode_groups(&groups, |first, count| -> Result<(Vec<f64>, Vec<f64>)> {
+        let part = |t: &Tensor| -> Result<Tensor> { Ok(t.f_narrow(0, first, count)?) };
+        let parts = |v: &[Tensor]| own_copies(v, first, count);
+        let (train_f, train_y, test_f, test_y) = (part(&train_f)?, part(&train_y)?, part(&test_f)?, part(&test_y)?);
+        let fast = crate::inner::FastWeights { w: parts(&fast.w)?, b: parts(&fast.b)? };
+        let fast = inner.run(fast, &train_f.f_unsqueeze(2)?, &train_y.f_unsqueeze(2)?, |_| StepMode::Constant)?;
+        let acc = |f: &Tensor, y: &Tensor| -> Result<Vec<f64>> {
+            let y_hat = tail(f, &fast.w, &fast.b)?.output().shallow_clone();
+            Ok(Vec::<f64>::try_from(&loss::accuracy(&y_hat, y)?.f_to_device(Device::Cpu)?)?)
+        };
+        Ok((acc(&test_f, &test_y)?, acc(&train_f, &train_y)?))
+    })?;
+    Ok(scored.into_iter().fold((Vec::new(), Vec::new()), |(mut held_out, mut train), (h, t)| {
+        held_out.extend(h);
+        train.extend(t);
+        (held_out, train)
+    }))
 }
 
 fn streams(store: &ImageStore, rng: &mut Rng, n: usize, cfg: &StreamConfig) -> Result<Vec<StreamItems>> {

@@ -329,6 +329,47 @@ pub fn parallel_tasks<T: Send>(sizes: &[usize], task: impl Fn(usize) -> Result<T
         .collect()
 }
 
+/// The most groups `episode_groups` makes by default (0: one per thread); `limit_episode_groups`.
+static EPISODE_GROUPS_CAP: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Caps how many groups of episodes run side by side on the CPU where the caller does not say (1: the
+/// whole meta-batch as one, its work shared over the threads step by step): lets the bench measure both
+/// ways, and a user rule one out.
+#[doc(hidden)]
+pub fn limit_episode_groups(cap: usize) {
+    EPISODE_GROUPS_CAP.store(cap, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// E episodes as contiguous groups (first, count): `wanted` of them, or by default one per CPU thread
+/// (at most `limit_episode_groups`). A lifetime's steps must run in order, and a paper-size step's work
+/// split over two cores keeps them only 1.3–1.7× busy (its chain of small products through the layers,
+/// and the layers' uneven split); separate episodes share nothing until their results are summed, so
+/// from two episodes on, each thread takes whole ones (`in_episode_groups`). On a GPU the episodes stay
+/// together by default: there the batch is what fills the device.
+pub fn episode_groups(e: i64, device: Device, wanted: Option<usize>) -> Vec<(i64, i64)> {
+    let threads = tch::get_num_threads().max(1) as usize;
+    let groups = match wanted {
+        Some(n) => n,
+        None if device != Device::Cpu => 1,
+        None => match EPISODE_GROUPS_CAP.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => threads,
+            cap => cap.min(threads),
+        },
+    };
+    let groups = (groups as i64).clamp(1, e.max(1));
+    (0..groups).map(|g| (e * g / groups, e * (g + 1) / groups - e * g / groups)).collect()
+}
+
+/// `group(first, count)` for every group, each on one of libtorch's threads (`parallel_tasks`; a single
+/// group runs here): results in group order.
+pub fn in_episode_groups<T: Send>(groups: &[(i64, i64)], group: impl Fn(i64, i64) -> Result<T>) -> Result<Vec<T>> {
+    if let [(first, count)] = groups {
+        return Ok(vec![group(*first, *count)?]);
+    }
+    let sizes: Vec<usize> = groups.iter().map(|&(_, count)| count as usize).collect();
+    parallel_tasks(&sizes, |g| group(groups[g].0, groups[g].1))
+}
+
 /// The widest vector instructions this CPU has, detected once (the loops below are compiled for each).
 #[derive(Clone, Copy, PartialEq)]
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // one build of the loops elsewhere

@@ -144,6 +144,27 @@ fn sine_evaluation_has_the_protocol_structure_and_is_deterministic() {
     assert_ne!(a, other_seed);
 }
 
+/// Runs evaluated one at a time score what they score evaluated together, where the runs are shared out
+/// over the threads in groups (kernels::episode_groups): 4 runs in groups of 2, 3 runs in 2 + 1.
+#[test]
+fn sine_evaluation_is_the_same_one_run_at_a_time_and_in_groups_over_threads() {
+    tch::set_num_threads(2);
+    for rule in [r#"{"type":"oja"}"#, r#"{"type":"sgd","lr":0.01}"#] {
+        let mut exp = Experiment::new(tiny_sine(rule)).unwrap();
+        for runs in [3, 4] {
+            let scores = |max_batch: usize, exp: &mut Experiment| match evaluate(exp, &EvalOptions { runs, seed: 9, max_batch, ..EvalOptions::default() }).unwrap() {
+                EvalRaw::Sine { continual, iid, .. } => [continual, iid].into_iter().flat_map(|o| o.curve.into_iter().flatten().chain(o.per_function.into_iter().flatten())).collect::<Vec<f64>>(),
+                other => panic!("expected a sine result, got {other:?}"),
+            };
+            let (alone, together) = (scores(1, &mut exp), scores(runs, &mut exp));
+            assert_eq!(alone.len(), together.len());
+            for (a, b) in alone.iter().zip(&together) {
+                assert!((a - b).abs() <= 1e-5 * a.abs().max(1e-3), "{rule}, {runs} runs: {a} alone, {b} together");
+            }
+        }
+    }
+}
+
 #[test]
 fn a_cancel_inside_a_meta_step_changes_nothing_and_resume_repeats_the_step() {
     use std::sync::Arc;

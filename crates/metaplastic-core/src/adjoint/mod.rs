@@ -32,8 +32,8 @@ pub struct AdjointOptions {
     /// The most memory the kept pre-activations may take, in bytes (default `KEEP_BUDGET`), shared
     /// equally by the groups of episodes.
     pub keep_budget: Option<usize>,
-    /// Groups of episodes run side by side on the threads (at most one per episode; default on the CPU
-    /// one per thread, at most `limit_episode_groups`, elsewhere 1). 1 keeps the meta-batch whole.
+    /// Groups of episodes run side by side on the threads (`kernels::episode_groups`; default on the CPU
+    /// one per thread, elsewhere 1). 1 keeps the meta-batch whole.
     pub episode_groups: Option<usize>,
 }
 
@@ -188,36 +188,6 @@ pub fn meta_gradient(learner: &mut Learner, batch: &EpisodeBatch, opts: AdjointO
     }
 }
 
-/// The most groups a meta-batch is split into (0: as many as libtorch has threads); `limit_episode_groups`.
-static EPISODE_GROUPS_CAP: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-/// Caps how many groups of episodes the reverse pass runs side by side on the CPU where its options do
-/// not say (1: the whole meta-batch as one, its work shared over the threads step by step): lets the
-/// bench measure both ways, and a user rule one out.
-#[doc(hidden)]
-pub fn limit_episode_groups(cap: usize) {
-    EPISODE_GROUPS_CAP.store(cap, std::sync::atomic::Ordering::Relaxed);
-}
-
-/// The meta-batch's episodes as contiguous groups (first, count): `wanted` of them, or by default one
-/// per CPU thread. A lifetime's steps must run in order, and a paper-size step's work split over two
-/// cores keeps them 1.3–1.7× busy (its chain of small products through the layers, and the layers'
-/// uneven split); separate episodes share nothing until the meta-gradient is summed, so from two
-/// episodes on, each thread takes whole ones. On a GPU the meta-batch stays whole by default: there it
-/// is what fills the device.
-fn episode_groups(e: i64, device: tch::Device, wanted: Option<usize>) -> Vec<(i64, i64)> {
-    let groups = match wanted {
-        Some(n) => n,
-        None if device != tch::Device::Cpu => 1,
-        None => match EPISODE_GROUPS_CAP.load(std::sync::atomic::Ordering::Relaxed) {
-            0 => tch::get_num_threads().max(1) as usize,
-            cap => cap.min(tch::get_num_threads().max(1) as usize),
-        },
-    };
-    let groups = (groups as i64).clamp(1, e.max(1));
-    (0..groups).map(|g| (e * g / groups, e * (g + 1) / groups - e * g / groups)).collect()
-}
-
 /// What one group of episodes' reverse pass gives: its share of the mean query loss (with its graph to
 /// the parameters), the adjoints of its initial fast weights and biases and of its features per step,
 /// and the rule with its meta-parameters' accumulated gradients.
@@ -238,10 +208,9 @@ fn run<R: StepAdjoint + Send>(learner: &mut Learner, batch: &EpisodeBatch, opts:
     let needs_dx = features.requires_grad();
     let x = features.f_detach()?;
     let learner: &Learner = learner;
-    let groups = episode_groups(e, learner.device, opts.episode_groups);
+    let groups = crate::kernels::episode_groups(e, learner.device, opts.episode_groups);
     let budget = opts.keep_budget.unwrap_or(KEEP_BUDGET) / groups.len();
-    let group = |g: usize| -> Result<GroupPass<R>> {
-        let (first, count) = groups[g];
+    let group = |first: i64, count: i64| -> Result<GroupPass<R>> {
         let part = |t: &Tensor| -> Result<Tensor> { Ok(t.f_narrow(0, first, count)?) };
         let start = |v: &[Tensor]| -> Result<Vec<Tensor>> { detach_all(&v.iter().map(part).collect::<Result<Vec<_>>>()?) };
         let input = GroupInput {
@@ -256,13 +225,8 @@ fn run<R: StepAdjoint + Send>(learner: &mut Learner, batch: &EpisodeBatch, opts:
         };
         group_pass(learner, input, opts, budget, &mode, make_rule(learner)?)
     };
-    let passes = if groups.len() == 1 {
-        vec![group(0)?]
-    } else {
-        let sizes: Vec<usize> = groups.iter().map(|&(_, count)| count as usize).collect();
-        // The query loss and its seed run through autograd on the worker threads.
-        crate::kernels::parallel_tasks(&sizes, |g| tch::with_grad(|| group(g)))?
-    };
+    // The query loss and its seed run through autograd, on the worker threads too.
+    let passes = crate::kernels::in_episode_groups(&groups, |first, count| tch::with_grad(|| group(first, count)))?;
 
     let most_recomputed = passes.iter().map(|p| p.stats).max_by_key(|s| s.recomputed).unwrap_or_default();
     LAST_PASS.with(|s| s.set(PassStats { groups: groups.len(), ..most_recomputed }));
