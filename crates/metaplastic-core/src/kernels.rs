@@ -314,10 +314,7 @@ pub fn parallel_tasks<T: Send>(sizes: &[usize], task: impl Fn(usize) -> Result<T
             for &k in ks {
                 // A panic becomes this task's error here, on the thread that raised it: it must not
                 // unwind through OpenMP, and the caller reports it like any other failure.
-                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task(k))).unwrap_or_else(|p| {
-                    let what = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
-                    Err(Error::Internal(format!("task {k} failed: {what}")))
-                });
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task(k))).unwrap_or_else(|p| Err(Error::Internal(format!("task {k} failed: {}", panic_message(p)))));
                 *slots[k].lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
             }
         }
@@ -326,6 +323,87 @@ pub fn parallel_tasks<T: Send>(sizes: &[usize], task: impl Fn(usize) -> Result<T
     slots
         .into_iter()
         .map(|s| s.into_inner().unwrap_or_else(|e| e.into_inner()).unwrap_or_else(|| Err(Error::Internal("a task did not run".into()))))
+        .collect()
+}
+
+/// A panic's message, for the error that replaces it.
+fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()
+}
+
+/// Runs `produce(release)` on one of libtorch's threads while the others run `task(k)` for every k, each
+/// as soon as `produce` has called `release(k)`; the producer's thread joins them once it is done. A
+/// step's backward chain through the layers, top-down, releases each layer to the next step's adjoint
+/// loop as it passes it: the two overlap on two cores instead of taking turns. With one thread, `produce`
+/// runs first and the tasks after it, in release order. `produce` must release every k once; tasks it
+/// never released (it failed first) report that they did not run. Results in k order; the producer's
+/// error comes first. Shared tensors as in `parallel_tasks`; tasks run without a graph.
+pub fn pipelined_tasks<T: Send>(n: usize, produce: impl FnOnce(&dyn Fn(usize)) -> Result<()>, task: impl Fn(usize) -> Result<T>) -> Result<Vec<T>> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    struct Shared<P, F>(Mutex<Option<P>>, F);
+    // SAFETY: as in `parallel_tasks`: the task closure only reads what the tasks share, and the producer
+    // runs on exactly one thread (taken out of its mutex once).
+    unsafe impl<P, F> Sync for Shared<P, F> {}
+    impl<P, F> Shared<P, F> {
+        fn producer(&self) -> Option<P> {
+            self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+        }
+        fn task(&self) -> &F {
+            &self.1
+        }
+    }
+    let shared = Shared(Mutex::new(Some(produce)), task);
+    let released: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(usize::MAX)).collect();
+    let (count, next, done) = (AtomicUsize::new(0), AtomicUsize::new(0), AtomicBool::new(false));
+    let produced: Mutex<Option<Result<()>>> = Mutex::new(None);
+    let slots: Vec<Mutex<Option<Result<T>>>> = (0..n).map(|_| Mutex::new(None)).collect();
+    let release = |k: usize| {
+        let c = count.load(Ordering::Relaxed);
+        if c < n {
+            released[c].store(k, Ordering::Relaxed);
+            count.store(c + 1, Ordering::Release);
+        }
+    };
+    let consume = || loop {
+        let c = next.load(Ordering::Acquire);
+        if c < count.load(Ordering::Acquire) {
+            if next.compare_exchange(c, c + 1, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                let k = released[c].load(Ordering::Relaxed);
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (shared.task())(k))).unwrap_or_else(|p| Err(Error::Internal(format!("task {k} failed: {}", panic_message(p)))));
+                *slots[k].lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
+            }
+        } else if done.load(Ordering::Acquire) {
+            if next.load(Ordering::Acquire) >= count.load(Ordering::Acquire) {
+                return;
+            }
+        } else {
+            std::hint::spin_loop();
+        }
+    };
+    let work = |lo: usize, hi: usize| {
+        let _no_grad = tch::no_grad_guard();
+        for index in lo..hi {
+            let producer = if index == 0 { shared.producer() } else { None };
+            if let Some(produce) = producer {
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| produce(&release))).unwrap_or_else(|p| Err(Error::Internal(format!("the producer failed: {}", panic_message(p)))));
+                *produced.lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
+                done.store(true, Ordering::Release);
+            }
+            consume();
+        }
+    };
+    let threads = (tch::get_num_threads().max(1) as usize).min(n + 1).max(1);
+    if threads <= 1 {
+        work(0, 1);
+    } else {
+        on_torch_threads(threads, 1, &work);
+    }
+    produced.into_inner().unwrap_or_else(|e| e.into_inner()).unwrap_or_else(|| Err(Error::Internal("the producer did not run".into())))?;
+    slots
+        .into_iter()
+        .enumerate()
+        .map(|(k, s)| s.into_inner().unwrap_or_else(|e| e.into_inner()).unwrap_or_else(|| Err(Error::Internal(format!("task {k} was never released")))))
         .collect()
 }
 

@@ -374,6 +374,46 @@ fn tasks_over_threads_keep_order_and_report_failures() {
     assert!(failed.is_err());
 }
 
+/// Pipelined tasks start only once the producer has released them, come back in task order, and a
+/// failing or panicking task, or a producer that fails half-way, comes back as an error.
+#[test]
+fn pipelined_tasks_wait_for_their_release() {
+    use metaplastic_core::kernels::pipelined_tasks;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    tch::set_num_threads(2);
+    for threads in [1, 2] {
+        tch::set_num_threads(threads);
+        let ready: Vec<AtomicBool> = (0..6).map(|_| AtomicBool::new(false)).collect();
+        let produce = |release: &dyn Fn(usize)| {
+            for k in (0..6).rev() {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+                ready[k].store(true, Ordering::SeqCst);
+                release(k);
+            }
+            Ok(())
+        };
+        let out = pipelined_tasks(6, produce, |k| Ok((k * 10, ready[k].load(Ordering::SeqCst)))).unwrap();
+        assert_eq!(out, (0..6).map(|k| (k * 10, true)).collect::<Vec<_>>(), "{threads} thread(s)");
+        let release_all = |release: &dyn Fn(usize)| {
+            (0..3).for_each(release);
+            Ok(())
+        };
+        let panicked = pipelined_tasks(3, release_all, |k| if k == 1 { panic!("task one broke") } else { Ok(k) });
+        assert!(matches!(&panicked, Err(e) if e.to_string().contains("task one broke")), "{panicked:?}");
+        let half = pipelined_tasks(3, |release| {
+            release(2);
+            Err(metaplastic_core::Error::Internal("producer stopped".into()))
+        }, Ok);
+        assert!(matches!(&half, Err(e) if e.to_string().contains("producer stopped")), "{half:?}");
+        let unreleased = pipelined_tasks(3, |release| {
+            release(0);
+            Ok(())
+        }, Ok);
+        assert!(matches!(&unreleased, Err(e) if e.to_string().contains("never released")), "{unreleased:?}");
+    }
+    tch::set_num_threads(2);
+}
+
 /// The adjoint loop running an Oja or Hebb step backwards: from the weights after `local_step` it gets
 /// back the weights before it (float64), and every output it gives is the one it gives from those.
 #[test]

@@ -186,13 +186,76 @@ struct LocalStep {
     bias_rows: std::cell::OnceCell<Vec<Tensor>>,
 }
 
+/// What the reverse pass of the step last differentiated leaves to the step before it.
+struct Owed {
+    /// Per layer, the forward pass's dzᵀa, as (dz, a), not yet added to its G: the fused loops add it as
+    /// they next read G (`kernels::local_step_adjoint`), which saves a weight-sized read and write per
+    /// layer and step; `flush` adds what is left at the end.
+    pending: Vec<Option<(Tensor, Tensor)>>,
+    /// The step's backward chain through its layers, not yet run: where the step before it runs
+    /// backwards too, that step's adjoint loops run under it layer by layer (`kernels::pipelined_tasks`)
+    /// instead of after it. `settle` runs it where nothing follows.
+    chain: Option<Chain>,
+}
+
+/// A step's forward pass, to differentiate from the output down: the gradients reaching each layer's
+/// output from the teaching path (`d_act`) and reaching its input from the rule (`d_pre`), and its
+/// pre-activations z and inputs a.
+struct Chain {
+    d_act: Vec<Option<Tensor>>,
+    d_pre: Vec<Tensor>,
+    z: Vec<Tensor>,
+    pre: Vec<Tensor>,
+}
+
+impl Chain {
+    /// Runs the chain from the output down with the step's weights `w`, adding each layer's Σ dz to its
+    /// bias adjoint and handing `each(k, dz_k)` every layer in turn (dz_k none where no gradient reaches
+    /// it); returns ∂L/∂(the step's input features).
+    fn run(mut self, w: &[Tensor], gb: &mut [Tensor], mut each: impl FnMut(usize, Option<Tensor>) -> Result<()>) -> Result<Option<Tensor>> {
+        let n = w.len();
+        // ∂L/∂(input of layer k), through its weights and through the rule (d_pre): the gradient of the
+        // output of layer k − 1.
+        let mut d_input: Option<Tensor> = None;
+        for k in (0..n).rev() {
+            let mut da = self.d_act[k].take();
+            if let Some(d) = d_input.take() {
+                accumulate(&mut da, d)?;
+            }
+            let Some(da) = da else {
+                d_input = Some(self.d_pre[k].shallow_clone());
+                each(k, None)?;
+                continue;
+            };
+            let dz = if k + 1 == n { da } else { relu_backward(&da, &self.z[k])? };
+            gb[k] = gb[k].f_add(&dz.f_sum_dim_intlist([1i64].as_slice(), false, None::<Kind>)?)?; // b is constant: its adjoint sums
+            d_input = Some(self.d_pre[k].f_baddbmm(&dz, &w[k], 1.0, 1.0)?);
+            each(k, Some(dz))?;
+        }
+        Ok(d_input)
+    }
+
+    /// Runs the chain, leaving each layer's dzᵀa owed to its G (the fused loops).
+    fn settle(self, w: &[Tensor], gb: &mut [Tensor], pending: &mut [Option<(Tensor, Tensor)>]) -> Result<()> {
+        let pre: Vec<Tensor> = self.pre.iter().map(|a| a.shallow_clone()).collect();
+        self.run(w, gb, |k, dz| {
+            pending[k] = match dz {
+                Some(dz) => Some((dz.f_contiguous()?, pre[k].f_contiguous()?)),
+                None => None,
+            };
+            Ok(())
+        })?;
+        Ok(())
+    }
+}
+
 pub(super) struct LocalAdjoint {
     step: LocalStep,
     grads: Grads,
-    /// Per layer, the forward pass's dzᵀa of the step last differentiated, as (dz, a), not yet added to
-    /// its G: the fused loops add it as they next read G (`kernels::local_step_adjoint`), which saves a
-    /// weight-sized read and write per layer and step; `flush` adds what is left at the end.
-    pending: Vec<Option<(Tensor, Tensor)>>,
+    owed: Owed,
+    /// Whether a step's backward chain may wait for the step before it (`Owed::chain`): not when the
+    /// features' adjoints are wanted, which the chain gives.
+    defer_chain: bool,
     /// The effective rates with their graph to the stored parameters (for the surrogate).
     rates_graph: Vec<Tensor>,
     feedback_idx: Vec<Vec<(usize, usize)>>,
@@ -237,7 +300,8 @@ impl LocalAdjoint {
         Ok(Self {
             step: LocalStep { cfg: learner.cfg.clone(), rule: rule_values, n, fused, bias_rows: std::cell::OnceCell::new() },
             grads,
-            pending: (0..n).map(|_| None).collect(),
+            owed: Owed { pending: (0..n).map(|_| None).collect(), chain: None },
+            defer_chain: false,
             rates_graph,
             feedback_idx,
             strength_idx: rule.feedback.iter().map(|f| f.strength).collect(),
@@ -270,8 +334,19 @@ impl StepAdjoint for LocalAdjoint {
     }
 
     fn backward(&mut self, _t: usize, w: &[Tensor], _b: &[Tensor], tape: StepTape, gw: Vec<Tensor>, mut gb: Vec<Tensor>, mode: StepMode, unstep: bool) -> Result<(Vec<Tensor>, Vec<Tensor>, Option<Tensor>)> {
-        let (gw, dx) = self.step.backward(w, unstep, &tape, gw, mode, &mut self.grads, &mut gb, &mut self.pending)?;
+        let (gw, dx) = self.step.backward(w, unstep, &tape, gw, mode, &mut self.grads, &mut gb, &mut self.owed, self.defer_chain)?;
         Ok((gw, gb, dx))
+    }
+
+    fn features_need_adjoints(&mut self, needed: bool) {
+        self.defer_chain = !needed;
+    }
+
+    fn settle(&mut self, w: &[Tensor], gb: &mut [Tensor]) -> Result<()> {
+        match self.owed.chain.take() {
+            Some(chain) => chain.settle(w, gb, &mut self.owed.pending),
+            None => Ok(()),
+        }
     }
 
     /// The fused loops run a step backwards; derivative feedback needs the weights before the step to
@@ -307,18 +382,24 @@ impl StepAdjoint for LocalAdjoint {
         let (strength, feedback) = self.grads.per_layer();
         let rate_full = self.grads.rate_full.iter().map(|t| t.f_detach_copy()).collect::<std::result::Result<_, _>>()?;
         let saved = Grads { feedback, strength, stacked: None, rate_full };
-        let pending: Vec<Option<(Tensor, Tensor)>> = self.pending.iter().map(|p| p.as_ref().map(|(d, a)| (d.shallow_clone(), a.shallow_clone()))).collect();
+        if self.owed.chain.is_some() {
+            return Err(Error::Internal("a step's backward chain is still owed (settle first)".into()));
+        }
+        let pending: Vec<Option<(Tensor, Tensor)>> = self.owed.pending.iter().map(|p| p.as_ref().map(|(d, a)| (d.shallow_clone(), a.shallow_clone()))).collect();
         Ok(Box::new((saved, pending)))
     }
 
     fn restore(&mut self, saved: Box<dyn std::any::Any>) -> Result<()> {
         let (grads, pending) = *saved.downcast::<(Grads, Vec<Option<(Tensor, Tensor)>>)>().map_err(|_| Error::Internal("not this rule's saved state".into()))?;
-        (self.grads, self.pending) = (grads, pending);
+        (self.grads, self.owed.pending) = (grads, pending);
         Ok(())
     }
 
     fn flush(&mut self, gw: &mut [Tensor]) -> Result<()> {
-        for (g, owed) in gw.iter_mut().zip(self.pending.iter_mut()) {
+        if self.owed.chain.is_some() {
+            return Err(Error::Internal("a step's backward chain is still owed (settle first)".into()));
+        }
+        for (g, owed) in gw.iter_mut().zip(self.owed.pending.iter_mut()) {
             if let Some((dz, a)) = owed.take() {
                 add_forward_term(g, &dz, &a)?;
             }
@@ -498,13 +579,22 @@ impl LocalStep {
         Ok((post, FeedbackTape::Map { layers, softmax }, None))
     }
 
-    /// Propagates G (= ∂L/∂W after step t, plus what `pending` still owes it) back through step t;
-    /// returns ∂L/∂W before it (again with `pending`) and ∂L/∂x_t (the step's input features) when
-    /// the step is differentiated fully.
+    /// Propagates G (= ∂L/∂W after step t, plus what `owed` still owes it) back through step t;
+    /// returns ∂L/∂W before it (again with `owed`) and ∂L/∂x_t (the step's input features) when
+    /// the step is differentiated fully and its chain is not deferred (`defer_chain`: it then waits in
+    /// `owed` for the step before it).
     #[allow(clippy::too_many_arguments)]
-    fn backward(&self, w: &[Tensor], unstep: bool, tape: &StepTape, g: Vec<Tensor>, mode: StepMode, grads: &mut Grads, gb: &mut [Tensor], pending: &mut [Option<(Tensor, Tensor)>]) -> Result<(Vec<Tensor>, Option<Tensor>)> {
+    fn backward(&self, w: &[Tensor], unstep: bool, tape: &StepTape, g: Vec<Tensor>, mode: StepMode, grads: &mut Grads, gb: &mut [Tensor], owed: &mut Owed, defer_chain: bool) -> Result<(Vec<Tensor>, Option<Tensor>)> {
         if unstep && (!self.fused || mode == StepMode::Constant) {
             return Err(Error::Internal("only the fused loops run a differentiated step backwards".into()));
+        }
+        // A deferred chain runs under this step's adjoint loops only when they run this step backwards
+        // (`w` then holds the weights after it: the ones the chain's step used).
+        let pipelined = self.fused && unstep && mode == StepMode::Full;
+        if !pipelined {
+            if let Some(chain) = owed.chain.take() {
+                chain.settle(w, gb, &mut owed.pending)?;
+            }
         }
         if mode == StepMode::Constant {
             return Ok((g, None)); // G passes unchanged, and so does what is owed to it
@@ -518,7 +608,7 @@ impl LocalStep {
         }
         // Per layer: ∂L/∂ã, ∂L/∂a from the rule (fully), the direct part of ∂L/∂W (fully); the rate
         // gradient accumulates in place in the layer's own full-size accumulator.
-        let layer = |k: usize| -> Result<LayerAdjoint> {
+        let layer = |k: usize, owed_k: Option<(&Tensor, &Tensor)>| -> Result<LayerAdjoint> {
             let rate = &self.rule.rates[k];
             let post = &tape.post[k];
             let pre = &tape.acts.pre[k];
@@ -532,8 +622,7 @@ impl LocalStep {
                 // Updates G in place to its direct part G − m Q ⊙ r (kept as is under first order).
                 let mut direct = g[k].shallow_clone();
                 let (post_k, pre_k) = (post.f_contiguous()?, pre.f_contiguous()?);
-                let owed = pending[k].as_ref().map(|(dz, a)| (dz, a));
-                let out = crate::kernels::local_step_adjoint(&mut direct, full, &w[k], unstep, &post_k, &pre_k, rate, tape.oja, m, c, &mut rate_full, owed)?;
+                let out = crate::kernels::local_step_adjoint(&mut direct, full, &w[k], unstep, &post_k, &pre_k, rate, tape.oja, m, c, &mut rate_full, owed_k)?;
                 if full {
                     g_next = Some(direct);
                 }
@@ -597,13 +686,40 @@ impl LocalStep {
         let mut d_post = Vec::with_capacity(n);
         let mut d_pre = Vec::with_capacity(n);
         let mut g_next = Vec::with_capacity(n);
-        for (dp, dpre, gn) in self.per_layer(w, layer)?.into_iter() {
+        let layers = match owed.chain.take() {
+            // The chain of the step after this one hands each layer's dz to its adjoint loop as it passes
+            // it, top-down; the loop then runs its step backwards, over the weights the chain has read.
+            Some(chain) => {
+                let slots: Vec<std::sync::Mutex<Option<(Tensor, Tensor)>>> = (0..n).map(|_| std::sync::Mutex::new(None)).collect();
+                let pre: Vec<Tensor> = chain.pre.iter().map(|a| a.shallow_clone()).collect();
+                let mut chain_gb: Vec<Tensor> = gb.iter().map(|t| t.shallow_clone()).collect();
+                let produce = |release: &dyn Fn(usize)| -> Result<()> {
+                    chain.run(w, &mut chain_gb, |k, dz| {
+                        if let Some(dz) = dz {
+                            *slots[k].lock().unwrap_or_else(|e| e.into_inner()) = Some((dz.f_contiguous()?, pre[k].f_contiguous()?));
+                        }
+                        release(k);
+                        Ok(())
+                    })?;
+                    Ok(())
+                };
+                let task = |k: usize| {
+                    let owed_k = slots[k].lock().unwrap_or_else(|e| e.into_inner()).take();
+                    layer(k, owed_k.as_ref().map(|(dz, a)| (dz, a)))
+                };
+                let layers = crate::kernels::pipelined_tasks(n, produce, task)?;
+                gb.iter_mut().zip(chain_gb).for_each(|(b, c)| *b = c);
+                layers
+            }
+            None => self.per_layer(w, |k| layer(k, owed.pending[k].as_ref().map(|(dz, a)| (dz, a))))?,
+        };
+        for (dp, dpre, gn) in layers.into_iter() {
             d_post.push(dp);
             d_pre.extend(dpre);
             g_next.extend(gn);
         }
         if self.fused {
-            pending.iter_mut().for_each(|owed| *owed = None); // the loops added it to G
+            owed.pending.iter_mut().for_each(|p| *p = None); // the loops added it to G
         }
         // Gradients reaching the layers' outputs a_k (hidden: ReLU(z_k), output: ŷ) from the teaching path.
         let mut d_act: Vec<Option<Tensor>> = (0..n).map(|_| None).collect();
@@ -614,31 +730,22 @@ impl LocalStep {
         }
         // The forward pass of the step, from the output down.
         let acts = &tape.acts;
-        // ∂L/∂(input of layer k), through its weights and through the rule (d_pre): the gradient of the
-        // output of layer k − 1.
-        let mut d_input: Option<Tensor> = None;
-        let mut dzs: Vec<Option<Tensor>> = (0..n).map(|_| None).collect();
-        for k in (0..n).rev() {
-            let mut da = d_act[k].take();
-            if let Some(d) = d_input.take() {
-                accumulate(&mut da, d)?;
-            }
-            let Some(da) = da else {
-                d_input = Some(d_pre[k].shallow_clone());
-                continue;
-            };
-            let dz = if k + 1 == n { da } else { relu_backward(&da, &acts.z[k])? };
-            gb[k] = gb[k].f_add(&dz.f_sum_dim_intlist([1i64].as_slice(), false, None::<Kind>)?)?; // b is constant: its adjoint sums
-            d_input = Some(d_pre[k].f_baddbmm(&dz, &w[k], 1.0, 1.0)?);
-            dzs[k] = Some(dz);
+        let chain = Chain { d_act, d_pre, z: acts.z.iter().map(|z| z.shallow_clone()).collect(), pre: acts.pre.iter().map(|a| a.shallow_clone()).collect() };
+        if pipelined && defer_chain && extra_w.iter().all(Option::is_none) {
+            owed.chain = Some(chain); // run under the step before this one's adjoint loops
+            return Ok((g_next, None));
         }
-        let d_x = d_input;
+        let mut dzs: Vec<Option<Tensor>> = (0..n).map(|_| None).collect();
+        let d_x = chain.run(w, gb, |k, dz| {
+            dzs[k] = dz;
+            Ok(())
+        })?;
         // ∂L/∂W of each layer: the direct part, the forward pass's dzᵀa and what the teaching path added.
         // The fused loops take dzᵀa over from here: it is owed to G until they next read it.
         if self.fused {
             for (k, dz) in dzs.iter_mut().enumerate() {
                 if let Some(dz) = dz.take() {
-                    pending[k] = Some((dz.f_contiguous()?, acts.pre[k].f_contiguous()?));
+                    owed.pending[k] = Some((dz.f_contiguous()?, acts.pre[k].f_contiguous()?));
                 }
             }
         }

@@ -118,6 +118,14 @@ trait StepAdjoint {
     fn restore(&mut self, _saved: Box<dyn std::any::Any>) -> Result<()> {
         Err(Error::Internal("this rule runs no steps backwards".into()))
     }
+    /// Whether the reverse pass needs ∂L/∂x_t (a front that learns); a rule may defer work that gives
+    /// it otherwise (`settle`).
+    fn features_need_adjoints(&mut self, _needed: bool) {}
+    /// Finishes whatever of the last step differentiated the rule left for the step before it, where no
+    /// step before it follows in this segment run backwards; `w` holds that step's weights.
+    fn settle(&mut self, _w: &[Tensor], _gb: &mut [Tensor]) -> Result<()> {
+        Ok(())
+    }
     /// Adds to the weights' adjoints whatever the rule still owes them, once the reverse pass is done.
     fn flush(&mut self, _gw: &mut [Tensor]) -> Result<()> {
         Ok(())
@@ -284,6 +292,7 @@ fn group_pass<R: StepAdjoint>(learner: &Learner, input: GroupInput, opts: Adjoin
     let steps = input.x.size()[1] as usize;
     let k = opts.interval.unwrap_or_else(|| default_interval(steps)).max(1);
     let (x, y) = (&input.x, &input.y);
+    rule.features_need_adjoints(input.needs_dx);
     let cancel = learner.cancel.clone();
     // Cancellation reaches the reverse pass between inner steps, forward and backward alike.
     let check_cancel = || -> Result<()> {
@@ -371,6 +380,7 @@ fn group_pass<R: StepAdjoint>(learner: &Learner, input: GroupInput, opts: Adjoin
                     (gw, gb) = (pw, pb);
                     d_features[t] = dx.filter(|_| input.needs_dx);
                 }
+                rule.settle(&wt, &mut gb)?;
                 if lands_on(&wt, w0)? {
                     stats.unstepped += t1 - t0;
                     continue;
