@@ -365,20 +365,29 @@ pub fn pipelined_tasks<T: Send>(n: usize, produce: impl FnOnce(&dyn Fn(usize)) -
             count.store(c + 1, Ordering::Release);
         }
     };
-    let consume = || loop {
-        let c = next.load(Ordering::Acquire);
-        if c < count.load(Ordering::Acquire) {
-            if next.compare_exchange(c, c + 1, Ordering::AcqRel, Ordering::Acquire).is_ok() {
-                let k = released[c].load(Ordering::Relaxed);
-                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (shared.task())(k))).unwrap_or_else(|p| Err(Error::Internal(format!("task {k} failed: {}", panic_message(p)))));
-                *slots[k].lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
+    let consume = || {
+        let mut idle = 0u32;
+        loop {
+            let c = next.load(Ordering::Acquire);
+            if c < count.load(Ordering::Acquire) {
+                if next.compare_exchange(c, c + 1, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                    let k = released[c].load(Ordering::Relaxed);
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (shared.task())(k))).unwrap_or_else(|p| Err(Error::Internal(format!("task {k} failed: {}", panic_message(p)))));
+                    *slots[k].lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
+                    idle = 0;
+                }
+            } else if done.load(Ordering::Acquire) {
+                if next.load(Ordering::Acquire) >= count.load(Ordering::Acquire) {
+                    return;
+                }
+            } else if idle < 4096 {
+                // A waiting thread spins briefly (a layer of the chain takes tens of microseconds), then
+                // gives its core away: on a busy machine the producer may be the one waiting for it.
+                idle += 1;
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
             }
-        } else if done.load(Ordering::Acquire) {
-            if next.load(Ordering::Acquire) >= count.load(Ordering::Acquire) {
-                return;
-            }
-        } else {
-            std::hint::spin_loop();
         }
     };
     let work = |lo: usize, hi: usize| {
