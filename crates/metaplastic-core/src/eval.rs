@@ -2,7 +2,7 @@
 //! without meta-gradients. Results are raw per-run values; summaries (mean, 95% CI) are made by the
 //! caller. The output is a pure function of the learner, the seed and the options.
 use crate::experiment::{Experiment, LoadedTask, TaskConfig};
-use crate::inner::{InnerLoop, StepMode};
+use crate::inner::{FastWeights, InnerLoop, StepMode};
 use crate::learner::Learner;
 use crate::rng::{stream, Rng};
 use crate::net::functional::tail;
@@ -109,8 +109,9 @@ fn to_vec2(t: &Tensor) -> Result<Vec<Vec<f64>>> {
 
 /// A group's episodes of the fast weights, in storage of their own: views of one tensor share its version
 /// counter, and a gradient rule's in-place step in one group would invalidate the graph of another's.
-fn own_copies(v: &[Tensor], first: i64, count: i64) -> Result<Vec<Tensor>> {
-    v.iter().map(|t| Ok(t.f_narrow(0, first, count)?.f_detach_copy()?)).collect()
+fn group_weights(fast: &FastWeights, first: i64, count: i64) -> Result<FastWeights> {
+    let own = |v: &[Tensor]| v.iter().map(|t| Ok(t.f_narrow(0, first, count)?.f_detach_copy()?)).collect::<Result<Vec<_>>>();
+    Ok(FastWeights { w: own(&fast.w)?, b: own(&fast.b)? })
 }
 
 fn batch_size(opts: &EvalOptions, bytes_per_run: i64) -> usize {
@@ -168,10 +169,9 @@ fn sine_order(learner: &mut Learner, task: &SineTask, runs: usize, chunk: usize,
         let groups = crate::kernels::episode_groups(n as i64, learner.device, None);
         let scored = crate::kernels::in_episode_groups(&groups, |first, count| -> Result<Vec<Vec<Vec<f64>>>> {
             let part = |t: &Tensor| -> Result<Tensor> { Ok(t.f_narrow(0, first, count)?) };
-            let parts = |v: &[Tensor]| own_copies(v, first, count);
-            let mut fast = crate::inner::FastWeights { w: parts(&fast.w)?, b: parts(&fast.b)? };
+            let mut fast = group_weights(&fast, first, count)?;
             let (x, y, query, query_y) = (part(&features)?, part(&batch.support_y)?, part(&query_features)?, part(&batch.query_y)?);
-            let per_function = |fast: &crate::inner::FastWeights| -> Result<Vec<Vec<f64>>> {
+            let per_function = |fast: &FastWeights| -> Result<Vec<Vec<f64>>> {
                 let err = tail(&query, &fast.w, &fast.b)?.output().f_sub(&query_y)?.f_square()?;
                 to_vec2(&err.f_reshape([count, f as i64, q])?.f_mean_dim([2i64].as_slice(), false, None::<Kind>)?)
             };
@@ -281,10 +281,8 @@ fn run_streams(learner: &mut Learner, bank: &mut FeatureBank, streams: &[StreamI
     let groups = crate::kernels::episode_groups(e, learner.device, None);
     let scored = crate::kernels::in_episode_groups(&groups, |first, count| -> Result<(Vec<f64>, Vec<f64>)> {
         let part = |t: &Tensor| -> Result<Tensor> { Ok(t.f_narrow(0, first, count)?) };
-        let parts = |v: &[Tensor]| own_copies(v, first, count);
         let (train_f, train_y, test_f, test_y) = (part(&train_f)?, part(&train_y)?, part(&test_f)?, part(&test_y)?);
-        let fast = crate::inner::FastWeights { w: parts(&fast.w)?, b: parts(&fast.b)? };
-        let fast = inner.run(fast, &train_f.f_unsqueeze(2)?, &train_y.f_unsqueeze(2)?, |_| StepMode::Constant)?;
+        let fast = inner.run(group_weights(&fast, first, count)?, &train_f.f_unsqueeze(2)?, &train_y.f_unsqueeze(2)?, |_| StepMode::Constant)?;
         let acc = |f: &Tensor, y: &Tensor| -> Result<Vec<f64>> {
             let y_hat = tail(f, &fast.w, &fast.b)?.output().shallow_clone();
             Ok(Vec::<f64>::try_from(&loss::accuracy(&y_hat, y)?.f_to_device(Device::Cpu)?)?)

@@ -312,9 +312,7 @@ pub fn parallel_tasks<T: Send>(sizes: &[usize], task: impl Fn(usize) -> Result<T
         let _no_grad = tch::no_grad_guard(); // grad mode is per thread; these threads never had it set
         for (_, ks) in &bins[lo..hi] {
             for &k in ks {
-                // A panic becomes this task's error here, on the thread that raised it: it must not
-                // unwind through OpenMP, and the caller reports it like any other failure.
-                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task(k))).unwrap_or_else(|p| Err(Error::Internal(format!("task {k} failed: {}", panic_message(p)))));
+                let result = guarded(format_args!("task {k}"), || task(k));
                 *slots[k].lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
             }
         }
@@ -326,9 +324,13 @@ pub fn parallel_tasks<T: Send>(sizes: &[usize], task: impl Fn(usize) -> Result<T
         .collect()
 }
 
-/// A panic's message, for the error that replaces it.
-fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
-    p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()
+/// `work()`, a panic in it becoming `what`'s error: it must not unwind through OpenMP, and the caller
+/// reports it like any other failure.
+fn guarded<T>(what: impl std::fmt::Display, work: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or_else(|p| {
+        let message = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
+        Err(Error::Internal(format!("{what} failed: {message}")))
+    })
 }
 
 /// Runs `produce(release)` on one of libtorch's threads while the others run `task(k)` for every k, each
@@ -372,7 +374,7 @@ pub fn pipelined_tasks<T: Send>(n: usize, produce: impl FnOnce(&dyn Fn(usize)) -
             if c < count.load(Ordering::Acquire) {
                 if next.compare_exchange(c, c + 1, Ordering::AcqRel, Ordering::Acquire).is_ok() {
                     let k = released[c].load(Ordering::Relaxed);
-                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (shared.task())(k))).unwrap_or_else(|p| Err(Error::Internal(format!("task {k} failed: {}", panic_message(p)))));
+                    let result = guarded(format_args!("task {k}"), || (shared.task())(k));
                     *slots[k].lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
                     idle = 0;
                 }
@@ -395,7 +397,7 @@ pub fn pipelined_tasks<T: Send>(n: usize, produce: impl FnOnce(&dyn Fn(usize)) -
         for index in lo..hi {
             let producer = if index == 0 { shared.producer() } else { None };
             if let Some(produce) = producer {
-                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| produce(&release))).unwrap_or_else(|p| Err(Error::Internal(format!("the producer failed: {}", panic_message(p)))));
+                let result = guarded("the producer", || produce(&release));
                 *produced.lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
                 done.store(true, Ordering::Release);
             }

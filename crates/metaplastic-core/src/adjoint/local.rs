@@ -208,11 +208,16 @@ struct Chain {
     pre: Vec<Tensor>,
 }
 
+/// The forward pass's dzᵀa as the fused loops take it over (`Owed::pending`).
+fn owed_term(dz: Tensor, a: &Tensor) -> Result<(Tensor, Tensor)> {
+    Ok((dz.f_contiguous()?, a.f_contiguous()?))
+}
+
 impl Chain {
     /// Runs the chain from the output down with the step's weights `w`, adding each layer's Σ dz to its
-    /// bias adjoint and handing `each(k, dz_k)` every layer in turn (dz_k none where no gradient reaches
-    /// it); returns ∂L/∂(the step's input features).
-    fn run(mut self, w: &[Tensor], gb: &mut [Tensor], mut each: impl FnMut(usize, Option<Tensor>) -> Result<()>) -> Result<Option<Tensor>> {
+    /// bias adjoint and handing `each(k, dz_k, a_k)` every layer in turn (dz_k none where no gradient
+    /// reaches it; a_k the layer's input); returns ∂L/∂(the step's input features).
+    fn run(mut self, w: &[Tensor], gb: &mut [Tensor], mut each: impl FnMut(usize, Option<Tensor>, &Tensor) -> Result<()>) -> Result<Option<Tensor>> {
         let n = w.len();
         // ∂L/∂(input of layer k), through its weights and through the rule (d_pre): the gradient of the
         // output of layer k − 1.
@@ -224,28 +229,24 @@ impl Chain {
             }
             let Some(da) = da else {
                 d_input = Some(self.d_pre[k].shallow_clone());
-                each(k, None)?;
+                each(k, None, &self.pre[k])?;
                 continue;
             };
             let dz = if k + 1 == n { da } else { relu_backward(&da, &self.z[k])? };
             gb[k] = gb[k].f_add(&dz.f_sum_dim_intlist([1i64].as_slice(), false, None::<Kind>)?)?; // b is constant: its adjoint sums
             d_input = Some(self.d_pre[k].f_baddbmm(&dz, &w[k], 1.0, 1.0)?);
-            each(k, Some(dz))?;
+            each(k, Some(dz), &self.pre[k])?;
         }
         Ok(d_input)
     }
 
-    /// Runs the chain, leaving each layer's dzᵀa owed to its G (the fused loops).
-    fn settle(self, w: &[Tensor], gb: &mut [Tensor], pending: &mut [Option<(Tensor, Tensor)>]) -> Result<()> {
-        let pre: Vec<Tensor> = self.pre.iter().map(|a| a.shallow_clone()).collect();
-        self.run(w, gb, |k, dz| {
-            pending[k] = match dz {
-                Some(dz) => Some((dz.f_contiguous()?, pre[k].f_contiguous()?)),
-                None => None,
-            };
+    /// Runs the chain, leaving each layer's dzᵀa owed to its G (the fused loops); returns ∂L/∂(the
+    /// step's input features).
+    fn settle(self, w: &[Tensor], gb: &mut [Tensor], pending: &mut [Option<(Tensor, Tensor)>]) -> Result<Option<Tensor>> {
+        self.run(w, gb, |k, dz, a| {
+            pending[k] = dz.map(|dz| owed_term(dz, a)).transpose()?;
             Ok(())
-        })?;
-        Ok(())
+        })
     }
 }
 
@@ -344,7 +345,7 @@ impl StepAdjoint for LocalAdjoint {
 
     fn settle(&mut self, w: &[Tensor], gb: &mut [Tensor]) -> Result<()> {
         match self.owed.chain.take() {
-            Some(chain) => chain.settle(w, gb, &mut self.owed.pending),
+            Some(chain) => chain.settle(w, gb, &mut self.owed.pending).map(drop),
             None => Ok(()),
         }
     }
@@ -691,13 +692,9 @@ impl LocalStep {
             // it, top-down; the loop then runs its step backwards, over the weights the chain has read.
             Some(chain) => {
                 let slots: Vec<std::sync::Mutex<Option<(Tensor, Tensor)>>> = (0..n).map(|_| std::sync::Mutex::new(None)).collect();
-                let pre: Vec<Tensor> = chain.pre.iter().map(|a| a.shallow_clone()).collect();
-                let mut chain_gb: Vec<Tensor> = gb.iter().map(|t| t.shallow_clone()).collect();
                 let produce = |release: &dyn Fn(usize)| -> Result<()> {
-                    chain.run(w, &mut chain_gb, |k, dz| {
-                        if let Some(dz) = dz {
-                            *slots[k].lock().unwrap_or_else(|e| e.into_inner()) = Some((dz.f_contiguous()?, pre[k].f_contiguous()?));
-                        }
+                    chain.run(w, gb, |k, dz, a| {
+                        *slots[k].lock().unwrap_or_else(|e| e.into_inner()) = dz.map(|dz| owed_term(dz, a)).transpose()?;
                         release(k);
                         Ok(())
                     })?;
@@ -707,9 +704,7 @@ impl LocalStep {
                     let owed_k = slots[k].lock().unwrap_or_else(|e| e.into_inner()).take();
                     layer(k, owed_k.as_ref().map(|(dz, a)| (dz, a)))
                 };
-                let layers = crate::kernels::pipelined_tasks(n, produce, task)?;
-                gb.iter_mut().zip(chain_gb).for_each(|(b, c)| *b = c);
-                layers
+                crate::kernels::pipelined_tasks(n, produce, task)?
             }
             None => self.per_layer(w, |k| layer(k, owed.pending[k].as_ref().map(|(dz, a)| (dz, a))))?,
         };
@@ -735,20 +730,17 @@ impl LocalStep {
             owed.chain = Some(chain); // run under the step before this one's adjoint loops
             return Ok((g_next, None));
         }
-        let mut dzs: Vec<Option<Tensor>> = (0..n).map(|_| None).collect();
-        let d_x = chain.run(w, gb, |k, dz| {
-            dzs[k] = dz;
-            Ok(())
-        })?;
         // ∂L/∂W of each layer: the direct part, the forward pass's dzᵀa and what the teaching path added.
         // The fused loops take dzᵀa over from here: it is owed to G until they next read it.
-        if self.fused {
-            for (k, dz) in dzs.iter_mut().enumerate() {
-                if let Some(dz) = dz.take() {
-                    owed.pending[k] = Some((dz.f_contiguous()?, acts.pre[k].f_contiguous()?));
-                }
-            }
-        }
+        let mut dzs: Vec<Option<Tensor>> = (0..n).map(|_| None).collect();
+        let d_x = if self.fused {
+            chain.settle(w, gb, &mut owed.pending)?
+        } else {
+            chain.run(w, gb, |k, dz, _| {
+                dzs[k] = dz;
+                Ok(())
+            })?
+        };
         let g_prev = self.per_layer(w, |k| {
             let mut gk = g_next[k].shallow_clone();
             if let Some(dz) = &dzs[k] {
