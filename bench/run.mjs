@@ -5,11 +5,16 @@
 //
 //   node bench/run.mjs [--quick | --full] [--filter NAME]... [--threads N] [--device cpu|cuda|auto]
 //                      [--intervals K,K,...] [--python PATH] [--no-reference] [--out FILE | --json FILE]
+//                      [--rounds N] [--compare EARLIER.json]
 //
 // FLP meta-steps are measured through the hand-derived reverse pass (the default, `meta.backward:
 // 'auto'`), through it recomputing every segment instead of running steps backwards (`-recompute`,
 // `meta.runBackwards: false`) and through autograd (`-autograd` scenarios, the reference path);
 // `--intervals` adds the reverse pass at several checkpoint intervals (the memory/time curve).
+// `--rounds N` measures each scenario N times, the engine and the reference taking turns (engine first in
+// odd rounds, reference first in even ones); engine/ref is then the median of the rounds' ratios, so a
+// machine whose speed changes during the run weighs on both sides alike. `--compare` prints this run
+// against an earlier results file (as bench/compare.mjs does for two files).
 //
 // Every measurement runs in its own child process (this script with --child), one at a time, so each
 // has a clean libtorch, its thread settings from the start, and its own peak memory.
@@ -21,6 +26,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { evalFlops, layerShapes, metaStepFlops } from './flops.mjs';
 import { findTorchPython } from './python.mjs';
+import { fmt, formatComparison, median, pairedRatio, readReport, table } from './report.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..');
@@ -190,12 +196,6 @@ function runReference(py, job, threads) {
   return lastJsonLine(r.stdout);
 }
 
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-};
-
 function cpuModel() {
   try {
     const m = readFileSync('/proc/cpuinfo', 'utf8').match(/^model name\s*:\s*(.*)$/m);
@@ -208,16 +208,6 @@ function cpuModel() {
 function gitCommit() {
   const r = spawnSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: root, encoding: 'utf8' });
   return r.status === 0 ? r.stdout.trim() : null;
-}
-
-const fmt = (x, digits = 1) => (x == null || !Number.isFinite(x) ? '-' : x.toFixed(digits));
-
-function table(rows, columns) {
-  const cells = rows.map((r) => columns.map(([, f]) => String(f(r))));
-  const widths = columns.map(([h], i) => Math.max(h.length, ...cells.map((c) => c[i].length)));
-  const line = (vals) => '| ' + vals.map((v, i) => (i === 0 ? v.padEnd(widths[i]) : v.padStart(widths[i]))).join(' | ') + ' |';
-  const sep = '|' + widths.map((w, i) => (i === 0 ? '-'.repeat(w + 2) : '-'.repeat(w + 1) + ':')).join('|') + '|';
-  return [line(columns.map(([h]) => h)), sep, ...cells.map(line)].join('\n');
 }
 
 async function main() {
@@ -233,6 +223,8 @@ async function main() {
       'no-reference': { type: 'boolean', default: false },
       out: { type: 'string', default: join(here, 'out', 'results.json') },
       json: { type: 'string' }, // the same as --out
+      rounds: { type: 'string', default: '1' },
+      compare: { type: 'string' },
       child: { type: 'string' },
     },
   });
@@ -243,6 +235,10 @@ async function main() {
   let profile = PROFILES[profileName];
   const threads = Number(values.threads);
   if (!Number.isInteger(threads) || threads < 1) throw new Error(`--threads must be a positive integer, got ${values.threads}`);
+  const rounds = Number(values.rounds);
+  if (!Number.isInteger(rounds) || rounds < 1) throw new Error(`--rounds must be a positive integer, got ${values.rounds}`);
+  // Read before measuring: a missing or corrupt file should not cost a whole run.
+  const earlier = values.compare ? readReport(values.compare) : null;
   const filters = values.filter.flatMap((f) => f.split(',')).filter(Boolean);
 
   // The engine's device decides the reference's.
@@ -291,49 +287,8 @@ async function main() {
   for (const s of chosen) {
     const job = { ...s, threads, device, profile, warmup: profile.warmup, repeats: s.kind === 'train' ? (s.metaBatch > 1 ? Math.max(2, profile.repeats - 2) : profile.repeats) : profile.evalRepeats };
     process.stdout.write(`${s.name}: ${s.what} ... `);
-    const load = os.loadavg()[0];
-    const eng = runEngine(job);
-    const flops = flopsOf(s, profile);
-    const r = { name: s.name, kind: s.kind, description: s.what, innerSteps: s.steps, flops, loadAverage: load };
-    if (eng.error) {
-      r.error = eng.error;
-      console.log(eng.error);
-      results.push(r);
-      continue;
-    }
-    const sec = median(eng.seconds);
-    const episodes = s.kind === 'train' ? s.metaBatch : 2 * s.runs;
-    Object.assign(r, {
-      episodes,
-      msMedian: sec * 1000,
-      msMin: Math.min(...eng.seconds) * 1000,
-      samplesMs: eng.seconds.map((x) => +(x * 1000).toFixed(1)),
-      episodesPerSecond: episodes / sec,
-      gflops: flops / sec / 1e9,
-      fractionOfMatmulPeak: peak ? flops / sec / 1e9 / peak : null,
-      matmulPeakGflops: peak,
-      cpuCoresBusy: eng.cpuSeconds / eng.wallSeconds,
-      maxRssMiB: Math.round(eng.maxRssMiB),
-      gpuMiB: eng.gpuMiB ?? null,
-      metaLoss: eng.metaLoss,
-    });
-    if (s.kind === 'train') {
-      const n = NETS[s.net];
-      const refJob = {
-        kind: 'meta', rule: n.rule, lr: 0.003, sizes: [SINE_INPUT, ...SINE_UNITS], rln: n.rln, metaBatch: s.metaBatch,
-        functions: profile.functions, batchesPerFunction: profile.batches, batchSize: 32, queryPerFunction: 32, slots: 10,
-        warmup: job.warmup, repeats: job.repeats, device,
-      };
-      const ref = runReference(py, refJob, threads);
-      if (ref.error) r.reference = { error: ref.error };
-      else {
-        const refSec = median(ref.seconds);
-        r.reference = { msMedian: refSec * 1000, msMin: Math.min(...ref.seconds) * 1000, samplesMs: ref.seconds.map((x) => +(x * 1000).toFixed(1)), gflops: flops / refSec / 1e9, maxRssMiB: Math.round(ref.maxRssMiB), gpuMiB: ref.peakGpuMiB ?? null };
-        r.engineOverReference = sec / refSec;
-        r.engineOverReferenceMin = r.msMin / r.reference.msMin;
-      }
-    }
-    console.log(`${fmt(r.msMedian, 0)} ms${r.reference?.msMedian ? ` (reference ${fmt(r.reference.msMedian, 0)} ms)` : ''}`);
+    const r = measure(s, job, { py, rounds, profile, peak });
+    console.log(r.error ?? `${fmt(r.msMedian, 0)} ms${r.reference?.msMedian ? ` (reference ${fmt(r.reference.msMedian, 0)} ms)` : ''}`);
     results.push(r);
   }
   machine.loadAverageEnd = os.loadavg();
@@ -360,12 +315,87 @@ async function main() {
     console.log(`\nmatmul (float32, ${threads} thread(s), same libtorch, best of N): ${mm.join('; ')}`);
   }
   console.log(`"ms/step" is per meta-step (train) or per evaluate() call (eval: runs × 2 orders, batched). engine/ref < 1: the engine is faster.`);
+  if (rounds > 1) console.log(`${rounds} rounds per scenario, engine and reference taking turns: times pool every round; engine/ref is the median of the rounds' ratios.`);
   console.log(`load average ${machine.loadAverageStart.map((x) => x.toFixed(2)).join(' ')} → ${machine.loadAverageEnd.map((x) => x.toFixed(2)).join(' ')} (other work on the machine inflates every figure)`);
 
   const report = { date: new Date().toISOString(), commit: gitCommit(), profile: { name: profileName, ...profile }, machine, matmul, scenarios: results };
   mkdirSync(dirname(values.out), { recursive: true });
   writeFileSync(values.out, JSON.stringify(report, null, 2) + '\n');
   console.log(`results: ${values.out}`);
+  if (earlier) console.log(`\ncompared with ${values.compare}:\n${formatComparison(earlier, report, ['earlier', 'now'])}`);
+}
+
+/** The reference's job for a train scenario: the same meta-step in plain PyTorch. */
+function referenceJob(s, job, profile) {
+  const n = NETS[s.net];
+  return {
+    kind: 'meta', rule: n.rule, lr: 0.003, sizes: [SINE_INPUT, ...SINE_UNITS], rln: n.rln, metaBatch: s.metaBatch,
+    functions: profile.functions, batchesPerFunction: profile.batches, batchSize: 32, queryPerFunction: 32, slots: 10,
+    warmup: job.warmup, repeats: job.repeats, device: job.device,
+  };
+}
+
+/** One scenario over `rounds` rounds (engine and reference taking turns), as one results entry. */
+function measure(s, job, { py, rounds, profile, peak }) {
+  const flops = flopsOf(s, profile);
+  const r = { name: s.name, kind: s.kind, description: s.what, innerSteps: s.steps, flops, loadAverage: os.loadavg()[0] };
+  const withReference = s.kind === 'train';
+  const turns = [];
+  let refError = withReference ? null : 'no reference for this kind';
+  for (let k = 0; k < rounds; k++) {
+    const turn = { engine: null, reference: null };
+    const runRef = () => {
+      if (refError) return;
+      const ref = runReference(py, referenceJob(s, job, profile), job.threads);
+      if (ref.error) refError = ref.error;
+      else turn.reference = ref;
+    };
+    if (k % 2 === 1) runRef();
+    turn.engine = runEngine(job);
+    if (turn.engine.error) return { ...r, error: turn.engine.error };
+    if (k % 2 === 0) runRef();
+    turns.push(turn);
+  }
+  const seconds = turns.flatMap((t) => t.engine.seconds);
+  const sec = median(seconds);
+  const episodes = s.kind === 'train' ? s.metaBatch : 2 * s.runs;
+  const sum = (f) => turns.reduce((acc, t) => acc + f(t.engine), 0);
+  Object.assign(r, {
+    episodes,
+    rounds,
+    msMedian: sec * 1000,
+    msMin: Math.min(...seconds) * 1000,
+    samplesMs: seconds.map((x) => +(x * 1000).toFixed(1)),
+    episodesPerSecond: episodes / sec,
+    gflops: flops / sec / 1e9,
+    fractionOfMatmulPeak: peak ? flops / sec / 1e9 / peak : null,
+    matmulPeakGflops: peak,
+    cpuCoresBusy: sum((e) => e.cpuSeconds) / sum((e) => e.wallSeconds),
+    maxRssMiB: Math.round(Math.max(...turns.map((t) => t.engine.maxRssMiB))),
+    gpuMiB: turns.at(-1).engine.gpuMiB ?? null,
+    metaLoss: turns[0].engine.metaLoss,
+  });
+  if (!withReference) return r;
+  const refs = turns.filter((t) => t.reference).map((t) => t.reference);
+  if (!refs.length) {
+    r.reference = { error: refError };
+    return r;
+  }
+  const refSeconds = refs.flatMap((x) => x.seconds);
+  const refSec = median(refSeconds);
+  r.reference = {
+    msMedian: refSec * 1000,
+    msMin: Math.min(...refSeconds) * 1000,
+    samplesMs: refSeconds.map((x) => +(x * 1000).toFixed(1)),
+    gflops: flops / refSec / 1e9,
+    maxRssMiB: Math.round(Math.max(...refs.map((x) => x.maxRssMiB))),
+    gpuMiB: refs.at(-1).peakGpuMiB ?? null,
+  };
+  const paired = pairedRatio(turns.filter((t) => t.reference).map((t) => ({ engine: t.engine.seconds, reference: t.reference.seconds })));
+  r.engineOverReference = paired.ratio;
+  r.engineOverReferencePerRound = paired.perRound;
+  r.engineOverReferenceMin = r.msMin / r.reference.msMin;
+  return r;
 }
 
 main().catch((e) => {
