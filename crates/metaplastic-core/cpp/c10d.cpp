@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -46,6 +47,18 @@ bool is_loopback(const std::string& host) {
 
 void wait_for(const c10::intrusive_ptr<c10d::Work>& work, std::chrono::milliseconds timeout) {
   work->wait(timeout);
+}
+
+// libtorch's flight recorder, one per process, registers a process group on its first collective before
+// taking its own lock (torch 2.11, FlightRecorderDetail.hpp). Two groups of one process starting
+// collectives at once corrupted its map and crashed the process (ranks run as threads in the tests). So
+// collectives start one at a time here, and are waited for apart.
+std::mutex start_mutex;
+
+template <typename F>
+c10::intrusive_ptr<c10d::Work> start(F&& collective) {
+  std::lock_guard<std::mutex> one_at_a_time(start_mutex);
+  return collective();
 }
 
 } // namespace
@@ -104,7 +117,7 @@ int mp_c10d_allreduce_sum(void* handle, void* tensor, char* err, size_t err_len)
     c10d::AllreduceOptions opts;
     opts.reduceOp = c10d::ReduceOp::SUM;
     opts.timeout = group->timeout;
-    wait_for(group->gloo->allreduce(tensors, opts), group->timeout);
+    wait_for(start([&] { return group->gloo->allreduce(tensors, opts); }), group->timeout);
   });
 }
 
@@ -116,7 +129,7 @@ int mp_c10d_broadcast(void* handle, void* tensor, int root, char* err, size_t er
     c10d::BroadcastOptions opts;
     opts.rootRank = root;
     opts.timeout = group->timeout;
-    wait_for(group->gloo->broadcast(tensors, opts), group->timeout);
+    wait_for(start([&] { return group->gloo->broadcast(tensors, opts); }), group->timeout);
   });
 }
 
@@ -125,7 +138,7 @@ int mp_c10d_barrier(void* handle, char* err, size_t err_len) {
     auto* group = static_cast<Group*>(handle);
     c10d::BarrierOptions opts;
     opts.timeout = group->timeout;
-    wait_for(group->gloo->barrier(opts), group->timeout);
+    wait_for(start([&] { return group->gloo->barrier(opts); }), group->timeout);
   });
 }
 

@@ -166,3 +166,42 @@ fn a_rank_that_exits_stops_the_others_with_its_name() {
     assert!(err.to_string().contains("rank 1 (last reached meta-step 2)"), "{err}");
     assert!(waited < Duration::from_secs(20), "the survivor waited {waited:?}");
 }
+
+/// Many groups in one process, their ranks starting collectives at the same moments: libtorch's
+/// per-process flight recorder registers each group on its first collective without a lock, which
+/// crashed the process (one run of this file in five) before the engine started collectives one at a time
+/// (cpp/c10d.cpp).
+#[test]
+fn groups_in_one_process_run_collectives_at_once() {
+    use metaplastic_core::distributed::ProcessGroup;
+    let (groups, world, rounds) = (6u32, 2u32, 8);
+    for round in 0..rounds {
+        let start = std::sync::Arc::new(std::sync::Barrier::new((groups * world) as usize));
+        let handles: Vec<_> = (0..groups)
+            .flat_map(|g| {
+                let port = free_port();
+                let start = start.clone();
+                (0..world).map(move |rank| {
+                    let start = start.clone();
+                    std::thread::spawn(move || {
+                        let pg = ProcessGroup::join(&settings(port, rank, world, 60.0)).unwrap();
+                        start.wait();
+                        (0..5u64)
+                            .map(|step| {
+                                let mut t = tch::Tensor::from_slice(&[(g * 100 + rank) as f32 + step as f32]);
+                                pg.all_reduce_sum(&mut t, step).unwrap();
+                                t.double_value(&[0])
+                            })
+                            .sum::<f64>()
+                    })
+                })
+            })
+            .collect();
+        for (k, h) in handles.into_iter().enumerate() {
+            let g = k as u32 / world;
+            // Each step sums the two ranks' values: 2·(100 g + step) + (0 + 1).
+            let expected: f64 = (0..5).map(|step| 2.0 * (g * 100) as f64 + 2.0 * step as f64 + 1.0).sum();
+            assert_eq!(h.join().unwrap(), expected, "round {round}, group {g}");
+        }
+    }
+}
