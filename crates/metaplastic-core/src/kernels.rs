@@ -109,14 +109,36 @@ pub struct StepAdjoint {
     pub scale_grad: Option<Tensor>,
 }
 
-/// The per-row factor c [E, O] as a raw pointer.
-fn row_scale<T>(c: Option<&Tensor>, kind: Kind, e: i64, o: i64) -> Result<Option<Ptr<T>>> {
-    let Some(c) = c else { return Ok(None) };
-    check(c, kind, "row factor")?;
-    if c.size() != [e, o] {
-        return Err(Error::Internal(format!("fused kernel: row factor {:?} is not [{e}, {o}]", c.size())));
+/// The per-row factor c [E, O], read through its strides: a factor per episode broadcast along the rows
+/// (the presynaptic normalisation, stride 0) is read in place, without a copy at the weights' row count.
+#[derive(Clone, Copy)]
+struct RowScale<T> {
+    ptr: *const T,
+    episode: usize,
+    row: usize,
+}
+// Only read, by every thread.
+unsafe impl<T> Send for RowScale<T> {}
+unsafe impl<T> Sync for RowScale<T> {}
+
+impl<T: Copy> RowScale<T> {
+    #[inline(always)]
+    fn at(&self, ep: usize, row: usize) -> T {
+        // SAFETY: the shape [E, O] and non-negative strides were checked in `row_scale`.
+        unsafe { *self.ptr.add(ep * self.episode + row * self.row) }
     }
-    Ok(Some(Ptr::of(c)))
+}
+
+fn row_scale<T>(c: Option<&Tensor>, kind: Kind, e: i64, o: i64) -> Result<Option<RowScale<T>>> {
+    let Some(c) = c else { return Ok(None) };
+    if c.device() != Device::Cpu || c.kind() != kind {
+        return Err(Error::Internal(format!("fused kernel: row factor must be a CPU tensor of {kind:?}, got {:?} {:?}", c.kind(), c.device())));
+    }
+    let (size, stride) = (c.size(), c.stride());
+    if size != [e, o] || stride.iter().any(|&s| s < 0) {
+        return Err(Error::Internal(format!("fused kernel: row factor {size:?} (strides {stride:?}) is not [{e}, {o}]")));
+    }
+    Ok(Some(RowScale { ptr: c.data_ptr() as *const T, episode: stride[0] as usize, row: stride[1] as usize }))
 }
 
 /// The step's activities: teaching ã [E, B, O] and presynaptic a [E, B, I], read in place.
@@ -594,7 +616,7 @@ struct StepArgs<T> {
     act: Activity<T>,
     rate: Rate<T>,
     oja: bool,
-    scale: Option<Ptr<T>>,
+    scale: Option<RowScale<T>>,
     m: T,
 }
 
@@ -615,7 +637,7 @@ fn step_block<T: Real, const R: usize>(a: &StepArgs<T>, ep: usize, o0: usize) {
     let (cols, outputs) = (a.act.inputs, a.act.outputs);
     let first = ep * outputs + o0;
     let d = if a.oja { a.act.decay::<R>(ep, o0) } else { [T::ZERO; R] };
-    let m: [T; R] = std::array::from_fn(|k| a.scale.map_or(a.m, |c| a.m * unsafe { *c.0.add(first + k) }));
+    let m: [T; R] = std::array::from_fn(|k| a.scale.map_or(a.m, |c| a.m * c.at(ep, o0 + k)));
     let p: [RateRow<'_, T>; R] = std::array::from_fn(|k| a.rate.row(o0 + k, cols));
     let mut out: [&mut [T]; R] = std::array::from_fn(|k| unsafe { a.out.row(first + k, cols) });
     // In place, W is read from the output rows themselves (never through a second reference).
@@ -733,7 +755,7 @@ struct AdjointArgs<T> {
     pending: Option<Activity<T>>,
     rate: Rate<T>,
     oja: bool,
-    scale: Option<Ptr<T>>,
+    scale: Option<RowScale<T>>,
     rowsum: Option<Ptr<T>>,
     scale_grad: Option<Ptr<T>>,
     m: T,
@@ -775,7 +797,7 @@ fn adjoint_block<T: Real, const R: usize, const OJA: bool>(a: &AdjointArgs<T>, o
         let first = ep * outputs + o0;
         let d = if OJA { a.act.decay::<R>(ep, o0) } else { [T::ZERO; R] };
         let factors: [(T, T, T, T); R] = std::array::from_fn(|k| {
-            let cr = a.scale.map_or(T::of(1.0), |c| unsafe { *c.0.add(first + k) });
+            let cr = a.scale.map_or(T::of(1.0), |c| c.at(ep, o0 + k));
             (m, d[k], cr, if a.update { m * d[k] } else { T::ZERO })
         });
         let mut rows = AdjointRows {
@@ -942,7 +964,7 @@ fn gain_typed<T: Real>(post: &Tensor, m: f64, c: Option<&Tensor>, rate_range: &[
     for ep in 0..e {
         for row in 0..o {
             let r: f64 = (0..b).map(|bi| u[(ep * b + bi) * o + row].to_f64().powi(2)).sum();
-            let cr = scale.map_or(1.0, |c| unsafe { *c.0.add(ep * o + row) }.to_f64());
+            let cr = scale.map_or(1.0, |c| c.at(ep, row).to_f64());
             let (lo, hi) = rate_range[if rate_range.len() == 1 { 0 } else { row }];
             let (x0, x1) = (m * cr * r * lo, m * cr * r * hi);
             let (x_lo, x_hi) = (x0.min(x1), x0.max(x1));

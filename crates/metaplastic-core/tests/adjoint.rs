@@ -443,6 +443,44 @@ fn fused_adjoint_loop_runs_the_step_backwards() {
     }
 }
 
+/// A row factor given as a view, one value per episode broadcast along the rows (stride 0, as the
+/// presynaptic normalisation gives it), reads exactly what its contiguous copy reads: in the step, the
+/// adjoint loop and the unstep gain.
+#[test]
+fn fused_loops_read_a_broadcast_row_factor_by_its_strides() {
+    use metaplastic_core::kernels::{local_step, local_step_adjoint, unstep_gain};
+    let (e, b, o, i) = (3, 8, 37, 21);
+    let (w, post, pre) = (randn(&[e, o, i], 11), randn(&[e, b, o], 12) * 0.5, randn(&[e, b, i], 13));
+    let p = randn(&[o, i], 14).abs() * 0.01;
+    let per_episode = randn(&[e, 1], 15).abs() + 0.5;
+    let view = per_episode.expand([e, o], false);
+    assert_eq!(view.stride(), vec![1, 0], "the factor is a broadcast view");
+    let copy = view.contiguous();
+    for oja in [true, false] {
+        let step = |c: &Tensor| local_step(&w, &post, &pre, &p, oja, 0.7, Some(c)).unwrap();
+        assert_eq!(max_abs_diff(&step(&view), &step(&copy)), 0.0, "oja {oja}: step");
+        let adjoint = |c: &Tensor| {
+            let mut g = randn(&[e, o, i], 16);
+            let mut rate_grad = Tensor::zeros([o, i], (Kind::Double, Device::Cpu));
+            let out = local_step_adjoint(&mut g, true, &w, false, &post, &pre, &p, oja, 0.7, Some(c), &mut rate_grad, None).unwrap();
+            vec![out.q, out.scale_grad.unwrap(), g, rate_grad]
+        };
+        for (got, want) in adjoint(&view).iter().zip(adjoint(&copy)) {
+            assert_eq!(max_abs_diff(got, &want), 0.0, "oja {oja}: adjoint loop");
+        }
+    }
+    let gain = |c: &Tensor| unstep_gain(&post, 0.7, Some(c), &[(0.0, 0.01)]).unwrap();
+    assert_eq!(gain(&view), gain(&copy));
+    // Changing one episode's value changes that episode's rows only: the view is read per episode.
+    let other = per_episode.copy();
+    let _ = other.get(1).fill_(9.0);
+    let changed = local_step(&w, &post, &pre, &p, false, 0.7, Some(&other.expand([e, o], false))).unwrap();
+    let base = local_step(&w, &post, &pre, &p, false, 0.7, Some(&view)).unwrap();
+    assert_eq!(max_abs_diff(&changed.get(0), &base.get(0)), 0.0);
+    assert!(max_abs_diff(&changed.get(1), &base.get(1)) > 0.0);
+    assert_eq!(max_abs_diff(&changed.get(2), &base.get(2)), 0.0);
+}
+
 /// `unstep_gain` on a hand example: rows with r = Σ_b ã² = 1 and 4, c = 1 and 0.5, m = 2, so
 /// m c r = 2 and 4; with rates in [0.05, 0.1] that is s r in [0.1, 0.2] and [0.2, 0.4], the worst
 /// |1 − s r| is 0.6: gain 1/0.6. Rates reaching 1/(m c r) make it infinite, negative rates give 1.

@@ -669,16 +669,20 @@ impl LocalStep {
             };
             // Through the normalisation factor: c = 1/(1 + s) gives ∂L/∂s = −c² ∂L/∂c.
             if let (Some(c), Some(sg)) = (c, scale_grad) {
-                let ds = sg.f_mul(&c.f_square()?)?.f_neg()?; // [E, O]
                 match self.rule.normalize {
                     UpdateNormalization::Presynaptic => {
                         if let Some(d) = dpre.as_mut() {
-                            // s = Σ_b ‖a_b‖², one per episode: its gradient is the sum over the rows.
-                            let ds = ds.f_sum_dim_intlist([1i64].as_slice(), false, None::<Kind>)?.f_view([-1, 1, 1])?;
-                            *d = d.f_add(&pre.f_mul(&ds)?.f_mul_scalar(2.0)?)?;
+                            // s = Σ_b ‖a_b‖², one per episode (c is one value broadcast along the rows): ∂L/∂s
+                            // is −c² times the sum over the rows, and ∂s/∂a = 2a.
+                            let c_e = c.f_select(1, 0)?; // [E]
+                            let ds = sg.f_sum_dim_intlist([1i64].as_slice(), false, None::<Kind>)?.f_mul(&c_e.f_square()?)?.f_mul_scalar(-2.0)?;
+                            *d = d.f_addcmul(pre, &ds.f_view([-1, 1, 1])?)?;
                         }
                     }
-                    UpdateNormalization::Bounded => dp = dp.f_add(&post.f_mul(&ds.f_unsqueeze(1)?)?.f_mul_scalar(2.0)?)?,
+                    UpdateNormalization::Bounded => {
+                        let ds = sg.f_mul(&c.f_square()?)?.f_neg()?; // [E, O]
+                        dp = dp.f_add(&post.f_mul(&ds.f_unsqueeze(1)?)?.f_mul_scalar(2.0)?)?;
+                    }
                     UpdateNormalization::None | UpdateNormalization::Batch => {}
                 }
             }

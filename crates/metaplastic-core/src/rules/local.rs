@@ -77,7 +77,8 @@ pub fn normalization_factor(normalize: UpdateNormalization, post: &Tensor, pre: 
         UpdateNormalization::Presynaptic => {
             let energy = pre.f_square()?.f_sum_dim_intlist([1i64, 2].as_slice(), false, None::<Kind>)?; // [E]
             let c = energy.f_add_scalar(1.0)?.f_reciprocal()?;
-            Some(c.f_unsqueeze(1)?.f_expand([-1, post.size()[2]], false)?.f_contiguous()?)
+            // A view: every row of an episode reads its one value (the fused loops read it by strides).
+            Some(c.f_unsqueeze(1)?.f_expand([-1, post.size()[2]], false)?)
         }
         UpdateNormalization::Bounded => {
             let q = post.f_square()?.f_sum_dim_intlist([1i64].as_slice(), false, None::<Kind>)?; // [E, out]
