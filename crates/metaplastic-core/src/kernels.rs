@@ -53,22 +53,31 @@ pub fn applies(kind: Kind, device: Device) -> bool {
     device == Device::Cpu && matches!(kind, Kind::Float | Kind::Double)
 }
 
-/// P broadcast to [O, I], read by row and column strides (0 where broadcast).
-struct Rate<T> {
+/// A matrix read by row and column strides (0 where broadcast): the rate P as [O, I], the row factor c as
+/// [E, O].
+#[derive(Clone, Copy)]
+struct Strided<T> {
     ptr: *const T,
     row: usize,
     col: usize,
 }
-// The rate is only read, by every thread.
-unsafe impl<T> Send for Rate<T> {}
-unsafe impl<T> Sync for Rate<T> {}
+// Only read, by every thread.
+unsafe impl<T> Send for Strided<T> {}
+unsafe impl<T> Sync for Strided<T> {}
 /// One row of P: its own values, or one value for the whole row (neuron, layer, global rates).
 enum RateRow<'a, T> {
     Values(&'a [T]),
     Scalar(T),
 }
 
-impl<T: Copy> Rate<T> {
+impl<T: Copy> Strided<T> {
+    /// The element at (row, col).
+    #[inline(always)]
+    fn at(&self, row: usize, col: usize) -> T {
+        // SAFETY: the shape and non-negative strides were checked where the view was made.
+        unsafe { *self.ptr.add(row * self.row + col * self.col) }
+    }
+
     /// Prefetches the chunk of row `row` at column `base` (nothing for a rate broadcast along rows).
     #[inline(always)]
     fn prefetch(&self, row: usize, base: usize) {
@@ -85,10 +94,10 @@ impl<T: Copy> Rate<T> {
     }
 }
 
-fn rate<T>(p: &Tensor, o: i64, i: i64) -> Result<(Tensor, Rate<T>)> {
+fn rate<T>(p: &Tensor, o: i64, i: i64) -> Result<(Tensor, Strided<T>)> {
     let expanded = p.f_expand([o, i], false)?;
     let s = expanded.stride();
-    let r = Rate { ptr: expanded.data_ptr() as *const T, row: s[0] as usize, col: s[1] as usize };
+    let r = Strided { ptr: expanded.data_ptr() as *const T, row: s[0] as usize, col: s[1] as usize };
     Ok((expanded, r))
 }
 
@@ -109,27 +118,9 @@ pub struct StepAdjoint {
     pub scale_grad: Option<Tensor>,
 }
 
-/// The per-row factor c [E, O], read through its strides: a factor per episode broadcast along the rows
-/// (the presynaptic normalisation, stride 0) is read in place, without a copy at the weights' row count.
-#[derive(Clone, Copy)]
-struct RowScale<T> {
-    ptr: *const T,
-    episode: usize,
-    row: usize,
-}
-// Only read, by every thread.
-unsafe impl<T> Send for RowScale<T> {}
-unsafe impl<T> Sync for RowScale<T> {}
-
-impl<T: Copy> RowScale<T> {
-    #[inline(always)]
-    fn at(&self, ep: usize, row: usize) -> T {
-        // SAFETY: the shape [E, O] and non-negative strides were checked in `row_scale`.
-        unsafe { *self.ptr.add(ep * self.episode + row * self.row) }
-    }
-}
-
-fn row_scale<T>(c: Option<&Tensor>, kind: Kind, e: i64, o: i64) -> Result<Option<RowScale<T>>> {
+/// The per-row factor c [E, O], read by its strides: one value per episode broadcast along the rows (the
+/// presynaptic normalisation, row stride 0) is read in place, without a copy at the weights' row count.
+fn row_scale<T>(c: Option<&Tensor>, kind: Kind, e: i64, o: i64) -> Result<Option<Strided<T>>> {
     let Some(c) = c else { return Ok(None) };
     if c.device() != Device::Cpu || c.kind() != kind {
         return Err(Error::Internal(format!("fused kernel: row factor must be a CPU tensor of {kind:?}, got {:?} {:?}", c.kind(), c.device())));
@@ -138,7 +129,7 @@ fn row_scale<T>(c: Option<&Tensor>, kind: Kind, e: i64, o: i64) -> Result<Option
     if size != [e, o] || stride.iter().any(|&s| s < 0) {
         return Err(Error::Internal(format!("fused kernel: row factor {size:?} (strides {stride:?}) is not [{e}, {o}]")));
     }
-    Ok(Some(RowScale { ptr: c.data_ptr() as *const T, episode: stride[0] as usize, row: stride[1] as usize }))
+    Ok(Some(Strided { ptr: c.data_ptr() as *const T, row: stride[0] as usize, col: stride[1] as usize }))
 }
 
 /// The step's activities: teaching ã [E, B, O] and presynaptic a [E, B, I], read in place.
@@ -614,9 +605,9 @@ struct StepArgs<T> {
     w: Ptr<T>,
     out: Ptr<T>,
     act: Activity<T>,
-    rate: Rate<T>,
+    rate: Strided<T>,
     oja: bool,
-    scale: Option<RowScale<T>>,
+    scale: Option<Strided<T>>,
     m: T,
 }
 
@@ -753,9 +744,9 @@ struct AdjointArgs<T> {
     act: Activity<T>,
     /// The part of G still to add, as (d, x) whose outer product dᵀx it is.
     pending: Option<Activity<T>>,
-    rate: Rate<T>,
+    rate: Strided<T>,
     oja: bool,
-    scale: Option<RowScale<T>>,
+    scale: Option<Strided<T>>,
     rowsum: Option<Ptr<T>>,
     scale_grad: Option<Ptr<T>>,
     m: T,
