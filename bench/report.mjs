@@ -41,10 +41,16 @@ export function machineDifferences(before, after) {
   return out;
 }
 
-/** The best matmul rate a report measured (its machine's limit), or null. */
-function peakOf(report) {
-  const rates = Object.values(report.matmul ?? {}).filter((v) => v?.gflops).map((v) => v.gflops);
+/** The best rate any matmul of a report's `matmul` reached (the machine's limit), or null. */
+export function matmulPeak(matmul) {
+  const rates = matmul && !matmul.error ? Object.values(matmul).filter((v) => v?.gflops).map((v) => v.gflops) : [];
   return rates.length ? Math.max(...rates) : null;
+}
+
+/** Seconds per sample as the results file gives them: median, minimum, every sample (ms), GFLOP/s. */
+export function timings(seconds, flops) {
+  const sec = median(seconds);
+  return { msMedian: sec * 1000, msMin: Math.min(...seconds) * 1000, samplesMs: seconds.map((x) => +(x * 1000).toFixed(1)), gflops: flops / sec / 1e9 };
 }
 
 /**
@@ -74,7 +80,7 @@ export function compareReports(before, after) {
     });
   }
   const missing = [...byName.keys()].filter((n) => !rows.some((r) => r.name === n));
-  return { rows, missing, machines: machineDifferences(before, after), peaks: [peakOf(before), peakOf(after)] };
+  return { rows, missing, machines: machineDifferences(before, after), peaks: [matmulPeak(before.matmul), matmulPeak(after.matmul)] };
 }
 
 /** `compareReports` as the harness prints it. */

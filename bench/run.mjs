@@ -26,7 +26,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { evalFlops, layerShapes, metaStepFlops } from './flops.mjs';
 import { findTorchPython } from './python.mjs';
-import { fmt, formatComparison, median, pairedRatio, readReport, table } from './report.mjs';
+import { fmt, formatComparison, matmulPeak, pairedRatio, readReport, table, timings } from './report.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..');
@@ -280,8 +280,7 @@ async function main() {
     console.log('matmul: skipped (needs the Python torch; the engine exposes no raw matmul)');
   }
   // The machine's limit: the best rate any measured matmul reached (cache-resident shapes usually win).
-  const rates = matmul && !matmul.error ? Object.values(matmul).filter((v) => v?.gflops).map((v) => v.gflops) : [];
-  const peak = rates.length ? Math.max(...rates) : null;
+  const peak = matmulPeak(matmul);
 
   const results = [];
   for (const s of chosen) {
@@ -356,19 +355,15 @@ function measure(s, job, { py, rounds, profile, peak }) {
     if (k % 2 === 0) runRef();
     turns.push(turn);
   }
-  const seconds = turns.flatMap((t) => t.engine.seconds);
-  const sec = median(seconds);
+  const times = timings(turns.flatMap((t) => t.engine.seconds), flops);
   const episodes = s.kind === 'train' ? s.metaBatch : 2 * s.runs;
   const sum = (f) => turns.reduce((acc, t) => acc + f(t.engine), 0);
   Object.assign(r, {
     episodes,
     rounds,
-    msMedian: sec * 1000,
-    msMin: Math.min(...seconds) * 1000,
-    samplesMs: seconds.map((x) => +(x * 1000).toFixed(1)),
-    episodesPerSecond: episodes / sec,
-    gflops: flops / sec / 1e9,
-    fractionOfMatmulPeak: peak ? flops / sec / 1e9 / peak : null,
+    ...times,
+    episodesPerSecond: episodes / (times.msMedian / 1000),
+    fractionOfMatmulPeak: peak ? times.gflops / peak : null,
     matmulPeakGflops: peak,
     cpuCoresBusy: sum((e) => e.cpuSeconds) / sum((e) => e.wallSeconds),
     maxRssMiB: Math.round(Math.max(...turns.map((t) => t.engine.maxRssMiB))),
@@ -381,13 +376,8 @@ function measure(s, job, { py, rounds, profile, peak }) {
     r.reference = { error: refError };
     return r;
   }
-  const refSeconds = refs.flatMap((x) => x.seconds);
-  const refSec = median(refSeconds);
   r.reference = {
-    msMedian: refSec * 1000,
-    msMin: Math.min(...refSeconds) * 1000,
-    samplesMs: refSeconds.map((x) => +(x * 1000).toFixed(1)),
-    gflops: flops / refSec / 1e9,
+    ...timings(refs.flatMap((x) => x.seconds), flops),
     maxRssMiB: Math.round(Math.max(...refs.map((x) => x.maxRssMiB))),
     gpuMiB: refs.at(-1).peakGpuMiB ?? null,
   };

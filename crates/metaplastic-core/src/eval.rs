@@ -289,11 +289,8 @@ fn run_streams(learner: &mut Learner, bank: &mut FeatureBank, streams: &[StreamI
         };
         Ok((acc(&test_f, &test_y)?, acc(&train_f, &train_y)?))
     })?;
-    Ok(scored.into_iter().fold((Vec::new(), Vec::new()), |(mut held_out, mut train), (h, t)| {
-        held_out.extend(h);
-        train.extend(t);
-        (held_out, train)
-    }))
+    let (held_out, train): (Vec<Vec<f64>>, Vec<Vec<f64>>) = scored.into_iter().unzip();
+    Ok((held_out.concat(), train.concat()))
 }
 
 fn streams(store: &ImageStore, rng: &mut Rng, n: usize, cfg: &StreamConfig) -> Result<Vec<StreamItems>> {

@@ -71,6 +71,15 @@ enum RateRow<'a, T> {
 }
 
 impl<T: Copy> Strided<T> {
+    /// `t`, a 2-D CPU tensor of `kind` (`what` names it in the error), read in place by its strides.
+    fn of(t: &Tensor, kind: Kind, what: &str) -> Result<Self> {
+        let stride = t.stride();
+        if !on_cpu_as(t, kind) || stride.len() != 2 || stride.iter().any(|&s| s < 0) {
+            return Err(Error::Internal(format!("fused kernel: {what} must be a 2-D CPU tensor of {kind:?}, got {:?} {:?} with strides {stride:?}", t.kind(), t.device())));
+        }
+        Ok(Strided { ptr: t.data_ptr() as *const T, row: stride[0] as usize, col: stride[1] as usize })
+    }
+
     /// The element at (row, col).
     #[inline(always)]
     fn at(&self, row: usize, col: usize) -> T {
@@ -94,15 +103,19 @@ impl<T: Copy> Strided<T> {
     }
 }
 
-fn rate<T>(p: &Tensor, o: i64, i: i64) -> Result<(Tensor, Strided<T>)> {
+/// P broadcast to [O, I] (kept alive by the caller while the view is read).
+fn rate<T: Copy>(p: &Tensor, kind: Kind, o: i64, i: i64) -> Result<(Tensor, Strided<T>)> {
     let expanded = p.f_expand([o, i], false)?;
-    let s = expanded.stride();
-    let r = Strided { ptr: expanded.data_ptr() as *const T, row: s[0] as usize, col: s[1] as usize };
+    let r = Strided::of(&expanded, kind, "the rate")?;
     Ok((expanded, r))
 }
 
+fn on_cpu_as(t: &Tensor, kind: Kind) -> bool {
+    t.device() == Device::Cpu && t.kind() == kind
+}
+
 fn check(t: &Tensor, kind: Kind, what: &str) -> Result<()> {
-    if t.device() != Device::Cpu || t.kind() != kind || !t.is_contiguous() {
+    if !on_cpu_as(t, kind) || !t.is_contiguous() {
         return Err(Error::Internal(format!("fused kernel: {what} must be a contiguous CPU tensor of {kind:?}, got {:?} {:?}", t.kind(), t.device())));
     }
     Ok(())
@@ -120,16 +133,12 @@ pub struct StepAdjoint {
 
 /// The per-row factor c [E, O], read by its strides: one value per episode broadcast along the rows (the
 /// presynaptic normalisation, row stride 0) is read in place, without a copy at the weights' row count.
-fn row_scale<T>(c: Option<&Tensor>, kind: Kind, e: i64, o: i64) -> Result<Option<Strided<T>>> {
+fn row_scale<T: Copy>(c: Option<&Tensor>, kind: Kind, e: i64, o: i64) -> Result<Option<Strided<T>>> {
     let Some(c) = c else { return Ok(None) };
-    if c.device() != Device::Cpu || c.kind() != kind {
-        return Err(Error::Internal(format!("fused kernel: row factor must be a CPU tensor of {kind:?}, got {:?} {:?}", c.kind(), c.device())));
+    if c.size() != [e, o] {
+        return Err(Error::Internal(format!("fused kernel: row factor {:?} is not [{e}, {o}]", c.size())));
     }
-    let (size, stride) = (c.size(), c.stride());
-    if size != [e, o] || stride.iter().any(|&s| s < 0) {
-        return Err(Error::Internal(format!("fused kernel: row factor {size:?} (strides {stride:?}) is not [{e}, {o}]")));
-    }
-    Ok(Some(Strided { ptr: c.data_ptr() as *const T, row: stride[0] as usize, col: stride[1] as usize }))
+    Strided::of(c, kind, "row factor").map(Some)
 }
 
 /// The step's activities: teaching ã [E, B, O] and presynaptic a [E, B, I], read in place.
@@ -701,7 +710,7 @@ fn step_typed<T: Real>(w: &Tensor, post: &Tensor, pre: &Tensor, p: &Tensor, oja:
     let [e, o, i] = w.size()[..] else { return Err(Error::Internal("fused kernel: W must be [E, O, I]".into())) };
     check(w, kind, "W")?;
     let out = if in_place { w.shallow_clone() } else { w.f_empty_like()? };
-    let (_keep, rate) = rate::<T>(p, o, i)?;
+    let (_keep, rate) = rate::<T>(p, kind, o, i)?;
     let args = StepArgs {
         w: Ptr::of(w),
         out: Ptr::of(&out),
@@ -904,7 +913,7 @@ fn adjoint_typed<T: Real>(g: &mut Tensor, update: bool, w: &Tensor, unstep: bool
     let per_row = |on: bool| -> Result<Option<Tensor>> { Ok(if on { Some(Tensor::f_empty([e, o], (kind, Device::Cpu))?) } else { None }) };
     let rowsum = per_row(oja)?;
     let scale_grad = per_row(scale.is_some())?;
-    let (_keep, rate) = rate::<T>(p, o, i)?;
+    let (_keep, rate) = rate::<T>(p, kind, o, i)?;
     let args = AdjointArgs {
         g: Ptr::of(g),
         w: Ptr::of(w),

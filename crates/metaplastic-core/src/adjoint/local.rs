@@ -198,6 +198,25 @@ struct Owed {
     chain: Option<Chain>,
 }
 
+impl Owed {
+    /// Runs a chain still owed, leaving its dzᵀa owed to G like any other step's (`w`: that step's
+    /// weights).
+    fn settle(&mut self, w: &[Tensor], gb: &mut [Tensor]) -> Result<()> {
+        match self.chain.take() {
+            Some(chain) => chain.settle(w, gb, &mut self.pending).map(drop),
+            None => Ok(()),
+        }
+    }
+
+    /// Refuses to go on while a chain is still owed (it needs the weights of its step: `settle` first).
+    fn no_chain(&self) -> Result<()> {
+        match self.chain {
+            Some(_) => Err(Error::Internal("a step's backward chain is still owed (settle first)".into())),
+            None => Ok(()),
+        }
+    }
+}
+
 /// A step's forward pass, to differentiate from the output down: the gradients reaching each layer's
 /// output from the teaching path (`d_act`) and reaching its input from the rule (`d_pre`), and its
 /// pre-activations z and inputs a.
@@ -344,10 +363,7 @@ impl StepAdjoint for LocalAdjoint {
     }
 
     fn settle(&mut self, w: &[Tensor], gb: &mut [Tensor]) -> Result<()> {
-        match self.owed.chain.take() {
-            Some(chain) => chain.settle(w, gb, &mut self.owed.pending).map(drop),
-            None => Ok(()),
-        }
+        self.owed.settle(w, gb)
     }
 
     /// The fused loops run a step backwards; derivative feedback needs the weights before the step to
@@ -383,9 +399,7 @@ impl StepAdjoint for LocalAdjoint {
         let (strength, feedback) = self.grads.per_layer();
         let rate_full = self.grads.rate_full.iter().map(|t| t.f_detach_copy()).collect::<std::result::Result<_, _>>()?;
         let saved = Grads { feedback, strength, stacked: None, rate_full };
-        if self.owed.chain.is_some() {
-            return Err(Error::Internal("a step's backward chain is still owed (settle first)".into()));
-        }
+        self.owed.no_chain()?;
         let pending: Vec<Option<(Tensor, Tensor)>> = self.owed.pending.iter().map(|p| p.as_ref().map(|(d, a)| (d.shallow_clone(), a.shallow_clone()))).collect();
         Ok(Box::new((saved, pending)))
     }
@@ -397,9 +411,7 @@ impl StepAdjoint for LocalAdjoint {
     }
 
     fn flush(&mut self, gw: &mut [Tensor]) -> Result<()> {
-        if self.owed.chain.is_some() {
-            return Err(Error::Internal("a step's backward chain is still owed (settle first)".into()));
-        }
+        self.owed.no_chain()?;
         for (g, owed) in gw.iter_mut().zip(self.owed.pending.iter_mut()) {
             if let Some((dz, a)) = owed.take() {
                 add_forward_term(g, &dz, &a)?;
@@ -593,9 +605,7 @@ impl LocalStep {
         // (`w` then holds the weights after it: the ones the chain's step used).
         let pipelined = self.fused && unstep && mode == StepMode::Full;
         if !pipelined {
-            if let Some(chain) = owed.chain.take() {
-                chain.settle(w, gb, &mut owed.pending)?;
-            }
+            owed.settle(w, gb)?;
         }
         if mode == StepMode::Constant {
             return Ok((g, None)); // G passes unchanged, and so does what is owed to it
