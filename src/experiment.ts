@@ -10,7 +10,7 @@ import { native, wrapNativeObject, type NativeEpisode, type NativeExperiment } f
 import { configError, MetaplasticError } from './errors.js';
 import { mergeConfig, type DeepPartial, type ExperimentConfig } from './config.js';
 import { preset } from './presets.js';
-import { summarize, summarizeCurves } from './stats.js';
+import { CI_METHOD, summarize, summarizeCurves } from './stats.js';
 import { stableStringify, type EvalFile, type MetricsRecord, type OmniglotEvalResult, type SineEvalResult, type SineOrderResult } from './results.js';
 import type { EpisodeData } from './episode.js';
 import type { TensorData } from './tensor.js';
@@ -288,7 +288,7 @@ export class Experiment implements Disposable {
     const { options: used, raw } = await this.handle.evaluate(rest);
     // The options given, with the engine's run count and seed: what a reader needs to reproduce the result.
     const recorded = { ...rest, runs: used.runs, seed: used.seed };
-    return { format: 1, name: this.name, checkpointStep: this.step, seed: used.seed!, options: recorded, result: summarizeRaw(raw) };
+    return { format: 1, name: this.name, checkpointStep: this.step, seed: used.seed!, options: recorded, interval: CI_METHOD, result: summarizeRaw(raw) };
   }
 
   /**
@@ -376,7 +376,7 @@ function summarizeOrder(o: SineOrderRaw, what: string): SineOrderResult {
   return diverged > 0 ? { ...result, diverged } : result;
 }
 
-/** Turns the engine's per-run values into means with 95% confidence intervals. */
+/** Turns the engine's per-run values into means with 95% confidence intervals (stats.ts CI_METHOD). */
 export function summarizeRaw(raw: EvalRaw): SineEvalResult | OmniglotEvalResult {
   if (raw.protocol === 'sine') {
     return {

@@ -216,7 +216,7 @@ export function sineCurveSpec(entries: readonly LearnerResult<SineEvalResult>[],
     $schema: SCHEMA,
     title: {
       text: 'Incremental sine regression',
-      subtitle: ["MSE over the functions whose data has been seen; mean and 95% CI over runs (clipped at 0)", "continual: after learning function k; i.i.d.: after k functions' worth of shuffled data"],
+      subtitle: ["MSE over the functions whose data has been seen; mean and 95% bootstrap CI over runs", "continual: after learning function k; i.i.d.: after k functions' worth of shuffled data"],
     },
     data: { values: rows },
     facet: { column: { field: 'order', type: 'nominal', title: null, sort: ORDERS.map(([, l]) => l) } },
@@ -249,7 +249,7 @@ export function sinePerFunctionSpec(entries: readonly LearnerResult<SineEvalResu
   const color = learnerColor(names, options.learners);
   return {
     $schema: SCHEMA,
-    title: { text: `Sine: error on each function after learning all ${last}`, subtitle: 'mean and 95% CI over runs; log scale, so every learner stays readable' },
+    title: { text: `Sine: error on each function after learning all ${last}`, subtitle: 'mean and 95% bootstrap CI over runs; log scale, so every learner stays readable' },
     data: { values: rows },
     facet: { column: { field: 'order', type: 'nominal', title: null, sort: ORDERS.map(([, l]) => l) } },
     spec: {

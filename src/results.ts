@@ -47,6 +47,8 @@ export interface EvalFile {
   checkpointStep: number;
   seed: number;
   options: Record<string, unknown>;
+  /** How each `ci95` was computed (stats.ts CI_METHOD); absent in files written before it was recorded. */
+  interval?: string;
   result: SineEvalResult | OmniglotEvalResult;
 }
 
@@ -174,6 +176,7 @@ export const evalFileSchema = z.object({
   checkpointStep: count,
   seed: z.number().int(),
   options: z.record(z.string(), z.unknown()),
+  interval: z.string().optional(),
   result: z.discriminatedUnion('protocol', [sineEvalResultSchema, omniglotEvalResultSchema]),
 });
 

@@ -37,12 +37,17 @@ test('Omniglot: meta-train a few steps and evaluate on the class schedule', asyn
       for (const s of [p.heldOut, p.train]) {
         t.is(s.n, 2);
         t.true(s.mean >= 0 && s.mean <= 1);
+        t.true(s.ci95[0] >= 0 && s.ci95[0] <= s.mean && s.mean <= s.ci95[1] && s.ci95[1] <= 1, `interval [${s.ci95}] leaves [0, 1]`);
       }
       // Gradient learners report the step size chosen on validation; local rules have none.
       if (cfg.learner.rule.type === 'sgd') t.true(p.stepSize === 0.025 || p.stepSize === 0.05, String(p.stepSize));
       else t.is(p.stepSize, undefined);
     }
     t.deepEqual(await exp.evaluate({ runs: 2, classes: [5, 10], validationRuns: 1, stepScales: [0.5, 1] }), ev);
+    // Accuracy intervals stay in [0, 1] at 50 runs too.
+    const many = await exp.evaluate({ runs: 50, classes: [5], validationRuns: 1, stepScales: [1] });
+    if (many.result.protocol !== 'omniglot') continue;
+    for (const s of many.result.points.flatMap((p) => [p.heldOut, p.train])) t.true(s.ci95[0] >= 0 && s.ci95[1] <= 1, `interval [${s.ci95}]`);
   }
 });
 

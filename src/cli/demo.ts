@@ -5,8 +5,8 @@
  */
 import type { Command } from 'commander';
 import { join } from 'node:path';
-import { mergeConfig, type DeepPartial, type ExperimentConfig, type LayerSpec } from '../config.js';
-import { preset } from '../presets.js';
+import { mergeConfig, type ExperimentConfig } from '../config.js';
+import { DEMO_SHAPE, preset, reducedSine, type SineShape } from '../presets.js';
 import { runtimeInfo, setThreads } from '../runtime.js';
 import { formatDuration, type ProgressMode } from './progress.js';
 import { positiveInt } from './args.js';
@@ -26,42 +26,22 @@ export const DEMO_STEPS = 1000;
 export const DEMO_RUNS = 20;
 export const DEMO_OUT = join('runs', 'demo');
 
-const linear = (units: number): LayerSpec => ({ type: 'linear', units });
+/** For tests: a few milliseconds per meta-step. */
+const TINY_SHAPE: SineShape = { hidden: [16], sine: { poolSize: 10, functions: 3, slots: 3, batchesPerFunction: 2, batchSize: 4, queryPerFunction: 4 }, metaBatch: 2 };
 
-interface Shape {
-  hidden: number[];
-  sine: { poolSize?: number; functions?: number; slots?: number; batchesPerFunction: number; batchSize?: number; queryPerFunction?: number };
-  metaBatch: number;
-}
-
-const SHAPES: Record<DemoScale, Shape> = {
-  // Tuned on 2 CPU cores: both learners' meta-loss falls well below its start within DEMO_STEPS.
-  small: { hidden: [64, 64, 64], sine: { batchesPerFunction: 5 }, metaBatch: 4 },
-  // For tests: a few milliseconds per meta-step.
-  tiny: { hidden: [16], sine: { poolSize: 10, functions: 3, slots: 3, batchesPerFunction: 2, batchSize: 4, queryPerFunction: 4 }, metaBatch: 2 },
-};
+const SHAPES: Record<DemoScale, SineShape> = { small: DEMO_SHAPE, tiny: TINY_SHAPE };
 
 /**
- * The demo's reduced FLP and OML configurations, built from the flp-sine / oml-sine presets. Fewer inner
- * steps and a smaller network call for larger forward meta learning rates than the paper's (both learners
- * use 3e-3); FLP keeps the preset's recipe (README "Training FLP").
+ * The demo's learners: the flp-sine-demo and oml-sine-demo presets (so `metaplastic train --preset
+ * flp-sine-demo` takes the demo's learner further), or the same learners at the tiny scale of the tests.
  */
 export function demoConfigs(options: { scale?: DemoScale; seed?: number } = {}): DemoConfigs {
-  const shape = SHAPES[options.scale ?? 'small'];
   const seed = options.seed ?? 0;
-  const layers = [...shape.hidden, 1].map(linear);
-  const slots = shape.sine.slots ?? 10;
-  const common = { task: { sine: shape.sine }, metaBatch: shape.metaBatch, seed };
-  const build = (name: string, base: string, learner: DeepPartial<ExperimentConfig['learner']>): ExperimentConfig => {
-    const config = preset(base, mergeConfig(common, { name, learner: { ...learner, inputShape: [slots + 1], seed } }));
-    config.learner.layers = layers; // arrays are replaced, not merged: set the whole stack
-    return config;
+  const build = (name: string) => {
+    const config = options.scale === 'tiny' ? reducedSine(preset(name), TINY_SHAPE) : preset(name);
+    return mergeConfig(config, { seed, learner: { seed } });
   };
-  return {
-    flp: build('flp-sine-demo', 'flp-sine', { rln: 0, meta: { lr: { forward: 3e-3 } } }),
-    // The plastic tail is the last two layers, as OML's last three of nine.
-    oml: build('oml-sine-demo', 'oml-sine', { rln: layers.length - 2, meta: { lr: { forward: 3e-3 } } }),
-  };
+  return { flp: build('flp-sine-demo'), oml: build('oml-sine-demo') };
 }
 
 export interface DemoOptions {

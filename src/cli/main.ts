@@ -35,9 +35,60 @@ export function buildProgram(): Command {
   return program;
 }
 
+/**
+ * A reader that closes the pipe early (`| head`, quitting `less`) ends the command quietly with exit 0, as
+ * git and ls do, instead of an EPIPE stack trace. Nothing is lost: every command writes its files before it
+ * prints, so only the rest of the printout goes unread.
+ */
+export function quietOnClosedPipe(stream: NodeJS.WriteStream, exit: (code: number) => void = process.exit): void {
+  stream.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code === 'EPIPE') exit(EXIT.ok);
+    else throw e;
+  });
+}
+
+/** Edit distance (insertions, deletions, substitutions, adjacent swaps) for "did you mean". */
+function editDistance(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d[i][j] = Math.min(d[i][j], d[i - 2][j - 2] + 1);
+    }
+  }
+  return d[a.length][b.length];
+}
+
+/**
+ * The command named by argv, when it is not one of the program's: commander would print the top-level help
+ * and exit 0 for `metaplastic trian --help`, so a script could not tell. The top level takes no option with a
+ * value, so the first word that is not an option is the command.
+ */
+export function unknownCommand(program: Command, argv: string[]): string | null {
+  const word = argv.find((a) => !a.startsWith('-'));
+  if (word === undefined) return null;
+  const known = ['help', ...program.commands.flatMap((c) => [c.name(), ...c.aliases()])];
+  if (known.includes(word)) return null;
+  const near = known.map((k) => ({ k, d: editDistance(word, k) })).filter((x) => x.d <= Math.max(1, Math.floor(x.k.length / 3))).sort((x, y) => x.d - y.d)[0];
+  return `unknown command '${word}'${near ? ` (did you mean '${near.k}'?)` : ''}; see \`metaplastic --help\` for the commands`;
+}
+
+let pipesWatched = false;
+
 /** Runs the CLI; returns the process exit code instead of exiting (testable). */
 export async function main(argv: string[]): Promise<number> {
+  if (!pipesWatched) {
+    pipesWatched = true;
+    quietOnClosedPipe(process.stdout);
+    quietOnClosedPipe(process.stderr);
+  }
   const program = buildProgram();
+  const unknown = unknownCommand(program, argv);
+  if (unknown) {
+    process.stderr.write(`metaplastic: ${unknown}\n`);
+    return EXIT.usage;
+  }
   try {
     await program.parseAsync(argv, { from: 'user' });
     return 0;
