@@ -85,7 +85,12 @@ export function checkLibtorch(dir, origin, platform = process.platform) {
   }
   const version = readTorchVersion(dir);
   if (!version) {
-    throw new SetupError(`${origin} = ${dir}: cannot tell its version (no version.py or build-version). metaplastic needs libtorch ${TORCH_VERSION}.`, 'E_LIBTORCH_INVALID');
+    const why = existsSync(join(dir, 'version.py')) ? 'its version.py has no readable __version__ line' : 'it has neither version.py nor build-version';
+    throw new SetupError(
+      `${origin} = ${dir}: cannot tell its version (${why}). metaplastic needs libtorch ${TORCH_VERSION}.\n` +
+        `  Fix: point LIBTORCH at the torch/ folder of a torch ${TORCH_VERSION} wheel or an unpacked libtorch ${TORCH_VERSION}, or unset it to let setup install one.`,
+      'E_LIBTORCH_INVALID',
+    );
   }
   if (!version.startsWith(TORCH_VERSION)) {
     throw new SetupError(

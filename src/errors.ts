@@ -1,23 +1,27 @@
 /** Every error metaplastic throws carries a stable `code` (see README: Errors). */
-export type ErrorCode =
-  | 'E_CONFIG'
-  | 'E_SHAPE'
-  | 'E_DATA'
-  | 'E_CHECKPOINT'
-  | 'E_IO'
-  | 'E_TORCH'
-  | 'E_CANCELLED'
-  | 'E_DIST'
-  | 'E_INTERNAL'
-  | 'E_PANIC'
-  | 'E_NATIVE_MISSING'
-  | 'E_LIBTORCH_MISSING'
-  | 'E_LIBTORCH_INVALID'
-  | 'E_LIBTORCH_VERSION'
-  | 'E_LIBTORCH_PARTIAL'
-  | 'E_USAGE'
-  | 'E_BUSY'
-  | 'E_LOCKED';
+export const ERROR_CODES = [
+  'E_CONFIG',
+  'E_SHAPE',
+  'E_DATA',
+  'E_CHECKPOINT',
+  'E_IO',
+  'E_TORCH',
+  'E_CANCELLED',
+  'E_DIST',
+  'E_INTERNAL',
+  'E_PANIC',
+  'E_NATIVE_MISSING',
+  'E_NATIVE_INVALID',
+  'E_LIBTORCH_MISSING',
+  'E_LIBTORCH_INVALID',
+  'E_LIBTORCH_VERSION',
+  'E_LIBTORCH_PARTIAL',
+  'E_USAGE',
+  'E_BUSY',
+  'E_LOCKED',
+] as const;
+
+export type ErrorCode = (typeof ERROR_CODES)[number];
 
 export class MetaplasticError extends Error {
   readonly code: ErrorCode;

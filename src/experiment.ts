@@ -5,7 +5,8 @@
  */
 import { appendFile, readFile, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { lookup } from 'node:dns/promises';
+import { join, resolve } from 'node:path';
 import { native, wrapNativeObject, type NativeEpisode, type NativeExperiment } from './native.js';
 import { configError, MetaplasticError } from './errors.js';
 import { mergeConfig, type DeepPartial, type ExperimentConfig } from './config.js';
@@ -14,7 +15,8 @@ import { CI_METHOD, summarize, summarizeCurves } from './stats.js';
 import { stableStringify, type EvalFile, type MetricsRecord, type OmniglotEvalResult, type SineEvalResult, type SineOrderResult } from './results.js';
 import type { EpisodeData } from './episode.js';
 import type { TensorData } from './tensor.js';
-import { checkEpisodes, checkPositiveInt, checkTensor } from './validate.js';
+import { checkConfigData, checkEpisodes, checkPositiveInt, checkTensor } from './validate.js';
+import { clearRunFiles, METRICS_FILE, refuseExistingRun } from './run-folder.js';
 import { holds, lockRunDir, type RunLock } from './run-lock.js';
 import { setThreads } from './runtime.js';
 import { distributedFromEnv, sameGroup, type DistributedOptions } from './distributed.js';
@@ -53,6 +55,12 @@ export interface MetaTrainOptions {
   threads?: number;
   /** The lock of `outDir` when the caller already holds it (the CLI locks before writing config.json). */
   runLock?: RunLock;
+  /**
+   * Start over in an `outDir` that holds another run's checkpoint, replacing it (its config.json and
+   * eval.json go too). Without it such a folder is refused: continue that run with `Experiment.load(outDir)`.
+   * A folder this experiment was loaded from or saved to is its own and is always continued.
+   */
+  overwrite?: boolean;
   /**
    * Data-parallel meta-training: this process is one worker of a group (or `'env'`: the group that
    * torchrun-style environment variables describe). Each worker computes the meta-gradient of its share of
@@ -96,10 +104,15 @@ function checkSteps(steps: number): void {
   if (!Number.isSafeInteger(steps) || steps < 0) throw configError('steps', `expected a non-negative integer, got ${steps}`);
 }
 
-export const METRICS_FILE = 'metrics.jsonl';
+export { METRICS_FILE } from './run-folder.js';
 
 /** A preset by name (with overrides), or a configuration with overrides merged in. */
 function resolveConfig(config: string | ExperimentConfig, overrides?: DeepPartial<ExperimentConfig>): ExperimentConfig {
+  if (typeof config !== 'string') {
+    if (typeof config !== 'object' || config === null || Array.isArray(config)) throw configError('config', 'expected a preset name or a configuration object');
+    checkConfigData(config, '');
+  }
+  checkConfigData(overrides, '');
   return typeof config === 'string' ? preset(config, overrides) : mergeConfig(config, overrides);
 }
 
@@ -114,6 +127,8 @@ export class Experiment implements Disposable {
   /** The long operation in progress (meta-training spans many native calls). */
   #running: string | undefined;
   #group: DistributedOptions | undefined;
+  /** The folder whose checkpoint is this experiment's own (loaded from or saved to): metaTrain continues it. */
+  #home: string | undefined;
 
   private constructor(handle: Native) {
     this.#native = wrapNativeObject(handle);
@@ -132,7 +147,10 @@ export class Experiment implements Disposable {
 
   /** Loads a checkpoint directory written by `save` or `metaTrain({ outDir })`. */
   static async load(dir: string): Promise<Experiment> {
-    return new Experiment(await native.loadExperiment(dir));
+    if (typeof dir !== 'string' || dir === '') throw configError('dir', 'expected a checkpoint folder path');
+    const exp = new Experiment(await native.loadExperiment(dir));
+    exp.#home = resolve(dir);
+    return exp;
   }
 
   private get raw(): Native {
@@ -188,6 +206,9 @@ export class Experiment implements Disposable {
     if (typeof options !== 'object' || options === null) throw configError('options', 'expected { steps, ... }');
     const { steps } = options;
     const every = options.checkpointEvery ?? 0;
+    if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) throw configError('signal', `expected an AbortSignal (new AbortController().signal), got ${JSON.stringify(String(options.signal))}`);
+    if (options.onProgress !== undefined && typeof options.onProgress !== 'function') throw configError('onProgress', `expected a function, got a ${typeof options.onProgress}`);
+    if (options.outDir !== undefined && (typeof options.outDir !== 'string' || options.outDir === '')) throw configError('outDir', 'expected a folder path');
     checkSteps(steps);
     checkSteps(every);
     const threads = checkPositiveInt(options.threads, 'threads');
@@ -199,6 +220,11 @@ export class Experiment implements Disposable {
     // One writer per run folder (a second process gets E_LOCKED instead of interleaving its steps).
     const lock = outDir && !holds(options.runLock, outDir) ? lockRunDir(outDir) : undefined;
     try {
+      if (outDir && resolve(outDir) !== this.#home) {
+        if (options.overwrite) clearRunFiles(outDir);
+        else refuseExistingRun(outDir, `continue it with Experiment.load('${outDir}'), or pass overwrite: true to replace it`);
+        this.#home = resolve(outDir);
+      }
       return await this.#metaTrain({ ...options, outDir }, steps, every);
     } finally {
       lock?.release();
@@ -213,7 +239,7 @@ export class Experiment implements Disposable {
     }
     this.#running = 'joining the group';
     try {
-      await this.raw.joinGroup(group);
+      await joinAfterLookup(this.raw, group);
     } finally {
       this.#running = undefined;
     }
@@ -278,7 +304,9 @@ export class Experiment implements Disposable {
 
   /** Writes a checkpoint (atomically) into `dir`. */
   async save(dir: string): Promise<void> {
+    if (typeof dir !== 'string' || dir === '') throw configError('dir', 'expected a folder path');
     await this.handle.save(dir);
+    this.#home = resolve(dir);
   }
 
   /** Runs the task's evaluation protocol (docs/method.md §5); the result is a pure function of the weights, seed and options. */
@@ -334,6 +362,17 @@ export class Experiment implements Disposable {
   [Symbol.dispose](): void {
     this.dispose();
   }
+}
+
+/**
+ * Joins the group. The engine bounds the rendezvous by the group's timeout; rank 0's host name is resolved
+ * here first, so that one that does not resolve is named at once, with the variable that set it.
+ */
+async function joinAfterLookup(native: Native, group: DistributedOptions): Promise<void> {
+  await lookup(group.masterAddr).catch((e: NodeJS.ErrnoException) => {
+    throw new MetaplasticError('E_DIST', `MASTER_ADDR ${JSON.stringify(group.masterAddr)} (rank 0's host) does not resolve (${e.code ?? e.message}); set MASTER_ADDR to rank 0's host name or address`);
+  });
+  await native.joinGroup(group);
 }
 
 function metricsRecord(r: StepRecord, lr: Record<string, number>, stepsPerSec: number): MetricsRecord & { gradNorm: number | null } {

@@ -1,6 +1,6 @@
 export { runtimeInfo, cudaLoadError, setThreads, manualSeed, type RuntimeInfo } from './runtime.js';
 export { tensor, roundTrip, numel, type TensorData } from './tensor.js';
-export { MetaplasticError, type ErrorCode } from './errors.js';
+export { MetaplasticError, ERROR_CODES, type ErrorCode } from './errors.js';
 export type { EpisodeData } from './episode.js';
 export * from './tasks/index.js';
 export * from './config.js';

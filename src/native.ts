@@ -3,7 +3,7 @@
  * through a proxy that turns the addon's "[CODE] message" errors into MetaplasticError with `code`.
  */
 import { createRequire } from 'node:module';
-import { existsSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readSync, statSync } from 'node:fs';
 import { constants } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -237,14 +237,58 @@ function wrap(value: any): any {
   return value;
 }
 
+/**
+ * Checks that the addon file is a whole shared library before the loader maps it: a truncated library
+ * kills the process with SIGBUS when the loader reads past its end, which no exception can catch. ELF: the
+ * program and section header tables, and every segment, lie inside the file. Mach-O: the magic number.
+ * Returns why the file cannot be the addon, or null.
+ */
+export function addonFileProblem(path: string): string | null {
+  const size = statSync(path).size;
+  const fd = openSync(path, 'r');
+  try {
+    const head = Buffer.alloc(64);
+    const got = readSync(fd, head, 0, 64, 0);
+    const magic = head.readUInt32BE(0);
+    if ([0xfeedfacf, 0xcffaedfe, 0xcafebabe].includes(magic)) return null; // Mach-O (64-bit, either order, universal)
+    if (magic !== 0x7f454c46) return `it is not a shared library (it starts with bytes ${head.subarray(0, 4).toString('hex')})`;
+    if (got < 64 || head[4] !== 2 || head[5] !== 1) return 'it is not a 64-bit little-endian ELF library (or its header is cut short)';
+    const phoff = Number(head.readBigUInt64LE(0x20));
+    const shoff = Number(head.readBigUInt64LE(0x28));
+    const [phentsize, phnum, shentsize, shnum] = [head.readUInt16LE(0x36), head.readUInt16LE(0x38), head.readUInt16LE(0x3a), head.readUInt16LE(0x3c)];
+    if (phoff + phnum * phentsize > size || shoff + shnum * shentsize > size) return `it is cut short (${size} bytes; its headers need more)`;
+    const table = Buffer.alloc(phnum * phentsize);
+    readSync(fd, table, 0, table.length, phoff);
+    for (let i = 0; i < phnum; i++) {
+      const offset = Number(table.readBigUInt64LE(i * phentsize + 0x08));
+      const fileSize = Number(table.readBigUInt64LE(i * phentsize + 0x20));
+      if (offset + fileSize > size) return `it is cut short (${size} bytes; segment ${i} ends at byte ${offset + fileSize})`;
+    }
+    return null;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function invalidAddon(addon: string, why: string): MetaplasticError {
+  return new MetaplasticError('E_NATIVE_INVALID', `the native addon ${addon} cannot be loaded: ${why}.\n  Fix: rebuild it with \`npm run setup\` in a clone of the repository, or reinstall metaplastic`);
+}
+
 function load(): NativeBinding {
   const addon = addonPath();
   if (!existsSync(addon)) {
     throw new MetaplasticError('E_NATIVE_MISSING', `native addon not found at ${addon}; run \`npm run setup\` to build it`);
   }
+  const problem = addonFileProblem(addon);
+  if (problem) throw invalidAddon(addon, problem);
   const libtorch = libtorchDir();
   openLibtorch(libtorch);
-  const raw = createRequire(import.meta.url)(addon);
+  let raw;
+  try {
+    raw = createRequire(import.meta.url)(addon);
+  } catch (e) {
+    throw invalidAddon(addon, e instanceof Error ? e.message.split('\n')[0] : String(e));
+  }
   location = { addon, libtorch };
   return new Proxy(raw, { get: (target, key) => wrap(target[key]) }) as NativeBinding;
 }

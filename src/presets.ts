@@ -3,6 +3,7 @@
  * be printed, copied and overridden field by field (`preset(name, overrides)`).
  */
 import { configError } from './errors.js';
+import { checkConfigData } from './validate.js';
 import { mergeConfig, type DeepPartial, type ExperimentConfig, type LayerSpec, type LearnerConfig } from './config.js';
 
 const linear = (units: number): LayerSpec => ({ type: 'linear', units });
@@ -215,7 +216,8 @@ export function listPresets(): PresetInfo[] {
 
 /** A copy of a preset's configuration, with optional field-by-field overrides. */
 export function preset(name: string, overrides?: DeepPartial<ExperimentConfig>): ExperimentConfig {
-  const p = PRESETS[name];
+  checkConfigData(overrides, '');
+  const p = Object.hasOwn(PRESETS, name) ? PRESETS[name] : undefined;
   if (!p) throw configError('preset', `unknown preset '${name}' (known: ${presetNames().join(', ')})`);
   return mergeConfig(p.config, overrides);
 }

@@ -1,9 +1,9 @@
 // A run folder has one writer at a time. The lock is a file created exclusively in the folder, holding
 // the owner's pid and host; a lock whose process is gone (same host) is stale and taken over. Another
 // live owner, or one on another host (which cannot be checked), is an E_LOCKED error naming it.
-import { mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { MetaplasticError } from './errors.js';
 
 export const LOCK_FILE = '.metaplastic.lock';
@@ -55,8 +55,25 @@ function unreadableAndOld(path: string): boolean {
   }
 }
 
+/**
+ * Why a folder cannot be created or written. Creating a/b/c below a read-only mount fails with ENOENT for
+ * the missing parent, which hides the cause: the nearest folder that exists says it (EROFS, EACCES).
+ */
+export function unwritableReason(dir: string, e: unknown): string {
+  let existing = resolve(dir);
+  while (!existsSync(existing) && dirname(existing) !== existing) existing = dirname(existing);
+  try {
+    accessSync(existing, constants.W_OK);
+  } catch (denied) {
+    const code = (denied as NodeJS.ErrnoException).code;
+    const why = code === 'EROFS' ? 'is on a read-only file system' : code === 'EACCES' || code === 'EPERM' ? 'is not writable by this user' : `cannot be written (${code})`;
+    return `${existing} ${why}`;
+  }
+  return (e as Error).message;
+}
+
 function ioError(dir: string, e: unknown): MetaplasticError {
-  return new MetaplasticError('E_IO', `cannot use ${dir} as a run folder: ${(e as Error).message}; choose a writable folder with --out`, { cause: e });
+  return new MetaplasticError('E_IO', `cannot use ${dir} as a run folder: ${unwritableReason(dir, e)}; choose a writable folder with --out`, { cause: e });
 }
 
 /** Takes the run folder's lock (creating the folder). */

@@ -58,3 +58,48 @@ export function checkPositiveInt(v: unknown, what: string): number | undefined {
   if (!Number.isSafeInteger(v) || (v as number) < 1) throw configError(what, `expected a positive integer, got ${JSON.stringify(v)}`);
   return v as number;
 }
+
+/** Deeper than any configuration is: a deeper value is a mistake, and recursing into it would overflow the stack. */
+export const MAX_CONFIG_DEPTH = 32;
+
+/** Keys that would reach an object's prototype when assigned. */
+export const FORBIDDEN_KEYS: ReadonlySet<string> = new Set(['__proto__', 'constructor', 'prototype']);
+
+/**
+ * A configuration (or overrides) is plain JSON data: objects, arrays, strings, finite numbers, booleans and
+ * null, at most MAX_CONFIG_DEPTH levels deep, with no key that reaches a prototype. Anything else is named
+ * with its path before it is merged, cloned or sent to the engine.
+ */
+export function checkConfigData(value: unknown, what: string, depth = 0): void {
+  if (depth > MAX_CONFIG_DEPTH) throw configError(what || 'config', `nested more than ${MAX_CONFIG_DEPTH} levels deep`);
+  switch (typeof value) {
+    case 'string':
+    case 'boolean':
+    case 'undefined':
+      return;
+    case 'number':
+      if (!Number.isFinite(value)) throw configError(what || 'config', `${value} is not a finite number (a JSON number too large for a double, such as 1e400, reads as Infinity)`);
+      return;
+    case 'object':
+      if (value === null) return;
+      if (Array.isArray(value)) {
+        const extra = Object.keys(value).find((k) => !/^\d+$/.test(k));
+        if (extra !== undefined) throw configError(what || 'config', `is a list with a named property '${extra}'; JSON lists hold only elements`);
+        for (let i = 0; i < value.length; i++) checkConfigData(value[i], `${what || 'config'}[${i}]`, depth + 1);
+        return;
+      }
+      if (Object.getPrototypeOf(value) !== Object.prototype && Object.getPrototypeOf(value) !== null) {
+        throw configError(what || 'config', `expected plain data (a JSON object), got ${kindOf(value)}`);
+      }
+      for (const key of Object.keys(value)) {
+        if (FORBIDDEN_KEYS.has(key)) throw configError(field(what, key), `'${key}' is not a configuration field`);
+        checkConfigData((value as Record<string, unknown>)[key], field(what, key), depth + 1);
+      }
+      if (Object.getOwnPropertySymbols(value).length > 0) throw configError(what || 'config', 'has a Symbol key; configurations are plain JSON data');
+      return;
+    default:
+      throw configError(what || 'config', `expected JSON data, got a ${typeof value}`);
+  }
+}
+
+const field = (path: string, key: string) => (path ? `${path}.${key}` : key);

@@ -6,6 +6,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createServer, type AddressInfo } from 'node:net';
 import { Experiment, distributedFromEnv, type ExperimentConfig } from '../src/index.js';
 import { freeLoopbackPort, withoutOption } from '../src/cli/launch.js';
 import { cli, root } from './helpers.js';
@@ -105,7 +106,8 @@ function worker(rank: number, args: string[], port: number) {
   const child = spawn(process.execPath, ['--import=tsx', join(root, 'src', 'cli', 'run.ts'), ...args], { cwd: root, env, stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (d) => (stderr += d));
-  const exit = new Promise<{ code: number | null; at: number; stderr: string }>((resolve) => child.on('exit', (code) => resolve({ code, at: Date.now(), stderr })));
+  // 'close', not 'exit': the last of stderr can arrive after the process exited.
+  const exit = new Promise<{ code: number | null; at: number; stderr: string }>((resolve) => child.on('close', (code) => resolve({ code, at: Date.now(), stderr })));
   return { child, exit };
 }
 
@@ -151,4 +153,40 @@ test('rendezvous settings from the environment: named errors for missing or bad 
   t.regex(nested.stderr, /--nproc starts its own workers/);
   t.deepEqual(withoutOption(['train', '--nproc', '2', '--steps', '3', '--nproc=4'], '--nproc'), ['train', '--steps', '3']);
   t.deepEqual(withoutOption(['train', '--threads=2', '--steps', '3', '--threads', '1'], '--threads'), ['train', '--steps', '3']);
+});
+
+test('rank 0 killed: rank 1 stops with one named E_DIST line, no C++ frames', async (t) => {
+  const out = mkdtempSync(join(tmpdir(), 'metaplastic-dist-'));
+  const args = ['train', '--config', configFile(2), '--steps', '1000000', '--out', out, '--threads', '1', '--checkpoint-every', '0', '--dist-timeout', '10'];
+  const port = await freeLoopbackPort();
+  const [r0, r1] = [worker(0, args, port), worker(1, args, port)];
+  const deadline = Date.now() + 120_000;
+  while (!existsSync(join(out, 'metrics.jsonl')) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+  r0.child.kill('SIGKILL');
+  const survivor = await r1.exit;
+  t.is(survivor.code, 1, survivor.stderr);
+  t.regex(survivor.stderr, /\[E_DIST\]/);
+  const lines = survivor.stderr.trim().split('\n').filter((l) => !/^warning: the machine's load/.test(l));
+  t.true(lines.length <= 3, `rank 1 printed ${lines.length} lines:\n${survivor.stderr}`);
+  t.notRegex(survivor.stderr, /frame #|Exception raised from|c10::/);
+});
+
+test('the rendezvous honours --dist-timeout when something else answers on the port, and names an unresolvable MASTER_ADDR at once', async (t) => {
+  // A program that accepts connections and never answers, as another group's store or an unrelated server would.
+  const silent = createServer((socket) => socket.resume());
+  await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+  const port = (silent.address() as AddressInfo).port;
+  try {
+    const args = ['train', '--config', configFile(2), '--steps', '2', '--out', mkdtempSync(join(tmpdir(), 'metaplastic-dist-')), '--threads', '1', '--dist-timeout', '3'];
+    const t0 = Date.now();
+    const r = await worker(1, args, port).exit;
+    t.is(r.code, 1, r.stderr);
+    t.true(r.at - t0 < 30_000, `took ${r.at - t0} ms with --dist-timeout 3`);
+    t.regex(r.stderr, /\[E_DIST\].*could not join the group of 2 at 127\.0\.0\.1:\d+ within 3 s: something answers on that port/);
+  } finally {
+    silent.close();
+  }
+  const lost = cli(['train', '--config', configFile(2), '--steps', '2', '--threads', '1', '--dist-timeout', '30'], { RANK: '1', WORLD_SIZE: '2', MASTER_ADDR: 'no-such-host.invalid', MASTER_PORT: '29500' });
+  t.is(lost.status, 1, lost.stderr);
+  t.regex(lost.stderr, /\[E_DIST\]: MASTER_ADDR "no-such-host\.invalid" \(rank 0's host\) does not resolve/);
 });

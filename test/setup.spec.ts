@@ -45,7 +45,14 @@ test('a wrong, unknown or missing libtorch stops setup with a named error saying
   t.regex(wrong!.message, /Fix: point LIBTORCH at a libtorch 2\.11\.0/);
   const unknown = t.throws(() => checkLibtorch(fakeLibtorch(), 'LIBTORCH'), { instanceOf: SetupError });
   t.is(unknown!.code, 'E_LIBTORCH_INVALID');
-  t.regex(unknown!.message, /cannot tell its version/);
+  t.regex(unknown!.message, /cannot tell its version \(it has neither version\.py nor build-version\)/);
+  t.regex(unknown!.message, /Fix: point LIBTORCH at/);
+  const garbage = fakeLibtorch();
+  writeFileSync(join(garbage, 'version.py'), '\x00\x17 not python\n');
+  const unreadable = t.throws(() => checkLibtorch(garbage, 'LIBTORCH'), { instanceOf: SetupError });
+  t.is(unreadable!.code, 'E_LIBTORCH_INVALID');
+  t.regex(unreadable!.message, /its version\.py has no readable __version__ line/);
+  t.regex(unreadable!.message, /Fix: /);
   const notDir = t.throws(() => checkLibtorch(join(tmpdir(), 'no-such-libtorch'), 'LIBTORCH'), { instanceOf: SetupError });
   t.is(notDir!.code, 'E_LIBTORCH_INVALID');
   t.regex(notDir!.message, /is not a libtorch directory/);

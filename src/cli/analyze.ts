@@ -6,6 +6,9 @@
 import type { Command } from 'commander';
 import { join } from 'node:path';
 import { Experiment } from '../experiment.js';
+import { native } from '../native.js';
+import type { ExperimentConfig } from '../config.js';
+import { sameTask } from './compare.js';
 import { analysisFigures, analysisTable, writeAnalysisFile, type AnalysisFile, type AnalyzeOptions } from '../analysis.js';
 import { stableStringify } from '../results.js';
 import { positiveInt, seedInt, usageError } from './args.js';
@@ -26,11 +29,16 @@ export interface AnalyzeResult {
   table: string;
 }
 
+/** The evaluation protocol a task type is scored by (the image tasks share Omniglot's). */
+const taskProtocol = (type: string) => (type === 'sine' ? 'sine' : type === 'custom' ? 'custom' : 'omniglot');
+
 export async function analyzeRun(req: AnalyzeRequest): Promise<AnalyzeResult> {
   const log = req.log ?? ((line: string) => process.stderr.write(line + '\n'));
   const out = req.out ?? join(req.checkpoint, 'analysis');
   const dirs = [req.checkpoint, ...(req.against ? [req.against] : [])];
   const file: AnalysisFile = { format: 1, learners: [] };
+  // From the manifests: nothing is loaded (or analysed) for a pair that cannot share a table.
+  sameTask(dirs, dirs.map((d) => taskProtocol((native.readCheckpointManifest(d) as { config: ExperimentConfig }).config.task.type)));
   for (const dir of dirs) {
     using exp = await Experiment.load(dir);
     const t0 = performance.now();

@@ -3,6 +3,7 @@
 import { InvalidArgumentError } from 'commander';
 import { readFile } from 'node:fs/promises';
 import { configError, MetaplasticError } from '../errors.js';
+import { checkConfigData, FORBIDDEN_KEYS } from '../validate.js';
 
 /** Ends a command with a specific exit code (main() prints `message`, if any, and returns the code). */
 export class CliExit extends Error {
@@ -59,6 +60,8 @@ export function applySet(config: Record<string, unknown>, assignment: string): v
   if (eq <= 0) throw usageError(`--set expects key.path=value, got '${assignment}'`);
   const path = assignment.slice(0, eq).trim().split('.');
   if (path.some((p) => p === '')) throw usageError(`--set: empty segment in key path '${assignment.slice(0, eq)}'`);
+  const forbidden = path.find((p) => FORBIDDEN_KEYS.has(p));
+  if (forbidden !== undefined) throw usageError(`--set ${assignment.slice(0, eq)}: '${forbidden}' is not a configuration field`);
   const raw = assignment.slice(eq + 1);
   let value: unknown;
   try {
@@ -70,7 +73,7 @@ export function applySet(config: Record<string, unknown>, assignment: string): v
   for (let i = 0; i < path.length - 1; i++) {
     const key = path[i];
     const parent = node as Record<string, unknown>;
-    if (parent[key] === undefined || parent[key] === null) parent[key] = /^\d+$/.test(path[i + 1]) ? [] : {};
+    if (!Object.hasOwn(parent, key) || parent[key] === undefined || parent[key] === null) parent[key] = /^\d+$/.test(path[i + 1]) ? [] : {};
     node = parent[key];
     if (typeof node !== 'object') {
       throw usageError(`--set ${path.join('.')}: ${path.slice(0, i + 1).join('.')} is ${JSON.stringify(node)}, not an object`);
@@ -94,6 +97,11 @@ export async function readConfigFile(path: string): Promise<Record<string, unkno
     throw configError(path, `not valid JSON (${(e as Error).message})`);
   }
   if (typeof data !== 'object' || data === null || Array.isArray(data)) throw configError(path, 'expected a JSON object');
+  try {
+    checkConfigData(data, '');
+  } catch (e) {
+    throw e instanceof MetaplasticError ? new MetaplasticError(e.code, `${path}: ${e.message}`) : e;
+  }
   return data as Record<string, unknown>;
 }
 

@@ -21,6 +21,7 @@ export async function loadEntries(dirs: readonly string[]): Promise<CompareEntry
   }
   const entries: CompareEntry[] = [];
   for (const dir of dirs) entries.push({ name: '', eval: await readEvalFile(join(dir, EVAL_FILE)), metrics: await readRunMetrics(dir) });
+  sameTask(dirs, entries.map((e) => e.eval.result.protocol));
   const names = entries.map((e) => e.eval.name);
   const bases = dirs.map((d) => basename(resolve(d)));
   const count = (xs: string[], x: string) => xs.filter((y) => y === x).length;
@@ -30,6 +31,19 @@ export async function loadEntries(dirs: readonly string[]): Promise<CompareEntry
   });
   return entries;
 }
+
+/**
+ * Runs of different tasks share no metric, and their meta-losses are different quantities (a sine MSE, an
+ * image task's cross-entropy): one axis or table for both would mislead, so they are refused.
+ */
+export function sameTask(dirs: readonly string[], tasks: readonly string[]): void {
+  const i = tasks.findIndex((t) => t !== tasks[0]);
+  if (i > 0) {
+    throw usageError(`${dirs[0]} holds a run of the ${tasks[0]} task and ${dirs[i]} one of the ${tasks[i]} task: their meta-losses measure different things (${lossName(tasks[0])} against ${lossName(tasks[i])}); compare runs of one task`);
+  }
+}
+
+const lossName = (task: string) => (task === 'sine' ? 'mean squared error' : 'cross-entropy');
 
 export interface CompareResult {
   entries: CompareEntry[];

@@ -10,6 +10,10 @@ import { createServer } from 'node:net';
 import { availableParallelism } from 'node:os';
 import { createInterface } from 'node:readline';
 import { EXIT } from './exit-codes.js';
+import { hasCheckpoint } from '../run-folder.js';
+
+/** Set in each worker's environment to the launcher's --nproc: the worker's resume hint repeats it. */
+export const LAUNCHER_NPROC_ENV = 'METAPLASTIC_NPROC';
 
 /** A port that was free a moment ago on the loopback interface (rank 0 listens on it). */
 export function freeLoopbackPort(): Promise<number> {
@@ -37,8 +41,11 @@ export function withoutOption(args: string[], name: string): string[] {
 export interface LaunchOptions {
   /** libtorch threads per worker (default: the cores divided among the workers). */
   threads?: number;
-  /** Seconds the survivors get to stop by themselves after a worker fails. */
+  /** Seconds the survivors get to stop by themselves after a worker fails, or to save after a signal; then
+   *  SIGTERM, and after as long again SIGKILL (which also ends a stopped worker). */
   graceSeconds?: number;
+  /** The run folder, to say whether it keeps a checkpoint when a worker fails. */
+  runDir?: string;
 }
 
 function describeExit(code: number | null, signal: NodeJS.Signals | null): string {
@@ -54,12 +61,21 @@ export async function launchWorkers(args: string[], nproc: number, options: Laun
   const workers: ChildProcess[] = [];
   let failure: { rank: number; code: number; text: string } | undefined;
   let interrupted = false;
-  let killTimer: NodeJS.Timeout | undefined;
+  const timers: NodeJS.Timeout[] = [];
+  const grace = (options.graceSeconds ?? 30) * 1000;
+  const running = () => workers.filter((w) => w.exitCode === null && w.signalCode === null);
+  // Workers that outlast the grace period get SIGTERM (they save and stop), and after as long again SIGKILL:
+  // a worker that hangs or was stopped (SIGSTOP) cannot keep the launcher waiting forever.
+  const escalate = (first: NodeJS.Signals | null) => {
+    if (first) timers.push(setTimeout(() => running().forEach((w) => w.kill(first)), grace));
+    timers.push(setTimeout(() => running().forEach((w) => w.kill('SIGKILL')), first ? 2 * grace : grace));
+  };
 
   const exited = Array.from({ length: nproc }, (_, rank) => {
-    const env = { ...process.env, RANK: String(rank), LOCAL_RANK: String(rank), WORLD_SIZE: String(nproc), LOCAL_WORLD_SIZE: String(nproc), MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port) };
-    // Own process group: a terminal's Ctrl-C reaches the launcher only, which forwards it exactly once.
-    const child = spawn(process.execPath, [...process.execArgv, script, ...workerArgs], { env, detached: true, stdio: ['ignore', rank === 0 ? 'inherit' : 'ignore', rank === 0 ? 'inherit' : 'pipe'] });
+    const env = { ...process.env, RANK: String(rank), LOCAL_RANK: String(rank), WORLD_SIZE: String(nproc), LOCAL_WORLD_SIZE: String(nproc), MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), [LAUNCHER_NPROC_ENV]: String(nproc) };
+    // Own process group: a terminal's Ctrl-C reaches the launcher only, which forwards it exactly once. The IPC
+    // channel closes when the launcher dies, however it dies (kill -9 included): the worker then saves and stops.
+    const child = spawn(process.execPath, [...process.execArgv, script, ...workerArgs], { env, detached: true, stdio: ['ignore', rank === 0 ? 'inherit' : 'ignore', rank === 0 ? 'inherit' : 'pipe', 'ipc'] });
     workers.push(child);
     if (child.stderr) createInterface({ input: child.stderr }).on('line', (line) => process.stderr.write(`[rank ${rank}] ${line}\n`));
     return new Promise<void>((resolve) => {
@@ -68,7 +84,7 @@ export async function launchWorkers(args: string[], nproc: number, options: Laun
         if (failed && !failure && !interrupted) {
           failure = { rank, code: code ?? EXIT.failure, text: describeExit(code, signal) };
           // The others notice the lost rank by themselves; terminate any that do not.
-          killTimer = setTimeout(() => workers.forEach((w) => w.exitCode === null && w.kill('SIGTERM')), (options.graceSeconds ?? 30) * 1000);
+          escalate('SIGTERM');
         }
         resolve();
       });
@@ -79,22 +95,28 @@ export async function launchWorkers(args: string[], nproc: number, options: Laun
     });
   });
 
-  const forward = () => {
+  // Ctrl-C, SIGTERM and SIGHUP reach every worker once (each saves and stops); a second one ends them at once.
+  const forward = (signal: NodeJS.Signals) => {
+    if (interrupted) {
+      running().forEach((w) => w.kill('SIGKILL'));
+      return;
+    }
     interrupted = true;
-    for (const w of workers) if (w.exitCode === null) w.kill('SIGINT');
+    for (const w of running()) w.kill(signal === 'SIGINT' ? 'SIGINT' : 'SIGTERM');
+    escalate(null);
   };
-  process.on('SIGINT', forward);
-  process.on('SIGTERM', forward);
+  const signals = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+  for (const s of signals) process.on(s, forward);
   try {
     await Promise.all(exited);
   } finally {
-    process.removeListener('SIGINT', forward);
-    process.removeListener('SIGTERM', forward);
-    if (killTimer) clearTimeout(killTimer);
+    for (const s of signals) process.removeListener(s, forward);
+    timers.forEach(clearTimeout);
   }
   if (interrupted) return EXIT.interrupted;
   if (failure) {
-    process.stderr.write(`metaplastic: worker rank ${failure.rank} ${failure.text}; the run folder keeps the last checkpoint\n`);
+    const kept = options.runDir === undefined ? 'the run folder keeps its last checkpoint, if any' : hasCheckpoint(options.runDir) ? `${options.runDir} keeps the last checkpoint` : `${options.runDir} holds no checkpoint yet`;
+    process.stderr.write(`metaplastic: worker rank ${failure.rank} ${failure.text}; ${kept}\n`);
     return failure.code === 0 ? EXIT.failure : failure.code;
   }
   return EXIT.ok;

@@ -80,6 +80,9 @@ let pipesWatched = false;
 export async function main(argv: string[]): Promise<number> {
   if (!pipesWatched) {
     pipesWatched = true;
+    // A worker of `train --nproc` has an IPC channel to its launcher, used only to notice that the launcher is
+    // gone (train.ts onStop); it must not keep the process alive by itself.
+    process.channel?.unref();
     quietOnClosedPipe(process.stdout);
     quietOnClosedPipe(process.stderr);
   }

@@ -3,17 +3,10 @@
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { METRICS_FILE } from '../experiment.js';
+import { METRICS_FILE } from '../run-folder.js';
 import { parseMetrics, type MetricsRecord } from '../results.js';
 
-/** The engine's checkpoint manifest (crates/metaplastic-core/src/checkpoint.rs). */
-export const CHECKPOINT_FILE = 'checkpoint.json';
-export const CONFIG_FILE = 'config.json';
-export const EVAL_FILE = 'eval.json';
-
-export function hasCheckpoint(dir: string): boolean {
-  return existsSync(join(dir, CHECKPOINT_FILE));
-}
+export { CHECKPOINT_FILE, CONFIG_FILE, EVAL_FILE, hasCheckpoint } from '../run-folder.js';
 
 /** The run's metrics, or [] when it has none (skipped, non-finite meta-steps have a null loss). */
 export async function readRunMetrics(dir: string): Promise<MetricsRecord[]> {

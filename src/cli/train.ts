@@ -16,16 +16,46 @@ import { applySet, CliExit, collect, firstDifference, nonNegativeInt, positiveIn
 import { CHECKPOINT_FILE, CONFIG_FILE, hasCheckpoint, readRunMetrics } from './runs.js';
 import { finalMetaLoss, initialMetaLoss, metaLossWindow } from '../results.js';
 import { lockRunDir, type RunLock } from '../run-lock.js';
+import { METRICS_FILE, refuseExistingRun } from '../run-folder.js';
+import { checkConfigData } from '../validate.js';
+import { rmSync } from 'node:fs';
 import { applyThreads } from './threads.js';
 import { EXIT } from './exit-codes.js';
 import { restoreTerminal } from './progress.js';
 import { distributedFromEnv, type DistributedOptions } from '../distributed.js';
-import { launchWorkers } from './launch.js';
+import { LAUNCHER_NPROC_ENV, launchWorkers } from './launch.js';
 
 /** First call: `first`; any later call: `later` (Ctrl-C, then Ctrl-C again). */
-export function interruptHandler(first: () => void, later: () => void): () => void {
+export function interruptHandler<A extends unknown[]>(first: (...args: A) => void, later: () => void): (...args: A) => void {
   let calls = 0;
-  return () => (calls++ === 0 ? first() : later());
+  return (...args: A) => (calls++ === 0 ? first(...args) : later());
+}
+
+/** The signals that stop a run and save it: Ctrl-C, and what SLURM, Kubernetes and a closed terminal send. */
+export const STOP_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+
+/**
+ * Calls `first` on the first stop signal (or when the launcher of this worker is gone: its IPC channel
+ * closes), `later` on any after it. Returns the function that removes the handlers.
+ */
+export function onStop(first: (why: string) => void, later: () => void): () => void {
+  const handle = interruptHandler(first, later);
+  const bySignal = STOP_SIGNALS.map((signal) => [signal, () => handle(signal)] as const);
+  for (const [signal, h] of bySignal) process.on(signal, h);
+  const orphaned = () => handle('the launcher is gone');
+  process.on('disconnect', orphaned);
+  if (process.env[LAUNCHER_NPROC_ENV] && !process.connected) orphaned(); // it went before we listened
+  return () => {
+    for (const [signal, h] of bySignal) process.removeListener(signal, h);
+    process.removeListener('disconnect', orphaned);
+  };
+}
+
+/** The command that resumes a run, as the user started it (with --nproc when the launcher started this worker). */
+export function resumeCommand(out: string, steps: number, distributed?: DistributedOptions): string {
+  const nproc = process.env[LAUNCHER_NPROC_ENV];
+  const group = distributed ? (nproc ? ` --nproc ${nproc}` : ` (with ${distributed.worldSize} workers again)`) : '';
+  return `metaplastic train --resume --out ${out} --steps ${steps}${group}`;
 }
 
 /** The second Ctrl-C: the terminal as it was before the bar, a word on the checkpoint, exit 130. */
@@ -89,6 +119,7 @@ export async function resolveConfig(opts: { preset?: string; config?: string; se
     throw usageError('give --preset NAME or --config FILE.json (see `metaplastic presets`)');
   }
   for (const s of opts.set ?? []) applySet(config, s);
+  checkConfigData(config, ''); // a --set value such as 1e400 (Infinity) is named before anything starts
   if (opts.seed !== undefined) {
     config = mergeConfig(config, { seed: opts.seed, learner: { seed: opts.seed } });
   }
@@ -107,9 +138,7 @@ export function defaultRunDir(config: ExperimentConfig): string {
 async function openRun(req: TrainRequest, write: boolean): Promise<Experiment> {
   if (!req.resume) {
     if (!req.config) throw usageError('give --preset NAME or --config FILE.json (see `metaplastic presets`)');
-    if (hasCheckpoint(req.out)) {
-      throw usageError(`${req.out} already holds a checkpoint (${CHECKPOINT_FILE}); continue it with --resume, or choose another --out`);
-    }
+    refuseExistingRun(req.out, 'continue it with --resume, or choose another --out');
     const exp = await Experiment.create(req.config);
     if (!write) return exp;
     await writeFileAtomic(join(req.out, CONFIG_FILE), JSON.stringify(exp.config, null, 2) + '\n').catch((e) => {
@@ -144,6 +173,16 @@ export async function trainRun(req: TrainRequest): Promise<TrainResult> {
 }
 
 async function lockedTrainRun(req: TrainRequest, log: (line: string) => void, runLock: RunLock): Promise<TrainResult> {
+  try {
+    return await trainInFolder(req, log, runLock);
+  } catch (e) {
+    // A fresh run that failed before its first checkpoint leaves the folder as it found it.
+    if (!req.resume && !hasCheckpoint(req.out)) for (const f of [CONFIG_FILE, METRICS_FILE]) rmSync(join(req.out, f), { force: true });
+    throw e;
+  }
+}
+
+async function trainInFolder(req: TrainRequest, log: (line: string) => void, runLock: RunLock): Promise<TrainResult> {
   applyThreads(req.threads, log);
   const exp = await openRun(req, true);
   const startStep = exp.step;
@@ -153,16 +192,16 @@ async function lockedTrainRun(req: TrainRequest, log: (line: string) => void, ru
 
   const controller = new AbortController();
   const progress = createProgress({ label: req.label ?? name, mode: req.progress });
-  // First Ctrl-C: stop inside the current meta-step, save, exit 130. A second one quits at once, with the
-  // terminal restored (cursor, line wrap) and the last checkpoint on disk untouched.
-  const onSigint = interruptHandler(
-    () => {
-      log(`\n${name}: interrupted; saving a checkpoint (press Ctrl-C again to quit without saving)`);
+  // First Ctrl-C (or SIGTERM, SIGHUP): stop inside the current meta-step, save, exit 130. A second one quits
+  // at once, with the terminal restored (cursor, line wrap) and the last checkpoint on disk untouched.
+  const resume = resumeCommand(req.out, req.steps, req.distributed);
+  const removeHandlers = onStop(
+    (why) => {
+      log(`\n${name}: interrupted (${why}); saving a checkpoint (press Ctrl-C again to quit without saving)`);
       controller.abort();
     },
-    () => quitWithoutSaving(`${name}: quit without saving; the last checkpoint in ${req.out} is intact (resume with: metaplastic train --resume --out ${req.out} --steps ${req.steps})`),
+    () => quitWithoutSaving(`${name}: quit without saving; the last checkpoint in ${req.out} is intact (resume with: ${resume})`),
   );
-  process.on('SIGINT', onSigint);
   const t0 = performance.now();
   try {
     if (startStep < req.steps) progress.start(req.steps, startStep);
@@ -178,11 +217,11 @@ async function lockedTrainRun(req: TrainRequest, log: (line: string) => void, ru
   } catch (e) {
     progress.stop();
     if (e instanceof MetaplasticError && e.code === 'E_CANCELLED') {
-      throw new CliExit(EXIT.interrupted, `${name}: stopped at step ${exp.step} of ${req.steps}; checkpoint saved in ${req.out}.\nResume with: metaplastic train --resume --out ${req.out} --steps ${req.steps}${req.distributed ? ` (with ${req.distributed.worldSize} workers again)` : ''}`);
+      throw new CliExit(EXIT.interrupted, `${name}: stopped at step ${exp.step} of ${req.steps}; checkpoint saved in ${req.out}.\nResume with: ${resume}`);
     }
     throw e;
   } finally {
-    process.removeListener('SIGINT', onSigint);
+    removeHandlers();
   }
   progress.stop();
   const seconds = (performance.now() - t0) / 1000;
@@ -219,8 +258,7 @@ async function followerTrainRun(req: TrainRequest, log: (line: string) => void):
   const exp = await openRun(req, false);
   const startStep = exp.step;
   const controller = new AbortController();
-  const onSigint = interruptHandler(() => controller.abort(), () => process.exit(EXIT.interrupted));
-  process.on('SIGINT', onSigint);
+  const removeHandlers = onStop(() => controller.abort(), () => process.exit(EXIT.interrupted));
   const t0 = performance.now();
   try {
     await exp.metaTrain({ steps: req.steps, signal: controller.signal, distributed: req.distributed });
@@ -228,7 +266,7 @@ async function followerTrainRun(req: TrainRequest, log: (line: string) => void):
     if (e instanceof MetaplasticError && e.code === 'E_CANCELLED') throw new CliExit(EXIT.interrupted, '');
     throw e;
   } finally {
-    process.removeListener('SIGINT', onSigint);
+    removeHandlers();
   }
   const result: TrainResult = {
     name: exp.name,
@@ -297,10 +335,17 @@ export function registerTrain(program: Command): void {
       const fromEnv = distributedFromEnv();
       if (opts.nproc !== undefined && opts.nproc > 1) {
         if (fromEnv) throw usageError('--nproc starts its own workers; leave it out when a launcher (torchrun, srun) already set RANK and WORLD_SIZE');
-        await resolveConfig(opts); // a bad configuration is reported once, before any worker starts
+        // A bad configuration is reported once, before any worker starts or anything is written.
+        const config = await resolveConfig(opts);
+        const metaBatch = config?.metaBatch ?? 1;
+        if (config && !opts.resume && metaBatch % opts.nproc !== 0) {
+          throw new MetaplasticError('E_CONFIG', `invalid configuration: metaBatch: ${metaBatch} episodes cannot be split evenly over ${opts.nproc} processes; use a multiple of ${opts.nproc}`);
+        }
+        const runDir = opts.out ?? (config ? defaultRunDir(config) : undefined);
         // The workers get the same command line (--dist-timeout included), less --nproc.
         const args = process.argv.slice(process.argv.indexOf(command.name()));
-        const code = await launchWorkers(args, opts.nproc, { threads: opts.threads });
+        // A worker that outlasts the group's timeout after a failure or a signal is terminated, then killed.
+        const code = await launchWorkers(args, opts.nproc, { threads: opts.threads, runDir, graceSeconds: opts.distTimeout });
         if (code !== EXIT.ok) throw new CliExit(code, '');
         return;
       }

@@ -25,9 +25,23 @@ void write_error(char* err, size_t len, const char* message) {
   err[len - 1] = '\0';
 }
 
+// c10d logs a failed socket operation as a warning with a C++ backtrace, then throws; the exception is
+// reported with its cause (and the lost rank) by the caller, so the log line is only noise to a user.
+// Warnings are off while a c10d call runs; errors still print.
+struct QuietWarnings {
+  const int saved = FLAGS_caffe2_log_level;
+  QuietWarnings() {
+    if (saved < 2) FLAGS_caffe2_log_level = 2;
+  }
+  ~QuietWarnings() {
+    FLAGS_caffe2_log_level = saved;
+  }
+};
+
 // Runs `body`, turning any exception into a message and a status of -1.
 template <typename F>
 int guarded(char* err, size_t len, F&& body) {
+  QuietWarnings quiet;
   try {
     body();
     return 0;

@@ -121,7 +121,12 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest> {
 
 pub fn load(dir: &Path) -> Result<Experiment> {
     let manifest = read_manifest(dir)?;
-    let path = dir.join(&manifest.tensors_file);
+    // A checkpoint is its folder: the manifest may name only a file inside it.
+    let name = Path::new(&manifest.tensors_file);
+    if name.components().count() != 1 || !matches!(name.components().next(), Some(std::path::Component::Normal(_))) {
+        return Err(bad(dir, format!("the manifest names the tensor file {:?}, which is not a file name inside the checkpoint folder", manifest.tensors_file)));
+    }
+    let path = dir.join(name);
     if !path.exists() {
         return Err(bad(dir, format!("the tensor file {} named by the manifest is missing", manifest.tensors_file)));
     }

@@ -626,8 +626,8 @@ impl LearnerConfig {
         if self.task == TaskKind::Regression && self.feedback.signal == Some(Signal::CrossEntropy) {
             return Err(Error::config("feedback.signal", "crossEntropy is a classification signal"));
         }
-        if self.feedback.layers < 1 {
-            return Err(Error::config("feedback.layers", "must be >= 1"));
+        if !(1..=crate::budget::MAX_FEEDBACK_LAYERS).contains(&self.feedback.layers) {
+            return Err(Error::config("feedback.layers", format!("must be from 1 to {}, got {}", crate::budget::MAX_FEEDBACK_LAYERS, self.feedback.layers)));
         }
         let s = self.feedback.strength.init;
         if !(s.is_finite()) {

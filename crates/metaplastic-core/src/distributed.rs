@@ -86,6 +86,10 @@ pub struct ProcessGroup {
 // The c10d objects behind the handle are safe to use from any thread, one call at a time.
 unsafe impl Send for ProcessGroup {}
 
+/// A group handle on its way from the rendezvous thread.
+struct RawGroup(*mut c_void);
+unsafe impl Send for RawGroup {}
+
 fn c_string(what: &str, s: &str) -> Result<CString> {
     CString::new(s).map_err(|_| Error::config(what, "contains a NUL byte"))
 }
@@ -100,24 +104,31 @@ fn mark_key(kind: &str, rank: u32) -> String {
 }
 
 impl ProcessGroup {
-    /// Rendezvous with the other ranks (waits up to the timeout for all of them).
+    /// Rendezvous with the other ranks (waits up to the timeout for all of them). c10d honours the timeout
+    /// while rank 0 is not yet listening, but not when something else answers on the port (another group's
+    /// rank 0, another program): the rendezvous runs on a thread of its own, and one that outlives the
+    /// timeout is abandoned there (its group, should it ever form, is never used) and named.
     pub fn join(settings: &GroupSettings) -> Result<Self> {
         settings.validate()?;
         let host = c_string("masterAddr", &settings.master_addr)?;
         let ifname = c_string("ifname", settings.ifname.as_deref().unwrap_or(""))?;
-        let mut err = vec![0u8; ERR_LEN];
-        let raw = unsafe {
-            mp_c10d_init(
-                host.as_ptr(),
-                settings.master_port as c_int,
-                settings.rank as c_int,
-                settings.world_size as c_int,
-                settings.timeout_ms(),
-                ifname.as_ptr(),
-                err.as_mut_ptr() as *mut c_char,
-                ERR_LEN,
-            )
-        };
+        let (port, rank, world, timeout_ms) = (settings.master_port as c_int, settings.rank as c_int, settings.world_size as c_int, settings.timeout_ms());
+        let (done, result) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("metaplastic-rendezvous".into())
+            .spawn(move || {
+                let mut err = vec![0u8; ERR_LEN];
+                let raw = unsafe { mp_c10d_init(host.as_ptr(), port, rank, world, timeout_ms, ifname.as_ptr(), err.as_mut_ptr() as *mut c_char, ERR_LEN) };
+                let _ = done.send((RawGroup(raw), err));
+            })
+            .map_err(|e| Error::Distributed(format!("cannot start the rendezvous thread: {e}")))?;
+        let slack = std::time::Duration::from_secs(2);
+        let (RawGroup(raw), err) = result.recv_timeout(std::time::Duration::from_millis(timeout_ms as u64) + slack).map_err(|_| {
+            Error::Distributed(format!(
+                "rank {} could not join the group of {} at {}:{} within {} s: something answers on that port but does not complete the rendezvous (another group's rank 0, or another program, may be using it). Give each group its own MASTER_PORT, or raise the timeout if rank 0 is slow to start",
+                settings.rank, settings.world_size, settings.master_addr, settings.master_port, settings.timeout_seconds
+            ))
+        })?;
         let handle = NonNull::new(raw).ok_or_else(|| {
             Error::Distributed(format!(
                 "rank {} could not join the group of {} at {}:{} within {} s: {}. Check that rank 0 runs and listens on that address and port, that the port is free, and that every rank was given the same WORLD_SIZE",

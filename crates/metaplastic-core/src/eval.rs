@@ -51,6 +51,13 @@ impl EvalOptions {
         if opts.runs == 0 {
             return Err(Error::config("runs", "must be at least 1"));
         }
+        // What one run returns: per order, the final error, the curve and the per-function errors (sine), or
+        // per class count, held-out and training accuracy.
+        let per_run = match task {
+            TaskConfig::Sine { sine, .. } => 2.0 * (1.0 + 2.0 * sine.functions as f64),
+            _ => 2.0 * opts.classes.len() as f64,
+        };
+        crate::budget::check_eval_runs(opts.runs, per_run)?;
         Ok(opts)
     }
 }

@@ -84,6 +84,7 @@ impl ExperimentConfig {
             return Err(Error::config("metaBatch", "must be >= 1"));
         }
         cfg.learner.validate().map_err(|e| e.within("learner"))?;
+        crate::budget::check_experiment(&cfg)?;
         Ok(cfg)
     }
 }

@@ -2,6 +2,7 @@
 //! exact meta-gradients, benchmark tasks, evaluation and checkpoints, on libtorch.
 pub mod adjoint;
 pub mod analysis;
+pub mod budget;
 pub mod checkpoint;
 pub mod config;
 pub mod distributed;

@@ -148,6 +148,10 @@ pub fn set_threads(n: i32) -> crate::Result<()> {
     if n < 1 {
         return Err(crate::Error::config("threads", format!("must be >= 1, got {n}")));
     }
+    let most = crate::budget::max_threads();
+    if n > most {
+        return Err(crate::Error::config("threads", format!("at most {most} (4 per logical core of this machine; more only slow libtorch down), got {n}")));
+    }
     init();
     THREADS.store(n, Ordering::Relaxed);
     tch::set_num_threads(n);

@@ -90,6 +90,25 @@ fn a_manifest_that_no_longer_fits_its_tensors_names_the_folder() {
 }
 
 #[test]
+fn a_manifest_may_name_only_a_file_inside_its_folder() {
+    let dir = tmpdir("escape");
+    let exp = Experiment::new(tiny_sine(r#"{"type":"oja"}"#)).unwrap();
+    checkpoint::save(&exp, &dir).unwrap();
+    let manifest = dir.join("checkpoint.json");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let mut value: serde_json::Value = serde_json::from_str(&text).unwrap();
+    // A file that exists outside the folder must not even be opened (the checksum would reject it only after reading).
+    for name in ["../../../../etc/passwd", "/etc/passwd", "..", "sub/tensors.safetensors"] {
+        value["tensorsFile"] = name.into();
+        std::fs::write(&manifest, serde_json::to_string(&value).unwrap()).unwrap();
+        let err = checkpoint::load(&dir).err().unwrap();
+        assert_eq!(err.code(), "E_CHECKPOINT", "{name}: {err}");
+        assert!(err.to_string().contains("not a file name inside the checkpoint folder"), "{name}: {err}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn a_checkpoint_that_cannot_be_written_is_an_io_error() {
     let dir = tmpdir("unwritable");
     let exp = Experiment::new(tiny_sine(r#"{"type":"oja"}"#)).unwrap();
