@@ -98,7 +98,7 @@ export function checkConfigData(value: unknown, what: string, depth = 0): void {
       if (Object.getOwnPropertySymbols(value).length > 0) throw configError(what || 'config', 'has a Symbol key; configurations are plain JSON data');
       return;
     default:
-      throw configError(what || 'config', `expected JSON data, got a ${typeof value}`);
+      throw configError(what || 'config', `expected plain data (JSON), got a ${typeof value === 'bigint' ? 'BigInt' : typeof value === 'symbol' ? 'Symbol' : typeof value}`);
   }
 }
 

@@ -180,11 +180,11 @@ test('sine evaluation: structure, confidence intervals, determinism', async (t) 
     t.is(order.perFunction.length, 3);
     const s = order.finalMse;
     t.is(s.n, 6);
-    // 95% CI = mean ± t(0.975, 5)·std/√n, t = 2.5706.
-    const half = (2.5706 * s.std) / Math.sqrt(6);
-    t.true(Math.abs(s.ci95[1] - s.mean - half) < 1e-3 * Math.max(1, half));
-    t.true(Math.abs(s.mean - s.ci95[0] - half) < 1e-3 * Math.max(1, half));
+    // The percentile-bootstrap interval holds the mean, stays >= 0 for an MSE, and is recorded as such.
+    t.true(s.ci95[0] >= 0 && s.ci95[0] <= s.mean && s.mean <= s.ci95[1], `[${s.ci95}] around ${s.mean}`);
+    t.true(s.std === 0 || s.ci95[1] > s.ci95[0]);
   }
+  t.regex(a.interval ?? '', /95% percentile bootstrap/);
   const other = await exp.evaluate({ runs: 6, seed: 4 });
   t.notDeepEqual(other.result, a.result);
 });

@@ -100,8 +100,8 @@ test('configurations that are not plain JSON data are named: deep nesting, non-f
   for (let i = 0; i < 3000; i++) deep = deep.x = {} as Record<string, unknown>;
   await rejects(t, Experiment.create(tiny().oml, top as never), 'E_CONFIG', /nested more than 32 levels/);
   await rejects(t, Experiment.create({ ...tiny().oml, learner: { ...tiny().oml.learner, seed: Infinity } }), 'E_CONFIG', /learner\.seed: Infinity is not a finite number/);
-  await rejects(t, Experiment.create(tiny().oml, { learner: { seed: (() => 1) as never } }), 'E_CONFIG', /learner\.seed: expected JSON data, got a function/);
-  await rejects(t, Experiment.create(tiny().oml, { name: Symbol('x') as never }), 'E_CONFIG', /name: expected JSON data, got a symbol/);
+  await rejects(t, Experiment.create(tiny().oml, { learner: { seed: (() => 1) as never } }), 'E_CONFIG', /learner\.seed: expected plain data \(JSON\), got a function/);
+  await rejects(t, Experiment.create(tiny().oml, { name: Symbol('x') as never }), 'E_CONFIG', /name: expected plain data \(JSON\), got a Symbol/);
   await rejects(t, Experiment.create(tiny().oml, JSON.parse('{"__proto__": {"polluted": 1}}')), 'E_CONFIG', /__proto__/);
   t.is(({} as Record<string, unknown>).polluted, undefined);
   await rejects(t, () => preset('flp-sine', { learner: new Map() as never }), 'E_CONFIG', /learner: expected plain data/);

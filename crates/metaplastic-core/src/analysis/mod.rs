@@ -46,6 +46,7 @@ impl AnalysisOptions {
         } else {
             crate::eval::not_given(&given, &["order"], &format!("applies to sine streams; this experiment's task is {kind}"))?;
         }
+        crate::budget::check_eval_runs(opts.runs, 1.0)?;
         Ok(opts)
     }
 }
@@ -213,6 +214,10 @@ pub fn analyze_streams(learner: &mut Learner, name: &str, protocol: &str, stream
     if kept > OVERLAP_BUDGET {
         return Err(Error::config("every", format!("measuring every {} step(s) keeps {} MiB of updates for the overlap matrix; use every ≥ {}", opts.every, kept >> 20, (kept / OVERLAP_BUDGET + 1) * opts.every as i64)));
     }
+    // What each run returns, about: a record per measured step and plastic layer, and the task × task overlaps.
+    let layers = learner.spec.plastic().len() as f64;
+    let tasks = first.step_task.iter().max().map_or(1, |t| t + 1) as f64;
+    crate::budget::check_eval_runs(streams.len(), layers * (8.0 * steps.div_ceil(opts.every) as f64 + tasks * tasks + 2.0 * tasks))?;
     let runs = streams.iter().map(|s| Ok(analyze_stream(learner, s, opts.every)?.0)).collect::<Result<Vec<_>>>()?;
     let rule = if learner.local_rule().is_some() { "local" } else { "sgd" };
     Ok(Analysis {
