@@ -12,6 +12,7 @@ import { checkConfig, ERROR_CODES, Experiment, MetaplasticError, preset, tensor,
 import { applySet } from '../src/cli/args.js';
 import { main } from '../src/cli/main.js';
 import { demoConfigs } from '../src/cli/demo.js';
+import { snapshot } from './helpers.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'metaplastic-fuzz-'));
 test.after.always(() => rmSync(tmp, { recursive: true, force: true }));
@@ -91,20 +92,6 @@ test('--set: any path and value is applied or refused with a code, and never rea
   );
   t.true(prototypeClean());
 });
-
-/** Every file below `dir` with its bytes. */
-function snapshot(dir: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  if (!existsSync(dir)) return out;
-  for (const name of readdirSync(dir, { recursive: true }) as string[]) {
-    try {
-      out[name] = readFileSync(join(dir, name)).toString('base64');
-    } catch {
-      out[name] = '(folder)';
-    }
-  }
-  return out;
-}
 
 test.serial('command lines: any flags exit with a documented code, no unexpected error, and a refused one changes nothing', async (t) => {
   const config = join(tmp, 'tiny.json');

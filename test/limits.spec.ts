@@ -10,7 +10,7 @@ import { Experiment, MetaplasticError, preset, setThreads, type ExperimentConfig
 import { addonFileProblem, nativeLocation } from '../src/native.js';
 import { demoConfigs } from '../src/cli/demo.js';
 import { analyzeRun } from '../src/cli/analyze.js';
-import { cli, root } from './helpers.js';
+import { cli, root, snapshot } from './helpers.js';
 import { omniglotFixture } from './omniglot-fixture.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'metaplastic-limits-'));
@@ -23,21 +23,6 @@ async function rejects(t: any, p: Promise<unknown> | (() => unknown), code: stri
   t.true(e instanceof MetaplasticError, `not a MetaplasticError: ${e?.message}`);
   t.is(e?.code, code, e?.message);
   t.regex(e?.message ?? '', re);
-}
-
-/** Every file below `dir` with its bytes: what "nothing on disk changed" compares. */
-function snapshot(dir: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  if (!existsSync(dir)) return out;
-  for (const name of readdirSync(dir, { recursive: true }) as string[]) {
-    const path = join(dir, name);
-    try {
-      out[name] = readFileSync(path).toString('base64');
-    } catch {
-      out[name] = '(folder)';
-    }
-  }
-  return out;
 }
 
 test('sizes that cannot be allocated are named before anything is allocated (API)', async (t) => {
