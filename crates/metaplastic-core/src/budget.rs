@@ -5,6 +5,8 @@
 use crate::config::{Dtype, LearnerConfig};
 use crate::experiment::{ExperimentConfig, TaskConfig};
 use crate::net::spec::NetSpec;
+use crate::tasks::omniglot::{OmniglotSplit, DRAWINGS};
+use crate::tasks::EpisodeConfig;
 use crate::{Error, Result};
 
 /// The most values one tensor may hold: the fused loops, the episode layouts and the JS boundary count
@@ -83,28 +85,36 @@ fn within_memory(field: &str, what: &str, bytes: f64) -> Result<()> {
 }
 
 /// What one episode of the task holds (values), and the field that sets its size; also checks the task's
-/// other buffers (the sine function pool) against memory.
+/// other buffers (the sine function pool, the decoded images) against memory.
 fn episode_values(task: &TaskConfig, input_values: f64) -> Result<(f64, &'static str)> {
-    Ok(match task {
+    let f = |v: usize| v as f64;
+    match task {
         TaskConfig::Sine { sine, .. } => {
-            let f = |v: usize| v as f64;
             // The pool holds two f64 parameters per function.
             within_memory("task.sine.poolSize", "the sine function pool", f(sine.pool_size) * 16.0)?;
             let inputs = f(sine.slots) + 1.0;
             let support = f(sine.functions) * f(sine.batches_per_function) * f(sine.batch_size) * inputs;
             let query = f(sine.functions) * f(sine.query_per_function) * inputs;
             tensor("task.sine.queryPerFunction", "an episode's query set", query)?;
-            (support + query, "task.sine")
+            Ok((support + query, "task.sine"))
         }
-        TaskConfig::Omniglot { episode, .. } | TaskConfig::ImageFolder { episode, .. } => {
-            let f = |v: usize| v as f64;
-            let images = f(episode.ways) * (f(episode.shots) + f(episode.query_shots.unwrap_or(episode.shots))) + f(episode.remember);
-            let values = images * input_values;
-            tensor("task.episode", "an episode's images", values)?;
-            (values, "task.episode")
+        TaskConfig::Omniglot { data, episode } => {
+            // Both splits are held decoded, one byte per pixel.
+            let images = f((OmniglotSplit::Background.expected_classes() + OmniglotSplit::Evaluation.expected_classes()) * DRAWINGS);
+            within_memory("task.data.size", &format!("Omniglot's {images} images at {0}×{0} pixels", data.size), images * f(data.size).powi(2))?;
+            image_episode(episode, input_values)
         }
-        TaskConfig::Custom {} => (0.0, "task"),
-    })
+        TaskConfig::ImageFolder { episode, .. } => image_episode(episode, input_values),
+        TaskConfig::Custom {} => Ok((0.0, "task")),
+    }
+}
+
+fn image_episode(episode: &EpisodeConfig, input_values: f64) -> Result<(f64, &'static str)> {
+    let f = |v: usize| v as f64;
+    let images = f(episode.ways) * (f(episode.shots) + f(episode.query_shots.unwrap_or(episode.shots))) + f(episode.remember);
+    let values = images * input_values;
+    tensor("task.episode", "an episode's images", values)?;
+    Ok((values, "task.episode"))
 }
 
 /// The whole experiment: the learner, one episode, and the meta-batch of episodes with their fast weights.
@@ -187,6 +197,18 @@ mod tests {
         assert!(e.contains("task.sine.poolSize") && e.contains("GiB"), "{e}");
         let e = sine_experiment(|v| v["metaBatch"] = 10_000_000_000u64.into()).unwrap_err().to_string();
         assert!(e.contains("metaBatch") && e.contains("GiB"), "{e}");
+        // Omniglot at 1,024 pixels a side: 32,460 decoded images of 1 MiB, more than the test machines hold.
+        let big_images = sine_experiment(|v| {
+            v["learner"]["inputShape"] = serde_json::json!([1, 1024, 1024]);
+            v["learner"]["task"] = "classification".into();
+            v["learner"]["layers"] = serde_json::json!([{ "type": "conv", "channels": 1, "kernel": 64, "stride": 64 }, { "type": "linear", "units": 5 }]);
+            v["learner"]["rln"] = 1.into();
+            v["task"] = serde_json::json!({ "type": "omniglot", "data": { "size": 1024 } });
+        });
+        match big_images {
+            Err(e) => assert!(e.to_string().contains("task.data.size") && e.to_string().contains("32460 images"), "{e}"),
+            Ok(_) => assert!(physical_memory().is_some_and(|m| m > 31.7 * (1u64 << 30) as f64), "refused only where memory is short"),
+        }
     }
 
     #[test]
