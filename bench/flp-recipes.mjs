@@ -1,8 +1,8 @@
 // The "Training FLP" ablation (README): meta-trains one FLP recipe on incremental sine regression with the
 // demo-size network (hidden 64-64-64), evaluates it, and appends one JSON line of figures to a results file.
 //
-//   node bench/flp-recipes.mjs RECIPE [--protocol demo|full] [--steps N] [--seed S] [--runs R]
-//                              [--out DIR] [--results FILE]
+//   node bench/flp-recipes.mjs RECIPE [--protocol demo|full] [--order continual|iid] [--steps N] [--seed S]
+//                              [--runs R] [--out DIR] [--results FILE]
 //   node bench/flp-recipes.mjs --list
 //
 // `demo` is the demo's protocol (10 functions × 5 minibatches × 32), `full` the paper's (× 40 minibatches).
@@ -53,11 +53,11 @@ const RECIPES = {
   bounded: { plasticity: { normalize: 'bounded', parameterization: 'log', init: 1e-2 }, meta: { lr: { plasticity: 1e-2 } } },
 };
 
-function recipeConfig(recipe, protocol, seed) {
+function recipeConfig(recipe, protocol, seed, order) {
   const base = recipe === 'oml' ? demoConfigs({ seed }).oml : demoConfigs({ seed }).flp;
   const learner = recipe === 'oml' ? base.learner : mergeConfig(mergeConfig(base.learner, SHIPPED), RECIPES[recipe]);
-  const task = protocol === 'full' ? { ...base.task, sine: { ...base.task.sine, batchesPerFunction: 40 } } : base.task;
-  return { ...base, name: `flp-${recipe}-${protocol}`, learner, task };
+  const task = { ...base.task, order, ...(protocol === 'full' ? { sine: { ...base.task.sine, batchesPerFunction: 40 } } : {}) };
+  return { ...base, name: `flp-${recipe}-${protocol}${order === 'continual' ? '' : `-${order}`}`, learner, task };
 }
 
 /** Mean applied meta-loss over the 10% of steps ending at `step` (null when the run is shorter). */
@@ -71,6 +71,8 @@ const { values, positionals } = parseArgs({
   allowPositionals: true,
   options: {
     protocol: { type: 'string', default: 'demo' },
+    // The order of the meta-training lifetimes' streams (evaluation reports both orders either way).
+    order: { type: 'string', default: 'continual' },
     steps: { type: 'string', default: '1000' },
     seed: { type: 'string', default: '0' },
     runs: { type: 'string', default: '20' },
@@ -90,12 +92,13 @@ if (values.list) {
 const recipe = positionals[0];
 if (!RECIPES[recipe]) throw new Error(`unknown recipe '${recipe}' (known: ${Object.keys(RECIPES).join(', ')})`);
 if (!['demo', 'full'].includes(values.protocol)) throw new Error(`--protocol is demo or full`);
+if (!['continual', 'iid'].includes(values.order)) throw new Error(`--order is continual or iid`);
 const steps = Number(values.steps);
 const seed = Number(values.seed);
 const extra = values.learner ? JSON.parse(values.learner) : undefined;
-const config = recipeConfig(recipe, values.protocol, seed);
+const config = recipeConfig(recipe, values.protocol, seed, values.order);
 if (extra) config.learner = mergeConfig(config.learner, extra);
-const out = values.out ?? join('runs', 'flp-recipes', `${recipe}-${values.protocol}-s${seed}${extra ? '-' + createHash('sha1').update(values.learner).digest('hex').slice(0, 8) : ''}`);
+const out = values.out ?? join('runs', 'flp-recipes', `${recipe}-${values.protocol}${values.order === 'continual' ? '' : `-${values.order}`}-s${seed}${extra ? '-' + createHash('sha1').update(values.learner).digest('hex').slice(0, 8) : ''}`);
 if (!process.env.OMP_NUM_THREADS) setThreads(1);
 
 const t = await trainRun({ config: values.resume ? undefined : config, out, steps, resume: values.resume, checkpointEvery: 250, progress: 'lines' });
@@ -106,6 +109,7 @@ const stat = (s) => ({ mean: s.mean, ci: (s.ci95[1] - s.ci95[0]) / 2 });
 const row = {
   recipe,
   protocol: values.protocol,
+  order: values.order,
   seed,
   steps: t.steps,
   metaLoss: Object.fromEntries(marks.map((s) => [s, lossAt(records, s)])),
