@@ -71,34 +71,35 @@ export const FORBIDDEN_KEYS: ReadonlySet<string> = new Set(['__proto__', 'constr
  * with its path before it is merged, cloned or sent to the engine.
  */
 export function checkConfigData(value: unknown, what: string, depth = 0): void {
-  if (depth > MAX_CONFIG_DEPTH) throw configError(what || 'config', `nested more than ${MAX_CONFIG_DEPTH} levels deep`);
+  const here = what || 'config';
+  if (depth > MAX_CONFIG_DEPTH) throw configError(here, `nested more than ${MAX_CONFIG_DEPTH} levels deep`);
   switch (typeof value) {
     case 'string':
     case 'boolean':
     case 'undefined':
       return;
     case 'number':
-      if (!Number.isFinite(value)) throw configError(what || 'config', `${value} is not a finite number (a JSON number too large for a double, such as 1e400, reads as Infinity)`);
+      if (!Number.isFinite(value)) throw configError(here, `${value} is not a finite number (a JSON number too large for a double, such as 1e400, reads as Infinity)`);
       return;
     case 'object':
       if (value === null) return;
       if (Array.isArray(value)) {
         const extra = Object.keys(value).find((k) => !/^\d+$/.test(k));
-        if (extra !== undefined) throw configError(what || 'config', `is a list with a named property '${extra}'; JSON lists hold only elements`);
-        for (let i = 0; i < value.length; i++) checkConfigData(value[i], `${what || 'config'}[${i}]`, depth + 1);
+        if (extra !== undefined) throw configError(here, `is a list with a named property '${extra}'; JSON lists hold only elements`);
+        for (let i = 0; i < value.length; i++) checkConfigData(value[i], `${here}[${i}]`, depth + 1);
         return;
       }
       if (Object.getPrototypeOf(value) !== Object.prototype && Object.getPrototypeOf(value) !== null) {
-        throw configError(what || 'config', `expected plain data (a JSON object), got ${kindOf(value)}`);
+        throw configError(here, `expected plain data (a JSON object), got ${kindOf(value)}`);
       }
       for (const key of Object.keys(value)) {
         if (FORBIDDEN_KEYS.has(key)) throw configError(field(what, key), `'${key}' is not a configuration field`);
         checkConfigData((value as Record<string, unknown>)[key], field(what, key), depth + 1);
       }
-      if (Object.getOwnPropertySymbols(value).length > 0) throw configError(what || 'config', 'has a Symbol key; configurations are plain JSON data');
+      if (Object.getOwnPropertySymbols(value).length > 0) throw configError(here, 'has a Symbol key; configurations are plain JSON data');
       return;
     default:
-      throw configError(what || 'config', `expected plain data (JSON), got a ${typeof value === 'bigint' ? 'BigInt' : typeof value === 'symbol' ? 'Symbol' : typeof value}`);
+      throw configError(here, `expected plain data (JSON), got a ${typeof value === 'bigint' ? 'BigInt' : typeof value === 'symbol' ? 'Symbol' : typeof value}`);
   }
 }
 

@@ -12,6 +12,9 @@ import { createInterface } from 'node:readline';
 import { EXIT } from './exit-codes.js';
 import { hasCheckpoint } from '../run-folder.js';
 
+/** The signals that stop a run and save it: Ctrl-C, and what SLURM, Kubernetes and a closed terminal send. */
+export const STOP_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+
 /** Set in each worker's environment to the launcher's --nproc: the worker's resume hint repeats it. */
 export const LAUNCHER_NPROC_ENV = 'METAPLASTIC_NPROC';
 
@@ -105,12 +108,11 @@ export async function launchWorkers(args: string[], nproc: number, options: Laun
     for (const w of running()) w.kill(signal === 'SIGINT' ? 'SIGINT' : 'SIGTERM');
     escalate(null);
   };
-  const signals = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
-  for (const s of signals) process.on(s, forward);
+  for (const s of STOP_SIGNALS) process.on(s, forward);
   try {
     await Promise.all(exited);
   } finally {
-    for (const s of signals) process.removeListener(s, forward);
+    for (const s of STOP_SIGNALS) process.removeListener(s, forward);
     timers.forEach(clearTimeout);
   }
   if (interrupted) return EXIT.interrupted;

@@ -23,16 +23,13 @@ import { applyThreads } from './threads.js';
 import { EXIT } from './exit-codes.js';
 import { restoreTerminal } from './progress.js';
 import { distributedFromEnv, type DistributedOptions } from '../distributed.js';
-import { LAUNCHER_NPROC_ENV, launchWorkers } from './launch.js';
+import { LAUNCHER_NPROC_ENV, launchWorkers, STOP_SIGNALS } from './launch.js';
 
 /** First call: `first`; any later call: `later` (Ctrl-C, then Ctrl-C again). */
 export function interruptHandler<A extends unknown[]>(first: (...args: A) => void, later: () => void): (...args: A) => void {
   let calls = 0;
   return (...args: A) => (calls++ === 0 ? first(...args) : later());
 }
-
-/** The signals that stop a run and save it: Ctrl-C, and what SLURM, Kubernetes and a closed terminal send. */
-export const STOP_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
 
 /**
  * Calls `first` on the first stop signal (or when the launcher of this worker is gone: its IPC channel

@@ -27,7 +27,7 @@ pub const MAX_RESULT_VALUES: f64 = 900_000.0;
 pub fn physical_memory() -> Option<f64> {
     // SAFETY: sysconf has no preconditions; a negative answer means unknown.
     let (pages, size) = unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
-    (pages > 0 && size > 0).then(|| pages as f64 * size as f64)
+    (pages > 0 && size > 0).then_some(pages as f64 * size as f64)
 }
 
 fn gib(bytes: f64) -> String {
@@ -49,32 +49,33 @@ fn element_bytes(dtype: Dtype) -> f64 {
     }
 }
 
-/// Values of the learner's weights and feedback pathways (f64: the products of absurd sizes overflow
-/// integers).
-fn weight_values(cfg: &LearnerConfig) -> Result<f64> {
+/// Weights, their gradients, Adam's two moments, and as much again for per-synapse rates and feedback.
+const STATE_COPIES: f64 = 8.0;
+
+/// The learner's sizes in values (f64: the products of absurd sizes overflow integers), each weight checked
+/// to fit in a tensor.
+struct LearnerValues {
+    /// All weights and feedback pathways: what the meta-parameters and their optimiser state scale with.
+    parameters: f64,
+    /// The plastic layers' weights: what each episode's fast weights hold.
+    plastic: f64,
+}
+
+fn learner_values(cfg: &LearnerConfig) -> Result<LearnerValues> {
     let spec = NetSpec::new(cfg)?;
-    let mut total = 0.0;
+    let weight = |l: usize| spec.layers[l].weight_shape().iter().map(|&d| d as f64).product::<f64>();
+    let mut parameters = 0.0;
     for (i, layer) in spec.layers.iter().enumerate() {
-        let values: f64 = layer.weight_shape().iter().map(|&d| d as f64).product();
-        tensor(&format!("layers[{i}]"), &format!("layer {i}'s weight ({:?})", layer.weight_shape()), values)?;
-        total += values;
+        tensor(&format!("layers[{i}]"), &format!("layer {i}'s weight ({:?})", layer.weight_shape()), weight(i))?;
+        parameters += weight(i);
     }
     // Each plastic layer's feedback pathway: outputs → units, then units → units per further layer.
     let outputs = spec.outputs() as f64;
     for l in spec.plastic() {
         let units = spec.layers[l].units() as f64;
-        total += units * outputs + (cfg.feedback.layers.saturating_sub(1)) as f64 * units * units;
+        parameters += units * outputs + (cfg.feedback.layers.saturating_sub(1)) as f64 * units * units;
     }
-    Ok(total)
-}
-
-/// Weights, their gradients, Adam's two moments, and as much again for per-synapse rates and feedback.
-const STATE_COPIES: f64 = 8.0;
-
-/// The learner's meta-parameters and optimiser state fit in memory; each weight fits in a tensor.
-pub fn check_learner(cfg: &LearnerConfig) -> Result<()> {
-    let bytes = weight_values(cfg)? * element_bytes(cfg.dtype) * STATE_COPIES;
-    within_memory("layers", "the learner's parameters and optimiser state", bytes)
+    Ok(LearnerValues { parameters, plastic: spec.plastic().map(weight).sum() })
 }
 
 fn within_memory(field: &str, what: &str, bytes: f64) -> Result<()> {
@@ -119,25 +120,31 @@ fn image_episode(episode: &EpisodeConfig, input_values: f64) -> Result<(f64, &'s
 
 /// The whole experiment: the learner, one episode, and the meta-batch of episodes with their fast weights.
 pub fn check_experiment(cfg: &ExperimentConfig) -> Result<()> {
-    check_learner(&cfg.learner).map_err(|e| e.within("learner"))?;
+    let elem = element_bytes(cfg.learner.dtype);
+    let sizes = learner_values(&cfg.learner).map_err(|e| e.within("learner"))?;
+    let learner = sizes.parameters * elem * STATE_COPIES;
+    within_memory("learner.layers", "the learner's parameters and optimiser state", learner)?;
     let input_values: f64 = cfg.learner.input_shape.iter().map(|&d| d as f64).product();
     let (episode, field) = episode_values(&cfg.task, input_values)?;
-    let elem = element_bytes(cfg.learner.dtype);
-    let spec = NetSpec::new(&cfg.learner)?;
-    let plastic: f64 = spec.layers[spec.plastic()].iter().map(|l| l.weight_shape().iter().map(|&d| d as f64).product::<f64>()).sum();
     // Each episode of the meta-batch holds its data and its own fast weights (and their adjoints).
-    let per_episode = (episode + 2.0 * plastic) * elem;
-    let learner = weight_values(&cfg.learner)? * elem * STATE_COPIES;
+    let per_episode = (episode + 2.0 * sizes.plastic) * elem;
     within_memory(field, "one episode of this task with its fast weights, and the learner", learner + per_episode)?;
     let what = format!("{} episodes of this task with their fast weights, and the learner", cfg.meta_batch);
     within_memory("metaBatch", &what, learner + cfg.meta_batch as f64 * per_episode)
 }
 
-/// An evaluation's run count: bounded, and its per-run values within what one result can carry.
-pub fn check_eval_runs(runs: usize, values_per_run: f64) -> Result<()> {
-    if runs > MAX_EVAL_RUNS {
-        return Err(Error::config("runs", format!("at most {MAX_EVAL_RUNS}, got {runs}")));
+/// An evaluation's or analysis's run count: at least one, at most MAX_EVAL_RUNS.
+pub fn check_run_count(runs: usize) -> Result<()> {
+    match runs {
+        0 => Err(Error::config("runs", "must be at least 1")),
+        n if n > MAX_EVAL_RUNS => Err(Error::config("runs", format!("at most {MAX_EVAL_RUNS}, got {n}"))),
+        _ => Ok(()),
     }
+}
+
+/// An evaluation's run count, and its per-run values within what one result can carry.
+pub fn check_eval_runs(runs: usize, values_per_run: f64) -> Result<()> {
+    check_run_count(runs)?;
     let values = runs as f64 * values_per_run;
     if values > MAX_RESULT_VALUES {
         let most = (MAX_RESULT_VALUES / values_per_run).floor();

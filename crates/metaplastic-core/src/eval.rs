@@ -48,9 +48,6 @@ impl EvalOptions {
         if kind == "sine" {
             not_given(&given, &CLASSIFICATION_ONLY, &format!("applies to classification tasks; this experiment's task is {kind}"))?;
         }
-        if opts.runs == 0 {
-            return Err(Error::config("runs", "must be at least 1"));
-        }
         // What one run returns: per order, the final error, the curve and the per-function errors (sine), or
         // per class count, held-out and training accuracy.
         let per_run = match task {
@@ -129,9 +126,7 @@ fn batch_size(opts: &EvalOptions, bytes_per_run: i64) -> usize {
 }
 
 pub fn evaluate(exp: &mut Experiment, opts: &EvalOptions) -> Result<EvalRaw> {
-    if opts.runs == 0 {
-        return Err(Error::config("runs", "must be at least 1"));
-    }
+    crate::budget::check_run_count(opts.runs)?;
     // Re-initialised plastic weights draw from the learner's generator: evaluation uses its own.
     let saved = std::mem::replace(&mut exp.learner.rng, stream(opts.seed, "eval-reinit"));
     let result = tch::no_grad(|| match &exp.task {

@@ -46,7 +46,7 @@ impl AnalysisOptions {
         } else {
             crate::eval::not_given(&given, &["order"], &format!("applies to sine streams; this experiment's task is {kind}"))?;
         }
-        crate::budget::check_eval_runs(opts.runs, 1.0)?;
+        crate::budget::check_run_count(opts.runs)?;
         Ok(opts)
     }
 }
@@ -133,9 +133,7 @@ pub struct Analysis {
 /// Analyses the experiment's learner on held-out streams of its task (sine: fresh functions; images:
 /// the evaluation classes).
 pub fn analyze(exp: &mut Experiment, opts: &AnalysisOptions) -> Result<Analysis> {
-    if opts.runs == 0 {
-        return Err(Error::config("runs", "must be at least 1"));
-    }
+    crate::budget::check_run_count(opts.runs)?;
     if opts.every == 0 {
         return Err(Error::config("every", "must be at least 1"));
     }
