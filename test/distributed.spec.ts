@@ -111,15 +111,21 @@ function worker(rank: number, args: string[], port: number) {
   return { child, exit };
 }
 
-test('a killed worker stops the others within the timeout, naming its rank; the checkpoint stays valid', async (t) => {
+/** Two workers meta-training one long run into a fresh folder, returned once `file` appears in it (or after 120 s). */
+async function trainingGroup(options: string[], file: string) {
   const out = mkdtempSync(join(tmpdir(), 'metaplastic-dist-'));
-  const args = ['train', '--config', configFile(2), '--steps', '1000000', '--out', out, '--threads', '1', '--checkpoint-every', '20', '--dist-timeout', '20'];
+  const args = ['train', '--config', configFile(2), '--steps', '1000000', '--out', out, '--threads', '1', ...options];
   const port = await freeLoopbackPort();
   const [r0, r1] = [worker(0, args, port), worker(1, args, port)];
-  // Let the group train past its first checkpoint.
   const deadline = Date.now() + 120_000;
-  while (!existsSync(join(out, 'checkpoint.json')) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
-  t.true(existsSync(join(out, 'checkpoint.json')), 'the group never reached its first checkpoint');
+  while (!existsSync(join(out, file)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+  return { out, r0, r1, reached: existsSync(join(out, file)) };
+}
+
+test('a killed worker stops the others within the timeout, naming its rank; the checkpoint stays valid', async (t) => {
+  // Let the group train past its first checkpoint.
+  const { out, r0, r1, reached } = await trainingGroup(['--checkpoint-every', '20', '--dist-timeout', '20'], 'checkpoint.json');
+  t.true(reached, 'the group never reached its first checkpoint');
   const killedAt = Date.now();
   r1.child.kill('SIGKILL');
   const survivor = await r0.exit;
@@ -156,12 +162,8 @@ test('rendezvous settings from the environment: named errors for missing or bad 
 });
 
 test('rank 0 killed: rank 1 stops with one named E_DIST line, no C++ frames', async (t) => {
-  const out = mkdtempSync(join(tmpdir(), 'metaplastic-dist-'));
-  const args = ['train', '--config', configFile(2), '--steps', '1000000', '--out', out, '--threads', '1', '--checkpoint-every', '0', '--dist-timeout', '10'];
-  const port = await freeLoopbackPort();
-  const [r0, r1] = [worker(0, args, port), worker(1, args, port)];
-  const deadline = Date.now() + 120_000;
-  while (!existsSync(join(out, 'metrics.jsonl')) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+  const { r0, r1, reached } = await trainingGroup(['--checkpoint-every', '0', '--dist-timeout', '10'], 'metrics.jsonl');
+  t.true(reached, 'the group never started training');
   r0.child.kill('SIGKILL');
   const survivor = await r1.exit;
   t.is(survivor.code, 1, survivor.stderr);

@@ -75,13 +75,19 @@ fn bad_checkpoints_are_refused_with_a_clear_message() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-#[test]
-fn a_manifest_that_no_longer_fits_its_tensors_names_the_folder() {
-    let dir = tmpdir("mismatch");
+/// A tiny Oja learner's checkpoint in a fresh folder: the folder, its manifest's path and the manifest's text.
+fn saved_checkpoint(name: &str) -> (std::path::PathBuf, std::path::PathBuf, String) {
+    let dir = tmpdir(name);
     let exp = Experiment::new(tiny_sine(r#"{"type":"oja"}"#)).unwrap();
     checkpoint::save(&exp, &dir).unwrap();
     let manifest = dir.join("checkpoint.json");
     let text = std::fs::read_to_string(&manifest).unwrap();
+    (dir, manifest, text)
+}
+
+#[test]
+fn a_manifest_that_no_longer_fits_its_tensors_names_the_folder() {
+    let (dir, manifest, text) = saved_checkpoint("mismatch");
     std::fs::write(&manifest, text.replacen("\"units\": 8", "\"units\": 9", 1)).unwrap();
     let err = checkpoint::load(&dir).err().unwrap();
     assert_eq!(err.code(), "E_CHECKPOINT");
@@ -91,11 +97,7 @@ fn a_manifest_that_no_longer_fits_its_tensors_names_the_folder() {
 
 #[test]
 fn a_manifest_may_name_only_a_file_inside_its_folder() {
-    let dir = tmpdir("escape");
-    let exp = Experiment::new(tiny_sine(r#"{"type":"oja"}"#)).unwrap();
-    checkpoint::save(&exp, &dir).unwrap();
-    let manifest = dir.join("checkpoint.json");
-    let text = std::fs::read_to_string(&manifest).unwrap();
+    let (dir, manifest, text) = saved_checkpoint("escape");
     let mut value: serde_json::Value = serde_json::from_str(&text).unwrap();
     // A file that exists outside the folder must not even be opened (the checksum would reject it only after reading).
     for name in ["../../../../etc/passwd", "/etc/passwd", "..", "sub/tensors.safetensors"] {
