@@ -52,7 +52,10 @@ struct Opts {
 }
 
 fn list<T: std::str::FromStr>(s: &str) -> Vec<T> {
-    s.split(',').filter(|p| !p.is_empty()).map(|p| p.parse().unwrap_or_else(|_| panic!("bad list item '{p}'"))).collect()
+    s.split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.parse().unwrap_or_else(|_| panic!("bad list item '{p}'")))
+        .collect()
 }
 
 fn parse() -> Opts {
@@ -173,7 +176,9 @@ fn cpu_seconds() -> f64 {
 fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
         .map_or(f64::NAN, |kib| kib / 1024.0)
 }
 
@@ -208,8 +213,15 @@ fn measure(o: &Opts, spec: &str) -> String {
     let ops = if o.count_ops && backward != "autograd" {
         // After the timing (counting slows every operation down), on the libtorch-operation path.
         let (gradient, steps) = (learner.cfg.meta.gradient, o.steps as usize);
-        let opts = AdjointOptions { interval: learner.cfg.meta.checkpoint_every, fused: Some(false), episode_groups: Some(1), ..Default::default() };
-        let (run, count) = runtime::count_ops(|| adjoint::meta_gradient(&mut learner, &b, opts, |t| step_mode(gradient, t, steps))).expect("op count");
+        let opts = AdjointOptions {
+            interval: learner.cfg.meta.checkpoint_every,
+            fused: Some(false),
+            episode_groups: Some(1),
+            ..Default::default()
+        };
+        let (run, count) =
+            runtime::count_ops(|| adjoint::meta_gradient(&mut learner, &b, opts, |t| step_mode(gradient, t, steps)))
+                .expect("op count");
         run.expect("meta-gradient on libtorch operations");
         format!("{:.0}", count as f64 / steps as f64)
     } else {
@@ -239,7 +251,11 @@ fn flops(units: &[i64], net: &str, e: i64, steps: i64) -> f64 {
     let mut sizes = vec![INPUT];
     sizes.extend(units);
     let weights: Vec<f64> = sizes.windows(2).map(|w| (w[0] * w[1]) as f64).collect();
-    let plastic: f64 = if net.starts_with("flp") { weights.iter().sum() } else { weights[weights.len().saturating_sub(3)..].iter().sum() };
+    let plastic: f64 = if net.starts_with("flp") {
+        weights.iter().sum()
+    } else {
+        weights[weights.len().saturating_sub(3)..].iter().sum()
+    };
     let all: f64 = weights.iter().sum();
     let b = BATCH as f64;
     // forward 1, rule's outer product 1, reverse ≈ 4 (per plastic weight per example, ×2 FLOP).
@@ -261,7 +277,14 @@ fn main() {
     }
     let exe = std::env::current_exe().expect("own path");
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!("metaplastic engine bench: device {}, {} thread(s), {} inner steps, units {:?}, load average {}", o.device, o.threads, o.steps, o.units, load.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
+    println!(
+        "metaplastic engine bench: device {}, {} thread(s), {} inner steps, units {:?}, load average {}",
+        o.device,
+        o.threads,
+        o.steps,
+        o.units,
+        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    );
     println!("| net | backward | interval | E | s/meta-step (median) | episodes/s | GFLOP/s | of bmm rate | CPU s/step | cores busy | peak RSS MiB | peak GPU MiB | ops/inner step | steps run back |");
     println!("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut lines = Vec::new();
@@ -272,19 +295,28 @@ fn main() {
                     println!("| {net} | autograd | - | {e} | skipped (--autograd-max {}) |", o.autograd_max);
                     continue;
                 }
-                let intervals: Vec<String> = if backward != "autograd" { o.intervals.clone() } else { vec!["auto".into()] };
+                let intervals: Vec<String> =
+                    if backward != "autograd" { o.intervals.clone() } else { vec!["auto".into()] };
                 for interval in &intervals {
                     let spec = format!("{net},{backward},{interval},{e}");
                     let mut args: Vec<String> = std::env::args().skip(1).collect();
                     args.extend(["--child".into(), spec.clone()]);
-                    let out = Command::new(&exe).args(&args).env("OMP_NUM_THREADS", o.threads.to_string()).output().expect("child");
+                    let out = Command::new(&exe)
+                        .args(&args)
+                        .env("OMP_NUM_THREADS", o.threads.to_string())
+                        .output()
+                        .expect("child");
                     let text = String::from_utf8_lossy(&out.stdout);
                     let Some(line) = text.lines().last().filter(|_| out.status.success()) else {
-                        println!("| {net} | {backward} | {interval} | {e} | failed: {} |", String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or(""));
+                        println!(
+                            "| {net} | {backward} | {interval} | {e} | failed: {} |",
+                            String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
+                        );
                         continue;
                     };
                     let v: serde_json::Value = serde_json::from_str(line).expect("child JSON");
-                    let mut s: Vec<f64> = v["seconds"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+                    let mut s: Vec<f64> =
+                        v["seconds"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
                     s.sort_by(|a, b| a.total_cmp(b));
                     let med = s[s.len() / 2];
                     let gflops = flops(&o.units, net, e, o.steps) / med / 1e9;
@@ -322,8 +354,10 @@ fn loops(o: &Opts) {
     sizes.extend(&o.units);
     let shapes: Vec<(i64, i64)> = sizes.windows(2).map(|w| (w[1], w[0])).collect();
     let weights: i64 = shapes.iter().map(|(out, inp)| out * inp).sum::<i64>() * e;
-    let segment: Vec<Vec<Tensor>> = (0..20).map(|_| shapes.iter().map(|&(out, inp)| Tensor::randn([e, out, inp], opts)).collect()).collect();
-    let per_layer = |f: &dyn Fn(i64, i64) -> Tensor| -> Vec<Tensor> { shapes.iter().map(|&(out, inp)| f(out, inp)).collect() };
+    let segment: Vec<Vec<Tensor>> =
+        (0..20).map(|_| shapes.iter().map(|&(out, inp)| Tensor::randn([e, out, inp], opts)).collect()).collect();
+    let per_layer =
+        |f: &dyn Fn(i64, i64) -> Tensor| -> Vec<Tensor> { shapes.iter().map(|&(out, inp)| f(out, inp)).collect() };
     let rates = per_layer(&|out, inp| Tensor::rand([out, inp], opts) * 1e-4);
     let post = per_layer(&|out, _| Tensor::randn([e, BATCH, out], opts));
     let pre = per_layer(&|_, inp| Tensor::randn([e, BATCH, inp], opts));
@@ -346,7 +380,20 @@ fn loops(o: &Opts) {
         let mut run = |t: usize| {
             for (k, w) in segment[t % segment.len()].iter().enumerate() {
                 if adjoint {
-                    let out = local_step_adjoint(&mut g[k], true, w, unstep, &post[k], &pre[k], &rates[k], oja, 1.0, None, &mut rate_grad[k], owed.then_some((&post[k], &pre[k])));
+                    let out = local_step_adjoint(
+                        &mut g[k],
+                        true,
+                        w,
+                        unstep,
+                        &post[k],
+                        &pre[k],
+                        &rates[k],
+                        oja,
+                        1.0,
+                        None,
+                        &mut rate_grad[k],
+                        owed.then_some((&post[k], &pre[k])),
+                    );
                     drop(out.expect("adjoint"));
                 } else {
                     drop(local_step(w, &post[k], &pre[k], &rates[k], true, 1.0, None).expect("step"));
@@ -358,7 +405,11 @@ fn loops(o: &Opts) {
         let start = Instant::now();
         (0..steps).for_each(&mut run);
         let per_step = start.elapsed().as_secs_f64() / steps as f64;
-        println!("| {name} | {:.3} | {:.2} | {:.1} |", per_step * 1e3, per_step * 1e9 / weights as f64, outer_products * 2.0 * BATCH as f64 * weights as f64 / per_step / 1e9);
+        println!(
+            "| {name} | {:.3} | {:.2} | {:.1} |",
+            per_step * 1e3,
+            per_step * 1e9 / weights as f64,
+            outer_products * 2.0 * BATCH as f64 * weights as f64 / per_step / 1e9
+        );
     }
 }
-

@@ -37,7 +37,10 @@ fn gib(bytes: f64) -> String {
 /// `what` holds `values` values: at most MAX_TENSOR_VALUES.
 fn tensor(field: &str, what: &str, values: f64) -> Result<()> {
     if values > MAX_TENSOR_VALUES {
-        return Err(Error::config(field, format!("{what} would hold {values:.3e} values; one tensor holds at most 2^31")));
+        return Err(Error::config(
+            field,
+            format!("{what} would hold {values:.3e} values; one tensor holds at most 2^31"),
+        ));
     }
     Ok(())
 }
@@ -80,7 +83,14 @@ fn learner_values(cfg: &LearnerConfig) -> Result<LearnerValues> {
 
 fn within_memory(field: &str, what: &str, bytes: f64) -> Result<()> {
     match physical_memory() {
-        Some(limit) if bytes > limit => Err(Error::config(field, format!("{what} would need about {} (estimated before allocating), more than this machine's {} of memory", gib(bytes), gib(limit)))),
+        Some(limit) if bytes > limit => Err(Error::config(
+            field,
+            format!(
+                "{what} would need about {} (estimated before allocating), more than this machine's {} of memory",
+                gib(bytes),
+                gib(limit)
+            ),
+        )),
         _ => Ok(()),
     }
 }
@@ -101,8 +111,14 @@ fn episode_values(task: &TaskConfig, input_values: f64) -> Result<(f64, &'static
         }
         TaskConfig::Omniglot { data, episode } => {
             // Both splits are held decoded, one byte per pixel.
-            let images = f((OmniglotSplit::Background.expected_classes() + OmniglotSplit::Evaluation.expected_classes()) * DRAWINGS);
-            within_memory("task.data.size", &format!("Omniglot's {images} images at {0}×{0} pixels", data.size), images * f(data.size).powi(2))?;
+            let images = f((OmniglotSplit::Background.expected_classes()
+                + OmniglotSplit::Evaluation.expected_classes())
+                * DRAWINGS);
+            within_memory(
+                "task.data.size",
+                &format!("Omniglot's {images} images at {0}×{0} pixels", data.size),
+                images * f(data.size).powi(2),
+            )?;
             image_episode(episode, input_values)
         }
         TaskConfig::ImageFolder { episode, .. } => image_episode(episode, input_values),
@@ -112,7 +128,8 @@ fn episode_values(task: &TaskConfig, input_values: f64) -> Result<(f64, &'static
 
 fn image_episode(episode: &EpisodeConfig, input_values: f64) -> Result<(f64, &'static str)> {
     let f = |v: usize| v as f64;
-    let images = f(episode.ways) * (f(episode.shots) + f(episode.query_shots.unwrap_or(episode.shots))) + f(episode.remember);
+    let images =
+        f(episode.ways) * (f(episode.shots) + f(episode.query_shots.unwrap_or(episode.shots))) + f(episode.remember);
     let values = images * input_values;
     tensor("task.episode", "an episode's images", values)?;
     Ok((values, "task.episode"))
@@ -179,7 +196,8 @@ mod tests {
 
     #[test]
     fn a_weight_beyond_2_31_values_is_named() {
-        let e = sine_experiment(|v| v["learner"]["layers"][0]["units"] = 2_147_483_648u64.into()).unwrap_err().to_string();
+        let e =
+            sine_experiment(|v| v["learner"]["layers"][0]["units"] = 2_147_483_648u64.into()).unwrap_err().to_string();
         assert!(e.contains("learner.layers[0]") && e.contains("2^31"), "{e}");
     }
 
@@ -189,7 +207,8 @@ mod tests {
         let e = sine_experiment(|v| {
             let mut units = vec![46_000; 40];
             units.push(1);
-            v["learner"]["layers"] = units.iter().map(|u| serde_json::json!({ "type": "linear", "units": u })).collect::<Vec<_>>().into();
+            v["learner"]["layers"] =
+                units.iter().map(|u| serde_json::json!({ "type": "linear", "units": u })).collect::<Vec<_>>().into();
         })
         .unwrap_err()
         .to_string();
@@ -198,9 +217,13 @@ mod tests {
 
     #[test]
     fn task_sizes_and_meta_batch_are_named() {
-        let e = sine_experiment(|v| v["task"]["sine"] = serde_json::json!({ "queryPerFunction": 4294967296u64 })).unwrap_err().to_string();
+        let e = sine_experiment(|v| v["task"]["sine"] = serde_json::json!({ "queryPerFunction": 4294967296u64 }))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("task.sine.queryPerFunction"), "{e}");
-        let e = sine_experiment(|v| v["task"]["sine"] = serde_json::json!({ "poolSize": 100000000000u64 })).unwrap_err().to_string();
+        let e = sine_experiment(|v| v["task"]["sine"] = serde_json::json!({ "poolSize": 100000000000u64 }))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("task.sine.poolSize") && e.contains("GiB"), "{e}");
         let e = sine_experiment(|v| v["metaBatch"] = 10_000_000_000u64.into()).unwrap_err().to_string();
         assert!(e.contains("metaBatch") && e.contains("GiB"), "{e}");
@@ -213,8 +236,13 @@ mod tests {
             v["task"] = serde_json::json!({ "type": "omniglot", "data": { "size": 1024 } });
         });
         match big_images {
-            Err(e) => assert!(e.to_string().contains("task.data.size") && e.to_string().contains("32460 images"), "{e}"),
-            Ok(_) => assert!(physical_memory().is_some_and(|m| m > 31.7 * (1u64 << 30) as f64), "refused only where memory is short"),
+            Err(e) => {
+                assert!(e.to_string().contains("task.data.size") && e.to_string().contains("32460 images"), "{e}")
+            }
+            Ok(_) => assert!(
+                physical_memory().is_some_and(|m| m > 31.7 * (1u64 << 30) as f64),
+                "refused only where memory is short"
+            ),
         }
     }
 

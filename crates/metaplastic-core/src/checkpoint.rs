@@ -65,7 +65,13 @@ pub fn save(exp: &Experiment, dir: &Path) -> Result<()> {
     // tch reports a failed write as a libtorch error; it is a file problem, named as one.
     Tensor::write_safetensors(&tensors, &tmp).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
-        Error::io(&tmp, std::io::Error::other(format!("cannot write the checkpoint ({e}); check that {} is writable and the disk has room", dir.display())))
+        Error::io(
+            &tmp,
+            std::io::Error::other(format!(
+                "cannot write the checkpoint ({e}); check that {} is writable and the disk has room",
+                dir.display()
+            )),
+        )
     })?;
     std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| Error::io(&tmp, e))?;
     std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
@@ -102,9 +108,14 @@ pub fn save(exp: &Experiment, dir: &Path) -> Result<()> {
 pub fn read_manifest(dir: &Path) -> Result<Manifest> {
     let path = dir.join(MANIFEST);
     let text = std::fs::read_to_string(&path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound { bad(dir, "no checkpoint here (checkpoint.json is missing)") } else { Error::io(&path, e) }
+        if e.kind() == std::io::ErrorKind::NotFound {
+            bad(dir, "no checkpoint here (checkpoint.json is missing)")
+        } else {
+            Error::io(&path, e)
+        }
     })?;
-    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(dir, format!("checkpoint.json is not valid JSON: {e}")))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| bad(dir, format!("checkpoint.json is not valid JSON: {e}")))?;
     let version = value.get("formatVersion").and_then(|v| v.as_u64());
     if version != Some(FORMAT_VERSION as u64) {
         return Err(bad(
@@ -124,7 +135,13 @@ pub fn load(dir: &Path) -> Result<Experiment> {
     // A checkpoint is its folder: the manifest may name only a file inside it.
     let name = Path::new(&manifest.tensors_file);
     if name.components().count() != 1 || !matches!(name.components().next(), Some(std::path::Component::Normal(_))) {
-        return Err(bad(dir, format!("the manifest names the tensor file {:?}, which is not a file name inside the checkpoint folder", manifest.tensors_file)));
+        return Err(bad(
+            dir,
+            format!(
+                "the manifest names the tensor file {:?}, which is not a file name inside the checkpoint folder",
+                manifest.tensors_file
+            ),
+        ));
     }
     let path = dir.join(name);
     if !path.exists() {
@@ -132,7 +149,13 @@ pub fn load(dir: &Path) -> Result<Experiment> {
     }
     let sha = sha256_file(&path)?;
     if sha != manifest.tensors_sha256 {
-        return Err(bad(dir, format!("{} is corrupt: its sha256 is {sha}, the manifest expects {}", manifest.tensors_file, manifest.tensors_sha256)));
+        return Err(bad(
+            dir,
+            format!(
+                "{} is corrupt: its sha256 is {sha}, the manifest expects {}",
+                manifest.tensors_file, manifest.tensors_sha256
+            ),
+        ));
     }
     let mut exp = Experiment::new(manifest.config.clone())?;
     let tensors = Tensor::read_safetensors(&path)?;
@@ -142,7 +165,11 @@ pub fn load(dir: &Path) -> Result<Experiment> {
     let mut seen = 0;
     for (name, t) in tensors {
         let (kind, pname) = name.split_once('/').ok_or_else(|| bad(dir, format!("unexpected tensor {name}")))?;
-        let i = exp.learner.params.index_of(pname).map_err(|_| bad(dir, format!("tensor {name} matches no parameter of this configuration")))?;
+        let i = exp
+            .learner
+            .params
+            .index_of(pname)
+            .map_err(|_| bad(dir, format!("tensor {name} matches no parameter of this configuration")))?;
         let t = t.f_to_device(exp.learner.device)?.f_to_kind(exp.learner.kind)?;
         match kind {
             "param" => {

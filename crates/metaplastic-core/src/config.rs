@@ -15,7 +15,9 @@ pub enum TaskKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "camelCase", rename_all_fields = "camelCase", deny_unknown_fields)]
 pub enum LayerSpec {
-    Linear { units: i64 },
+    Linear {
+        units: i64,
+    },
     Conv {
         channels: i64,
         kernel: i64,
@@ -534,7 +536,9 @@ fn key_paths(v: &serde_json::Value, key: &str, at: &str, out: &mut Vec<String>) 
                 key_paths(child, key, &p, out);
             }
         }
-        serde_json::Value::Array(a) => a.iter().enumerate().for_each(|(i, c)| key_paths(c, key, &format!("{at}[{i}]"), out)),
+        serde_json::Value::Array(a) => {
+            a.iter().enumerate().for_each(|(i, c)| key_paths(c, key, &format!("{at}[{i}]"), out))
+        }
         _ => {}
     }
 }
@@ -545,11 +549,19 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
 }
 
 fn positive(field: &str, v: f64) -> Result<()> {
-    if v.is_finite() && v > 0.0 { Ok(()) } else { Err(Error::config(field, format!("must be a positive finite number, got {v}"))) }
+    if v.is_finite() && v > 0.0 {
+        Ok(())
+    } else {
+        Err(Error::config(field, format!("must be a positive finite number, got {v}")))
+    }
 }
 
 fn non_negative(field: &str, v: f64) -> Result<()> {
-    if v.is_finite() && v >= 0.0 { Ok(()) } else { Err(Error::config(field, format!("must be a finite number >= 0, got {v}"))) }
+    if v.is_finite() && v >= 0.0 {
+        Ok(())
+    } else {
+        Err(Error::config(field, format!("must be a finite number >= 0, got {v}")))
+    }
 }
 
 impl LearnerConfig {
@@ -581,7 +593,10 @@ impl LearnerConfig {
 
     pub fn validate(&self) -> Result<()> {
         if self.input_shape.is_empty() || self.input_shape.iter().any(|&d| d < 1) {
-            return Err(Error::config("inputShape", format!("must be a non-empty list of positive sizes, got {:?}", self.input_shape)));
+            return Err(Error::config(
+                "inputShape",
+                format!("must be a non-empty list of positive sizes, got {:?}", self.input_shape),
+            ));
         }
         if self.layers.is_empty() {
             return Err(Error::config("layers", "at least one layer is required"));
@@ -597,14 +612,31 @@ impl LearnerConfig {
                 }
                 LayerSpec::Conv { channels, kernel, stride, padding } => {
                     if seen_linear {
-                        return Err(Error::config(format!("layers[{i}]"), "conv layers must come before all linear layers"));
+                        return Err(Error::config(
+                            format!("layers[{i}]"),
+                            "conv layers must come before all linear layers",
+                        ));
                     }
                     if self.input_shape.len() != 3 {
-                        return Err(Error::config(format!("layers[{i}]"), format!("conv layers need an input shape [channels, height, width], got {:?}", self.input_shape)));
+                        return Err(Error::config(
+                            format!("layers[{i}]"),
+                            format!(
+                                "conv layers need an input shape [channels, height, width], got {:?}",
+                                self.input_shape
+                            ),
+                        ));
                     }
-                    for (name, v, min) in [("channels", channels, 1), ("kernel", kernel, 1), ("stride", stride, 1), ("padding", padding, 0)] {
+                    for (name, v, min) in [
+                        ("channels", channels, 1),
+                        ("kernel", kernel, 1),
+                        ("stride", stride, 1),
+                        ("padding", padding, 0),
+                    ] {
                         if v < min {
-                            return Err(Error::config(format!("layers[{i}].{name}"), format!("must be >= {min}, got {v}")));
+                            return Err(Error::config(
+                                format!("layers[{i}].{name}"),
+                                format!("must be >= {min}, got {v}"),
+                            ));
                         }
                     }
                 }
@@ -614,10 +646,23 @@ impl LearnerConfig {
             return Err(Error::config(format!("layers[{}]", self.layers.len() - 1), "the output layer must be linear"));
         }
         if self.rln >= self.layers.len() {
-            return Err(Error::config("rln", format!("must be smaller than the number of layers ({}), got {}: at least the output layer is plastic", self.layers.len(), self.rln)));
+            return Err(Error::config(
+                "rln",
+                format!(
+                    "must be smaller than the number of layers ({}), got {}: at least the output layer is plastic",
+                    self.layers.len(),
+                    self.rln
+                ),
+            ));
         }
         if let Some(i) = self.layers[self.rln..].iter().position(|l| matches!(l, LayerSpec::Conv { .. })) {
-            return Err(Error::config("rln", format!("layers[{}] is a conv layer but plastic layers must be linear: rln must cover every conv layer", self.rln + i)));
+            return Err(Error::config(
+                "rln",
+                format!(
+                    "layers[{}] is a conv layer but plastic layers must be linear: rln must cover every conv layer",
+                    self.rln + i
+                ),
+            ));
         }
         crate::net::spec::NetSpec::new(self)?; // checks that the shapes chain
         if self.task == TaskKind::Classification && self.outputs() < 2 {
@@ -627,7 +672,10 @@ impl LearnerConfig {
             return Err(Error::config("feedback.signal", "crossEntropy is a classification signal"));
         }
         if !(1..=crate::budget::MAX_FEEDBACK_LAYERS).contains(&self.feedback.layers) {
-            return Err(Error::config("feedback.layers", format!("must be from 1 to {}, got {}", crate::budget::MAX_FEEDBACK_LAYERS, self.feedback.layers)));
+            return Err(Error::config(
+                "feedback.layers",
+                format!("must be from 1 to {}, got {}", crate::budget::MAX_FEEDBACK_LAYERS, self.feedback.layers),
+            ));
         }
         let s = self.feedback.strength.init;
         if !(s.is_finite()) {
@@ -642,8 +690,16 @@ impl LearnerConfig {
                 if !self.plasticity.hidden_multiplier.is_finite() {
                     return Err(Error::config("plasticity.hiddenMultiplier", "must be finite"));
                 }
-                if (self.plasticity.parameterization == RateParameterization::Log || self.plasticity.layer_scale) && self.plasticity.init <= 0.0 {
-                    return Err(Error::config("plasticity.init", format!("must be > 0 with parameterization 'log' or layerScale (they start from ln(init)), got {}", self.plasticity.init)));
+                if (self.plasticity.parameterization == RateParameterization::Log || self.plasticity.layer_scale)
+                    && self.plasticity.init <= 0.0
+                {
+                    return Err(Error::config(
+                        "plasticity.init",
+                        format!(
+                            "must be > 0 with parameterization 'log' or layerScale (they start from ln(init)), got {}",
+                            self.plasticity.init
+                        ),
+                    ));
                 }
                 if self.plasticity.hebb_first_step && !matches!(self.rule, RuleConfig::Oja) {
                     return Err(Error::config("plasticity.hebbFirstStep", "applies to the oja rule only"));
@@ -651,7 +707,12 @@ impl LearnerConfig {
             }
         }
         let lr = &self.meta.lr;
-        for (name, v) in [("meta.lr.forward", lr.forward), ("meta.lr.feedback", lr.feedback), ("meta.lr.plasticity", lr.plasticity), ("meta.lr.strength", lr.strength)] {
+        for (name, v) in [
+            ("meta.lr.forward", lr.forward),
+            ("meta.lr.feedback", lr.feedback),
+            ("meta.lr.plasticity", lr.plasticity),
+            ("meta.lr.strength", lr.strength),
+        ] {
             non_negative(name, v)?;
         }
         for (i, b) in self.meta.betas.iter().enumerate() {
@@ -668,7 +729,10 @@ impl LearnerConfig {
         }
         if let Some(f) = self.meta.explode_factor {
             if !(f.is_finite() && f > 1.0) {
-                return Err(Error::config("meta.explodeFactor", format!("must be a finite number > 1 (or null to turn the check off), got {f}")));
+                return Err(Error::config(
+                    "meta.explodeFactor",
+                    format!("must be a finite number > 1 (or null to turn the check off), got {f}"),
+                ));
             }
         }
         if self.meta.reset_adam_every == Some(0) {

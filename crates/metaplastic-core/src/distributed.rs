@@ -12,13 +12,42 @@ use std::ptr::NonNull;
 use tch::{Device, Kind, Tensor};
 
 extern "C" {
-    fn mp_c10d_init(host: *const c_char, port: c_int, rank: c_int, world: c_int, timeout_ms: i64, ifname: *const c_char, err: *mut c_char, err_len: usize) -> *mut c_void;
+    fn mp_c10d_init(
+        host: *const c_char,
+        port: c_int,
+        rank: c_int,
+        world: c_int,
+        timeout_ms: i64,
+        ifname: *const c_char,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> *mut c_void;
     fn mp_c10d_free(handle: *mut c_void);
     fn mp_c10d_allreduce_sum(handle: *mut c_void, tensor: *mut c_void, err: *mut c_char, err_len: usize) -> c_int;
-    fn mp_c10d_broadcast(handle: *mut c_void, tensor: *mut c_void, root: c_int, err: *mut c_char, err_len: usize) -> c_int;
+    fn mp_c10d_broadcast(
+        handle: *mut c_void,
+        tensor: *mut c_void,
+        root: c_int,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> c_int;
     fn mp_c10d_barrier(handle: *mut c_void, err: *mut c_char, err_len: usize) -> c_int;
-    fn mp_c10d_store_set(handle: *mut c_void, key: *const c_char, value: *const c_char, err: *mut c_char, err_len: usize) -> c_int;
-    fn mp_c10d_store_get(handle: *mut c_void, key: *const c_char, timeout_ms: i64, out: *mut c_char, out_len: usize, err: *mut c_char, err_len: usize) -> c_int;
+    fn mp_c10d_store_set(
+        handle: *mut c_void,
+        key: *const c_char,
+        value: *const c_char,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> c_int;
+    fn mp_c10d_store_get(
+        handle: *mut c_void,
+        key: *const c_char,
+        timeout_ms: i64,
+        out: *mut c_char,
+        out_len: usize,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> c_int;
 }
 
 /// Where and how a worker joins a data-parallel group: the torchrun convention (MASTER_ADDR, MASTER_PORT,
@@ -56,7 +85,10 @@ impl GroupSettings {
             return Err(Error::config("worldSize", "must be at least 1"));
         }
         if self.rank >= self.world_size {
-            return Err(Error::config("rank", format!("{} is not below worldSize {} (ranks are 0 … worldSize − 1)", self.rank, self.world_size)));
+            return Err(Error::config(
+                "rank",
+                format!("{} is not below worldSize {} (ranks are 0 … worldSize − 1)", self.rank, self.world_size),
+            ));
         }
         if self.master_addr.trim().is_empty() {
             return Err(Error::config("masterAddr", "is empty; give the host name or address of rank 0"));
@@ -65,7 +97,10 @@ impl GroupSettings {
             return Err(Error::config("masterPort", "must be a port number in 1 … 65535 that rank 0 can listen on"));
         }
         if !(self.timeout_seconds.is_finite() && self.timeout_seconds > 0.0) {
-            return Err(Error::config("timeoutSeconds", format!("must be a positive number of seconds, got {}", self.timeout_seconds)));
+            return Err(Error::config(
+                "timeoutSeconds",
+                format!("must be a positive number of seconds, got {}", self.timeout_seconds),
+            ));
         }
         Ok(())
     }
@@ -112,13 +147,29 @@ impl ProcessGroup {
         settings.validate()?;
         let host = c_string("masterAddr", &settings.master_addr)?;
         let ifname = c_string("ifname", settings.ifname.as_deref().unwrap_or(""))?;
-        let (port, rank, world, timeout_ms) = (settings.master_port as c_int, settings.rank as c_int, settings.world_size as c_int, settings.timeout_ms());
+        let (port, rank, world, timeout_ms) = (
+            settings.master_port as c_int,
+            settings.rank as c_int,
+            settings.world_size as c_int,
+            settings.timeout_ms(),
+        );
         let (done, result) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("metaplastic-rendezvous".into())
             .spawn(move || {
                 let mut err = vec![0u8; ERR_LEN];
-                let raw = unsafe { mp_c10d_init(host.as_ptr(), port, rank, world, timeout_ms, ifname.as_ptr(), err.as_mut_ptr() as *mut c_char, ERR_LEN) };
+                let raw = unsafe {
+                    mp_c10d_init(
+                        host.as_ptr(),
+                        port,
+                        rank,
+                        world,
+                        timeout_ms,
+                        ifname.as_ptr(),
+                        err.as_mut_ptr() as *mut c_char,
+                        ERR_LEN,
+                    )
+                };
                 let _ = done.send((RawGroup(raw), err));
             })
             .map_err(|e| Error::Distributed(format!("cannot start the rendezvous thread: {e}")))?;
@@ -173,7 +224,8 @@ impl ProcessGroup {
     pub fn all_reduce_sum(&self, t: &mut Tensor, step: u64) -> Result<()> {
         let mut host = Self::cpu_contiguous(t)?;
         let ptr = host.as_mut_ptr() as *mut c_void;
-        self.call(|h, err| unsafe { mp_c10d_allreduce_sum(h, ptr, err, ERR_LEN) }).map_err(|cause| self.failure(step, &cause))?;
+        self.call(|h, err| unsafe { mp_c10d_allreduce_sum(h, ptr, err, ERR_LEN) })
+            .map_err(|cause| self.failure(step, &cause))?;
         Self::copy_back(t, &host)
     }
 
@@ -181,7 +233,8 @@ impl ProcessGroup {
     pub fn broadcast(&self, t: &mut Tensor, root: u32) -> Result<()> {
         let mut host = Self::cpu_contiguous(t)?;
         let ptr = host.as_mut_ptr() as *mut c_void;
-        self.call(|h, err| unsafe { mp_c10d_broadcast(h, ptr, root as c_int, err, ERR_LEN) }).map_err(|cause| self.failure(0, &cause))?;
+        self.call(|h, err| unsafe { mp_c10d_broadcast(h, ptr, root as c_int, err, ERR_LEN) })
+            .map_err(|cause| self.failure(0, &cause))?;
         Self::copy_back(t, &host)
     }
 
@@ -212,7 +265,8 @@ impl ProcessGroup {
             let mut offset = 0i64;
             for (_, g) in grads.iter_mut() {
                 let n = g.numel() as i64;
-                let mean = flat.f_narrow(0, offset, n)?.f_reshape(g.size())?.f_to_kind(g.kind())?.f_to_device(g.device())?;
+                let mean =
+                    flat.f_narrow(0, offset, n)?.f_reshape(g.size())?.f_to_kind(g.kind())?.f_to_device(g.device())?;
                 *g = mean;
                 offset += n;
             }
@@ -223,7 +277,8 @@ impl ProcessGroup {
 
     /// Leaves "this rank reached `step`" in the store (read only to explain a failure).
     fn mark(&self, step: u64) -> Result<()> {
-        self.store_set(&mark_key("step", self.rank()), step).map_err(|cause| self.failure(step, &format!("the rendezvous store is unreachable ({cause})")))
+        self.store_set(&mark_key("step", self.rank()), step)
+            .map_err(|cause| self.failure(step, &format!("the rendezvous store is unreachable ({cause})")))
     }
 
     fn store_set(&self, key: &str, step: u64) -> std::result::Result<(), String> {
@@ -236,7 +291,8 @@ impl ProcessGroup {
         let key = CString::new(key).expect("no NUL in a store key");
         let mut out = vec![0u8; 64];
         let out_ptr = out.as_mut_ptr() as *mut c_char;
-        let status = self.call_status(|h, err| unsafe { mp_c10d_store_get(h, key.as_ptr(), 2000, out_ptr, 64, err, ERR_LEN) })?;
+        let status =
+            self.call_status(|h, err| unsafe { mp_c10d_store_get(h, key.as_ptr(), 2000, out_ptr, 64, err, ERR_LEN) })?;
         Ok(if status == 0 { message(&out).parse().ok() } else { None })
     }
 
@@ -245,17 +301,20 @@ impl ProcessGroup {
     /// reported is the one that exited or hangs. Rank 0 hosts the store: if the store is gone, so is it.
     fn failure(&self, step: u64, cause: &str) -> Error {
         let me = self.rank();
-        let gone = |detail: &str| Error::Distributed(format!("rank {me}: the group failed at meta-step {step}: {detail} ({cause})"));
+        let gone = |detail: &str| {
+            Error::Distributed(format!("rank {me}: the group failed at meta-step {step}: {detail} ({cause})"))
+        };
         if self.store_set(&mark_key("failed", me), step).is_err() {
             return gone("rank 0, which hosts the rendezvous store, exited or is unreachable");
         }
         std::thread::sleep(std::time::Duration::from_millis(1500));
         let mut lost = Vec::new();
         for r in (0..self.world()).filter(|&r| r != me) {
-            let (reached, reported) = match (self.store_get(&mark_key("step", r)), self.store_get(&mark_key("failed", r))) {
-                (Ok(reached), Ok(reported)) => (reached, reported),
-                _ => return gone("rank 0, which hosts the rendezvous store, exited or is unreachable"),
-            };
+            let (reached, reported) =
+                match (self.store_get(&mark_key("step", r)), self.store_get(&mark_key("failed", r))) {
+                    (Ok(reached), Ok(reported)) => (reached, reported),
+                    _ => return gone("rank 0, which hosts the rendezvous store, exited or is unreachable"),
+                };
             match (reached, reported) {
                 (_, Some(s)) if s >= step => {} // alive: it saw the same failure
                 (Some(s), _) if s < step => lost.push(format!("rank {r} (last reached meta-step {s})")),

@@ -33,10 +33,14 @@ impl Episode {
         }
         // An empty stream or query set would make a meta-step that learns nothing or a loss of 0/0.
         if sx[0] == 0 || sx[1] == 0 {
-            return Err(Error::Shape(format!("episode support x has shape {sx:?}: the support set is empty (T and B must be at least 1)")));
+            return Err(Error::Shape(format!(
+                "episode support x has shape {sx:?}: the support set is empty (T and B must be at least 1)"
+            )));
         }
         if qx[0] == 0 {
-            return Err(Error::Shape(format!("episode query x has shape {qx:?}: the query set is empty (Q must be at least 1)")));
+            return Err(Error::Shape(format!(
+                "episode query x has shape {qx:?}: the query set is empty (Q must be at least 1)"
+            )));
         }
         let (sy, qy) = (self.support_y.size(), self.query_y.size());
         let (want_s, want_q) = if classification {
@@ -55,7 +59,9 @@ impl Episode {
                 if y.numel() > 0 {
                     let (lo, hi) = (y.f_min()?.int64_value(&[]), y.f_max()?.int64_value(&[]));
                     if lo < 0 || hi >= outputs {
-                        return Err(Error::Data(format!("episode {name} has labels in [{lo}, {hi}], outside [0, {outputs})")));
+                        return Err(Error::Data(format!(
+                            "episode {name} has labels in [{lo}, {hi}], outside [0, {outputs})"
+                        )));
                     }
                 }
             }

@@ -4,8 +4,8 @@
 use crate::experiment::{Experiment, LoadedTask, TaskConfig};
 use crate::inner::{FastWeights, InnerLoop, StepMode};
 use crate::learner::Learner;
-use crate::rng::{stream, Rng};
 use crate::net::functional::tail;
+use crate::rng::{stream, Rng};
 use crate::tasks::sampling::{stream_items, StreamItems};
 use crate::tasks::{ImageStore, Order, SineTask, StreamConfig};
 use crate::{loss, Error, Result};
@@ -32,7 +32,15 @@ pub struct EvalOptions {
 
 impl Default for EvalOptions {
     fn default() -> Self {
-        Self { runs: 50, seed: 0, classes: vec![10, 50, 75, 100, 150, 200], step_scales: vec![0.1, 0.3, 1.0, 3.0, 10.0], validation_runs: 5, validation_held_out: 5, max_batch: 0 }
+        Self {
+            runs: 50,
+            seed: 0,
+            classes: vec![10, 50, 75, 100, 150, 200],
+            step_scales: vec![0.1, 0.3, 1.0, 3.0, 10.0],
+            validation_runs: 5,
+            validation_held_out: 5,
+            max_batch: 0,
+        }
     }
 }
 
@@ -46,7 +54,11 @@ impl EvalOptions {
         let opts: EvalOptions = crate::config::from_value(given.clone())?;
         let kind = task_kind(task);
         if kind == "sine" {
-            not_given(&given, &CLASSIFICATION_ONLY, &format!("applies to classification tasks; this experiment's task is {kind}"))?;
+            not_given(
+                &given,
+                &CLASSIFICATION_ONLY,
+                &format!("applies to classification tasks; this experiment's task is {kind}"),
+            )?;
         }
         // What one run returns: per order, the final error, the curve and the per-function errors (sine), or
         // per class count, held-out and training accuracy.
@@ -114,7 +126,8 @@ fn to_vec2(t: &Tensor) -> Result<Vec<Vec<f64>>> {
 /// A group's episodes of the fast weights, in storage of their own: views of one tensor share its version
 /// counter, and a gradient rule's in-place step in one group would invalidate the graph of another's.
 fn group_weights(fast: &FastWeights, first: i64, count: i64) -> Result<FastWeights> {
-    let own = |v: &[Tensor]| v.iter().map(|t| Ok(t.f_narrow(0, first, count)?.f_detach_copy()?)).collect::<Result<Vec<_>>>();
+    let own =
+        |v: &[Tensor]| v.iter().map(|t| Ok(t.f_narrow(0, first, count)?.f_detach_copy()?)).collect::<Result<Vec<_>>>();
     Ok(FastWeights { w: own(&fast.w)?, b: own(&fast.b)? })
 }
 
@@ -130,7 +143,10 @@ pub fn evaluate(exp: &mut Experiment, opts: &EvalOptions) -> Result<EvalRaw> {
     // Re-initialised plastic weights draw from the learner's generator: evaluation uses its own.
     let saved = std::mem::replace(&mut exp.learner.rng, stream(opts.seed, "eval-reinit"));
     let result = tch::no_grad(|| match &exp.task {
-        LoadedTask::Custom => Err(Error::config("task", "a custom task has no evaluation protocol: score your own episodes with runEpisodes")),
+        LoadedTask::Custom => Err(Error::config(
+            "task",
+            "a custom task has no evaluation protocol: score your own episodes with runEpisodes",
+        )),
         LoadedTask::Sine(task, _) => sine(&mut exp.learner, task, opts),
         LoadedTask::Images { test, .. } => images(&mut exp.learner, test, opts),
     });
@@ -148,7 +164,14 @@ fn sine(learner: &mut Learner, task: &SineTask, opts: &EvalOptions) -> Result<Ev
     Ok(EvalRaw::Sine { runs: opts.runs, functions: cfg.functions, continual, iid })
 }
 
-fn sine_order(learner: &mut Learner, task: &SineTask, runs: usize, chunk: usize, order: Order, rng: &mut Rng) -> Result<SineOrderRaw> {
+fn sine_order(
+    learner: &mut Learner,
+    task: &SineTask,
+    runs: usize,
+    chunk: usize,
+    order: Order,
+    rng: &mut Rng,
+) -> Result<SineOrderRaw> {
     let cfg = task.config();
     let (f, bpf) = (cfg.functions, cfg.batches_per_function);
     let mut out = SineOrderRaw { final_mse: vec![], curve: vec![], per_function: vec![] };
@@ -156,7 +179,9 @@ fn sine_order(learner: &mut Learner, task: &SineTask, runs: usize, chunk: usize,
     while done < runs {
         let n = chunk.min(runs - done);
         let data = (0..n).map(|_| task.eval_run(rng, order)).collect::<Result<Vec<_>>>()?;
-        let stack = |g: &dyn Fn(&crate::tasks::SineEvalRun) -> &Tensor| -> Result<Tensor> { Ok(Tensor::f_stack(&data.iter().map(g).collect::<Vec<_>>(), 0)?) };
+        let stack = |g: &dyn Fn(&crate::tasks::SineEvalRun) -> &Tensor| -> Result<Tensor> {
+            Ok(Tensor::f_stack(&data.iter().map(g).collect::<Vec<_>>(), 0)?)
+        };
         let (sx, sy) = (stack(&|r| &r.support_x)?, stack(&|r| &r.support_y)?);
         let (qx, qy) = (stack(&|r| &r.query_x)?, stack(&|r| &r.query_y)?); // [E, F, Q, in], [E, F, Q, 1]
         let batch = learner.prepare(&sx, &sy, &qx.f_flatten(1, 2)?, &qy.f_flatten(1, 2)?, vec![vec![]; n])?;
@@ -172,7 +197,8 @@ fn sine_order(learner: &mut Learner, task: &SineTask, runs: usize, chunk: usize,
         let scored = crate::kernels::in_episode_groups(&groups, |first, count| -> Result<Vec<Vec<Vec<f64>>>> {
             let part = |t: &Tensor| -> Result<Tensor> { Ok(t.f_narrow(0, first, count)?) };
             let mut fast = group_weights(&fast, first, count)?;
-            let (x, y, query, query_y) = (part(&features)?, part(&batch.support_y)?, part(&query_features)?, part(&batch.query_y)?);
+            let (x, y, query, query_y) =
+                (part(&features)?, part(&batch.support_y)?, part(&query_features)?, part(&batch.query_y)?);
             let per_function = |fast: &FastWeights| -> Result<Vec<Vec<f64>>> {
                 let err = tail(&query, &fast.w, &fast.b)?.output().f_sub(&query_y)?.f_square()?;
                 to_vec2(&err.f_reshape([count, f as i64, q])?.f_mean_dim([2i64].as_slice(), false, None::<Kind>)?)
@@ -259,7 +285,12 @@ impl<'a> FeatureBank<'a> {
 }
 
 /// Features [E, n, F] and labels [E, n] of one part (train or test) of each stream.
-fn gather_features(learner: &Learner, bank: &mut FeatureBank, streams: &[StreamItems], train: bool) -> Result<(Tensor, Tensor)> {
+fn gather_features(
+    learner: &Learner,
+    bank: &mut FeatureBank,
+    streams: &[StreamItems],
+    train: bool,
+) -> Result<(Tensor, Tensor)> {
     let mut feats = Vec::with_capacity(streams.len());
     let mut labels = Vec::with_capacity(streams.len());
     for s in streams {
@@ -272,7 +303,12 @@ fn gather_features(learner: &Learner, bank: &mut FeatureBank, streams: &[StreamI
 
 /// Accuracy on the held-out and training images after learning each stream, one image per inner step:
 /// ([E], [E]).
-fn run_streams(learner: &mut Learner, bank: &mut FeatureBank, streams: &[StreamItems], scale: f64) -> Result<(Vec<f64>, Vec<f64>)> {
+fn run_streams(
+    learner: &mut Learner,
+    bank: &mut FeatureBank,
+    streams: &[StreamItems],
+    scale: f64,
+) -> Result<(Vec<f64>, Vec<f64>)> {
     let e = streams.len() as i64;
     let (train_f, train_y) = gather_features(learner, bank, streams, true)?;
     let (test_f, test_y) = gather_features(learner, bank, streams, false)?;
@@ -284,7 +320,12 @@ fn run_streams(learner: &mut Learner, bank: &mut FeatureBank, streams: &[StreamI
     let scored = crate::kernels::in_episode_groups(&groups, |first, count| -> Result<(Vec<f64>, Vec<f64>)> {
         let part = |t: &Tensor| -> Result<Tensor> { Ok(t.f_narrow(0, first, count)?) };
         let (train_f, train_y, test_f, test_y) = (part(&train_f)?, part(&train_y)?, part(&test_f)?, part(&test_y)?);
-        let fast = inner.run(group_weights(&fast, first, count)?, &train_f.f_unsqueeze(2)?, &train_y.f_unsqueeze(2)?, |_| StepMode::Constant)?;
+        let fast = inner.run(
+            group_weights(&fast, first, count)?,
+            &train_f.f_unsqueeze(2)?,
+            &train_y.f_unsqueeze(2)?,
+            |_| StepMode::Constant,
+        )?;
         let acc = |f: &Tensor, y: &Tensor| -> Result<Vec<f64>> {
             let y_hat = tail(f, &fast.w, &fast.b)?.output().shallow_clone();
             Ok(Vec::<f64>::try_from(&loss::accuracy(&y_hat, y)?.f_to_device(Device::Cpu)?)?)
@@ -307,7 +348,13 @@ fn images(learner: &mut Learner, store: &ImageStore, opts: &EvalOptions) -> Resu
     let mut points = Vec::new();
     for &c in &opts.classes {
         if c == 0 || c > store.num_classes() || c > outputs {
-            return Err(Error::config("classes", format!("{c} classes requested, but the evaluation set has {} and the network {outputs} outputs", store.num_classes())));
+            return Err(Error::config(
+                "classes",
+                format!(
+                    "{c} classes requested, but the evaluation set has {} and the network {outputs} outputs",
+                    store.num_classes()
+                ),
+            ));
         }
         let chunk = batch_size(opts, image_bytes * (c * (base.train_per_class + base.test_per_class)) as i64);
         let mut scale = 1.0;
@@ -378,21 +425,32 @@ mod tests {
         let some: Vec<((usize, usize), i64)> = [(5, 1), (0, 3), (5, 1), (2, 0)].iter().map(|&c| (c, 0)).collect();
         let all: Vec<((usize, usize), i64)> = (0..classes).flat_map(|c| (0..per).map(move |i| ((c, i), 0))).collect();
         for part in [&some, &all] {
-            let direct = learner.features(&store.gather(&part.iter().map(|p| p.0).collect::<Vec<_>>()).unwrap().to_kind(tch::Kind::Double)).unwrap();
+            let direct = learner
+                .features(
+                    &store.gather(&part.iter().map(|p| p.0).collect::<Vec<_>>()).unwrap().to_kind(tch::Kind::Double),
+                )
+                .unwrap();
             let banked = bank.features(&learner, part).unwrap();
             assert_eq!(banked.size(), direct.size());
             assert!((&banked - &direct).abs().max().double_value(&[]) < 1e-12);
         }
         let (held_out, train) = tch::no_grad(|| run_streams(&mut learner, &mut bank, &items, 0.7)).unwrap();
         for (k, s) in items.iter().enumerate() {
-            let imgs = |part: &[((usize, usize), i64)]| store.gather(&part.iter().map(|p| p.0).collect::<Vec<_>>()).unwrap().to_kind(tch::Kind::Double);
-            let labels = |part: &[((usize, usize), i64)]| Tensor::from_slice(&part.iter().map(|p| p.1).collect::<Vec<_>>());
+            let imgs = |part: &[((usize, usize), i64)]| {
+                store.gather(&part.iter().map(|p| p.0).collect::<Vec<_>>()).unwrap().to_kind(tch::Kind::Double)
+            };
+            let labels =
+                |part: &[((usize, usize), i64)]| Tensor::from_slice(&part.iter().map(|p| p.1).collect::<Vec<_>>());
             let (tx, ty, qx, qy) = (imgs(&s.train), labels(&s.train), imgs(&s.test), labels(&s.test));
             let fast = learner.start(1, &[(0..4).collect()], false).unwrap();
             let inner = InnerLoop { step_scale: 0.7, ..learner.inner_loop() };
             let feats = learner.features(&tx.unsqueeze(0).unsqueeze(2)).unwrap();
             let fast = inner.run(fast, &feats, &ty.unsqueeze(0).unsqueeze(2), |_| StepMode::Constant).unwrap();
-            let acc = |x: &Tensor, y: &Tensor| loss::accuracy(&learner.predict(&fast, &x.unsqueeze(0)).unwrap(), &y.unsqueeze(0)).unwrap().double_value(&[0]);
+            let acc = |x: &Tensor, y: &Tensor| {
+                loss::accuracy(&learner.predict(&fast, &x.unsqueeze(0)).unwrap(), &y.unsqueeze(0))
+                    .unwrap()
+                    .double_value(&[0])
+            };
             assert_eq!(acc(&qx, &qy), held_out[k], "stream {k} held-out");
             assert_eq!(acc(&tx, &ty), train[k], "stream {k} train");
         }

@@ -7,7 +7,10 @@ use crate::episode::{Episode, EpisodeSampler};
 use crate::learner::{EpisodeBatch, Learner};
 use crate::meta::{Adam, MetaStepReport};
 use crate::rng::Rng;
-use crate::tasks::{EpisodeConfig, ImageFolderDataset, ImageFolderOptions, OmniglotDataset, OmniglotOptions, OmniglotSplit, Order, SineConfig, SineTask};
+use crate::tasks::{
+    EpisodeConfig, ImageFolderDataset, ImageFolderOptions, OmniglotDataset, OmniglotOptions, OmniglotSplit, Order,
+    SineConfig, SineTask,
+};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -74,7 +77,9 @@ fn one() -> usize {
 
 impl ExperimentConfig {
     pub fn from_json(text: &str) -> Result<Self> {
-        Self::from_value(serde_json::from_str(text).map_err(|e| Error::config("config", format!("not valid JSON: {e}")))?)
+        Self::from_value(
+            serde_json::from_str(text).map_err(|e| Error::config("config", format!("not valid JSON: {e}")))?,
+        )
     }
 
     /// Reads and validates a configuration, naming the path of a bad field.
@@ -100,7 +105,9 @@ impl LoadedTask {
     pub fn load(cfg: &TaskConfig, seed: u64) -> Result<Self> {
         Ok(match cfg {
             TaskConfig::Custom {} => LoadedTask::Custom,
-            TaskConfig::Sine { sine, order } => LoadedTask::Sine(SineTask::new(sine.clone(), seed).map_err(|e| e.within("task.sine"))?, *order),
+            TaskConfig::Sine { sine, order } => {
+                LoadedTask::Sine(SineTask::new(sine.clone(), seed).map_err(|e| e.within("task.sine"))?, *order)
+            }
             TaskConfig::Omniglot { data, episode } => {
                 let train = OmniglotDataset::load(OmniglotSplit::Background, data)?;
                 let sampler = train.episode_sampler(episode.clone()).map_err(|e| e.within("task.episode"))?;
@@ -134,22 +141,36 @@ impl LoadedTask {
             }
         };
         if learner.input_shape != shape {
-            return Err(Error::config("learner.inputShape", format!("is {:?} but the task's examples have shape {shape:?}", learner.input_shape)));
+            return Err(Error::config(
+                "learner.inputShape",
+                format!("is {:?} but the task's examples have shape {shape:?}", learner.input_shape),
+            ));
         }
         let is_cls = learner.task == crate::config::TaskKind::Classification;
         if is_cls != classification {
-            return Err(Error::config("learner.task", format!("the task is {}", if classification { "classification" } else { "regression" })));
+            return Err(Error::config(
+                "learner.task",
+                format!("the task is {}", if classification { "classification" } else { "regression" }),
+            ));
         }
         let outputs = learner.outputs();
         if (classification && outputs < need_outputs) || (!classification && outputs != need_outputs) {
-            return Err(Error::config("learner.layers", format!("the output layer has {outputs} units but the task needs {}{need_outputs}", if classification { "at least " } else { "" })));
+            return Err(Error::config(
+                "learner.layers",
+                format!(
+                    "the output layer has {outputs} units but the task needs {}{need_outputs}",
+                    if classification { "at least " } else { "" }
+                ),
+            ));
         }
         Ok(())
     }
 
     fn sample(&mut self, rng: &mut Rng) -> Result<Episode> {
         match self {
-            LoadedTask::Custom => Err(Error::config("task", "a custom task has no sampler: supply episodes with metaStep")),
+            LoadedTask::Custom => {
+                Err(Error::config("task", "a custom task has no sampler: supply episodes with metaStep"))
+            }
             LoadedTask::Sine(task, order) => task.meta_train_sampler(*order).sample(rng),
             LoadedTask::Images { train, .. } => train.sample(rng),
         }
@@ -199,7 +220,10 @@ pub fn stack(learner: &Learner, episodes: &[Episode]) -> Result<EpisodeBatch> {
         let parts: Vec<&Tensor> = episodes.iter().map(f).collect();
         let first = parts[0].size();
         if let Some(bad) = parts.iter().position(|t| t.size() != first) {
-            return Err(Error::Shape(format!("episode {bad} has shape {:?} but episode 0 has {first:?}; episodes of one batch must match", parts[bad].size())));
+            return Err(Error::Shape(format!(
+                "episode {bad} has shape {:?} but episode 0 has {first:?}; episodes of one batch must match",
+                parts[bad].size()
+            )));
         }
         Ok(Tensor::f_stack(&parts, 0)?)
     };
@@ -241,7 +265,8 @@ impl Experiment {
     /// draws the whole meta-batch from the shared stream and trains on its own contiguous share, so the
     /// ranks' episodes together are exactly those of a single process with the same seed.
     pub fn train_step(&mut self) -> Result<StepRecord> {
-        let mut episodes = (0..self.cfg.meta_batch).map(|_| self.task.sample(&mut self.rng)).collect::<Result<Vec<_>>>()?;
+        let mut episodes =
+            (0..self.cfg.meta_batch).map(|_| self.task.sample(&mut self.rng)).collect::<Result<Vec<_>>>()?;
         let Some(group) = &self.group else {
             if self.world_size != 1 {
                 return Err(self.world_size_mismatch(1));
@@ -274,7 +299,13 @@ impl Experiment {
         settings.validate()?;
         let world = settings.world_size;
         if !self.cfg.meta_batch.is_multiple_of(world as usize) {
-            return Err(Error::config("metaBatch", format!("{} episodes cannot be split evenly over {world} processes; use a multiple of {world}", self.cfg.meta_batch)));
+            return Err(Error::config(
+                "metaBatch",
+                format!(
+                    "{} episodes cannot be split evenly over {world} processes; use a multiple of {world}",
+                    self.cfg.meta_batch
+                ),
+            ));
         }
         if self.step > 0 && self.world_size != world {
             return Err(self.world_size_mismatch(world));
@@ -292,7 +323,8 @@ impl Experiment {
         }
         group.all_reduce_sum(&mut flags, self.step)?;
         let flags: Vec<f64> = Vec::<f64>::try_from(&flags)?;
-        let bad: Vec<String> = flags.iter().enumerate().filter(|(_, &f)| f != 0.0).map(|(r, _)| r.to_string()).collect();
+        let bad: Vec<String> =
+            flags.iter().enumerate().filter(|(_, &f)| f != 0.0).map(|(r, _)| r.to_string()).collect();
         if !bad.is_empty() {
             return Err(Error::Distributed(format!(
                 "rank(s) {} start from another state than rank 0 (configuration, meta-step, parameters, optimizer or task streams differ); every rank must start from the same configuration and seed, or resume the same checkpoint (a --out folder that every rank reads)",
@@ -307,14 +339,20 @@ impl Experiment {
     /// A summary of the state that every rank of a group must share, as a float64 vector.
     fn fingerprint(&self) -> Result<Vec<f64>> {
         use sha2::{Digest, Sha256};
-        let text = serde_json::to_string(&(&self.cfg, &self.rng, &self.learner.rng)).map_err(|e| Error::Internal(e.to_string()))?;
+        let text = serde_json::to_string(&(&self.cfg, &self.rng, &self.learner.rng))
+            .map_err(|e| Error::Internal(e.to_string()))?;
         let digest = Sha256::digest(text.as_bytes());
         // 48 bits of the digest are exact in a float64.
         let hash = u64::from_le_bytes([digest[0], digest[1], digest[2], digest[3], digest[4], digest[5], 0, 0]) as f64;
-        let mut values = vec![hash, self.step as f64, self.skipped as f64, self.exploded as f64, self.adam.steps as f64];
+        let mut values =
+            vec![hash, self.step as f64, self.skipped as f64, self.exploded as f64, self.adam.steps as f64];
         tch::no_grad(|| -> Result<()> {
             for (i, p) in self.learner.params.iter().enumerate() {
-                let moments = [Some(&p.tensor), self.adam.m.get(i).and_then(|m| m.as_ref()), self.adam.v.get(i).and_then(|v| v.as_ref())];
+                let moments = [
+                    Some(&p.tensor),
+                    self.adam.m.get(i).and_then(|m| m.as_ref()),
+                    self.adam.v.get(i).and_then(|v| v.as_ref()),
+                ];
                 for t in moments.into_iter().flatten() {
                     let t = t.f_to_kind(tch::Kind::Double)?;
                     values.push(t.f_sum(None::<tch::Kind>)?.f_double_value(&[])?);
@@ -365,7 +403,13 @@ impl Experiment {
             }
             self.recent_losses.push_back(report.meta_loss);
         }
-        Ok(StepRecord { step: self.step, report, skipped_total: self.skipped, exploded_total: self.exploded, seconds: start.elapsed().as_secs_f64() })
+        Ok(StepRecord {
+            step: self.step,
+            report,
+            skipped_total: self.skipped,
+            exploded_total: self.exploded,
+            seconds: start.elapsed().as_secs_f64(),
+        })
     }
 
     /// `meta.explodeFactor` × the median of the recent applied meta-losses (none until `EXPLODE_MIN` of them).

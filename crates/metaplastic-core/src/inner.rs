@@ -22,7 +22,10 @@ pub struct FastWeights {
 impl FastWeights {
     pub fn detached(&self, requires_grad: bool) -> Result<FastWeights> {
         let d = |t: &Tensor| -> Result<Tensor> { Ok(t.f_detach()?.set_requires_grad(requires_grad)) };
-        Ok(FastWeights { w: self.w.iter().map(d).collect::<Result<_>>()?, b: self.b.iter().map(d).collect::<Result<_>>()? })
+        Ok(FastWeights {
+            w: self.w.iter().map(d).collect::<Result<_>>()?,
+            b: self.b.iter().map(d).collect::<Result<_>>()?,
+        })
     }
 
     pub fn episodes(&self) -> i64 {
@@ -79,7 +82,11 @@ pub fn step_mode(gradient: MetaGradient, t: usize, steps: usize) -> StepMode {
         MetaGradient::SecondOrder => StepMode::Full,
         MetaGradient::FirstOrder => StepMode::FirstOrder,
         MetaGradient::Truncated { steps: k } => {
-            if t + k >= steps { StepMode::Full } else { StepMode::Constant }
+            if t + k >= steps {
+                StepMode::Full
+            } else {
+                StepMode::Constant
+            }
         }
     }
 }
@@ -95,13 +102,36 @@ pub struct InnerLoop<'a> {
 }
 
 impl InnerLoop<'_> {
-    fn update(&self, acts: &TailActivations, fast: &FastWeights, y: &Tensor, create_graph: bool, t: usize) -> Result<Update> {
-        let inputs = StepInputs { cfg: self.cfg, acts, w: &fast.w, b: &fast.b, y, create_graph, step_scale: self.step_scale, step: t };
+    fn update(
+        &self,
+        acts: &TailActivations,
+        fast: &FastWeights,
+        y: &Tensor,
+        create_graph: bool,
+        t: usize,
+    ) -> Result<Update> {
+        let inputs = StepInputs {
+            cfg: self.cfg,
+            acts,
+            w: &fast.w,
+            b: &fast.b,
+            y,
+            create_graph,
+            step_scale: self.step_scale,
+            step: t,
+        };
         self.rule.update(self.params, &inputs)
     }
 
     /// Inner step t of a lifetime on a minibatch: features [E, B, F] (input of the first plastic layer), y [E, B, ...].
-    pub fn step(&self, fast: FastWeights, features: &Tensor, y: &Tensor, mode: StepMode, t: usize) -> Result<FastWeights> {
+    pub fn step(
+        &self,
+        fast: FastWeights,
+        features: &Tensor,
+        y: &Tensor,
+        mode: StepMode,
+        t: usize,
+    ) -> Result<FastWeights> {
         let needs_grad = self.rule.needs_weight_grad();
         match mode {
             StepMode::Full => {
@@ -124,11 +154,21 @@ impl InnerLoop<'_> {
                     })?
                 } else {
                     // Evaluation (nothing tracked): the rule's own step outside any graph, where it has one.
-                    let untracked = !fast.w.iter().chain(&fast.b).any(Tensor::requires_grad) && !features.requires_grad();
+                    let untracked =
+                        !fast.w.iter().chain(&fast.b).any(Tensor::requires_grad) && !features.requires_grad();
                     let next = tch::no_grad(|| -> Result<std::result::Result<Vec<Tensor>, Update>> {
                         let acts = tail(features, &inner.w, &inner.b)?;
                         if untracked {
-                            let inputs = StepInputs { cfg: self.cfg, acts: &acts, w: &inner.w, b: &inner.b, y, create_graph: false, step_scale: self.step_scale, step: t };
+                            let inputs = StepInputs {
+                                cfg: self.cfg,
+                                acts: &acts,
+                                w: &inner.w,
+                                b: &inner.b,
+                                y,
+                                create_graph: false,
+                                step_scale: self.step_scale,
+                                step: t,
+                            };
                             if let Some(w) = self.rule.step_without_graph(self.params, &inputs)? {
                                 return Ok(Ok(w));
                             }
@@ -141,7 +181,9 @@ impl InnerLoop<'_> {
                     }
                 };
                 let detach = |v: &[Option<Tensor>]| -> Result<Vec<Option<Tensor>>> {
-                    Ok(v.iter().map(|t| t.as_ref().map(|t| t.f_detach()).transpose()).collect::<std::result::Result<_, _>>()?)
+                    Ok(v.iter()
+                        .map(|t| t.as_ref().map(|t| t.f_detach()).transpose())
+                        .collect::<std::result::Result<_, _>>()?)
                 };
                 let u = Update {
                     w: u.w.iter().map(|t| t.f_detach()).collect::<std::result::Result<_, _>>()?,
@@ -154,7 +196,13 @@ impl InnerLoop<'_> {
     }
 
     /// Runs the whole stream: features [E, T, B, F], ys [E, T, B, ...]; `mode(t)` decides each step.
-    pub fn run(&self, mut fast: FastWeights, features: &Tensor, ys: &Tensor, mode: impl Fn(usize) -> StepMode) -> Result<FastWeights> {
+    pub fn run(
+        &self,
+        mut fast: FastWeights,
+        features: &Tensor,
+        ys: &Tensor,
+        mode: impl Fn(usize) -> StepMode,
+    ) -> Result<FastWeights> {
         let steps = features.size()[1] as usize;
         for t in 0..steps {
             if self.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {

@@ -13,7 +13,9 @@ use crate::{Error, Result};
 use std::ops::{Add, Div, Mul, Sub};
 use tch::{Device, Kind, Tensor};
 
-trait Real: Copy + Send + Sync + Add<Output = Self> + Sub<Output = Self> + Mul<Output = Self> + Div<Output = Self> + 'static {
+trait Real:
+    Copy + Send + Sync + Add<Output = Self> + Sub<Output = Self> + Mul<Output = Self> + Div<Output = Self> + 'static
+{
     fn to_f64(self) -> f64;
     fn of(x: f64) -> Self;
     /// self · a + b in one rounding: one instruction where the loop is compiled with FMA (x86 with
@@ -75,7 +77,11 @@ impl<T: Copy> Strided<T> {
     fn of(t: &Tensor, kind: Kind, what: &str) -> Result<Self> {
         let stride = t.stride();
         if !on_cpu_as(t, kind) || stride.len() != 2 || stride.iter().any(|&s| s < 0) {
-            return Err(Error::Internal(format!("fused kernel: {what} must be a 2-D CPU tensor of {kind:?}, got {:?} {:?} with strides {stride:?}", t.kind(), t.device())));
+            return Err(Error::Internal(format!(
+                "fused kernel: {what} must be a 2-D CPU tensor of {kind:?}, got {:?} {:?} with strides {stride:?}",
+                t.kind(),
+                t.device()
+            )));
         }
         Ok(Strided { ptr: t.data_ptr() as *const T, row: stride[0] as usize, col: stride[1] as usize })
     }
@@ -98,7 +104,11 @@ impl<T: Copy> Strided<T> {
     fn row(&self, row: usize, cols: usize) -> RateRow<'_, T> {
         unsafe {
             let base = self.ptr.add(row * self.row);
-            if self.col == 0 { RateRow::Scalar(*base) } else { RateRow::Values(std::slice::from_raw_parts(base, cols)) }
+            if self.col == 0 {
+                RateRow::Scalar(*base)
+            } else {
+                RateRow::Values(std::slice::from_raw_parts(base, cols))
+            }
         }
     }
 }
@@ -116,7 +126,11 @@ fn on_cpu_as(t: &Tensor, kind: Kind) -> bool {
 
 fn check(t: &Tensor, kind: Kind, what: &str) -> Result<()> {
     if !on_cpu_as(t, kind) || !t.is_contiguous() {
-        return Err(Error::Internal(format!("fused kernel: {what} must be a contiguous CPU tensor of {kind:?}, got {:?} {:?}", t.kind(), t.device())));
+        return Err(Error::Internal(format!(
+            "fused kernel: {what} must be a contiguous CPU tensor of {kind:?}, got {:?} {:?}",
+            t.kind(),
+            t.device()
+        )));
     }
     Ok(())
 }
@@ -160,7 +174,9 @@ impl<T: Real> Activity<T> {
         check(pre, kind, "presynaptic activity")?;
         let (sp, sa) = (post.size(), pre.size());
         if sp.len() != 3 || sp[0] != e || sp[2] != o || sa.len() != 3 || sa[0] != e || sa[1] != sp[1] || sa[2] != i {
-            return Err(Error::Internal(format!("fused kernel: activities {sp:?} and {sa:?} do not fit [{e}, B, {o}] and [{e}, B, {i}]")));
+            return Err(Error::Internal(format!(
+                "fused kernel: activities {sp:?} and {sa:?} do not fit [{e}, B, {o}] and [{e}, B, {i}]"
+            )));
         }
         let (rows, inputs) = ((e * sp[1]) as usize, i as usize);
         let whole = inputs - inputs % LANES;
@@ -170,7 +186,14 @@ impl<T: Real> Activity<T> {
         for (padded, row) in tail.chunks_exact_mut(LANES).zip(a.chunks_exact(inputs)) {
             padded[..inputs - whole].copy_from_slice(&row[whole..]);
         }
-        Ok(Activity { post: Ptr::of(post), pre: Ptr::of(pre), batch: sp[1] as usize, outputs: o as usize, inputs, tail })
+        Ok(Activity {
+            post: Ptr::of(post),
+            pre: Ptr::of(pre),
+            batch: sp[1] as usize,
+            outputs: o as usize,
+            inputs,
+            tail,
+        })
     }
 
     /// ã[ep, b, o0 .. o0 + R].
@@ -233,7 +256,9 @@ fn prefetch<T>(p: *const T) {
         let mut at = 0;
         while at < bytes {
             // SAFETY: a prefetch is only a hint; it never faults, even past the end of a buffer.
-            unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>((p as *const i8).wrapping_add(at)) };
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>((p as *const i8).wrapping_add(at))
+            };
             at += 64;
         }
     }
@@ -261,7 +286,13 @@ impl<T> Ptr<T> {
 }
 
 extern "C" {
-    fn mp_parallel_for(begin: i64, end: i64, grain: i64, body: extern "C" fn(*mut std::ffi::c_void, i64, i64), ctx: *mut std::ffi::c_void) -> i32;
+    fn mp_parallel_for(
+        begin: i64,
+        end: i64,
+        grain: i64,
+        body: extern "C" fn(*mut std::ffi::c_void, i64, i64),
+        ctx: *mut std::ffi::c_void,
+    ) -> i32;
 }
 
 extern "C" fn run_block<F: Fn(usize, usize) + Sync>(ctx: *mut std::ffi::c_void, begin: i64, end: i64) {
@@ -329,7 +360,8 @@ pub fn parallel_tasks<T: Send>(sizes: &[usize], task: impl Fn(usize) -> Result<T
         lightest.0 += sizes[k];
         lightest.1.push(k);
     }
-    let slots: Vec<std::sync::Mutex<Option<Result<T>>>> = (0..sizes.len()).map(|_| std::sync::Mutex::new(None)).collect();
+    let slots: Vec<std::sync::Mutex<Option<Result<T>>>> =
+        (0..sizes.len()).map(|_| std::sync::Mutex::new(None)).collect();
     let work = |lo: usize, hi: usize| {
         let _no_grad = tch::no_grad_guard(); // grad mode is per thread; these threads never had it set
         for (_, ks) in &bins[lo..hi] {
@@ -342,7 +374,11 @@ pub fn parallel_tasks<T: Send>(sizes: &[usize], task: impl Fn(usize) -> Result<T
     on_torch_threads(threads, 1, &work);
     slots
         .into_iter()
-        .map(|s| s.into_inner().unwrap_or_else(|e| e.into_inner()).unwrap_or_else(|| Err(Error::Internal("a task did not run".into()))))
+        .map(|s| {
+            s.into_inner()
+                .unwrap_or_else(|e| e.into_inner())
+                .unwrap_or_else(|| Err(Error::Internal("a task did not run".into())))
+        })
         .collect()
 }
 
@@ -350,7 +386,11 @@ pub fn parallel_tasks<T: Send>(sizes: &[usize], task: impl Fn(usize) -> Result<T
 /// reports it like any other failure.
 fn guarded<T>(what: impl std::fmt::Display, work: impl FnOnce() -> Result<T>) -> Result<T> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or_else(|p| {
-        let message = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
+        let message = p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
         Err(Error::Internal(format!("{what} failed: {message}")))
     })
 }
@@ -362,7 +402,11 @@ fn guarded<T>(what: impl std::fmt::Display, work: impl FnOnce() -> Result<T>) ->
 /// runs first and the tasks after it, in release order. `produce` must release every k once; tasks it
 /// never released (it failed first) report that they did not run. Results in k order; the producer's
 /// error comes first. Shared tensors as in `parallel_tasks`; tasks run without a graph.
-pub fn pipelined_tasks<T: Send>(n: usize, produce: impl FnOnce(&dyn Fn(usize)) -> Result<()>, task: impl Fn(usize) -> Result<T>) -> Result<Vec<T>> {
+pub fn pipelined_tasks<T: Send>(
+    n: usize,
+    produce: impl FnOnce(&dyn Fn(usize)) -> Result<()>,
+    task: impl Fn(usize) -> Result<T>,
+) -> Result<Vec<T>> {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Mutex;
     struct Shared<P, F>(Mutex<Option<P>>, F);
@@ -432,11 +476,18 @@ pub fn pipelined_tasks<T: Send>(n: usize, produce: impl FnOnce(&dyn Fn(usize)) -
     } else {
         on_torch_threads(threads, 1, &work);
     }
-    produced.into_inner().unwrap_or_else(|e| e.into_inner()).unwrap_or_else(|| Err(Error::Internal("the producer did not run".into())))?;
+    produced
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .unwrap_or_else(|| Err(Error::Internal("the producer did not run".into())))?;
     slots
         .into_iter()
         .enumerate()
-        .map(|(k, s)| s.into_inner().unwrap_or_else(|e| e.into_inner()).unwrap_or_else(|| Err(Error::Internal(format!("task {k} was never released")))))
+        .map(|(k, s)| {
+            s.into_inner()
+                .unwrap_or_else(|e| e.into_inner())
+                .unwrap_or_else(|| Err(Error::Internal(format!("task {k} was never released"))))
+        })
         .collect()
 }
 
@@ -511,7 +562,10 @@ fn isa() -> Isa {
     let widest = *DETECTED.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
         {
-            if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            if is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+            {
                 return Isa::Avx512;
             }
             if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
@@ -592,7 +646,15 @@ const LANES: usize = 16;
 /// W' = W + m c P ⊙ (ãᵀa − r ⊙ W) with r = Σ_b ã² (Oja) or without r (Hebb); c per row (1 when
 /// absent). The outer product ãᵀa is formed in registers, never as a weight-sized tensor.
 #[allow(clippy::too_many_arguments)]
-pub fn local_step(w: &Tensor, post: &Tensor, pre: &Tensor, p: &Tensor, oja: bool, m: f64, c: Option<&Tensor>) -> Result<Tensor> {
+pub fn local_step(
+    w: &Tensor,
+    post: &Tensor,
+    pre: &Tensor,
+    p: &Tensor,
+    oja: bool,
+    m: f64,
+    c: Option<&Tensor>,
+) -> Result<Tensor> {
     match w.kind() {
         Kind::Float => step_typed::<f32>(w, post, pre, p, oja, m, c, false),
         Kind::Double => step_typed::<f64>(w, post, pre, p, oja, m, c, false),
@@ -602,7 +664,15 @@ pub fn local_step(w: &Tensor, post: &Tensor, pre: &Tensor, p: &Tensor, oja: bool
 
 /// `local_step` writing W' over W (evaluation: no one reads W afterwards). Writing into the rows just
 /// read spares the memory traffic of a new tensor's first writes.
-pub fn local_step_in_place(w: &mut Tensor, post: &Tensor, pre: &Tensor, p: &Tensor, oja: bool, m: f64, c: Option<&Tensor>) -> Result<()> {
+pub fn local_step_in_place(
+    w: &mut Tensor,
+    post: &Tensor,
+    pre: &Tensor,
+    p: &Tensor,
+    oja: bool,
+    m: f64,
+    c: Option<&Tensor>,
+) -> Result<()> {
     match w.kind() {
         Kind::Float => step_typed::<f32>(w, post, pre, p, oja, m, c, true).map(drop),
         Kind::Double => step_typed::<f64>(w, post, pre, p, oja, m, c, true).map(drop),
@@ -641,7 +711,8 @@ fn step_block<T: Real, const R: usize>(a: &StepArgs<T>, ep: usize, o0: usize) {
     let p: [RateRow<'_, T>; R] = std::array::from_fn(|k| a.rate.row(o0 + k, cols));
     let mut out: [&mut [T]; R] = std::array::from_fn(|k| unsafe { a.out.row(first + k, cols) });
     // In place, W is read from the output rows themselves (never through a second reference).
-    let w: Option<[&[T]; R]> = (a.w.0 != a.out.0).then(|| std::array::from_fn(|k| unsafe { &*(a.w.row(first + k, cols) as *const [T]) }));
+    let w: Option<[&[T]; R]> =
+        (a.w.0 != a.out.0).then(|| std::array::from_fn(|k| unsafe { &*(a.w.row(first + k, cols) as *const [T]) }));
     let rows = StepRows { m, d, p, w };
     let whole = cols - cols % LANES;
     for base in (0..whole).step_by(LANES) {
@@ -666,7 +737,14 @@ struct StepRows<'a, T, const R: usize> {
 
 /// One chunk of R rows of a step (`FULL`: a whole one; otherwise the rows' padded remainder).
 #[inline(always)]
-fn step_chunk<T: Real, const R: usize, const FULL: bool>(act: &Activity<T>, ep: usize, o0: usize, base: usize, rows: &StepRows<'_, T, R>, out: &mut [&mut [T]; R]) {
+fn step_chunk<T: Real, const R: usize, const FULL: bool>(
+    act: &Activity<T>,
+    ep: usize,
+    o0: usize,
+    base: usize,
+    rows: &StepRows<'_, T, R>,
+    out: &mut [&mut [T]; R],
+) {
     let h = act.outer::<R>(ep, o0, base);
     for k in 0..R {
         // On local copies: rows reached through arrays of references carry no no-alias promise,
@@ -705,7 +783,16 @@ fn step_rows<T: Real>(a: &StepArgs<T>, lo: usize, hi: usize) {
 multiversion!(step_dispatch, step_rows, StepArgs);
 
 #[allow(clippy::too_many_arguments)]
-fn step_typed<T: Real>(w: &Tensor, post: &Tensor, pre: &Tensor, p: &Tensor, oja: bool, m: f64, c: Option<&Tensor>, in_place: bool) -> Result<Tensor> {
+fn step_typed<T: Real>(
+    w: &Tensor,
+    post: &Tensor,
+    pre: &Tensor,
+    p: &Tensor,
+    oja: bool,
+    m: f64,
+    c: Option<&Tensor>,
+    in_place: bool,
+) -> Result<Tensor> {
     let kind = w.kind();
     let [e, o, i] = w.size()[..] else { return Err(Error::Internal("fused kernel: W must be [E, O, I]".into())) };
     check(w, kind, "W")?;
@@ -737,7 +824,20 @@ fn step_typed<T: Real>(w: &Tensor, post: &Tensor, pre: &Tensor, p: &Tensor, oja:
 /// W = (W' − s ãᵀa) / (1 − s r) with s = m c P, uses that W throughout and writes it over W' in place:
 /// the reverse pass then needs neither the weights of every step nor their recomputation.
 #[allow(clippy::too_many_arguments)]
-pub fn local_step_adjoint(g: &mut Tensor, update: bool, w: &Tensor, unstep: bool, post: &Tensor, pre: &Tensor, p: &Tensor, oja: bool, m: f64, c: Option<&Tensor>, grad_rate: &mut Tensor, pending: Option<(&Tensor, &Tensor)>) -> Result<StepAdjoint> {
+pub fn local_step_adjoint(
+    g: &mut Tensor,
+    update: bool,
+    w: &Tensor,
+    unstep: bool,
+    post: &Tensor,
+    pre: &Tensor,
+    p: &Tensor,
+    oja: bool,
+    m: f64,
+    c: Option<&Tensor>,
+    grad_rate: &mut Tensor,
+    pending: Option<(&Tensor, &Tensor)>,
+) -> Result<StepAdjoint> {
     match w.kind() {
         Kind::Float => adjoint_typed::<f32>(g, update, w, unstep, post, pre, p, oja, m, c, grad_rate, pending),
         Kind::Double => adjoint_typed::<f64>(g, update, w, unstep, post, pre, p, oja, m, c, grad_rate, pending),
@@ -770,7 +870,17 @@ struct AdjointArgs<T> {
 /// terms in W, the row sum Σ Q W and the division are compiled out.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn synapse<T: Real, const OJA: bool>(g: &mut T, gr: &mut T, q: &mut T, w: T, h: T, p: T, (m, d, cr, shrink): (T, T, T, T), acc: &mut T, cacc: &mut T) {
+fn synapse<T: Real, const OJA: bool>(
+    g: &mut T,
+    gr: &mut T,
+    q: &mut T,
+    w: T,
+    h: T,
+    p: T,
+    (m, d, cr, shrink): (T, T, T, T),
+    acc: &mut T,
+    cacc: &mut T,
+) {
     let e = if OJA { m * *g * (h - d * w) } else { m * *g * h };
     *gr = *gr + cr * e;
     let qj = cr * p * *g;
@@ -785,7 +895,11 @@ fn synapse<T: Real, const OJA: bool>(g: &mut T, gr: &mut T, q: &mut T, w: T, h: 
 /// One synapse's weight before the step, from W' = W + s (h − d W): W = (W' − s h) / (1 − s d).
 #[inline(always)]
 fn unstep<T: Real, const OJA: bool>(after: T, s: T, h: T, d: T) -> T {
-    if OJA { (after - s * h) / (T::of(1.0) - s * d) } else { after - s * h }
+    if OJA {
+        (after - s * h) / (T::of(1.0) - s * d)
+    } else {
+        after - s * h
+    }
 }
 
 /// Output rows o0 .. o0 + R of the rate gradient, over every episode.
@@ -852,12 +966,19 @@ struct AdjointRows<'a, T, const R: usize> {
 /// One chunk of R rows of the adjoint loop (`FULL`: a whole one; otherwise the rows' padded remainder,
 /// whose zero lanes add nothing to the row sums).
 #[inline(always)]
-fn adjoint_chunk<T: Real, const R: usize, const FULL: bool, const OJA: bool>(a: &AdjointArgs<T>, ep: usize, o0: usize, base: usize, rows: &mut AdjointRows<'_, T, R>) {
+fn adjoint_chunk<T: Real, const R: usize, const FULL: bool, const OJA: bool>(
+    a: &AdjointArgs<T>,
+    ep: usize,
+    o0: usize,
+    base: usize,
+    rows: &mut AdjointRows<'_, T, R>,
+) {
     let h = a.act.outer::<R>(ep, o0, base);
     let owed = a.pending.as_ref().map(|d| d.outer::<R>(ep, o0, base));
     for k in 0..R {
         // On local copies, as in step_chunk.
-        let (mut gk, mut grk, mut qk) = (load::<T, FULL>(rows.g[k], base), load::<T, FULL>(rows.grad_rate[k], base), [T::ZERO; LANES]);
+        let (mut gk, mut grk, mut qk) =
+            (load::<T, FULL>(rows.g[k], base), load::<T, FULL>(rows.grad_rate[k], base), [T::ZERO; LANES]);
         if let Some(owed) = &owed {
             for l in 0..LANES {
                 gk[l] = gk[l] + owed[k][l];
@@ -877,7 +998,17 @@ fn adjoint_chunk<T: Real, const R: usize, const FULL: bool, const OJA: bool>(a: 
             store::<T, FULL>(rows.w[k], base, &wk);
         }
         for l in 0..LANES {
-            synapse::<T, OJA>(&mut gk[l], &mut grk[l], &mut qk[l], wk[l], h[k][l], pk[l], f, &mut rows.acc[k][l], &mut rows.cacc[k][l]);
+            synapse::<T, OJA>(
+                &mut gk[l],
+                &mut grk[l],
+                &mut qk[l],
+                wk[l],
+                h[k][l],
+                pk[l],
+                f,
+                &mut rows.acc[k][l],
+                &mut rows.cacc[k][l],
+            );
         }
         store::<T, FULL>(rows.g[k], base, &gk);
         store::<T, FULL>(rows.grad_rate[k], base, &grk);
@@ -902,7 +1033,20 @@ fn adjoint_rows<T: Real>(a: &AdjointArgs<T>, lo: usize, hi: usize) {
 multiversion!(adjoint_dispatch, adjoint_rows, AdjointArgs);
 
 #[allow(clippy::too_many_arguments)]
-fn adjoint_typed<T: Real>(g: &mut Tensor, update: bool, w: &Tensor, unstep: bool, post: &Tensor, pre: &Tensor, p: &Tensor, oja: bool, m: f64, c: Option<&Tensor>, grad_rate: &mut Tensor, pending: Option<(&Tensor, &Tensor)>) -> Result<StepAdjoint> {
+fn adjoint_typed<T: Real>(
+    g: &mut Tensor,
+    update: bool,
+    w: &Tensor,
+    unstep: bool,
+    post: &Tensor,
+    pre: &Tensor,
+    p: &Tensor,
+    oja: bool,
+    m: f64,
+    c: Option<&Tensor>,
+    grad_rate: &mut Tensor,
+    pending: Option<(&Tensor, &Tensor)>,
+) -> Result<StepAdjoint> {
     let kind = w.kind();
     let [e, o, i] = w.size()[..] else { return Err(Error::Internal("fused kernel: W must be [E, O, I]".into())) };
     for (t, name) in [(&*g, "G"), (w, "W"), (&*grad_rate, "rate gradient")] {
@@ -910,7 +1054,9 @@ fn adjoint_typed<T: Real>(g: &mut Tensor, update: bool, w: &Tensor, unstep: bool
     }
     let scale = row_scale::<T>(c, kind, e, o)?;
     let q = w.f_empty_like()?;
-    let per_row = |on: bool| -> Result<Option<Tensor>> { Ok(if on { Some(Tensor::f_empty([e, o], (kind, Device::Cpu))?) } else { None }) };
+    let per_row = |on: bool| -> Result<Option<Tensor>> {
+        Ok(if on { Some(Tensor::f_empty([e, o], (kind, Device::Cpu))?) } else { None })
+    };
     let rowsum = per_row(oja)?;
     let scale_grad = per_row(scale.is_some())?;
     let (_keep, rate) = rate::<T>(p, kind, o, i)?;

@@ -74,8 +74,18 @@ impl Learner {
             let std = (2.0 / layer.fan_in() as f64).sqrt();
             // Re-initialised plastic weights are drawn per episode, so they are not meta-learned.
             let trainable = !(reinit && l >= spec.rln);
-            weights.push(params.add(format!("forward.{l}.weight"), from_values(normal_vec(&mut rng, n as usize, std), &shape, on)?, Group::Forward, trainable));
-            biases.push(params.add(format!("forward.{l}.bias"), full(0.0, &[layer.units()], on)?, Group::Forward, true));
+            weights.push(params.add(
+                format!("forward.{l}.weight"),
+                from_values(normal_vec(&mut rng, n as usize, std), &shape, on)?,
+                Group::Forward,
+                trainable,
+            ));
+            biases.push(params.add(
+                format!("forward.{l}.bias"),
+                full(0.0, &[layer.units()], on)?,
+                Group::Forward,
+                true,
+            ));
         }
 
         let rule = crate::rules::build(&cfg, &spec, &mut params, &mut rng, on)?;
@@ -103,7 +113,13 @@ impl Learner {
     }
 
     pub fn inner_loop(&self) -> InnerLoop<'_> {
-        InnerLoop { cfg: &self.cfg, params: &self.params, rule: self.rule.as_ref(), step_scale: 1.0, cancel: self.cancel.as_deref() }
+        InnerLoop {
+            cfg: &self.cfg,
+            params: &self.params,
+            rule: self.rule.as_ref(),
+            step_scale: 1.0,
+            cancel: self.cancel.as_deref(),
+        }
     }
 
     fn front_params(&self) -> (Vec<Tensor>, Vec<Tensor>) {
@@ -124,7 +140,10 @@ impl Learner {
         let in_dims = self.cfg.input_shape.len();
         let size = x.size();
         if size.len() < in_dims || size[size.len() - in_dims..] != self.cfg.input_shape[..] {
-            return Err(Error::Shape(format!("inputs have shape {size:?}, expected [..., {:?}]", self.cfg.input_shape)));
+            return Err(Error::Shape(format!(
+                "inputs have shape {size:?}, expected [..., {:?}]",
+                self.cfg.input_shape
+            )));
         }
         let mut flat_shape = vec![-1i64];
         flat_shape.extend_from_slice(&self.cfg.input_shape);
@@ -137,7 +156,12 @@ impl Learner {
         } else if n <= CHUNK {
             tch::no_grad(|| front(&flat))?
         } else {
-            let parts = tch::no_grad(|| (0..n).step_by(CHUNK as usize).map(|s| front(&flat.f_narrow(0, s, CHUNK.min(n - s))?)).collect::<Result<Vec<_>>>())?;
+            let parts = tch::no_grad(|| {
+                (0..n)
+                    .step_by(CHUNK as usize)
+                    .map(|s| front(&flat.f_narrow(0, s, CHUNK.min(n - s))?))
+                    .collect::<Result<Vec<_>>>()
+            })?;
             Tensor::f_cat(&parts, 0)?
         };
         let mut out_shape = size[..size.len() - in_dims].to_vec();
@@ -161,7 +185,10 @@ impl Learner {
                 let std = (2.0 / ws[1] as f64).sqrt();
                 let all = normal_vec(&mut self.rng, total as usize * per, std);
                 let v = &all[first as usize * per..(first + episodes) as usize * per];
-                Tensor::f_from_slice(v)?.f_reshape([episodes, ws[0], ws[1]])?.f_to_kind(self.kind)?.f_to_device(self.device)?
+                Tensor::f_from_slice(v)?
+                    .f_reshape([episodes, ws[0], ws[1]])?
+                    .f_to_kind(self.kind)?
+                    .f_to_device(self.device)?
             } else {
                 meta_w.f_unsqueeze(0)?.f_expand([episodes, ws[0], ws[1]], false)?
             };
@@ -188,7 +215,9 @@ impl Learner {
             match self.cfg.output_reset {
                 OutputReset::All => keep[e * outputs as usize..(e + 1) * outputs as usize].fill(0.0),
                 OutputReset::EpisodeClasses => {
-                    let cls = classes.get(e).ok_or_else(|| Error::Data(format!("outputReset 'episodeClasses' needs the class list of episode {e}")))?;
+                    let cls = classes.get(e).ok_or_else(|| {
+                        Error::Data(format!("outputReset 'episodeClasses' needs the class list of episode {e}"))
+                    })?;
                     for &c in cls {
                         if c < 0 || c >= outputs {
                             return Err(Error::Data(format!("episode {e} names class {c}, outside [0, {outputs})")));
@@ -199,11 +228,20 @@ impl Learner {
                 OutputReset::None => {}
             }
         }
-        Ok(Tensor::f_from_slice(&keep)?.f_reshape([episodes, outputs])?.f_to_kind(self.kind)?.f_to_device(self.device)?)
+        Ok(Tensor::f_from_slice(&keep)?
+            .f_reshape([episodes, outputs])?
+            .f_to_kind(self.kind)?
+            .f_to_device(self.device)?)
     }
 
     /// Runs the inner loop over a support stream x [E, T, B, ...], y [E, T, B, ...].
-    pub fn adapt(&self, fast: FastWeights, support_x: &Tensor, support_y: &Tensor, mode: impl Fn(usize) -> StepMode) -> Result<FastWeights> {
+    pub fn adapt(
+        &self,
+        fast: FastWeights,
+        support_x: &Tensor,
+        support_y: &Tensor,
+        mode: impl Fn(usize) -> StepMode,
+    ) -> Result<FastWeights> {
         let features = self.features(support_x)?;
         self.inner_loop().run(fast, &features, support_y, mode)
     }
@@ -231,7 +269,14 @@ impl Learner {
     }
 
     /// Moves and converts an episode batch to this learner's device and dtype (labels as int64).
-    pub fn prepare(&self, support_x: &Tensor, support_y: &Tensor, query_x: &Tensor, query_y: &Tensor, classes: Vec<Vec<i64>>) -> Result<EpisodeBatch> {
+    pub fn prepare(
+        &self,
+        support_x: &Tensor,
+        support_y: &Tensor,
+        query_x: &Tensor,
+        query_y: &Tensor,
+        classes: Vec<Vec<i64>>,
+    ) -> Result<EpisodeBatch> {
         let y_kind = if self.is_classification() { Kind::Int64 } else { self.kind };
         Ok(EpisodeBatch {
             support_x: support_x.f_to_device(self.device)?.f_to_kind(self.kind)?,

@@ -20,8 +20,8 @@ pub mod net;
 pub mod params;
 pub mod rng;
 pub mod rules;
-pub mod schema;
 pub mod runtime;
+pub mod schema;
 pub mod tasks;
 pub mod tensor_io;
 

@@ -47,10 +47,17 @@ pub fn meta_gradient(learner: &mut Learner, batch: &EpisodeBatch) -> Result<(f64
     let steps = batch.support_x.size()[1] as usize;
     let gradient = learner.cfg.meta.gradient;
     if learner.cfg.meta.backward == Backward::Adjoint && !uses_adjoint(learner) {
-        return Err(Error::config("meta.backward", "'adjoint' does not cover this learner's rule options; use 'auto' or 'autograd'"));
+        return Err(Error::config(
+            "meta.backward",
+            "'adjoint' does not cover this learner's rule options; use 'auto' or 'autograd'",
+        ));
     }
     if uses_adjoint(learner) {
-        let opts = crate::adjoint::AdjointOptions { interval: learner.cfg.meta.checkpoint_every, unstep: Some(learner.cfg.meta.run_backwards), ..Default::default() };
+        let opts = crate::adjoint::AdjointOptions {
+            interval: learner.cfg.meta.checkpoint_every,
+            unstep: Some(learner.cfg.meta.run_backwards),
+            ..Default::default()
+        };
         return crate::adjoint::meta_gradient(learner, batch, opts, |t| step_mode(gradient, t, steps));
     }
     autograd_meta_gradient(learner, batch)
@@ -64,7 +71,8 @@ pub fn autograd_meta_gradient(learner: &mut Learner, batch: &EpisodeBatch) -> Re
     let fast = learner.start(e, &batch.classes, true)?;
     let fast = learner.adapt(fast, &batch.support_x, &batch.support_y, |t| step_mode(gradient, t, steps))?;
     let loss = learner.loss(&fast, &batch.query_x, &batch.query_y)?.f_mean(None::<Kind>)?;
-    let trainable: Vec<usize> = learner.params.iter().enumerate().filter(|(_, p)| p.trainable).map(|(i, _)| i).collect();
+    let trainable: Vec<usize> =
+        learner.params.iter().enumerate().filter(|(_, p)| p.trainable).map(|(i, _)| i).collect();
     let inputs: Vec<Tensor> = trainable.iter().map(|&i| learner.params.at(i).shallow_clone()).collect();
     let grads = Tensor::f_run_backward(&[&loss], &inputs, false, false)?;
     let mut out = Vec::with_capacity(trainable.len());
@@ -95,7 +103,13 @@ impl Adam {
     /// applied and the report says `exploded`. With a process group, the meta-loss and meta-gradient are
     /// the means over all ranks (each holding its share of the meta-batch) before any decision is made,
     /// so every rank skips, clips and updates alike; `step` names the collective.
-    pub fn step_guarded(&mut self, learner: &mut Learner, batch: &EpisodeBatch, explode_above: Option<f64>, group: Option<(&ProcessGroup, u64)>) -> Result<MetaStepReport> {
+    pub fn step_guarded(
+        &mut self,
+        learner: &mut Learner,
+        batch: &EpisodeBatch,
+        explode_above: Option<f64>,
+        group: Option<(&ProcessGroup, u64)>,
+    ) -> Result<MetaStepReport> {
         let (mut meta_loss, mut grads) = meta_gradient(learner, batch)?;
         if let Some((group, step)) = group {
             group.mean(&mut meta_loss, &mut grads, step)?;

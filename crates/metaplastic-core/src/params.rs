@@ -93,7 +93,10 @@ impl ParamStore {
     }
 
     pub fn infos(&self) -> Vec<ParamInfo> {
-        self.params.iter().map(|p| ParamInfo { name: p.name.clone(), shape: p.tensor.size(), group: p.group, trainable: p.trainable }).collect()
+        self.params
+            .iter()
+            .map(|p| ParamInfo { name: p.name.clone(), shape: p.tensor.size(), group: p.group, trainable: p.trainable })
+            .collect()
     }
 
     pub fn read(&self, name: &str) -> Result<HostTensor> {
@@ -105,7 +108,11 @@ impl ParamStore {
         let i = self.index_of(name)?;
         let p = &mut self.params[i];
         if value.size() != p.tensor.size() {
-            return Err(Error::Shape(format!("parameter {name} has shape {:?}, got {:?}", p.tensor.size(), value.size())));
+            return Err(Error::Shape(format!(
+                "parameter {name} has shape {:?}, got {:?}",
+                p.tensor.size(),
+                value.size()
+            )));
         }
         tch::no_grad(|| p.tensor.f_copy_(value))?;
         Ok(())

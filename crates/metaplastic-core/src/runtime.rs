@@ -30,7 +30,11 @@ fn dlopen_global(path: &str) -> Result<(), String> {
         // SAFETY: dlerror returns a thread-local C string or null.
         let msg = unsafe {
             let err = libc::dlerror();
-            if err.is_null() { "unknown dlopen error".to_string() } else { std::ffi::CStr::from_ptr(err).to_string_lossy().into_owned() }
+            if err.is_null() {
+                "unknown dlopen error".to_string()
+            } else {
+                std::ffi::CStr::from_ptr(err).to_string_lossy().into_owned()
+            }
         };
         Err(msg)
     } else {
@@ -82,7 +86,11 @@ pub fn cuda_available() -> bool {
 }
 
 pub fn cuda_device_count() -> i64 {
-    if init() { tch::Cuda::device_count() } else { 0 }
+    if init() {
+        tch::Cuda::device_count()
+    } else {
+        0
+    }
 }
 
 /// Whether libtorch's MPS backend (Apple silicon GPUs) is usable.
@@ -150,7 +158,10 @@ pub fn set_threads(n: i32) -> crate::Result<()> {
     }
     let most = crate::budget::max_threads();
     if n > most {
-        return Err(crate::Error::config("threads", format!("at most {most} (4 per logical core of this machine; more only slow libtorch down), got {n}")));
+        return Err(crate::Error::config(
+            "threads",
+            format!("at most {most} (4 per logical core of this machine; more only slow libtorch down), got {n}"),
+        ));
     }
     init();
     THREADS.store(n, Ordering::Relaxed);
@@ -217,7 +228,9 @@ pub fn count_ops<R>(work: impl FnOnce() -> R) -> crate::Result<(R, i64)> {
     let _only = match ONE_AT_A_TIME.try_lock() {
         Ok(guard) => guard,
         Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-        Err(std::sync::TryLockError::WouldBlock) => return Err(crate::Error::Internal("operations are already being counted".into())),
+        Err(std::sync::TryLockError::WouldBlock) => {
+            return Err(crate::Error::Internal("operations are already being counted".into()))
+        }
     };
     match unsafe { mp_op_count_start() } {
         0 => {}

@@ -17,8 +17,15 @@ impl HostTensor {
         // Checked: a huge shape must not wrap around into a plausible (or negative) count.
         let numel = shape.iter().try_fold(1i64, |n, &d| n.checked_mul(d));
         match numel {
-            None => return Err(Error::Shape(format!("shape {shape:?} is too large: it holds more than {} values", i64::MAX))),
-            Some(n) if n as usize != data.len() => return Err(Error::Shape(format!("shape {shape:?} holds {n} values but {} were given", data.len()))),
+            None => {
+                return Err(Error::Shape(format!(
+                    "shape {shape:?} is too large: it holds more than {} values",
+                    i64::MAX
+                )))
+            }
+            Some(n) if n as usize != data.len() => {
+                return Err(Error::Shape(format!("shape {shape:?} holds {n} values but {} were given", data.len())))
+            }
             Some(_) => {}
         }
         Ok(Self { data, shape })
@@ -38,7 +45,9 @@ impl HostTensor {
     /// Rejects NaN and infinities in user-supplied data, naming what was checked.
     pub fn check_finite(&self, what: &str) -> Result<()> {
         match self.data.iter().position(|v| !v.is_finite()) {
-            Some(i) => Err(Error::Data(format!("{what} contains a non-finite value ({}) at flat index {i}", self.data[i]))),
+            Some(i) => {
+                Err(Error::Data(format!("{what} contains a non-finite value ({}) at flat index {i}", self.data[i])))
+            }
             None => Ok(()),
         }
     }

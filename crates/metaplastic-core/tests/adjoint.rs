@@ -3,12 +3,12 @@
 //! differences on the reverse pass itself.
 mod common;
 use common::*;
-use tch::{Device, Kind, Tensor};
-use metaplastic_core::config::{Backward, LearnerConfig, MetaGradient};
-use metaplastic_core::learner::Learner;
 use metaplastic_core::adjoint::{self, AdjointOptions, PassStats};
+use metaplastic_core::config::{Backward, LearnerConfig, MetaGradient};
 use metaplastic_core::inner::step_mode;
+use metaplastic_core::learner::Learner;
 use metaplastic_core::meta::{autograd_meta_gradient, meta_gradient, uses_adjoint};
+use tch::{Device, Kind, Tensor};
 
 /// Compares the reverse pass to autograd: on the CPU with the fused loops running steps backwards (the
 /// meta-batch whole, and its two episodes side by side), with the fused loops recomputing every
@@ -20,10 +20,25 @@ fn compare(cfg: LearnerConfig, seed: i64, interval: Option<usize>) -> PassStats 
 
 /// `compare` with `points` points per inner step.
 fn compare_batch(cfg: LearnerConfig, seed: i64, interval: Option<usize>, points: i64) -> PassStats {
-    let variants: &[(bool, bool, usize)] = if test_device() == "cpu" { &[(true, true, 2), (true, true, 1), (true, false, 1), (false, false, 2)] } else { &[(false, false, 1)] };
+    let variants: &[(bool, bool, usize)] = if test_device() == "cpu" {
+        &[(true, true, 2), (true, true, 1), (true, false, 1), (false, false, 2)]
+    } else {
+        &[(false, false, 1)]
+    };
     let mut stats = None;
     for &(fused, unstep, groups) in variants {
-        compare_one(cfg.clone(), seed, AdjointOptions { interval, fused: Some(fused), unstep: Some(unstep), episode_groups: Some(groups), ..Default::default() }, points);
+        compare_one(
+            cfg.clone(),
+            seed,
+            AdjointOptions {
+                interval,
+                fused: Some(fused),
+                unstep: Some(unstep),
+                episode_groups: Some(groups),
+                ..Default::default()
+            },
+            points,
+        );
         let pass = adjoint::last_pass();
         assert_eq!(pass.groups, groups, "{pass:?}");
         assert_eq!(pass.unstepped + pass.recomputed + pass.skipped, 5, "every step accounted for: {pass:?}");
@@ -86,12 +101,19 @@ fn oja_and_hebb_every_granularity_and_interval() {
     for rule in ["oja", "hebb"] {
         for g in ["synapse", "neuron", "layer", "global"] {
             for interval in [None, Some(1), Some(2), Some(5)] {
-                let cfg = regression(&format!(r#"{{"type":"{rule}"}}"#), &format!(r#","plasticity":{{"granularity":"{g}","init":0.02,"hiddenMultiplier":1.5}}"#));
+                let cfg = regression(
+                    &format!(r#"{{"type":"{rule}"}}"#),
+                    &format!(r#","plasticity":{{"granularity":"{g}","init":0.02,"hiddenMultiplier":1.5}}"#),
+                );
                 let pass = compare(cfg, 1, interval);
                 if test_device() == "cpu" {
                     // Hebb's steps always run backwards here; Oja's in short segments, where the product
                     // of its decay's gains stays small.
-                    let ran_back = if rule == "hebb" { pass.unstepped == 5 } else { pass.unstepped > 0 || !matches!(interval, Some(1 | 2)) };
+                    let ran_back = if rule == "hebb" {
+                        pass.unstepped == 5
+                    } else {
+                        pass.unstepped > 0 || !matches!(interval, Some(1 | 2))
+                    };
                     assert!(ran_back, "{rule}, {g}, {interval:?}: {pass:?}");
                 }
             }
@@ -104,7 +126,11 @@ fn every_feedback_kind_signal_and_map() {
     for kind in ["learned", "random", "none", "derivative"] {
         for signal in ["error", "target"] {
             for detach in [false, true] {
-                compare(flp(&format!(r#","feedback":{{"type":"{kind}","signal":"{signal}","detachSignal":{detach}}}"#)), 2, Some(2));
+                compare(
+                    flp(&format!(r#","feedback":{{"type":"{kind}","signal":"{signal}","detachSignal":{detach}}}"#)),
+                    2,
+                    Some(2),
+                );
             }
         }
     }
@@ -122,15 +148,25 @@ fn frozen_front_and_reinitialised_weights() {
 fn classification_options() {
     for signal in ["target", "crossEntropy", "error"] {
         for clamp in [true, false] {
-            let cfg = classification(r#"{"type":"oja"}"#, &format!(r#","plasticity":{{"init":0.05,"hiddenMultiplier":3}},"feedback":{{"signal":"{signal}","clampOutput":{clamp}}}"#));
+            let cfg = classification(
+                r#"{"type":"oja"}"#,
+                &format!(
+                    r#","plasticity":{{"init":0.05,"hiddenMultiplier":3}},"feedback":{{"signal":"{signal}","clampOutput":{clamp}}}"#
+                ),
+            );
             compare(cfg, 7, Some(2));
         }
     }
     for reset in ["episodeClasses", "all"] {
-        let cfg = classification(r#"{"type":"hebb"}"#, &format!(r#","plasticity":{{"init":0.05}},"outputReset":"{reset}""#));
+        let cfg =
+            classification(r#"{"type":"hebb"}"#, &format!(r#","plasticity":{{"init":0.05}},"outputReset":"{reset}""#));
         compare(cfg, 8, None);
     }
-    compare(classification(r#"{"type":"oja"}"#, r#","plasticity":{"init":0.05},"feedback":{"type":"derivative"}"#), 9, Some(1));
+    compare(
+        classification(r#"{"type":"oja"}"#, r#","plasticity":{"init":0.05},"feedback":{"type":"derivative"}"#),
+        9,
+        Some(1),
+    );
 }
 
 #[test]
@@ -242,21 +278,48 @@ fn fused_adjoint_loop_outputs() {
     for c in [None, Some(randn(&[e, o], 9).abs() + 0.5)] {
         let mut g_out = g.copy();
         let mut rate_grad = Tensor::zeros([o, i], (Kind::Double, Device::Cpu));
-        let out = metaplastic_core::kernels::local_step_adjoint(&mut g_out, true, &w, false, &post, &pre, &p, true, m, c.as_ref(), &mut rate_grad, Some((&d, &x))).unwrap();
+        let out = metaplastic_core::kernels::local_step_adjoint(
+            &mut g_out,
+            true,
+            &w,
+            false,
+            &post,
+            &pre,
+            &p,
+            true,
+            m,
+            c.as_ref(),
+            &mut rate_grad,
+            Some((&d, &x)),
+        )
+        .unwrap();
         let c3 = c.as_ref().map_or_else(|| Tensor::from(1.0f64), |c| c.unsqueeze(2)); // broadcast to [E, O, I]
         let q = &g_full * &p * &c3;
         let mut expected = vec![
             ("Q", out.q.shallow_clone(), q.shallow_clone()),
             ("rowsum", out.rowsum.expect("Oja"), (&q * &w).sum_dim_intlist([2i64].as_slice(), false, None::<Kind>)),
-            ("rate gradient", rate_grad, (&g_full * &term * &c3).sum_dim_intlist([0i64].as_slice(), false, None::<Kind>)),
+            (
+                "rate gradient",
+                rate_grad,
+                (&g_full * &term * &c3).sum_dim_intlist([0i64].as_slice(), false, None::<Kind>),
+            ),
             ("G written back", g_out, &g_full - &q * &r * m),
         ];
         if c.is_some() {
-            expected.push(("row factor gradient", out.scale_grad.expect("a row factor"), (&g_full * &term * &p).sum_dim_intlist([2i64].as_slice(), false, None::<Kind>)));
+            expected.push((
+                "row factor gradient",
+                out.scale_grad.expect("a row factor"),
+                (&g_full * &term * &p).sum_dim_intlist([2i64].as_slice(), false, None::<Kind>),
+            ));
         }
         for (what, got, want) in expected {
             let scale = want.abs().max().double_value(&[]);
-            assert!(max_abs_diff(&got, &want) <= 1e-12 * scale, "{what} (row factor {}): {} off (scale {scale})", c.is_some(), max_abs_diff(&got, &want));
+            assert!(
+                max_abs_diff(&got, &want) <= 1e-12 * scale,
+                "{what} (row factor {}): {} off (scale {scale})",
+                c.is_some(),
+                max_abs_diff(&got, &want)
+            );
         }
     }
 }
@@ -276,7 +339,12 @@ fn every_vector_width_of_the_fused_loops() {
     for cap in ["baseline", "avx2", "widest"] {
         metaplastic_core::kernels::limit_vector_width(cap);
         for (points, rate) in [(3, 0.01), (20, 0.001)] {
-            compare_one(wide_net(rate), 12, AdjointOptions { interval: Some(3), fused: Some(true), ..Default::default() }, points);
+            compare_one(
+                wide_net(rate),
+                12,
+                AdjointOptions { interval: Some(3), fused: Some(true), ..Default::default() },
+                points,
+            );
         }
     }
     metaplastic_core::kernels::limit_vector_width("widest");
@@ -294,7 +362,8 @@ fn float32_training_tracks_autograd() {
             "task":"regression","rule":{"type":"RULE"},"plasticity":PLASTICITY,"meta":{"lr":{"forward":1e-3,"feedback":1e-3,"plasticity":1e-4,"strength":1e-3}},
             "dtype":"float32","device":"DEVICE","seed":5}"#;
         let train = |backward: Backward| -> (Learner, usize) {
-            let mut cfg = config(&json.replace("DEVICE", &test_device()).replace("RULE", rule).replace("PLASTICITY", plasticity));
+            let mut cfg =
+                config(&json.replace("DEVICE", &test_device()).replace("RULE", rule).replace("PLASTICITY", plasticity));
             cfg.meta.backward = backward;
             let mut learner = Learner::new(cfg).unwrap();
             let mut adam = Adam::default();
@@ -318,7 +387,11 @@ fn float32_training_tracks_autograd() {
         for (a, b) in fast.params.iter().zip(reference.params.iter()) {
             let scale = b.tensor.abs().max().double_value(&[]).max(1e-3);
             let diff = max_abs_diff(&a.tensor, &b.tensor);
-            assert!(diff / scale < 1e-3, "{rule}, {}: differs by {diff:e} (scale {scale:e}) after 100 float32 meta-steps", a.name);
+            assert!(
+                diff / scale < 1e-3,
+                "{rule}, {}: differs by {diff:e} (scale {scale:e}) after 100 float32 meta-steps",
+                a.name
+            );
             moved = moved.max(scale);
         }
         assert!(moved > 0.0);
@@ -346,16 +419,24 @@ fn rate_parameterisations_and_update_normalisations() {
     for normalize in ["none", "batch", "presynaptic", "bounded"] {
         for rule in ["oja", "hebb"] {
             for (param, init) in [("linear", 0.05), ("log", 0.05)] {
-                let extra = format!(r#","rln":1,"plasticity":{{"init":{init},"parameterization":"{param}","normalize":"{normalize}","hiddenMultiplier":2}}"#);
+                let extra = format!(
+                    r#","rln":1,"plasticity":{{"init":{init},"parameterization":"{param}","normalize":"{normalize}","hiddenMultiplier":2}}"#
+                );
                 compare(regression(&format!(r#"{{"type":"{rule}"}}"#), &extra), 18, Some(2));
             }
         }
-        let scaled = format!(r#","plasticity":{{"init":0.05,"layerScale":true,"parameterization":"log","normalize":"{normalize}","hebbFirstStep":true}},"feedback":{{"activation":"linear","outputIdentity":true}}"#);
+        let scaled = format!(
+            r#","plasticity":{{"init":0.05,"layerScale":true,"parameterization":"log","normalize":"{normalize}","hebbFirstStep":true}},"feedback":{{"activation":"linear","outputIdentity":true}}"#
+        );
         compare(regression(r#"{"type":"oja"}"#, &scaled), 19, None);
-        let mut first = regression(r#"{"type":"oja"}"#, &format!(r#","rln":1,"plasticity":{{"init":0.05,"normalize":"{normalize}"}}"#));
+        let mut first = regression(
+            r#"{"type":"oja"}"#,
+            &format!(r#","rln":1,"plasticity":{{"init":0.05,"normalize":"{normalize}"}}"#),
+        );
         first.meta.gradient = MetaGradient::FirstOrder;
         compare(first, 10, Some(2));
-        let cls = classification(r#"{"type":"oja"}"#, &format!(r#","plasticity":{{"init":0.05,"normalize":"{normalize}"}}"#));
+        let cls =
+            classification(r#"{"type":"oja"}"#, &format!(r#","plasticity":{{"init":0.05,"normalize":"{normalize}"}}"#));
         compare(cls, 21, Some(3));
     }
 }
@@ -370,7 +451,8 @@ fn tasks_over_threads_keep_order_and_report_failures() {
     assert_eq!(parallel_tasks(&sizes, |k| Ok(k * 10)).unwrap(), vec![0, 10, 20, 30]);
     let panicked = parallel_tasks(&sizes, |k| if k == 2 { panic!("layer two broke") } else { Ok(k) });
     assert!(matches!(&panicked, Err(e) if e.to_string().contains("layer two broke")), "{panicked:?}");
-    let failed = parallel_tasks(&sizes, |k| if k == 3 { Err(metaplastic_core::Error::Internal("no".into())) } else { Ok(k) });
+    let failed =
+        parallel_tasks(&sizes, |k| if k == 3 { Err(metaplastic_core::Error::Internal("no".into())) } else { Ok(k) });
     assert!(failed.is_err());
 }
 
@@ -400,15 +482,23 @@ fn pipelined_tasks_wait_for_their_release() {
         };
         let panicked = pipelined_tasks(3, release_all, |k| if k == 1 { panic!("task one broke") } else { Ok(k) });
         assert!(matches!(&panicked, Err(e) if e.to_string().contains("task one broke")), "{panicked:?}");
-        let half = pipelined_tasks(3, |release| {
-            release(2);
-            Err(metaplastic_core::Error::Internal("producer stopped".into()))
-        }, Ok);
+        let half = pipelined_tasks(
+            3,
+            |release| {
+                release(2);
+                Err(metaplastic_core::Error::Internal("producer stopped".into()))
+            },
+            Ok,
+        );
         assert!(matches!(&half, Err(e) if e.to_string().contains("producer stopped")), "{half:?}");
-        let unreleased = pipelined_tasks(3, |release| {
-            release(0);
-            Ok(())
-        }, Ok);
+        let unreleased = pipelined_tasks(
+            3,
+            |release| {
+                release(0);
+                Ok(())
+            },
+            Ok,
+        );
         assert!(matches!(&unreleased, Err(e) if e.to_string().contains("never released")), "{unreleased:?}");
     }
     tch::set_num_threads(2);
@@ -423,13 +513,37 @@ fn fused_adjoint_loop_runs_the_step_backwards() {
     let (e, b, o, i) = (2, 20, 70, 45);
     let (w, post, pre) = (randn(&[e, o, i], 1), randn(&[e, b, o], 3) * 0.5, randn(&[e, b, i], 4));
     let c = randn(&[e, o], 8).abs() + 0.5;
-    for (oja, m, p) in [(true, 1.0, randn(&[o, i], 7).abs() * 0.01), (true, 0.5, randn(&[o, 1], 9) * 0.01), (false, 2.0, Tensor::from(0.003f64))] {
+    for (oja, m, p) in [
+        (true, 1.0, randn(&[o, i], 7).abs() * 0.01),
+        (true, 0.5, randn(&[o, 1], 9) * 0.01),
+        (false, 2.0, Tensor::from(0.003f64)),
+    ] {
         let after = local_step(&w, &post, &pre, &p, oja, m, Some(&c)).unwrap();
         let outputs = |weights: &Tensor, unstep: bool| {
             let mut g = randn(&[e, o, i], 2);
             let mut rate_grad = Tensor::zeros([o, i], (Kind::Double, Device::Cpu));
-            let out = local_step_adjoint(&mut g, true, weights, unstep, &post, &pre, &p, oja, m, Some(&c), &mut rate_grad, None).unwrap();
-            vec![("Q", out.q), ("rowsum", out.rowsum.unwrap_or_else(|| Tensor::zeros([1], (Kind::Double, Device::Cpu)))), ("row factor gradient", out.scale_grad.unwrap()), ("G", g), ("rate gradient", rate_grad)]
+            let out = local_step_adjoint(
+                &mut g,
+                true,
+                weights,
+                unstep,
+                &post,
+                &pre,
+                &p,
+                oja,
+                m,
+                Some(&c),
+                &mut rate_grad,
+                None,
+            )
+            .unwrap();
+            vec![
+                ("Q", out.q),
+                ("rowsum", out.rowsum.unwrap_or_else(|| Tensor::zeros([1], (Kind::Double, Device::Cpu)))),
+                ("row factor gradient", out.scale_grad.unwrap()),
+                ("G", g),
+                ("rate gradient", rate_grad),
+            ]
         };
         let buffer = after.copy();
         let backwards = outputs(&buffer, true);
@@ -462,7 +576,9 @@ fn fused_loops_read_a_broadcast_row_factor_by_its_strides() {
         let adjoint = |c: &Tensor| {
             let mut g = randn(&[e, o, i], 16);
             let mut rate_grad = Tensor::zeros([o, i], (Kind::Double, Device::Cpu));
-            let out = local_step_adjoint(&mut g, true, &w, false, &post, &pre, &p, oja, 0.7, Some(c), &mut rate_grad, None).unwrap();
+            let out =
+                local_step_adjoint(&mut g, true, &w, false, &post, &pre, &p, oja, 0.7, Some(c), &mut rate_grad, None)
+                    .unwrap();
             vec![out.q, out.scale_grad.unwrap(), g, rate_grad]
         };
         for (got, want) in adjoint(&view).iter().zip(adjoint(&copy)) {
@@ -519,7 +635,10 @@ fn segments_that_miss_their_checkpoint_are_recomputed() {
     if test_device() != "cpu" {
         return;
     }
-    let cfg = classification(r#"{"type":"oja"}"#, r#","plasticity":{"init":0.05,"hiddenMultiplier":3},"feedback":{"signal":"error","clampOutput":true}"#);
+    let cfg = classification(
+        r#"{"type":"oja"}"#,
+        r#","plasticity":{"init":0.05,"hiddenMultiplier":3},"feedback":{"signal":"error","clampOutput":true}"#,
+    );
     let pass = compare(cfg, 7, Some(2));
     assert!(pass.rejected > 0, "{pass:?}");
 }
@@ -557,7 +676,13 @@ fn kept_pre_activations_stay_within_their_budget() {
     }
     let cfg = regression(r#"{"type":"hebb"}"#, r#","plasticity":{"init":0.01}"#);
     for (budget, unstepped) in [(1200, 2), (528 * 5, 5), (100, 0)] {
-        let opts = AdjointOptions { interval: Some(1), fused: Some(true), unstep: Some(true), keep_budget: Some(budget), episode_groups: Some(1) };
+        let opts = AdjointOptions {
+            interval: Some(1),
+            fused: Some(true),
+            unstep: Some(true),
+            keep_budget: Some(budget),
+            episode_groups: Some(1),
+        };
         compare_one(cfg.clone(), 18, opts, 3);
         let pass = adjoint::last_pass();
         assert_eq!((pass.unstepped, pass.recomputed), (unstepped, 5 - unstepped), "budget {budget}: {pass:?}");
@@ -579,14 +704,31 @@ fn episode_groups_add_up_to_the_whole_meta_batch() {
     for cfg in configs {
         for groups in [1, 2, 3, 5] {
             let fused = test_device() == "cpu";
-            compare_episodes(cfg.clone(), 19, AdjointOptions { interval: Some(2), fused: Some(fused), episode_groups: Some(groups), ..Default::default() }, 3, 3);
+            compare_episodes(
+                cfg.clone(),
+                19,
+                AdjointOptions {
+                    interval: Some(2),
+                    fused: Some(fused),
+                    episode_groups: Some(groups),
+                    ..Default::default()
+                },
+                3,
+                3,
+            );
             assert_eq!(adjoint::last_pass().groups, groups.min(3), "{groups} groups of 3 episodes");
         }
     }
     if test_device() == "cpu" {
         // 3 episodes in 2 groups (2 + 1): a kept step of the larger takes 2 × 3 × 11 float64 (528 bytes).
         let cfg = regression(r#"{"type":"hebb"}"#, r#","plasticity":{"init":0.01}"#);
-        let opts = AdjointOptions { interval: Some(1), fused: Some(true), unstep: Some(true), keep_budget: Some(2 * 528 * 3), episode_groups: Some(2) };
+        let opts = AdjointOptions {
+            interval: Some(1),
+            fused: Some(true),
+            unstep: Some(true),
+            keep_budget: Some(2 * 528 * 3),
+            episode_groups: Some(2),
+        };
         compare_episodes(cfg, 20, opts, 3, 3);
         let pass = adjoint::last_pass();
         assert_eq!((pass.unstepped, pass.recomputed), (3, 2), "the larger group keeps 3 steps in its half: {pass:?}");

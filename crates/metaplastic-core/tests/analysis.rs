@@ -25,7 +25,9 @@ fn regression_stream(features: i64, tasks: usize, per: usize, b: i64, seed: u64)
         features: randn(&[steps, b, features], seed),
         ys: randn(&[steps, b, 1], seed + 1),
         step_task: (0..tasks).flat_map(|k| std::iter::repeat_n(k, per)).collect(),
-        probes: (0..tasks as u64).map(|k| (randn(&[4, features], seed + 10 + k), randn(&[4, 1], seed + 20 + k))).collect(),
+        probes: (0..tasks as u64)
+            .map(|k| (randn(&[4, features], seed + 10 + k), randn(&[4, 1], seed + 20 + k)))
+            .collect(),
     }
 }
 
@@ -35,7 +37,10 @@ fn vals(t: &Tensor) -> Vec<f64> {
 
 #[test]
 fn derivative_control_with_hebb_is_aligned_with_the_gradient_in_every_layer() {
-    let cfg = regression(r#"{"type":"hebb"}"#, r#","rln":0,"feedback":{"type":"derivative"},"plasticity":{"granularity":"layer","init":0.05}"#);
+    let cfg = regression(
+        r#"{"type":"hebb"}"#,
+        r#","rln":0,"feedback":{"type":"derivative"},"plasticity":{"granularity":"layer","init":0.05}"#,
+    );
     let mut learner = Learner::new(cfg).unwrap();
     let stream = regression_stream(4, 2, 3, 3, 1);
     let (run, _) = analyze_stream(&mut learner, &stream, 1).unwrap();
@@ -64,7 +69,12 @@ fn oja_alignment_matches_the_closed_form_of_a_one_layer_learner() {
     let w = vals(&learner.params.at(learner.params.index_of("forward.0.weight").unwrap()).detach());
     let x = [0.5, -1.0, 2.0];
     let y = [1.0, -0.5];
-    let stream = AnalysisStream { features: t(&x, &[1, 1, 3]), ys: t(&y, &[1, 1, 2]), step_task: vec![0], probes: vec![(t(&x, &[1, 3]), t(&y, &[1, 2]))] };
+    let stream = AnalysisStream {
+        features: t(&x, &[1, 1, 3]),
+        ys: t(&y, &[1, 1, 2]),
+        step_task: vec![0],
+        probes: vec![(t(&x, &[1, 3]), t(&y, &[1, 2]))],
+    };
     let (run, _) = analyze_stream(&mut learner, &stream, 1).unwrap();
     // By hand (biases start at 0): ŷ_i = Σ_j W_ij x_j.
     let delta: Vec<f64> = (0..2).map(|i| y[i] - (0..3).map(|j| w[i * 3 + j] * x[j]).sum::<f64>()).collect();
@@ -110,7 +120,12 @@ fn clamped_case(classes: usize, per: usize) -> (Learner, AnalysisStream) {
     let y: Vec<i64> = step_task.iter().map(|&k| k as i64).collect();
     let steps = step_task.len() as i64;
     let probes = (0..classes).map(|k| (t(&input(k), &[1, c]), Tensor::from_slice(&[k as i64]))).collect();
-    let stream = AnalysisStream { features: t(&x, &[steps, 1, c]), ys: Tensor::from_slice(&y).reshape([steps, 1]), step_task, probes };
+    let stream = AnalysisStream {
+        features: t(&x, &[steps, 1, c]),
+        ys: Tensor::from_slice(&y).reshape([steps, 1]),
+        step_task,
+        probes,
+    };
     (learner, stream)
 }
 
@@ -214,8 +229,12 @@ fn subsampling_measures_fewer_steps_but_the_same_stream() {
     let cfg = regression(r#"{"type":"oja"}"#, r#","rln":0,"plasticity":{"init":0.02}"#);
     let mut learner = Learner::new(cfg).unwrap();
     let streams = vec![regression_stream(4, 3, 4, 2, 7)];
-    let all = analyze_streams(&mut learner, "x", "custom", &streams, &AnalysisOptions { every: 1, ..Default::default() }).unwrap();
-    let some = analyze_streams(&mut learner, "x", "custom", &streams, &AnalysisOptions { every: 5, ..Default::default() }).unwrap();
+    let all =
+        analyze_streams(&mut learner, "x", "custom", &streams, &AnalysisOptions { every: 1, ..Default::default() })
+            .unwrap();
+    let some =
+        analyze_streams(&mut learner, "x", "custom", &streams, &AnalysisOptions { every: 5, ..Default::default() })
+            .unwrap();
     assert_eq!(all.runs[0].steps.len(), 12);
     assert_eq!(some.runs[0].steps.iter().map(|s| s.step).collect::<Vec<_>>(), vec![0, 5, 10]);
     assert_eq!(all.runs[0].curve, some.runs[0].curve);
@@ -223,6 +242,9 @@ fn subsampling_measures_fewer_steps_but_the_same_stream() {
     for (a, s) in all.runs[0].steps.iter().step_by(5).zip(&some.runs[0].steps) {
         assert_eq!(a.layers[0].alignment, s.layers[0].alignment);
     }
-    let err = analyze_streams(&mut learner, "x", "custom", &streams, &AnalysisOptions { every: 0, ..Default::default() }).err().unwrap();
+    let err =
+        analyze_streams(&mut learner, "x", "custom", &streams, &AnalysisOptions { every: 0, ..Default::default() })
+            .err()
+            .unwrap();
     assert_eq!(err.code(), "E_CONFIG");
 }

@@ -23,7 +23,14 @@ fn free_port() -> u16 {
 }
 
 fn settings(port: u16, rank: u32, world: u32, timeout: f64) -> GroupSettings {
-    GroupSettings { master_addr: "127.0.0.1".into(), master_port: port, rank, world_size: world, timeout_seconds: timeout, ifname: None }
+    GroupSettings {
+        master_addr: "127.0.0.1".into(),
+        master_port: port,
+        rank,
+        world_size: world,
+        timeout_seconds: timeout,
+        ifname: None,
+    }
 }
 
 fn params(exp: &Experiment) -> Vec<(String, Vec<f32>)> {
@@ -90,7 +97,10 @@ fn checkpoints_of_a_group_resume_only_with_the_same_world_size() {
     assert_eq!(alone.world_size, 2);
     let err = alone.train(1, &AtomicBool::new(false)).err().unwrap();
     assert_eq!(err.code(), "E_CONFIG");
-    assert!(err.to_string().contains("meta-trained by 2 process(es)") && err.to_string().contains("--nproc 2"), "{err}");
+    assert!(
+        err.to_string().contains("meta-trained by 2 process(es)") && err.to_string().contains("--nproc 2"),
+        "{err}"
+    );
     let err = alone.join(&settings(free_port(), 0, 4, 5.0)).err().unwrap();
     assert!(err.to_string().contains("now runs with 4"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();

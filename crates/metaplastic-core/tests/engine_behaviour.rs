@@ -26,7 +26,12 @@ fn batched_episodes_equal_episodes_run_alone() {
         for e in 0..3 {
             let one = single(&batch, e);
             let (alone, _) = learner.evaluate(&one).unwrap();
-            assert!((alone[0] - batched_loss[e as usize]).abs() < 1e-12, "episode {e}: {} vs {}", alone[0], batched_loss[e as usize]);
+            assert!(
+                (alone[0] - batched_loss[e as usize]).abs() < 1e-12,
+                "episode {e}: {} vs {}",
+                alone[0],
+                batched_loss[e as usize]
+            );
             let (_, g) = meta_gradient(&mut learner, &one).unwrap();
             for (k, (_, gk)) in g.iter().enumerate() {
                 mean_grads[k] = &mean_grads[k] + gk / 3.0;
@@ -35,7 +40,11 @@ fn batched_episodes_equal_episodes_run_alone() {
         // The meta-loss is the mean over episodes, so its gradient is the mean of the episodes' gradients.
         for (k, (_, g)) in batched_grads.iter().enumerate() {
             let scale = g.abs().max().double_value(&[]).max(1e-12);
-            assert!(max_abs_diff(g, &mean_grads[k]) / scale < 1e-10, "gradient {k}: {}", max_abs_diff(g, &mean_grads[k]));
+            assert!(
+                max_abs_diff(g, &mean_grads[k]) / scale < 1e-10,
+                "gradient {k}: {}",
+                max_abs_diff(g, &mean_grads[k])
+            );
         }
     }
 }
@@ -118,7 +127,10 @@ fn non_finite_data_skips_the_step_and_changes_nothing() {
 
 #[test]
 fn random_feedback_and_fixed_strength_are_not_meta_learned() {
-    let cfg = regression(r#"{"type":"oja"}"#, r#","plasticity":{"init":0.05},"feedback":{"type":"random","strength":{"init":1,"learned":false}}"#);
+    let cfg = regression(
+        r#"{"type":"oja"}"#,
+        r#","plasticity":{"init":0.05},"feedback":{"type":"random","strength":{"init":1,"learned":false}}"#,
+    );
     let mut learner = Learner::new(cfg).unwrap();
     let batch = batch(&learner, 2, 3, 2, 4, 31);
     let (_, grads) = meta_gradient(&mut learner, &batch).unwrap();
@@ -130,7 +142,10 @@ fn random_feedback_and_fixed_strength_are_not_meta_learned() {
 #[test]
 fn detaching_the_signal_changes_the_meta_gradient() {
     let grads = |detach: bool| {
-        let cfg = regression(r#"{"type":"oja"}"#, &format!(r#","plasticity":{{"init":0.05}},"feedback":{{"detachSignal":{detach}}}"#));
+        let cfg = regression(
+            r#"{"type":"oja"}"#,
+            &format!(r#","plasticity":{{"init":0.05}},"feedback":{{"detachSignal":{detach}}}"#),
+        );
         let mut learner = Learner::new(cfg).unwrap();
         let batch = batch(&learner, 1, 3, 2, 4, 37);
         let i = learner.params.index_of("forward.2.weight").unwrap();
@@ -244,15 +259,40 @@ fn evaluation_steps_equal_the_rules_update() {
         for t in 0..3 {
             let (x, y) = (features.select(1, t), b.support_y.select(1, t));
             // The fused step may write over the weights it is given: each way gets its own copy.
-            let copy = || FastWeights { w: fast.w.iter().map(|t| t.copy()).collect(), b: fast.b.iter().map(|t| t.copy()).collect() };
+            let copy = || FastWeights {
+                w: fast.w.iter().map(|t| t.copy()).collect(),
+                b: fast.b.iter().map(|t| t.copy()).collect(),
+            };
             let (expected, fused) = tch::no_grad(|| {
                 let acts = tail(&x, &fast.w, &fast.b).unwrap();
-                let inputs = StepInputs { cfg: &learner.cfg, acts: &acts, w: &fast.w, b: &fast.b, y: &y, create_graph: false, step_scale: 1.0, step: t as usize };
+                let inputs = StepInputs {
+                    cfg: &learner.cfg,
+                    acts: &acts,
+                    w: &fast.w,
+                    b: &fast.b,
+                    y: &y,
+                    create_graph: false,
+                    step_scale: 1.0,
+                    step: t as usize,
+                };
                 let u = inner.rule.update(inner.params, &inputs).unwrap();
-                let expected: Vec<Tensor> = fast.w.iter().zip(&u.w).zip(&u.w_rate).map(|((w, d), r)| w + r.as_ref().expect("a rate") * d).collect();
+                let expected: Vec<Tensor> = fast
+                    .w
+                    .iter()
+                    .zip(&u.w)
+                    .zip(&u.w_rate)
+                    .map(|((w, d), r)| w + r.as_ref().expect("a rate") * d)
+                    .collect();
                 let own = copy();
                 let inputs = StepInputs { w: &own.w, ..inputs };
-                (expected, inner.rule.step_without_graph(inner.params, &inputs).unwrap().expect("the fused step applies on the CPU"))
+                (
+                    expected,
+                    inner
+                        .rule
+                        .step_without_graph(inner.params, &inputs)
+                        .unwrap()
+                        .expect("the fused step applies on the CPU"),
+                )
             });
             let copy = copy();
             fast = inner.step(copy, &x, &y, StepMode::Constant, t as usize).unwrap();
@@ -260,7 +300,11 @@ fn evaluation_steps_equal_the_rules_update() {
                 let scale = expected[k].abs().max().double_value(&[]);
                 let off = max_abs_diff(&fused[k], &expected[k]);
                 assert!(off <= 1e-12 * scale, "step {t}, layer {k}: {off} off (scale {scale}) for {described}");
-                assert_eq!(max_abs_diff(&fast.w[k], &fused[k]), 0.0, "step {t}, layer {k}: the inner loop did not take the fused step");
+                assert_eq!(
+                    max_abs_diff(&fast.w[k], &fused[k]),
+                    0.0,
+                    "step {t}, layer {k}: the inner loop did not take the fused step"
+                );
             }
         }
     }

@@ -39,11 +39,13 @@ fn resume_is_identical_to_an_uninterrupted_run() {
         assert_eq!(resumed.step, 3);
         let rest = resumed.train(3, &stop).unwrap();
         assert_eq!(params(&straight), params(&resumed), "{rule}");
-        let losses = |r: &[metaplastic_core::experiment::StepRecord]| r.iter().map(|s| s.report.meta_loss).collect::<Vec<_>>();
+        let losses =
+            |r: &[metaplastic_core::experiment::StepRecord]| r.iter().map(|s| s.report.meta_loss).collect::<Vec<_>>();
         assert_eq!(losses(&all[3..]), losses(&rest));
         // Saving again replaces the tensor file: only the newest remains.
         checkpoint::save(&resumed, &dir).unwrap();
-        let files: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().to_string()).collect();
+        let files: Vec<_> =
+            std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().to_string()).collect();
         assert_eq!(files.iter().filter(|f| f.ends_with(".safetensors")).count(), 1, "{files:?}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -65,7 +67,12 @@ fn bad_checkpoints_are_refused_with_a_clear_message() {
     assert!(err.to_string().contains("format version 99 is not supported"), "{err}");
     // Corrupt tensors.
     std::fs::write(&manifest, &text).unwrap();
-    let tensors = std::fs::read_dir(&dir).unwrap().flatten().find(|e| e.file_name().to_string_lossy().ends_with(".safetensors")).unwrap().path();
+    let tensors = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().ends_with(".safetensors"))
+        .unwrap()
+        .path();
     let mut bytes = std::fs::read(&tensors).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 0xff;
@@ -130,7 +137,9 @@ fn meta_training_reduces_the_sine_query_loss() {
     cfg.meta_batch = 8;
     let mut exp = Experiment::new(cfg).unwrap();
     let records = exp.train(300, &AtomicBool::new(false)).unwrap();
-    let mean = |r: &[metaplastic_core::experiment::StepRecord]| r.iter().map(|s| s.report.meta_loss).sum::<f64>() / r.len() as f64;
+    let mean = |r: &[metaplastic_core::experiment::StepRecord]| {
+        r.iter().map(|s| s.report.meta_loss).sum::<f64>() / r.len() as f64
+    };
     let (early, late) = (mean(&records[..50]), mean(&records[250..]));
     assert!(late < 0.8 * early, "query loss did not fall: first 50 steps {early}, last 50 {late}");
 }
@@ -173,8 +182,16 @@ fn sine_evaluation_is_the_same_one_run_at_a_time_and_in_groups_over_threads() {
     for rule in [r#"{"type":"oja"}"#, r#"{"type":"sgd","lr":0.01}"#] {
         let mut exp = Experiment::new(tiny_sine(rule)).unwrap();
         for runs in [3, 4] {
-            let scores = |max_batch: usize, exp: &mut Experiment| match evaluate(exp, &EvalOptions { runs, seed: 9, max_batch, ..EvalOptions::default() }).unwrap() {
-                EvalRaw::Sine { continual, iid, .. } => [continual, iid].into_iter().flat_map(|o| o.curve.into_iter().flatten().chain(o.per_function.into_iter().flatten())).collect::<Vec<f64>>(),
+            let scores = |max_batch: usize, exp: &mut Experiment| match evaluate(
+                exp,
+                &EvalOptions { runs, seed: 9, max_batch, ..EvalOptions::default() },
+            )
+            .unwrap()
+            {
+                EvalRaw::Sine { continual, iid, .. } => [continual, iid]
+                    .into_iter()
+                    .flat_map(|o| o.curve.into_iter().flatten().chain(o.per_function.into_iter().flatten()))
+                    .collect::<Vec<f64>>(),
                 other => panic!("expected a sine result, got {other:?}"),
             };
             let (alone, together) = (scores(1, &mut exp), scores(runs, &mut exp));
@@ -203,7 +220,10 @@ fn a_cancel_inside_a_meta_step_changes_nothing_and_resume_repeats_the_step() {
     // train() rewound the task streams: once the flag is cleared, the steps equal an uninterrupted run's.
     cancel.store(false, std::sync::atomic::Ordering::Relaxed);
     let again = exp.train(2, &stop).unwrap();
-    assert_eq!(again.iter().map(|r| r.report.meta_loss).collect::<Vec<_>>(), all.iter().map(|r| r.report.meta_loss).collect::<Vec<_>>());
+    assert_eq!(
+        again.iter().map(|r| r.report.meta_loss).collect::<Vec<_>>(),
+        all.iter().map(|r| r.report.meta_loss).collect::<Vec<_>>()
+    );
     assert_eq!(params(&exp), params(&straight));
     // A single meta-step reports the cancellation as such.
     let mut other = Experiment::new(tiny_sine(r#"{"type":"oja"}"#)).unwrap();
@@ -228,7 +248,13 @@ fn exploded_lifetimes_are_skipped_and_counted() {
         let mut sorted = window.clone();
         sorted.sort_by(f64::total_cmp);
         let n = sorted.len();
-        let median = if n == 0 { f64::NAN } else if n % 2 == 1 { sorted[n / 2] } else { 0.5 * (sorted[n / 2 - 1] + sorted[n / 2]) };
+        let median = if n == 0 {
+            f64::NAN
+        } else if n % 2 == 1 {
+            sorted[n / 2]
+        } else {
+            0.5 * (sorted[n / 2 - 1] + sorted[n / 2])
+        };
         let expected = n >= metaplastic_core::config::EXPLODE_MIN && r.report.meta_loss > 1.0001 * median;
         assert_eq!(r.report.exploded, expected, "step {}: loss {} median {median}", r.step, r.report.meta_loss);
         if r.report.exploded {
@@ -262,12 +288,22 @@ fn adam_is_recreated_every_n_steps() {
     let mut cfg = tiny_sine(r#"{"type":"oja"}"#);
     cfg.learner.meta.reset_adam_every = Some(3);
     let mut exp = Experiment::new(cfg.clone()).unwrap();
-    let counts: Vec<i64> = (0..7).map(|_| { exp.train_step().unwrap(); exp.adam.steps }).collect();
+    let counts: Vec<i64> = (0..7)
+        .map(|_| {
+            exp.train_step().unwrap();
+            exp.adam.steps
+        })
+        .collect();
     assert_eq!(counts, [1, 2, 3, 1, 2, 3, 1]);
     // The first three steps are those of a run without resets; the fourth differs.
     cfg.learner.meta.reset_adam_every = None;
     let mut plain = Experiment::new(cfg).unwrap();
-    let mut reset = Experiment::new({ let mut c = tiny_sine(r#"{"type":"oja"}"#); c.learner.meta.reset_adam_every = Some(3); c }).unwrap();
+    let mut reset = Experiment::new({
+        let mut c = tiny_sine(r#"{"type":"oja"}"#);
+        c.learner.meta.reset_adam_every = Some(3);
+        c
+    })
+    .unwrap();
     for _ in 0..3 {
         plain.train_step().unwrap();
         reset.train_step().unwrap();
@@ -289,7 +325,11 @@ fn warmup_scales_the_first_steps() {
         let before = params(&exp);
         exp.train_step().unwrap();
         let after = params(&exp);
-        before.iter().zip(&after).flat_map(|((_, a), (_, b))| a.iter().zip(b).map(|(x, y)| (y - x) as f64).collect::<Vec<_>>()).collect::<Vec<f64>>()
+        before
+            .iter()
+            .zip(&after)
+            .flat_map(|((_, a), (_, b))| a.iter().zip(b).map(|(x, y)| (y - x) as f64).collect::<Vec<_>>())
+            .collect::<Vec<f64>>()
     };
     let (plain, warm) = (change(0), change(4));
     let mut compared = 0;

@@ -10,7 +10,9 @@ use metaplastic_core::params::Group;
 use std::collections::HashSet;
 use tch::{Kind, Tensor};
 
-fn h() -> f64 { std::env::var("FD_H").ok().and_then(|v| v.parse().ok()).unwrap_or(1e-6) }
+fn h() -> f64 {
+    std::env::var("FD_H").ok().and_then(|v| v.parse().ok()).unwrap_or(1e-6)
+}
 
 fn loss_of(learner: &mut Learner, batch: &EpisodeBatch) -> f64 {
     meta_gradient(learner, batch).unwrap().0
@@ -49,7 +51,10 @@ fn check_fd(cfg: LearnerConfig, seed: i64) -> HashSet<Group> {
             worst = worst.max(err);
             largest = largest.max(analytic.abs());
         }
-        assert!(worst < 1e-4, "{name}: relative error {worst} between meta-gradient and finite differences (largest {largest})");
+        assert!(
+            worst < 1e-4,
+            "{name}: relative error {worst} between meta-gradient and finite differences (largest {largest})"
+        );
         if largest > 1e-9 {
             groups.insert(group);
         }
@@ -60,7 +65,9 @@ fn check_fd(cfg: LearnerConfig, seed: i64) -> HashSet<Group> {
 fn flp(granularity: &str, signal: &str) -> LearnerConfig {
     regression(
         r#"{"type":"oja"}"#,
-        &format!(r#","plasticity":{{"granularity":"{granularity}","init":0.05}},"feedback":{{"signal":"{signal}","strength":{{"init":0.5}}}}"#),
+        &format!(
+            r#","plasticity":{{"granularity":"{granularity}","init":0.05}},"feedback":{{"signal":"{signal}","strength":{{"init":0.5}}}}"#
+        ),
     )
 }
 
@@ -92,7 +99,8 @@ fn flp_deeper_feedback_frozen_front_and_hebb() {
 
 #[test]
 fn flp_classification_with_conv_front() {
-    let cfg = classification(r#"{"type":"oja"}"#, r#","plasticity":{"init":0.05},"feedback":{"signal":"crossEntropy"}"#);
+    let cfg =
+        classification(r#"{"type":"oja"}"#, r#","plasticity":{"init":0.05},"feedback":{"signal":"crossEntropy"}"#);
     assert_eq!(check_fd(cfg, 5), all_groups());
     // Clamped output, target signal, output rows reset per episode.
     let cfg = classification(r#"{"type":"oja"}"#, r#","plasticity":{"init":0.05},"outputReset":"episodeClasses""#);
@@ -132,7 +140,8 @@ fn relative_difference(a: &[(String, Tensor)], b: &[(String, Tensor)]) -> f64 {
 
 #[test]
 fn first_order_and_truncated_differ_from_second_order() {
-    for cfg in [flp("synapse", "error"), regression(r#"{"type":"sgd","lr":0.1,"stepSizes":"perLayer"}"#, r#","rln":1"#)] {
+    for cfg in [flp("synapse", "error"), regression(r#"{"type":"sgd","lr":0.1,"stepSizes":"perLayer"}"#, r#","rln":1"#)]
+    {
         let second = grads_by_name(cfg.clone(), 21);
         let first = grads_by_name(with_gradient(cfg.clone(), MetaGradient::FirstOrder), 21);
         let trunc1 = grads_by_name(with_gradient(cfg.clone(), MetaGradient::Truncated { steps: 1 }), 21);
@@ -153,7 +162,8 @@ fn first_order_matches_its_definition() {
     let mut learner = Learner::new(cfg).unwrap();
     let batch = batch(&learner, 2, 3, 2, 4, 31);
     let (_, grads) = meta_gradient(&mut learner, &batch).unwrap();
-    let by_name: Vec<(String, Tensor)> = grads.into_iter().map(|(i, g)| (learner.params.iter().nth(i).unwrap().name.clone(), g)).collect();
+    let by_name: Vec<(String, Tensor)> =
+        grads.into_iter().map(|(i, g)| (learner.params.iter().nth(i).unwrap().name.clone(), g)).collect();
     let grad = |name: &str| by_name.iter().find(|(n, _)| n == name).unwrap().1.shallow_clone();
     // Independent computation: run the trajectory without any graph, then differentiate the query loss
     // with respect to the final weights only.
@@ -161,14 +171,16 @@ fn first_order_matches_its_definition() {
     let w0: Vec<Tensor> = fast0.w.iter().map(|w| w.copy()).collect();
     let fast = learner.adapt(fast0, &batch.support_x, &batch.support_y, |_| StepMode::Constant).unwrap();
     let final_w: Vec<Tensor> = fast.w.iter().map(|w| w.detach().set_requires_grad(true)).collect();
-    let leaf = metaplastic_core::inner::FastWeights { w: final_w.iter().map(|w| w.shallow_clone()).collect(), b: fast.b };
+    let leaf =
+        metaplastic_core::inner::FastWeights { w: final_w.iter().map(|w| w.shallow_clone()).collect(), b: fast.b };
     let loss = learner.loss(&leaf, &batch.query_x, &batch.query_y).unwrap().mean(Kind::Double);
     let g_final = Tensor::run_backward(&[loss], &final_w, false, false);
     for (k, l) in learner.spec.plastic().enumerate() {
         let expected_w = g_final[k].sum_dim_intlist([0i64].as_slice(), false, Kind::Double);
         assert!(max_abs_diff(&grad(&format!("forward.{l}.weight")), &expected_w) < 1e-10, "layer {l} weights");
         let p = learner.params.at(learner.params.index_of(&format!("plasticity.{l}")).unwrap());
-        let expected_p = (&g_final[k] * (&final_w[k].detach() - &w0[k]) / p).sum_dim_intlist([0i64].as_slice(), false, Kind::Double);
+        let expected_p =
+            (&g_final[k] * (&final_w[k].detach() - &w0[k]) / p).sum_dim_intlist([0i64].as_slice(), false, Kind::Double);
         assert!(max_abs_diff(&grad(&format!("plasticity.{l}")), &expected_p) < 1e-9, "layer {l} plasticity");
     }
 }
@@ -178,7 +190,9 @@ fn first_order_matches_its_definition() {
 /// finite differences of exactly that function.
 #[test]
 fn truncated_matches_its_definition() {
-    for cfg in [flp("neuron", "error"), regression(r#"{"type":"sgd","lr":0.1,"stepSizes":"perParameter"}"#, r#","rln":1"#)] {
+    for cfg in
+        [flp("neuron", "error"), regression(r#"{"type":"sgd","lr":0.1,"stepSizes":"perParameter"}"#, r#","rln":1"#)]
+    {
         let k = 1usize;
         let cfg = with_gradient(cfg, MetaGradient::Truncated { steps: k });
         let mut learner = Learner::new(cfg).unwrap();
@@ -191,7 +205,8 @@ fn truncated_matches_its_definition() {
         let fast0 = learner.start(2, &batch.classes, false).unwrap();
         let w0: Vec<Tensor> = fast0.w.iter().map(|w| w.copy()).collect();
         let b0: Vec<Tensor> = fast0.b.iter().map(|b| b.copy()).collect();
-        let mid = learner.adapt(fast0, &head(&batch.support_x), &head(&batch.support_y), |_| StepMode::Constant).unwrap();
+        let mid =
+            learner.adapt(fast0, &head(&batch.support_x), &head(&batch.support_y), |_| StepMode::Constant).unwrap();
         let dw: Vec<Tensor> = mid.w.iter().zip(&w0).map(|(a, b)| a - b).collect();
         let db: Vec<Tensor> = mid.b.iter().zip(&b0).map(|(a, b)| a - b).collect();
         let defined_loss = |learner: &mut Learner| -> f64 {
@@ -200,7 +215,9 @@ fn truncated_matches_its_definition() {
                 w: start.w.iter().zip(&dw).map(|(a, d)| a + d).collect(),
                 b: start.b.iter().zip(&db).map(|(a, d)| a + d).collect(),
             };
-            let end = learner.adapt(shifted, &tail_of(&batch.support_x), &tail_of(&batch.support_y), |_| StepMode::Constant).unwrap();
+            let end = learner
+                .adapt(shifted, &tail_of(&batch.support_x), &tail_of(&batch.support_y), |_| StepMode::Constant)
+                .unwrap();
             learner.loss(&end, &batch.query_x, &batch.query_y).unwrap().mean(Kind::Double).double_value(&[])
         };
         let (_, grads) = meta_gradient(&mut learner, &batch).unwrap();
@@ -238,10 +255,16 @@ fn flp_rate_parameterizations_and_normalizations() {
         r#""hebbFirstStep":true"#,
     ];
     for (i, v) in variants.iter().enumerate() {
-        let cfg = regression(r#"{"type":"oja"}"#, &format!(r#","plasticity":{{"init":0.05,{v}}},"feedback":{{"strength":{{"init":0.5}}}}"#));
+        let cfg = regression(
+            r#"{"type":"oja"}"#,
+            &format!(r#","plasticity":{{"init":0.05,{v}}},"feedback":{{"strength":{{"init":0.5}}}}"#),
+        );
         assert_eq!(check_fd(cfg, 50 + i as i64), all_groups(), "plasticity {{{v}}}");
     }
-    let hebb = regression(r#"{"type":"hebb"}"#, r#","plasticity":{"init":0.05,"normalize":"bounded","parameterization":"log"}"#);
+    let hebb = regression(
+        r#"{"type":"hebb"}"#,
+        r#","plasticity":{"init":0.05,"normalize":"bounded","parameterization":"log"}"#,
+    );
     assert_eq!(check_fd(hebb, 60), all_groups());
 }
 

@@ -2,10 +2,10 @@
 mod common;
 use common::*;
 use metaplastic_core::config::LearnerConfig;
+use metaplastic_core::config::UpdateNormalization::{self, None as Plain};
 use metaplastic_core::feedback::{teaching_activity, LayerFeedback};
 use metaplastic_core::inner::StepMode;
 use metaplastic_core::net::functional::tail;
-use metaplastic_core::config::UpdateNormalization::{self, None as Plain};
 use metaplastic_core::rules::local::local_delta;
 use tch::{Device, Kind, Tensor};
 
@@ -66,15 +66,31 @@ fn batch_and_bounded_normalizations() {
     let oja: Vec<f64> = (0..6).map(|i| 0.1 * (hebb[i] - sq[i] * wv[i])).collect();
     // Batch: the minibatch mean (B = 2) instead of the sum.
     let batch: Vec<f64> = oja.iter().map(|v| v / 2.0).collect();
-    close(&local_delta(&post, &pre, &w, &rate, true, 1.0, UpdateNormalization::Batch).unwrap(), &t(&batch, &[1, 2, 3]), 1e-12);
+    close(
+        &local_delta(&post, &pre, &w, &rate, true, 1.0, UpdateNormalization::Batch).unwrap(),
+        &t(&batch, &[1, 2, 3]),
+        1e-12,
+    );
     // Presynaptic: divided by 1 + Σ_b ‖a_b‖² = 1 + (1 + 4) + (9 + 1 + 1) = 17.
     let pre_norm: Vec<f64> = oja.iter().map(|v| v / 17.0).collect();
-    close(&local_delta(&post, &pre, &w, &rate, true, 1.0, UpdateNormalization::Presynaptic).unwrap(), &t(&pre_norm, &[1, 2, 3]), 1e-12);
+    close(
+        &local_delta(&post, &pre, &w, &rate, true, 1.0, UpdateNormalization::Presynaptic).unwrap(),
+        &t(&pre_norm, &[1, 2, 3]),
+        1e-12,
+    );
     // Bounded: row i divided by 1 + Σ_b ã_bi² (2.25 and 6), for Oja and for Hebb.
     let bounded: Vec<f64> = (0..6).map(|i| oja[i] / (1.0 + sq[i])).collect();
-    close(&local_delta(&post, &pre, &w, &rate, true, 1.0, UpdateNormalization::Bounded).unwrap(), &t(&bounded, &[1, 2, 3]), 1e-12);
+    close(
+        &local_delta(&post, &pre, &w, &rate, true, 1.0, UpdateNormalization::Bounded).unwrap(),
+        &t(&bounded, &[1, 2, 3]),
+        1e-12,
+    );
     let bounded_hebb: Vec<f64> = (0..6).map(|i| 0.1 * hebb[i] / (1.0 + sq[i])).collect();
-    close(&local_delta(&post, &pre, &w, &rate, false, 1.0, UpdateNormalization::Bounded).unwrap(), &t(&bounded_hebb, &[1, 2, 3]), 1e-12);
+    close(
+        &local_delta(&post, &pre, &w, &rate, false, 1.0, UpdateNormalization::Bounded).unwrap(),
+        &t(&bounded_hebb, &[1, 2, 3]),
+        1e-12,
+    );
 }
 
 /// With 0 < P < 1 the bounded Oja update keeps every weight's decay factor 1 − P·q/(1+q) in (0, 1]:
@@ -96,7 +112,11 @@ fn bounded_oja_is_stable_for_huge_activity() {
 fn hebb_first_step_then_oja() {
     let base = r#","plasticity":{"init":0.05,"hebbFirstStep":HF},"feedback":{"strength":{"init":0.5}}"#;
     let mk = |rule: &str, hf: bool| {
-        let mut l = metaplastic_core::learner::Learner::new(regression(&format!(r#"{{"type":"{rule}"}}"#), &base.replace("HF", if hf { "true" } else { "false" }))).unwrap();
+        let mut l = metaplastic_core::learner::Learner::new(regression(
+            &format!(r#"{{"type":"{rule}"}}"#),
+            &base.replace("HF", if hf { "true" } else { "false" }),
+        ))
+        .unwrap();
         jitter_biases(&mut l, 3);
         l
     };
@@ -104,7 +124,10 @@ fn hebb_first_step_then_oja() {
     let batch = batch(&mixed, 1, 2, 3, 1, 13);
     let one = |l: &mut metaplastic_core::learner::Learner, steps: i64| {
         let fast = l.start(1, &batch.classes, false).unwrap();
-        l.adapt(fast, &batch.support_x.narrow(1, 0, steps), &batch.support_y.narrow(1, 0, steps), |_| StepMode::Constant).unwrap()
+        l.adapt(fast, &batch.support_x.narrow(1, 0, steps), &batch.support_y.narrow(1, 0, steps), |_| {
+            StepMode::Constant
+        })
+        .unwrap()
     };
     let (m1, h1) = (one(&mut mixed, 1), one(&mut hebb, 1));
     for k in 0..m1.w.len() {
@@ -112,8 +135,13 @@ fn hebb_first_step_then_oja() {
     }
     // Step 2 from the Hebb-updated weights is Oja's: run Oja's rule alone on the second minibatch from there.
     let m2 = one(&mut mixed, 2);
-    let shifted = metaplastic_core::inner::FastWeights { w: h1.w.iter().map(|w| w.copy()).collect(), b: h1.b.iter().map(|b| b.copy()).collect() };
-    let o2 = oja.adapt(shifted, &batch.support_x.narrow(1, 1, 1), &batch.support_y.narrow(1, 1, 1), |_| StepMode::Constant).unwrap();
+    let shifted = metaplastic_core::inner::FastWeights {
+        w: h1.w.iter().map(|w| w.copy()).collect(),
+        b: h1.b.iter().map(|b| b.copy()).collect(),
+    };
+    let o2 = oja
+        .adapt(shifted, &batch.support_x.narrow(1, 1, 1), &batch.support_y.narrow(1, 1, 1), |_| StepMode::Constant)
+        .unwrap();
     for k in 0..m2.w.len() {
         close(&m2.w[k], &o2.w[k], 1e-12);
     }
@@ -135,14 +163,18 @@ fn blend_mixes_feedback_and_forward_activity() {
     // Hidden layer: 2 units from 3 inputs; output 1 unit.
     let x = t(&[1.0, -1.0, 0.5], &[1, 1, 3]);
     let w = vec![t(&[0.2, 0.1, 0.0, -0.3, 0.4, 0.2], &[1, 2, 3]), t(&[0.5, -1.0], &[1, 1, 2])];
-    let b = vec![Tensor::zeros([1, 2], (Kind::Double, Device::Cpu)), Tensor::zeros([1, 1], (Kind::Double, Device::Cpu))];
+    let b =
+        vec![Tensor::zeros([1, 2], (Kind::Double, Device::Cpu)), Tensor::zeros([1, 1], (Kind::Double, Device::Cpu))];
     let acts = tail(&x, &w, &b).unwrap();
     // z1 = [0.2−0.1, −0.3−0.4+0.1] = [0.1, −0.6] → a1 = [0.1, 0]; ŷ = 0.05.
     let y = t(&[1.05], &[1, 1, 1]); // e = y − ŷ = 1.0
     let (b0, c0) = (t(&[2.0, -3.0], &[2, 1]), t(&[0.5, 0.0], &[2]));
     let (b1, c1) = (t(&[0.7], &[1, 1]), t(&[0.0], &[1]));
     let s = Tensor::from(0.25f64);
-    let fb = vec![LayerFeedback { layers: vec![(&b0, &c0)], strength: &s }, LayerFeedback { layers: vec![(&b1, &c1)], strength: &s }];
+    let fb = vec![
+        LayerFeedback { layers: vec![(&b0, &c0)], strength: &s },
+        LayerFeedback { layers: vec![(&b1, &c1)], strength: &s },
+    ];
     let post = teaching_activity(&cfg, &acts, &w, &y, &fb).unwrap();
     // f1 = relu([2·1+0.5, −3·1]) = [2.5, 0] → ã1 = 0.25·[2.5, 0] + 0.75·[0.1, 0] = [0.7, 0]
     close(&post[0], &t(&[0.7, 0.0], &[1, 1, 2]), 1e-12);
@@ -152,16 +184,21 @@ fn blend_mixes_feedback_and_forward_activity() {
 
 #[test]
 fn target_signal_and_linear_feedback() {
-    let cfg = one_layer_regression(r#"{"type":"learned","signal":"target","activation":"linear","strength":{"init":1.0}}"#);
+    let cfg =
+        one_layer_regression(r#"{"type":"learned","signal":"target","activation":"linear","strength":{"init":1.0}}"#);
     let x = t(&[1.0, -1.0, 0.5], &[1, 1, 3]);
     let w = vec![t(&[0.2, 0.1, 0.0, -0.3, 0.4, 0.2], &[1, 2, 3]), t(&[0.5, -1.0], &[1, 1, 2])];
-    let b = vec![Tensor::zeros([1, 2], (Kind::Double, Device::Cpu)), Tensor::zeros([1, 1], (Kind::Double, Device::Cpu))];
+    let b =
+        vec![Tensor::zeros([1, 2], (Kind::Double, Device::Cpu)), Tensor::zeros([1, 1], (Kind::Double, Device::Cpu))];
     let acts = tail(&x, &w, &b).unwrap();
     let y = t(&[2.0], &[1, 1, 1]); // e = y = 2
     let (b0, c0) = (t(&[2.0, -3.0], &[2, 1]), t(&[0.5, 0.0], &[2]));
     let (b1, c1) = (t(&[0.7], &[1, 1]), t(&[0.0], &[1]));
     let s = Tensor::from(1.0f64);
-    let fb = vec![LayerFeedback { layers: vec![(&b0, &c0)], strength: &s }, LayerFeedback { layers: vec![(&b1, &c1)], strength: &s }];
+    let fb = vec![
+        LayerFeedback { layers: vec![(&b0, &c0)], strength: &s },
+        LayerFeedback { layers: vec![(&b1, &c1)], strength: &s },
+    ];
     let post = teaching_activity(&cfg, &acts, &w, &y, &fb).unwrap();
     // Linear feedback keeps the negative value: [2·2+0.5, −3·2] = [4.5, −6].
     close(&post[0], &t(&[4.5, -6.0], &[1, 1, 2]), 1e-12);
@@ -182,7 +219,10 @@ fn classification_output_is_clamped_to_one_hot() {
     let zeros = Tensor::zeros([6], (Kind::Double, Device::Cpu));
     let zeros3 = Tensor::zeros([3, 3], (Kind::Double, Device::Cpu));
     let zeros_b3 = Tensor::zeros([3], (Kind::Double, Device::Cpu));
-    let fb = vec![LayerFeedback { layers: vec![(&zeros6, &zeros)], strength: &s }, LayerFeedback { layers: vec![(&zeros3, &zeros_b3)], strength: &s }];
+    let fb = vec![
+        LayerFeedback { layers: vec![(&zeros6, &zeros)], strength: &s },
+        LayerFeedback { layers: vec![(&zeros3, &zeros_b3)], strength: &s },
+    ];
     let post = teaching_activity(&learner.cfg, &acts, &fast.w, &y, &fb).unwrap();
     close(&post[1], &y.one_hot(3).to_kind(Kind::Double), 0.0 + 1e-15);
 }
@@ -236,14 +276,20 @@ fn oml_inner_step_equals_an_autograd_sgd_step() {
 #[test]
 fn rate_parameterizations_start_at_init() {
     let run = |extra: &str| {
-        let mut l = metaplastic_core::learner::Learner::new(regression(r#"{"type":"oja"}"#, &format!(r#","plasticity":{{"init":0.05{extra}}}"#))).unwrap();
+        let mut l = metaplastic_core::learner::Learner::new(regression(
+            r#"{"type":"oja"}"#,
+            &format!(r#","plasticity":{{"init":0.05{extra}}}"#),
+        ))
+        .unwrap();
         jitter_biases(&mut l, 4);
         let batch = batch(&l, 2, 3, 4, 1, 17);
         let fast = l.start(2, &batch.classes, false).unwrap();
         l.adapt(fast, &batch.support_x, &batch.support_y, |_| StepMode::Constant).unwrap()
     };
     let plain = run("");
-    for extra in [r#","parameterization":"log""#, r#","layerScale":true"#, r#","layerScale":true,"parameterization":"log""#] {
+    for extra in
+        [r#","parameterization":"log""#, r#","layerScale":true"#, r#","layerScale":true,"parameterization":"log""#]
+    {
         let other = run(extra);
         for k in 0..plain.w.len() {
             close(&plain.w[k], &other.w[k], 1e-8); // exp(ln init) rounds differently from init
@@ -255,10 +301,18 @@ fn rate_parameterizations_start_at_init() {
 /// layers' stay random; the draws of every other parameter are unchanged.
 #[test]
 fn output_feedback_can_start_at_the_identity() {
-    let mk = |id: bool| metaplastic_core::learner::Learner::new(regression(r#"{"type":"oja"}"#, &format!(r#","feedback":{{"outputIdentity":{id}}}"#))).unwrap();
+    let mk = |id: bool| {
+        metaplastic_core::learner::Learner::new(regression(
+            r#"{"type":"oja"}"#,
+            &format!(r#","feedback":{{"outputIdentity":{id}}}"#),
+        ))
+        .unwrap()
+    };
     let (a, b) = (mk(false), mk(true));
     let last = a.spec.len() - 1;
-    let get = |l: &metaplastic_core::learner::Learner, name: &str| l.params.at(l.params.index_of(name).unwrap()).shallow_clone();
+    let get = |l: &metaplastic_core::learner::Learner, name: &str| {
+        l.params.at(l.params.index_of(name).unwrap()).shallow_clone()
+    };
     assert_eq!(get(&b, &format!("feedback.{last}.0.weight")).double_value(&[0, 0]), 1.0);
     for p in a.params.iter() {
         if p.name != format!("feedback.{last}.0.weight") {

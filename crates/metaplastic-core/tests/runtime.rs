@@ -1,4 +1,8 @@
-use metaplastic_core::{runtime, tensor_io::{round_trip, HostTensor}, Error};
+use metaplastic_core::{
+    runtime,
+    tensor_io::{round_trip, HostTensor},
+    Error,
+};
 
 #[test]
 fn info_reports_the_linked_libtorch() {

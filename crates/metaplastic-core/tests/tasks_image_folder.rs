@@ -2,7 +2,9 @@
 mod tasks_fixtures;
 use metaplastic_core::episode::EpisodeSampler;
 use metaplastic_core::rng::seeded;
-use metaplastic_core::tasks::{CacheDir, CacheStatus, Channels, EpisodeConfig, ImageFolderDataset, ImageFolderOptions, StreamConfig};
+use metaplastic_core::tasks::{
+    CacheDir, CacheStatus, Channels, EpisodeConfig, ImageFolderDataset, ImageFolderOptions, StreamConfig,
+};
 use metaplastic_core::Error;
 use std::path::Path;
 use tasks_fixtures::*;
@@ -44,7 +46,12 @@ fn rgb_and_gray_folders_load_in_sorted_order() {
     let mut sampler = ds.episode_sampler(EpisodeConfig { ways: 2, shots: 3, ..Default::default() }).unwrap();
     let ep = sampler.sample(&mut seeded(0)).unwrap();
     ep.validate(&[3, 16, 16], true, 2).unwrap();
-    let s = ds.continual_stream(&mut seeded(0), &StreamConfig { classes: 2, train_per_class: 4, test_per_class: 2, ..Default::default() }).unwrap();
+    let s = ds
+        .continual_stream(
+            &mut seeded(0),
+            &StreamConfig { classes: 2, train_per_class: 4, test_per_class: 2, ..Default::default() },
+        )
+        .unwrap();
     assert_eq!((s.train_x.size(), s.test_x.size()), (vec![8, 3, 16, 16], vec![4, 3, 16, 16]));
 }
 
@@ -66,7 +73,9 @@ fn folder_cache_round_trip() {
 #[test]
 fn folder_errors_name_the_path_or_parameter() {
     let missing = std::env::temp_dir().join("metaplastic-missing-folder");
-    assert!(matches!(ImageFolderDataset::load(&opts(&missing, Channels::Rgb, CacheDir::Off)), Err(Error::Io { path, .. }) if path.contains("metaplastic-missing-folder")));
+    assert!(
+        matches!(ImageFolderDataset::load(&opts(&missing, Channels::Rgb, CacheDir::Off)), Err(Error::Io { path, .. }) if path.contains("metaplastic-missing-folder"))
+    );
     let root = temp_dir("folder-errors");
     let e = ImageFolderDataset::load(&opts(&root, Channels::Rgb, CacheDir::Off)).unwrap_err();
     assert!(e.to_string().contains("no class folders"), "{e}");

@@ -3,7 +3,10 @@
 mod tasks_fixtures;
 use metaplastic_core::rng::seeded;
 use metaplastic_core::tasks::omniglot::verify_zip;
-use metaplastic_core::tasks::{CacheDir, CacheStatus, EpisodeConfig, LabelMode, OmniglotDataset, OmniglotOptions, OmniglotSplit, Order, StreamConfig};
+use metaplastic_core::tasks::{
+    CacheDir, CacheStatus, EpisodeConfig, LabelMode, OmniglotDataset, OmniglotOptions, OmniglotSplit, Order,
+    StreamConfig,
+};
 use metaplastic_core::Error;
 use std::path::{Path, PathBuf};
 use tasks_fixtures::*;
@@ -29,7 +32,10 @@ fn err_of<T: std::fmt::Debug>(r: metaplastic_core::Result<T>) -> Error {
 fn classes_are_sorted_by_alphabet_then_character_and_zip_equals_folder() {
     let dir = temp_dir("sorted");
     let spec: Vec<(String, String, usize)> =
-        [("Zeta", "character02"), ("Zeta", "character01"), ("Alpha", "character10"), ("Alpha", "character02")].iter().map(|(a, c)| (a.to_string(), c.to_string(), 20)).collect();
+        [("Zeta", "character02"), ("Zeta", "character01"), ("Alpha", "character10"), ("Alpha", "character02")]
+            .iter()
+            .map(|(a, c)| (a.to_string(), c.to_string(), 20))
+            .collect();
     write_zip(&dir, "images_background", &spec, None);
     let ds = OmniglotDataset::load(BG, &synthetic_opts(&dir, CacheDir::Off)).unwrap();
     let names: Vec<_> = (0..4).map(|c| ds.class_name(c).unwrap().to_string()).collect();
@@ -51,7 +57,8 @@ fn classes_are_sorted_by_alphabet_then_character_and_zip_equals_folder() {
 fn ink_is_one_by_default_and_polarity_is_an_option() {
     let dir = small_set("polarity", 2);
     let ink = OmniglotDataset::load(BG, &synthetic_opts(&dir, CacheDir::Off)).unwrap();
-    let raw = OmniglotDataset::load(BG, &OmniglotOptions { invert: false, ..synthetic_opts(&dir, CacheDir::Off) }).unwrap();
+    let raw =
+        OmniglotDataset::load(BG, &OmniglotOptions { invert: false, ..synthetic_opts(&dir, CacheDir::Off) }).unwrap();
     let (a, b) = (vals(&ink.images(0).unwrap()), vals(&raw.images(0).unwrap()));
     assert_eq!(a[105 * 50 + 41], 1.0, "a stroke pixel is 1");
     assert_eq!(a[105 * 100], 0.0, "the white background is 0");
@@ -78,8 +85,17 @@ fn cached_load_is_identical_and_a_corrupt_cache_is_rebuilt() {
 
     let good = std::fs::read(&path).unwrap();
     let corruptions: Vec<(&str, Vec<u8>)> = vec![
-        ("flipped payload byte", { let mut b = good.clone(); let n = b.len(); b[n - 7] ^= 0x5a; b }),
-        ("flipped header byte", { let mut b = good.clone(); b[30] ^= 0x01; b }),
+        ("flipped payload byte", {
+            let mut b = good.clone();
+            let n = b.len();
+            b[n - 7] ^= 0x5a;
+            b
+        }),
+        ("flipped header byte", {
+            let mut b = good.clone();
+            b[30] ^= 0x01;
+            b
+        }),
         ("truncated", good[..good.len() / 2].to_vec()),
         ("garbage", b"not a cache".to_vec()),
         ("empty", Vec::new()),
@@ -200,7 +216,16 @@ fn episodes_follow_the_protocol() {
 fn iid_batches_remember_set_and_label_modes() {
     let dir = small_set("iid", 8);
     let ds = OmniglotDataset::load(BG, &synthetic_opts(&dir, CacheDir::Off)).unwrap();
-    let mut sampler = ds.episode_sampler(EpisodeConfig { ways: 4, shots: 5, order: Order::Iid, batch_size: 2, query_shots: Some(3), ..Default::default() }).unwrap();
+    let mut sampler = ds
+        .episode_sampler(EpisodeConfig {
+            ways: 4,
+            shots: 5,
+            order: Order::Iid,
+            batch_size: 2,
+            query_shots: Some(3),
+            ..Default::default()
+        })
+        .unwrap();
     let (ep, ids) = sampler.sample_with_ids(&mut seeded(2)).unwrap();
     assert_eq!(ep.support_x.size(), [10, 2, 1, 105, 105]);
     assert_eq!(ep.query_x.size(), [12, 1, 105, 105]);
@@ -216,7 +241,15 @@ fn iid_batches_remember_set_and_label_modes() {
         assert_eq!(support[k].0 as usize, 10 + ids[j], "each image keeps its class's label");
     }
 
-    let mut remember = ds.episode_sampler(EpisodeConfig { ways: 2, shots: 2, remember: 6, labels: LabelMode::ClassId, ..Default::default() }).unwrap();
+    let mut remember = ds
+        .episode_sampler(EpisodeConfig {
+            ways: 2,
+            shots: 2,
+            remember: 6,
+            labels: LabelMode::ClassId,
+            ..Default::default()
+        })
+        .unwrap();
     let (ep, ids) = remember.sample_with_ids(&mut seeded(3)).unwrap();
     assert_eq!(ep.classes, ids.iter().map(|&c| c as i64).collect::<Vec<_>>());
     let qy: Vec<i64> = Vec::try_from(&ep.query_y).unwrap();
@@ -227,7 +260,8 @@ fn iid_batches_remember_set_and_label_modes() {
         assert_eq!(query[k].0 as i64, 10 + qy[k], "and carry their class id");
     }
 
-    let mut spaced = ds.episode_sampler(EpisodeConfig { ways: 2, shots: 1, label_space: Some(1000), ..Default::default() }).unwrap();
+    let mut spaced =
+        ds.episode_sampler(EpisodeConfig { ways: 2, shots: 1, label_space: Some(1000), ..Default::default() }).unwrap();
     let ep = spaced.sample(&mut seeded(4)).unwrap();
     assert!(ep.classes.iter().all(|&l| (0..1000).contains(&l)) && ep.classes[0] != ep.classes[1]);
 }
@@ -244,7 +278,10 @@ fn impossible_episodes_name_the_parameter() {
     assert_eq!(field(EpisodeConfig { ways: 3, shots: 1, batch_size: 2, ..Default::default() }), "batchSize");
     assert_eq!(field(EpisodeConfig { ways: 0, ..Default::default() }), "ways");
     assert_eq!(field(EpisodeConfig { ways: 2, remember: 3, ..Default::default() }), "remember");
-    assert_eq!(field(EpisodeConfig { ways: 4, remember: 3, labels: LabelMode::ClassId, ..Default::default() }), "remember");
+    assert_eq!(
+        field(EpisodeConfig { ways: 4, remember: 3, labels: LabelMode::ClassId, ..Default::default() }),
+        "remember"
+    );
     assert_eq!(field(EpisodeConfig { ways: 3, label_space: Some(2), ..Default::default() }), "labelSpace");
     let mut rng = seeded(0);
     assert_eq!(config_field(err_of(ds.meta_test_stream(&mut rng, 5))), "classes");
@@ -277,12 +314,20 @@ fn meta_test_and_validation_streams() {
     let (vt, vv) = (identities(&v.train_x), identities(&v.test_x));
     assert_eq!(vt.len(), 40);
     assert_eq!(vv.len(), 20);
-    assert!(vt.iter().all(|&(_, d)| d < 10) && vv.iter().all(|&(_, d)| (10..15).contains(&d)), "validation never touches 16-20");
+    assert!(
+        vt.iter().all(|&(_, d)| d < 10) && vv.iter().all(|&(_, d)| (10..15).contains(&d)),
+        "validation never touches 16-20"
+    );
     let other = ds.meta_test_stream(&mut seeded(9), 6).unwrap();
     let mut all = other.class_ids.clone();
     all.sort();
     assert_eq!(all, (0..6).collect::<Vec<_>>());
-    let chosen = metaplastic_core::tasks::sampling::continual_stream(ds.store(), &mut seeded(0), &StreamConfig { class_ids: Some(vec![5, 0]), ..Default::default() }).unwrap();
+    let chosen = metaplastic_core::tasks::sampling::continual_stream(
+        ds.store(),
+        &mut seeded(0),
+        &StreamConfig { class_ids: Some(vec![5, 0]), ..Default::default() },
+    )
+    .unwrap();
     assert_eq!(identities(&chosen.train_x)[0], (15, 0));
 }
 
@@ -292,9 +337,14 @@ fn meta_test_and_validation_streams() {
 /// skipped with a note on stderr: a fresh clone has no Omniglot).
 fn real_dir(test: &str) -> Option<PathBuf> {
     let root = metaplastic_core::tasks::omniglot::data_root(None);
-    let found = [root.clone(), root.join("omniglot")].into_iter().find(|d| d.join("images_background.zip").is_file() && d.join("images_evaluation.zip").is_file());
+    let found = [root.clone(), root.join("omniglot")]
+        .into_iter()
+        .find(|d| d.join("images_background.zip").is_file() && d.join("images_evaluation.zip").is_file());
     if found.is_none() {
-        eprintln!("SKIPPED {test}: the full Omniglot set is not in {} (set METAPLASTIC_DATA to run it)", root.display());
+        eprintln!(
+            "SKIPPED {test}: the full Omniglot set is not in {} (set METAPLASTIC_DATA to run it)",
+            root.display()
+        );
     }
     found
 }
@@ -336,9 +386,16 @@ fn real_cached_load_equals_a_fresh_decode_at_28_and_84() {
         let cached = real(&d, OmniglotSplit::Evaluation, size);
         let again = real(&d, OmniglotSplit::Evaluation, size);
         assert_eq!(again.cache_status, CacheStatus::Hit);
-        let fresh = OmniglotDataset::load(OmniglotSplit::Evaluation, &OmniglotOptions { dir: Some(d.clone()), size, cache: CacheDir::Off, ..Default::default() }).unwrap();
+        let fresh = OmniglotDataset::load(
+            OmniglotSplit::Evaluation,
+            &OmniglotOptions { dir: Some(d.clone()), size, cache: CacheDir::Off, ..Default::default() },
+        )
+        .unwrap();
         assert_eq!(fresh.cache_status, CacheStatus::Disabled);
-        assert!(cached.store().pixels() == fresh.store().pixels(), "{size}px: cached pixels differ from a fresh decode");
+        assert!(
+            cached.store().pixels() == fresh.store().pixels(),
+            "{size}px: cached pixels differ from a fresh decode"
+        );
         assert_eq!(cached.store().classes(), fresh.store().classes());
         assert_eq!(vals(&cached.images(100).unwrap()), vals(&fresh.images(100).unwrap()));
         assert_eq!(cached.images(0).unwrap().size(), [20, 1, size as i64, size as i64]);

@@ -14,7 +14,12 @@ fn omniglot_load_timings() {
     let cache = std::env::temp_dir().join(format!("metaplastic-timing-{}", std::process::id()));
     for size in [28usize, 84] {
         for split in [OmniglotSplit::Background, OmniglotSplit::Evaluation] {
-            let opts = OmniglotOptions { dir: Some(data_dir()), size, cache: CacheDir::At(cache.clone()), ..Default::default() };
+            let opts = OmniglotOptions {
+                dir: Some(data_dir()),
+                size,
+                cache: CacheDir::At(cache.clone()),
+                ..Default::default()
+            };
             let t0 = Instant::now();
             let first = OmniglotDataset::load(split, &opts).unwrap();
             let cold = t0.elapsed();

@@ -38,7 +38,10 @@ fn check_rows(run: &SineEvalRun, cfg: &SineConfig) -> Vec<usize> {
 #[test]
 fn default_protocol_shapes_and_ranges() {
     let cfg = SineConfig::default();
-    assert_eq!((cfg.pool_size, cfg.functions, cfg.batches_per_function, cfg.batch_size, cfg.query_per_function), (400, 10, 40, 32, 32));
+    assert_eq!(
+        (cfg.pool_size, cfg.functions, cfg.batches_per_function, cfg.batch_size, cfg.query_per_function),
+        (400, 10, 40, 32, 32)
+    );
     let task = SineTask::new(cfg.clone(), 7).unwrap();
     assert_eq!(task.pool().len(), 400);
     for f in task.pool() {
@@ -120,7 +123,15 @@ fn pool_and_episodes_are_determined_by_the_seed() {
 
 #[test]
 fn sizes_are_configurable() {
-    let cfg = SineConfig { pool_size: 20, functions: 3, slots: 5, batches_per_function: 2, batch_size: 4, query_per_function: 7, ..Default::default() };
+    let cfg = SineConfig {
+        pool_size: 20,
+        functions: 3,
+        slots: 5,
+        batches_per_function: 2,
+        batch_size: 4,
+        query_per_function: 7,
+        ..Default::default()
+    };
     let task = SineTask::new(cfg.clone(), 1).unwrap();
     let run = task.eval_run(&mut seeded(0), Order::Continual).unwrap();
     assert_eq!(run.support_x.size(), [6, 4, 6]);

@@ -5,9 +5,9 @@ use crate::errors::guard;
 use crate::json::{JsInput, JsOutput};
 use crate::runtime::{host_from_js, host_to_js, JsTensor};
 use crate::work::{off_thread, Work};
+use metaplastic_core::analysis::{analyze, learned, AnalysisOptions};
 use metaplastic_core::distributed::GroupSettings;
 use metaplastic_core::episode::Episode;
-use metaplastic_core::analysis::{analyze, learned, AnalysisOptions};
 use metaplastic_core::eval::{evaluate, EvalOptions};
 use metaplastic_core::experiment::{stack, Experiment, ExperimentConfig};
 use metaplastic_core::{checkpoint, Error, Result};
@@ -93,7 +93,9 @@ impl NativeExperiment {
 fn lock_shared(shared: &Shared) -> Result<MutexGuard<'_, Experiment>> {
     shared.state.lock().map_err(|_| {
         // A panic inside an earlier task poisoned the lock; the state may be half-updated.
-        Error::Internal("experiment state is unusable after an earlier native panic; reload it from a checkpoint".into())
+        Error::Internal(
+            "experiment state is unusable after an earlier native panic; reload it from a checkpoint".into(),
+        )
     })
 }
 
@@ -109,7 +111,7 @@ fn with_state<T: Send + 'static + napi::bindgen_prelude::ToNapiValue + napi::bin
     shared.stop.store(false, Ordering::Relaxed);
     let shared = shared.clone();
     off_thread(move || {
-        let result = lock_shared(&shared).and_then(|mut guard| f(&mut guard, &*shared.stop));
+        let result = lock_shared(&shared).and_then(|mut guard| f(&mut guard, &shared.stop));
         shared.busy.store(false, Ordering::Release);
         result
     })
@@ -183,9 +185,13 @@ impl NativeExperiment {
             // for each other forever, so a process is one worker.
             static JOINED: AtomicBool = AtomicBool::new(false);
             if exp.group.is_none() && JOINED.load(Ordering::Acquire) {
-                return Err(Error::config("distributed", "this process already trains as a worker of a group; run each rank in its own process"));
+                return Err(Error::config(
+                    "distributed",
+                    "this process already trains as a worker of a group; run each rank in its own process",
+                ));
             }
-            let settings: GroupSettings = metaplastic_core::config::from_value(settings.0).map_err(|e| e.within("distributed"))?;
+            let settings: GroupSettings =
+                metaplastic_core::config::from_value(settings.0).map_err(|e| e.within("distributed"))?;
             settings.validate().map_err(|e| e.within("distributed"))?;
             exp.join(&settings)?;
             JOINED.store(true, Ordering::Release);
@@ -235,7 +241,12 @@ impl NativeExperiment {
     #[napi]
     pub fn learned_arrays(&self) -> napi::Result<Vec<JsNamedTensor>> {
         let exp = self.lock()?;
-        guard(|| Ok(learned::learned_host(&exp.learner)?.into_iter().map(|(name, t)| JsNamedTensor { name, tensor: host_to_js(t) }).collect()))
+        guard(|| {
+            Ok(learned::learned_host(&exp.learner)?
+                .into_iter()
+                .map(|(name, t)| JsNamedTensor { name, tensor: host_to_js(t) })
+                .collect())
+        })
     }
 
     /// Writes the learned arrays to a safetensors file.

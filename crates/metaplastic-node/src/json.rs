@@ -5,7 +5,9 @@
 //! stay integers (a seed above 2³² is still a seed), and a non-finite number is null (the engine then
 //! names the field that needs a number). Records and results go back serialised from the Rust type that
 //! their TypeScript type is generated from (src/engine-types.ts).
-use napi::bindgen_prelude::{FromNapiValue, JsObjectValue, Object, ToNapiValue, TypeName, Unknown, ValidateNapiValue, ValueType};
+use napi::bindgen_prelude::{
+    FromNapiValue, JsObjectValue, Object, ToNapiValue, TypeName, Unknown, ValidateNapiValue, ValueType,
+};
 use napi::{sys, JsValue};
 use serde_json::{Map, Number, Value};
 
@@ -93,7 +95,12 @@ fn read(v: Unknown, path: &str, depth: usize) -> napi::Result<Value> {
                 Value::Object(map)
             }
         }
-        other => return Err(bad(path, &format!("expected plain data (objects, arrays, numbers, strings, booleans), got a {other}"))),
+        other => {
+            return Err(bad(
+                path,
+                &format!("expected plain data (objects, arrays, numbers, strings, booleans), got a {other}"),
+            ))
+        }
     })
 }
 
@@ -103,7 +110,14 @@ fn own_keys(obj: &Object) -> napi::Result<Vec<String>> {
     let mut names = std::ptr::null_mut();
     let filter = sys::KeyFilter::enumerable | sys::KeyFilter::skip_symbols;
     napi::check_status!(unsafe {
-        sys::napi_get_all_property_names(env, obj.raw(), sys::KeyCollectionMode::own_only, filter, sys::KeyConversion::numbers_to_strings, &mut names)
+        sys::napi_get_all_property_names(
+            env,
+            obj.raw(),
+            sys::KeyCollectionMode::own_only,
+            filter,
+            sys::KeyConversion::numbers_to_strings,
+            &mut names,
+        )
     })?;
     let names: Object = unsafe { Object::from_napi_value(env, names)? };
     (0..names.get_array_length()?).map(|i| names.get_element::<String>(i)).collect()

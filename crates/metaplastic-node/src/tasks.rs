@@ -3,15 +3,15 @@
 use crate::errors::guard;
 use crate::json::{JsInput, JsOutput};
 use crate::runtime::{host_to_js, JsTensor};
+use crate::work::{off_thread, Work};
 use metaplastic_core::episode::Episode;
 use metaplastic_core::rng::{self, Rng};
 use metaplastic_core::tasks::{
-    self, omniglot, sampling, ContinualStream, DatasetInfo, EpisodeConfig, ImageEpisodeSampler, ImageFolderDataset, ImageFolderOptions, ImageStore,
-    OmniglotDataset, OmniglotOptions, OmniglotSplit, Order, SineConfig, StreamConfig,
+    self, omniglot, sampling, ContinualStream, DatasetInfo, EpisodeConfig, ImageEpisodeSampler, ImageFolderDataset,
+    ImageFolderOptions, ImageStore, OmniglotDataset, OmniglotOptions, OmniglotSplit, Order, SineConfig, StreamConfig,
 };
 use metaplastic_core::tensor_io::HostTensor;
 use metaplastic_core::{Error, Result};
-use crate::work::{off_thread, Work};
 use napi::bindgen_prelude::AsyncTask;
 use napi_derive::napi;
 use serde_json::{json, Value};
@@ -127,7 +127,6 @@ pub fn create_sine_task(config: Option<JsInput>, seed: Option<i64>) -> napi::Res
 
 #[napi]
 impl NativeSineTask {
-
     #[napi(ts_return_type = "SineConfig")]
     pub fn config(&self) -> napi::Result<Value> {
         guard(|| serde_json::to_value(self.task.config()).map_err(|e| Error::Internal(e.to_string())))
@@ -226,7 +225,11 @@ impl NativeImageDataset {
     pub fn continual_stream(&self, config: Option<JsInput>, seed: Option<i64>) -> napi::Result<JsStream> {
         guard(|| {
             let cfg: StreamConfig = options(config)?;
-            stream_to_js(&sampling::continual_stream(&self.store, &mut rng::stream(seed_of(seed), "continual-stream"), &cfg)?)
+            stream_to_js(&sampling::continual_stream(
+                &self.store,
+                &mut rng::stream(seed_of(seed), "continual-stream"),
+                &cfg,
+            )?)
         })
     }
 }
@@ -265,8 +268,15 @@ pub fn load_omniglot(split: String, config: Option<JsInput>) -> AsyncTask<Work<N
         let split: OmniglotSplit = split.parse()?;
         let opts: OmniglotOptions = options(config)?;
         let ds = OmniglotDataset::load(split, &opts)?;
-        let info = DatasetInfo::of(ds.store(), ds.source.clone(), ds.source_checksum.clone(), ds.cache_status.clone(), ds.cache_path.clone());
-        let info = DatasetInfo { size: opts.size, filter: opts.filter, invert: opts.invert, split: Some(split), ..info };
+        let info = DatasetInfo::of(
+            ds.store(),
+            ds.source.clone(),
+            ds.source_checksum.clone(),
+            ds.cache_status.clone(),
+            ds.cache_path.clone(),
+        );
+        let info =
+            DatasetInfo { size: opts.size, filter: opts.filter, invert: opts.invert, split: Some(split), ..info };
         Ok(NativeImageDataset { info, store: ds.store().clone() })
     })
 }
@@ -279,7 +289,13 @@ pub fn load_image_folder(config: JsInput) -> AsyncTask<Work<NativeImageDataset>>
             return Err(Error::config("root", "the image folder's root directory is required"));
         }
         let ds = ImageFolderDataset::load(&opts)?;
-        let info = DatasetInfo::of(ds.store(), ds.root.clone(), ds.source_checksum.clone(), ds.cache_status.clone(), ds.cache_path.clone());
+        let info = DatasetInfo::of(
+            ds.store(),
+            ds.root.clone(),
+            ds.source_checksum.clone(),
+            ds.cache_status.clone(),
+            ds.cache_path.clone(),
+        );
         let info = DatasetInfo { size: opts.size, filter: opts.filter, invert: opts.invert, ..info };
         Ok(NativeImageDataset { info, store: ds.store().clone() })
     })

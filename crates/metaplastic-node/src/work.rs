@@ -43,7 +43,8 @@ impl<T: Send + 'static + ToNapiValue + TypeName> Task for Work<T> {
             let _ = tx.send(contain(f));
         });
         engine()?.send(job).map_err(|_| napi::Error::from_reason("[E_INTERNAL] the engine thread stopped"))?;
-        let result = rx.recv().map_err(|_| napi::Error::from_reason("[E_INTERNAL] the engine thread dropped a task"))?;
+        let result =
+            rx.recv().map_err(|_| napi::Error::from_reason("[E_INTERNAL] the engine thread dropped a task"))?;
         result.map_err(napi::Error::from)
     }
     fn resolve(&mut self, _env: Env, output: T) -> napi::Result<T> {
@@ -51,6 +52,8 @@ impl<T: Send + 'static + ToNapiValue + TypeName> Task for Work<T> {
     }
 }
 
-pub fn off_thread<T: Send + 'static + ToNapiValue + TypeName>(f: impl FnOnce() -> Result<T> + Send + 'static) -> AsyncTask<Work<T>> {
+pub fn off_thread<T: Send + 'static + ToNapiValue + TypeName>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> AsyncTask<Work<T>> {
     AsyncTask::new(Work(Some(Box::new(f))))
 }

@@ -65,10 +65,20 @@ impl Stacked {
         let sizes: Vec<i64> = b.iter().map(|t| t.size()[0]).collect();
         let opts = (b[0].kind(), b[0].device());
         let rows = |v: &dyn Fn(f64) -> f64| -> Result<Tensor> {
-            let parts: Vec<Tensor> = sizes.iter().zip(strength).map(|(&o, &sk)| Tensor::f_full([o], v(sk), opts)).collect::<std::result::Result<_, _>>()?;
+            let parts: Vec<Tensor> = sizes
+                .iter()
+                .zip(strength)
+                .map(|(&o, &sk)| Tensor::f_full([o], v(sk), opts))
+                .collect::<std::result::Result<_, _>>()?;
             Ok(Tensor::f_cat(&parts, 0)?)
         };
-        Ok(Some(Stacked { b: Tensor::f_cat(&b, 0)?, c: Tensor::f_cat(&c, 0)?, s: rows(&|sk| sk)?, one_minus_s: rows(&|sk| 1.0 - sk)?, sizes }))
+        Ok(Some(Stacked {
+            b: Tensor::f_cat(&b, 0)?,
+            c: Tensor::f_cat(&c, 0)?,
+            s: rows(&|sk| sk)?,
+            one_minus_s: rows(&|sk| 1.0 - sk)?,
+            sizes,
+        }))
     }
 }
 
@@ -139,7 +149,10 @@ impl Grads {
     #[allow(clippy::type_complexity)]
     fn per_layer(&self) -> (Vec<Option<Tensor>>, Vec<Vec<(Option<Tensor>, Option<Tensor>)>>) {
         let copy = |t: &Option<Tensor>| t.as_ref().map(|t| t.shallow_clone());
-        (self.strength.iter().map(copy).collect(), self.feedback.iter().map(|l| l.iter().map(|(b, c)| (copy(b), copy(c))).collect()).collect())
+        (
+            self.strength.iter().map(copy).collect(),
+            self.feedback.iter().map(|l| l.iter().map(|(b, c)| (copy(b), copy(c))).collect()).collect(),
+        )
     }
 }
 
@@ -236,7 +249,12 @@ impl Chain {
     /// Runs the chain from the output down with the step's weights `w`, adding each layer's Σ dz to its
     /// bias adjoint and handing `each(k, dz_k, a_k)` every layer in turn (dz_k none where no gradient
     /// reaches it; a_k the layer's input); returns ∂L/∂(the step's input features).
-    fn run(mut self, w: &[Tensor], gb: &mut [Tensor], mut each: impl FnMut(usize, Option<Tensor>, &Tensor) -> Result<()>) -> Result<Option<Tensor>> {
+    fn run(
+        mut self,
+        w: &[Tensor],
+        gb: &mut [Tensor],
+        mut each: impl FnMut(usize, Option<Tensor>, &Tensor) -> Result<()>,
+    ) -> Result<Option<Tensor>> {
         let n = w.len();
         // ∂L/∂(input of layer k), through its weights and through the rule (d_pre): the gradient of the
         // output of layer k − 1.
@@ -261,7 +279,12 @@ impl Chain {
 
     /// Runs the chain, leaving each layer's dzᵀa owed to its G (the fused loops); returns ∂L/∂(the
     /// step's input features).
-    fn settle(self, w: &[Tensor], gb: &mut [Tensor], pending: &mut [Option<(Tensor, Tensor)>]) -> Result<Option<Tensor>> {
+    fn settle(
+        self,
+        w: &[Tensor],
+        gb: &mut [Tensor],
+        pending: &mut [Option<(Tensor, Tensor)>],
+    ) -> Result<Option<Tensor>> {
         self.run(w, gb, |k, dz, a| {
             pending[k] = dz.map(|dz| owed_term(dz, a)).transpose()?;
             Ok(())
@@ -292,9 +315,18 @@ impl LocalAdjoint {
             feedback: rule
                 .feedback
                 .iter()
-                .map(|f| f.layers.iter().map(|&(b, c)| Ok((params.at(b).f_detach()?, params.at(c).f_detach()?))).collect::<Result<Vec<_>>>())
+                .map(|f| {
+                    f.layers
+                        .iter()
+                        .map(|&(b, c)| Ok((params.at(b).f_detach()?, params.at(c).f_detach()?)))
+                        .collect::<Result<Vec<_>>>()
+                })
                 .collect::<Result<_>>()?,
-            strength: rule.feedback.iter().map(|f| Ok(params.at(f.strength).f_double_value(&[])?)).collect::<Result<_>>()?,
+            strength: rule
+                .feedback
+                .iter()
+                .map(|f| Ok(params.at(f.strength).f_double_value(&[])?))
+                .collect::<Result<_>>()?,
             multipliers: rule.multipliers.clone(),
             rate_ranges: Vec::new(),
             stacked: None,
@@ -318,7 +350,13 @@ impl LocalAdjoint {
             rate_full: Vec::new(),
         };
         Ok(Self {
-            step: LocalStep { cfg: learner.cfg.clone(), rule: rule_values, n, fused, bias_rows: std::cell::OnceCell::new() },
+            step: LocalStep {
+                cfg: learner.cfg.clone(),
+                rule: rule_values,
+                n,
+                fused,
+                bias_rows: std::cell::OnceCell::new(),
+            },
             grads,
             owed: Owed { pending: (0..n).map(|_| None).collect(), chain: None },
             defer_chain: false,
@@ -336,9 +374,18 @@ impl LocalAdjoint {
         let (Some(acc), Some(st)) = (&g.stacked, &self.step.rule.stacked) else {
             return Ok(g.per_layer());
         };
-        let by_layer = |t: &Tensor| -> Result<Vec<Tensor>> { Ok(t.f_sum_dim_intlist([0i64, 1].as_slice(), false, None::<Kind>)?.f_split_with_sizes(&st.sizes, 0)?) };
-        let strength = by_layer(&acc.strength)?.into_iter().map(|t| Ok(Some(t.f_sum(None::<Kind>)?))).collect::<Result<_>>()?;
-        let maps = acc.b.f_split_with_sizes(&st.sizes, 0)?.into_iter().zip(by_layer(&acc.c)?).map(|(b, c)| vec![(Some(b), Some(c))]).collect();
+        let by_layer = |t: &Tensor| -> Result<Vec<Tensor>> {
+            Ok(t.f_sum_dim_intlist([0i64, 1].as_slice(), false, None::<Kind>)?.f_split_with_sizes(&st.sizes, 0)?)
+        };
+        let strength =
+            by_layer(&acc.strength)?.into_iter().map(|t| Ok(Some(t.f_sum(None::<Kind>)?))).collect::<Result<_>>()?;
+        let maps = acc
+            .b
+            .f_split_with_sizes(&st.sizes, 0)?
+            .into_iter()
+            .zip(by_layer(&acc.c)?)
+            .map(|(b, c)| vec![(Some(b), Some(c))])
+            .collect();
         Ok((strength, maps))
     }
 }
@@ -348,13 +395,40 @@ impl StepAdjoint for LocalAdjoint {
     /// The pre-activations z of each layer: all else in the tape follows from them without the weights.
     type Kept = Vec<Tensor>;
 
-    fn forward(&self, t: usize, w: &[Tensor], b: &[Tensor], x: &Tensor, y: &Tensor) -> Result<(Vec<Tensor>, Vec<Tensor>, StepTape)> {
+    fn forward(
+        &self,
+        t: usize,
+        w: &[Tensor],
+        b: &[Tensor],
+        x: &Tensor,
+        y: &Tensor,
+    ) -> Result<(Vec<Tensor>, Vec<Tensor>, StepTape)> {
         let (next, tape) = self.step.forward(t, w, b, x, y)?;
         Ok((next, b.iter().map(|t| t.shallow_clone()).collect(), tape))
     }
 
-    fn backward(&mut self, _t: usize, w: &[Tensor], _b: &[Tensor], tape: StepTape, gw: Vec<Tensor>, mut gb: Vec<Tensor>, mode: StepMode, unstep: bool) -> Result<(Vec<Tensor>, Vec<Tensor>, Option<Tensor>)> {
-        let (gw, dx) = self.step.backward(w, unstep, &tape, gw, mode, &mut self.grads, &mut gb, &mut self.owed, self.defer_chain)?;
+    fn backward(
+        &mut self,
+        _t: usize,
+        w: &[Tensor],
+        _b: &[Tensor],
+        tape: StepTape,
+        gw: Vec<Tensor>,
+        mut gb: Vec<Tensor>,
+        mode: StepMode,
+        unstep: bool,
+    ) -> Result<(Vec<Tensor>, Vec<Tensor>, Option<Tensor>)> {
+        let (gw, dx) = self.step.backward(
+            w,
+            unstep,
+            &tape,
+            gw,
+            mode,
+            &mut self.grads,
+            &mut gb,
+            &mut self.owed,
+            self.defer_chain,
+        )?;
         Ok((gw, gb, dx))
     }
 
@@ -377,7 +451,12 @@ impl StepAdjoint for LocalAdjoint {
             for k in 0..self.step.n {
                 let post = tape.post[k].f_contiguous()?;
                 let m = self.step.multiplier(k, &post);
-                gain = gain.max(crate::kernels::unstep_gain(&post, m, tape.scale[k].as_ref(), &self.step.rule.rate_ranges[k])?);
+                gain = gain.max(crate::kernels::unstep_gain(
+                    &post,
+                    m,
+                    tape.scale[k].as_ref(),
+                    &self.step.rule.rate_ranges[k],
+                )?);
             }
         }
         Ok(Some((tape.acts.z.iter().map(|z| z.shallow_clone()).collect(), gain)))
@@ -394,18 +473,24 @@ impl StepAdjoint for LocalAdjoint {
     /// Only the rate gradients accumulate in place; the rest are replaced at each step (`accumulate`).
     fn save(&self) -> Result<Box<dyn std::any::Any>> {
         if self.grads.stacked.is_some() {
-            return Err(Error::Internal("the stacked feedback map's gradients are not saved (fused loops only)".into()));
+            return Err(Error::Internal(
+                "the stacked feedback map's gradients are not saved (fused loops only)".into(),
+            ));
         }
         let (strength, feedback) = self.grads.per_layer();
-        let rate_full = self.grads.rate_full.iter().map(|t| t.f_detach_copy()).collect::<std::result::Result<_, _>>()?;
+        let rate_full =
+            self.grads.rate_full.iter().map(|t| t.f_detach_copy()).collect::<std::result::Result<_, _>>()?;
         let saved = Grads { feedback, strength, stacked: None, rate_full };
         self.owed.no_chain()?;
-        let pending: Vec<Option<(Tensor, Tensor)>> = self.owed.pending.iter().map(|p| p.as_ref().map(|(d, a)| (d.shallow_clone(), a.shallow_clone()))).collect();
+        let pending: Vec<Option<(Tensor, Tensor)>> =
+            self.owed.pending.iter().map(|p| p.as_ref().map(|(d, a)| (d.shallow_clone(), a.shallow_clone()))).collect();
         Ok(Box::new((saved, pending)))
     }
 
     fn restore(&mut self, saved: Box<dyn std::any::Any>) -> Result<()> {
-        let (grads, pending) = *saved.downcast::<(Grads, Vec<Option<(Tensor, Tensor)>>)>().map_err(|_| Error::Internal("not this rule's saved state".into()))?;
+        let (grads, pending) = *saved
+            .downcast::<(Grads, Vec<Option<(Tensor, Tensor)>>)>()
+            .map_err(|_| Error::Internal("not this rule's saved state".into()))?;
         (self.grads, self.owed.pending) = (grads, pending);
         Ok(())
     }
@@ -426,7 +511,10 @@ impl StepAdjoint for LocalAdjoint {
         let (strength, feedback) = self.feedback_grads()?;
         for k in 0..self.step.n {
             if let Some(full) = g.rate_full.get(k) {
-                accumulate(&mut total, dot(&self.rates_graph[k], &full.f_sum_to_size(self.step.rule.rates[k].size())?)?)?;
+                accumulate(
+                    &mut total,
+                    dot(&self.rates_graph[k], &full.f_sum_to_size(self.step.rule.rates[k].size())?)?,
+                )?;
             }
             if let Some(gs) = &strength[k] {
                 accumulate(&mut total, dot(params.at(self.strength_idx[k]), gs)?)?;
@@ -478,7 +566,12 @@ impl LocalStep {
             }
         };
         let updates = self.per_layer(w, update)?;
-        let (mut next, mut term, mut post_sq, mut scale) = (Vec::with_capacity(self.n), Vec::with_capacity(self.n), Vec::with_capacity(self.n), Vec::with_capacity(self.n));
+        let (mut next, mut term, mut post_sq, mut scale) = (
+            Vec::with_capacity(self.n),
+            Vec::with_capacity(self.n),
+            Vec::with_capacity(self.n),
+            Vec::with_capacity(self.n),
+        );
         for (nw, t0, sq, c) in updates {
             next.push(nw);
             term.push(t0);
@@ -500,7 +593,15 @@ impl LocalStep {
         let acts = tail_from_z(x, z)?;
         let (post, feedback, _) = self.teaching(&acts, w, y)?;
         let scale = (0..self.n).map(|k| self.scale(&post[k], &acts.pre[k])).collect::<Result<_>>()?;
-        Ok(StepTape { acts, post, oja: self.oja_at(t), post_sq: (0..self.n).map(|_| None).collect(), term: (0..self.n).map(|_| None).collect(), scale, feedback })
+        Ok(StepTape {
+            acts,
+            post,
+            oja: self.oja_at(t),
+            post_sq: (0..self.n).map(|_| None).collect(),
+            term: (0..self.n).map(|_| None).collect(),
+            scale,
+            feedback,
+        })
     }
 
     /// `layer(k)` for every plastic layer: shared out over the CPU threads with the fused loops
@@ -529,7 +630,12 @@ impl LocalStep {
     /// Teaching activities ã_k (as feedback.rs computes them) with what their backward needs; with the
     /// stacked map and Oja's rule also each layer's row energies Σ_b ã² [E, O, 1], formed for all layers
     /// at once.
-    fn teaching(&self, acts: &TailActivations, w: &[Tensor], y: &Tensor) -> Result<(Vec<Tensor>, FeedbackTape, Option<Vec<Tensor>>)> {
+    fn teaching(
+        &self,
+        acts: &TailActivations,
+        w: &[Tensor],
+        y: &Tensor,
+    ) -> Result<(Vec<Tensor>, FeedbackTape, Option<Vec<Tensor>>)> {
         let cfg = &self.cfg;
         let y_hat = acts.output();
         let y_dense = dense_target(cfg, y, y_hat.size()[2], y_hat.kind())?;
@@ -560,12 +666,17 @@ impl LocalStep {
             // ã = a + s (f − a), each row with its own layer's s.
             let post_all = a.f_addcmul(&diff, &st.s)?;
             let energies = if self.rule.oja {
-                let all = post_all.f_square()?.f_sum_dim_intlist([1i64].as_slice(), true, None::<Kind>)?.f_transpose(1, 2)?;
+                let all =
+                    post_all.f_square()?.f_sum_dim_intlist([1i64].as_slice(), true, None::<Kind>)?.f_transpose(1, 2)?;
                 Some(all.f_split_with_sizes(&st.sizes, 1)?)
             } else {
                 None
             };
-            return Ok((post_all.f_split_with_sizes(&st.sizes, 2)?, FeedbackTape::Stacked { zf, diff, e, softmax }, energies));
+            return Ok((
+                post_all.f_split_with_sizes(&st.sizes, 2)?,
+                FeedbackTape::Stacked { zf, diff, e, softmax },
+                energies,
+            ));
         }
         let layer = |k: usize| -> Result<(Tensor, Option<MapTape>)> {
             let is_output = k + 1 == self.n;
@@ -597,7 +708,18 @@ impl LocalStep {
     /// the step is differentiated fully and its chain is not deferred (`defer_chain`: it then waits in
     /// `owed` for the step before it).
     #[allow(clippy::too_many_arguments)]
-    fn backward(&self, w: &[Tensor], unstep: bool, tape: &StepTape, g: Vec<Tensor>, mode: StepMode, grads: &mut Grads, gb: &mut [Tensor], owed: &mut Owed, defer_chain: bool) -> Result<(Vec<Tensor>, Option<Tensor>)> {
+    fn backward(
+        &self,
+        w: &[Tensor],
+        unstep: bool,
+        tape: &StepTape,
+        g: Vec<Tensor>,
+        mode: StepMode,
+        grads: &mut Grads,
+        gb: &mut [Tensor],
+        owed: &mut Owed,
+        defer_chain: bool,
+    ) -> Result<(Vec<Tensor>, Option<Tensor>)> {
         if unstep && (!self.fused || mode == StepMode::Constant) {
             return Err(Error::Internal("only the fused loops run a differentiated step backwards".into()));
         }
@@ -615,7 +737,10 @@ impl LocalStep {
         if grads.rate_full.is_empty() {
             // [O, I] for the fused loops (they sum over episodes), [E, O, I] for libtorch operations.
             let shape = |gk: &Tensor| if self.fused { gk.size()[1..].to_vec() } else { gk.size() };
-            grads.rate_full = g.iter().map(|gk| Tensor::f_zeros(shape(gk), (gk.kind(), gk.device()))).collect::<std::result::Result<_, _>>()?;
+            grads.rate_full = g
+                .iter()
+                .map(|gk| Tensor::f_zeros(shape(gk), (gk.kind(), gk.device())))
+                .collect::<std::result::Result<_, _>>()?;
         }
         // Per layer: ∂L/∂ã, ∂L/∂a from the rule (fully), the direct part of ∂L/∂W (fully); the rate
         // gradient accumulates in place in the layer's own full-size accumulator.
@@ -633,13 +758,28 @@ impl LocalStep {
                 // Updates G in place to its direct part G − m Q ⊙ r (kept as is under first order).
                 let mut direct = g[k].shallow_clone();
                 let (post_k, pre_k) = (post.f_contiguous()?, pre.f_contiguous()?);
-                let out = crate::kernels::local_step_adjoint(&mut direct, full, &w[k], unstep, &post_k, &pre_k, rate, tape.oja, m, c, &mut rate_full, owed_k)?;
+                let out = crate::kernels::local_step_adjoint(
+                    &mut direct,
+                    full,
+                    &w[k],
+                    unstep,
+                    &post_k,
+                    &pre_k,
+                    rate,
+                    tape.oja,
+                    m,
+                    c,
+                    &mut rate_full,
+                    owed_k,
+                )?;
                 if full {
                     g_next = Some(direct);
                 }
                 (out.q, out.rowsum, out.scale_grad)
             } else {
-                let term = tape.term[k].as_ref().ok_or_else(|| Error::Internal("the step's tape lacks the rule's term".into()))?;
+                let term = tape.term[k]
+                    .as_ref()
+                    .ok_or_else(|| Error::Internal("the step's tape lacks the rule's term".into()))?;
                 let gc = match c {
                     Some(c) => g[k].f_mul(&c.f_unsqueeze(2)?)?,
                     None => g[k].shallow_clone(),
@@ -647,7 +787,11 @@ impl LocalStep {
                 // In place, at the weights' own size: reduced to the rate's shape once, at the end.
                 let _ = rate_full.f_addcmul_(&gc, term)?;
                 let scale_grad = match c {
-                    Some(_) => Some(g[k].f_mul(rate)?.f_mul(term)?.f_sum_dim_intlist([2i64].as_slice(), false, None::<Kind>)?),
+                    Some(_) => Some(g[k].f_mul(rate)?.f_mul(term)?.f_sum_dim_intlist(
+                        [2i64].as_slice(),
+                        false,
+                        None::<Kind>,
+                    )?),
                     None => None,
                 };
                 let q = gc.f_mul(rate)?;
@@ -685,7 +829,10 @@ impl LocalStep {
                             // s = Σ_b ‖a_b‖², one per episode (c is one value broadcast along the rows): ∂L/∂s
                             // is −c² times the sum over the rows, and ∂s/∂a = 2a.
                             let c_e = c.f_select(1, 0)?; // [E]
-                            let ds = sg.f_sum_dim_intlist([1i64].as_slice(), false, None::<Kind>)?.f_mul(&c_e.f_square()?)?.f_mul_scalar(-2.0)?;
+                            let ds = sg
+                                .f_sum_dim_intlist([1i64].as_slice(), false, None::<Kind>)?
+                                .f_mul(&c_e.f_square()?)?
+                                .f_mul_scalar(-2.0)?;
                             *d = d.f_addcmul(pre, &ds.f_view([-1, 1, 1])?)?;
                         }
                     }
@@ -705,10 +852,12 @@ impl LocalStep {
             // The chain of the step after this one hands each layer's dz to its adjoint loop as it passes
             // it, top-down; the loop then runs its step backwards, over the weights the chain has read.
             Some(chain) => {
-                let slots: Vec<std::sync::Mutex<Option<(Tensor, Tensor)>>> = (0..n).map(|_| std::sync::Mutex::new(None)).collect();
+                let slots: Vec<std::sync::Mutex<Option<(Tensor, Tensor)>>> =
+                    (0..n).map(|_| std::sync::Mutex::new(None)).collect();
                 let produce = |release: &dyn Fn(usize)| -> Result<()> {
                     chain.run(w, gb, |k, dz, a| {
-                        *slots[k].lock().unwrap_or_else(|e| e.into_inner()) = dz.map(|dz| owed_term(dz, a)).transpose()?;
+                        *slots[k].lock().unwrap_or_else(|e| e.into_inner()) =
+                            dz.map(|dz| owed_term(dz, a)).transpose()?;
                         release(k);
                         Ok(())
                     })?;
@@ -739,7 +888,12 @@ impl LocalStep {
         }
         // The forward pass of the step, from the output down.
         let acts = &tape.acts;
-        let chain = Chain { d_act, d_pre, z: acts.z.iter().map(|z| z.shallow_clone()).collect(), pre: acts.pre.iter().map(|a| a.shallow_clone()).collect() };
+        let chain = Chain {
+            d_act,
+            d_pre,
+            z: acts.z.iter().map(|z| z.shallow_clone()).collect(),
+            pre: acts.pre.iter().map(|a| a.shallow_clone()).collect(),
+        };
         if pipelined && defer_chain && extra_w.iter().all(Option::is_none) {
             owed.chain = Some(chain); // run under the step before this one's adjoint loops
             return Ok((g_next, None));
@@ -770,7 +924,16 @@ impl LocalStep {
 
     /// Back through ã_k: into the feedback parameters, the strengths and (fully) the activations.
     #[allow(clippy::too_many_arguments)]
-    fn teaching_backward(&self, w: &[Tensor], tape: &StepTape, d_post: Vec<Tensor>, full: bool, d_act: &mut [Option<Tensor>], extra_w: &mut [Option<Tensor>], grads: &mut Grads) -> Result<()> {
+    fn teaching_backward(
+        &self,
+        w: &[Tensor],
+        tape: &StepTape,
+        d_post: Vec<Tensor>,
+        full: bool,
+        d_act: &mut [Option<Tensor>],
+        extra_w: &mut [Option<Tensor>],
+        grads: &mut Grads,
+    ) -> Result<()> {
         let n = self.n;
         let to_output = full && !self.cfg.feedback.detach_signal;
         let classification = self.cfg.task == TaskKind::Classification;
@@ -789,7 +952,11 @@ impl LocalStep {
                 }
                 if to_output {
                     let d_out = &d_delta[n - 1];
-                    let d_yhat = if classification { softmax_backward(d_out, softmax.as_ref().unwrap())?.f_neg()? } else { d_out.f_neg()? };
+                    let d_yhat = if classification {
+                        softmax_backward(d_out, softmax.as_ref().unwrap())?.f_neg()?
+                    } else {
+                        d_out.f_neg()?
+                    };
                     accumulate(&mut d_act[n - 1], d_yhat)?;
                 }
             }
@@ -811,9 +978,16 @@ impl LocalStep {
                     let mut dh = dp.f_mul_scalar(s)?;
                     let mut fb = Vec::with_capacity(map.pre.len());
                     for j in (0..map.pre.len()).rev() {
-                        let dz = if self.cfg.feedback.activation == Activation::Relu { relu_backward(&dh, &map.pre[j])? } else { dh };
+                        let dz = if self.cfg.feedback.activation == Activation::Relu {
+                            relu_backward(&dh, &map.pre[j])?
+                        } else {
+                            dh
+                        };
                         let dz_flat = flat(&dz)?;
-                        fb.push((dz_flat.f_transpose(0, 1)?.f_mm(&flat(&map.inputs[j])?)?, dz_flat.f_sum_dim_intlist([0i64].as_slice(), false, None::<Kind>)?));
+                        fb.push((
+                            dz_flat.f_transpose(0, 1)?.f_mm(&flat(&map.inputs[j])?)?,
+                            dz_flat.f_sum_dim_intlist([0i64].as_slice(), false, None::<Kind>)?,
+                        ));
                         dh = dz.f_matmul(&self.rule.feedback[k][j].0)?;
                     }
                     fb.reverse();
@@ -841,10 +1015,18 @@ impl LocalStep {
                 }
             }
             FeedbackTape::Stacked { zf, diff, e, softmax } => {
-                let st = self.rule.stacked.as_ref().ok_or_else(|| Error::Internal("a stacked tape without the stacked map".into()))?;
+                let st = self
+                    .rule
+                    .stacked
+                    .as_ref()
+                    .ok_or_else(|| Error::Internal("a stacked tape without the stacked map".into()))?;
                 let dp = Tensor::f_cat(&d_post, 2)?;
                 if grads.stacked.is_none() {
-                    grads.stacked = Some(StackedGrads { strength: dp.f_zeros_like()?, b: st.b.f_zeros_like()?, c: dp.f_zeros_like()? });
+                    grads.stacked = Some(StackedGrads {
+                        strength: dp.f_zeros_like()?,
+                        b: st.b.f_zeros_like()?,
+                        c: dp.f_zeros_like()?,
+                    });
                 }
                 let acc = grads.stacked.as_mut().expect("set above");
                 let _ = acc.strength.f_addcmul_(&dp, diff)?;

@@ -90,12 +90,29 @@ trait StepAdjoint {
     type Kept;
     /// Step t on features x [E, B, F] and targets y: the next weights and biases, and what the
     /// reverse pass needs of the step.
-    fn forward(&self, t: usize, w: &[Tensor], b: &[Tensor], x: &Tensor, y: &Tensor) -> Result<(Vec<Tensor>, Vec<Tensor>, Self::Tape)>;
+    fn forward(
+        &self,
+        t: usize,
+        w: &[Tensor],
+        b: &[Tensor],
+        x: &Tensor,
+        y: &Tensor,
+    ) -> Result<(Vec<Tensor>, Vec<Tensor>, Self::Tape)>;
     /// From the adjoints after step t to those before it; ∂L/∂x_t when the step is differentiated fully.
     /// With `unstep`, `w` holds the weights after the step, and the rule turns them into those before it
     /// in place (only for steps whose tape `keep` kept).
     #[allow(clippy::too_many_arguments)]
-    fn backward(&mut self, t: usize, w: &[Tensor], b: &[Tensor], tape: Self::Tape, gw: Vec<Tensor>, gb: Vec<Tensor>, mode: StepMode, unstep: bool) -> Result<(Vec<Tensor>, Vec<Tensor>, Option<Tensor>)>;
+    fn backward(
+        &mut self,
+        t: usize,
+        w: &[Tensor],
+        b: &[Tensor],
+        tape: Self::Tape,
+        gw: Vec<Tensor>,
+        gb: Vec<Tensor>,
+        mode: StepMode,
+        unstep: bool,
+    ) -> Result<(Vec<Tensor>, Vec<Tensor>, Option<Tensor>)>;
     /// Where the rule can run step t backwards from the weights after it: the part of its tape to keep
     /// for the reverse pass, and how much running it backwards can magnify errors in those weights
     /// (`kernels::unstep_gain`). Such steps must leave the biases as they are.
@@ -107,7 +124,14 @@ trait StepAdjoint {
         0
     }
     /// Step t's tape from what `keep` kept, its inputs and the weights after it.
-    fn rebuild(&self, _t: usize, _kept: Self::Kept, _x: &Tensor, _y: &Tensor, _w_after: &[Tensor]) -> Result<Self::Tape> {
+    fn rebuild(
+        &self,
+        _t: usize,
+        _kept: Self::Kept,
+        _x: &Tensor,
+        _y: &Tensor,
+        _w_after: &[Tensor],
+    ) -> Result<Self::Tape> {
         Err(Error::Internal("this rule keeps no tapes to rebuild".into()))
     }
     /// The rule's accumulated gradients, to go back to (`restore`) when a segment run backwards is
@@ -182,11 +206,19 @@ pub fn applies(learner: &Learner) -> bool {
 
 /// The meta-gradient by the reverse pass: (mean query loss, gradient of every trainable parameter by
 /// store index). Equal to `meta::autograd_meta_gradient` up to rounding.
-pub fn meta_gradient(learner: &mut Learner, batch: &EpisodeBatch, opts: AdjointOptions, mode: impl Fn(usize) -> StepMode) -> Result<(f64, Vec<(usize, Tensor)>)> {
+pub fn meta_gradient(
+    learner: &mut Learner,
+    batch: &EpisodeBatch,
+    opts: AdjointOptions,
+    mode: impl Fn(usize) -> StepMode,
+) -> Result<(f64, Vec<(usize, Tensor)>)> {
     if learner.local_rule().is_some() {
         let fused = opts.fused.unwrap_or_else(|| crate::kernels::applies(learner.kind, learner.device));
         if fused && !crate::kernels::applies(learner.kind, learner.device) {
-            return Err(Error::Internal(format!("the fused kernels run on the CPU in float32/float64, not {:?} on {:?}", learner.kind, learner.device)));
+            return Err(Error::Internal(format!(
+                "the fused kernels run on the CPU in float32/float64, not {:?} on {:?}",
+                learner.kind, learner.device
+            )));
         }
         run(learner, batch, opts, mode, |l| local::LocalAdjoint::new(l, fused))
     } else if learner.sgd_rule().is_some() {
@@ -208,7 +240,13 @@ struct GroupPass<R> {
     stats: PassStats,
 }
 
-fn run<R: StepAdjoint + Send>(learner: &mut Learner, batch: &EpisodeBatch, opts: AdjointOptions, mode: impl Fn(usize) -> StepMode, make_rule: impl Fn(&Learner) -> Result<R>) -> Result<(f64, Vec<(usize, Tensor)>)> {
+fn run<R: StepAdjoint + Send>(
+    learner: &mut Learner,
+    batch: &EpisodeBatch,
+    opts: AdjointOptions,
+    mode: impl Fn(usize) -> StepMode,
+    make_rule: impl Fn(&Learner) -> Result<R>,
+) -> Result<(f64, Vec<(usize, Tensor)>)> {
     let e = batch.support_x.size()[0];
     let steps = batch.support_x.size()[1] as usize;
     let fast = learner.start(e, &batch.classes, true)?;
@@ -220,7 +258,8 @@ fn run<R: StepAdjoint + Send>(learner: &mut Learner, batch: &EpisodeBatch, opts:
     let budget = opts.keep_budget.unwrap_or(KEEP_BUDGET) / groups.len();
     let group = |first: i64, count: i64| -> Result<GroupPass<R>> {
         let part = |t: &Tensor| -> Result<Tensor> { Ok(t.f_narrow(0, first, count)?) };
-        let start = |v: &[Tensor]| -> Result<Vec<Tensor>> { detach_all(&v.iter().map(part).collect::<Result<Vec<_>>>()?) };
+        let start =
+            |v: &[Tensor]| -> Result<Vec<Tensor>> { detach_all(&v.iter().map(part).collect::<Result<Vec<_>>>()?) };
         let input = GroupInput {
             x: part(&x)?,
             y: part(&batch.support_y)?,
@@ -256,13 +295,19 @@ fn run<R: StepAdjoint + Send>(learner: &mut Learner, batch: &EpisodeBatch, opts:
             let parts: Vec<Tensor> = passes
                 .iter()
                 .zip(&groups)
-                .map(|(pass, &(first, count))| pass.d_features[t].as_ref().map_or_else(|| Ok(x.f_select(1, t as i64)?.f_narrow(0, first, count)?.f_zeros_like()?), |d| Ok(d.shallow_clone())))
+                .map(|(pass, &(first, count))| {
+                    pass.d_features[t].as_ref().map_or_else(
+                        || Ok(x.f_select(1, t as i64)?.f_narrow(0, first, count)?.f_zeros_like()?),
+                        |d| Ok(d.shallow_clone()),
+                    )
+                })
                 .collect::<Result<_>>()?;
             per_step.push(Tensor::f_cat(&parts, 0)?);
         }
         surrogate = surrogate.f_add(&dot(&features, &Tensor::f_stack(&per_step, 1)?)?)?;
     }
-    let trainable: Vec<usize> = learner.params.iter().enumerate().filter(|(_, p)| p.trainable).map(|(i, _)| i).collect();
+    let trainable: Vec<usize> =
+        learner.params.iter().enumerate().filter(|(_, p)| p.trainable).map(|(i, _)| i).collect();
     let inputs: Vec<Tensor> = trainable.iter().map(|&i| learner.params.at(i).shallow_clone()).collect();
     let out = Tensor::f_run_backward(&[&surrogate], &inputs, false, false)?;
     let mut result = Vec::with_capacity(trainable.len());
@@ -288,7 +333,14 @@ struct GroupInput {
 }
 
 /// The forward and reverse pass of one group's lifetimes.
-fn group_pass<R: StepAdjoint>(learner: &Learner, input: GroupInput, opts: AdjointOptions, budget: usize, mode: &impl Fn(usize) -> StepMode, mut rule: R) -> Result<GroupPass<R>> {
+fn group_pass<R: StepAdjoint>(
+    learner: &Learner,
+    input: GroupInput,
+    opts: AdjointOptions,
+    budget: usize,
+    mode: &impl Fn(usize) -> StepMode,
+    mut rule: R,
+) -> Result<GroupPass<R>> {
     let steps = input.x.size()[1] as usize;
     let k = opts.interval.unwrap_or_else(|| default_interval(steps)).max(1);
     let (x, y) = (&input.x, &input.y);
@@ -318,13 +370,20 @@ fn group_pass<R: StepAdjoint>(learner: &Learner, input: GroupInput, opts: Adjoin
     tch::no_grad(|| -> Result<()> {
         for t in 0..steps {
             if t % k == 0 {
-                checkpoints.push((w.iter().map(|t| t.shallow_clone()).collect::<Vec<_>>(), b.iter().map(|t| t.shallow_clone()).collect::<Vec<_>>()));
+                checkpoints.push((
+                    w.iter().map(|t| t.shallow_clone()).collect::<Vec<_>>(),
+                    b.iter().map(|t| t.shallow_clone()).collect::<Vec<_>>(),
+                ));
                 segment_gain = 1.0;
             }
             let (xt, yt) = step_input(t)?;
             let (nw, nb, tape) = rule.forward(t, &w, &b, &xt, &yt)?;
             // Nothing more is kept of a segment once it cannot run backwards (its gain, or the budget).
-            let part = if unstep && segment_gain <= MAX_UNSTEP_GAIN && mode(t) != StepMode::Constant { rule.keep(t, &tape)? } else { None };
+            let part = if unstep && segment_gain <= MAX_UNSTEP_GAIN && mode(t) != StepMode::Constant {
+                rule.keep(t, &tape)?
+            } else {
+                None
+            };
             let part = part.filter(|(p, _)| kept_bytes + R::kept_bytes(p) <= budget);
             segment_gain *= part.as_ref().map_or(f64::INFINITY, |(_, gain)| *gain);
             if segment_gain > MAX_UNSTEP_GAIN {
@@ -341,10 +400,15 @@ fn group_pass<R: StepAdjoint>(learner: &Learner, input: GroupInput, opts: Adjoin
     })?;
 
     // Query loss on the final weights (autograd): its gradient with respect to them starts the reverse pass.
-    let leaves = |v: &[Tensor]| -> Vec<Tensor> { v.iter().map(|t| t.shallow_clone().set_requires_grad(true)).collect() };
+    let leaves =
+        |v: &[Tensor]| -> Vec<Tensor> { v.iter().map(|t| t.shallow_clone().set_requires_grad(true)).collect() };
     let (w_final, b_final) = (leaves(&w), leaves(&b));
-    let final_fast = crate::inner::FastWeights { w: w_final.iter().map(|t| t.shallow_clone()).collect(), b: b_final.iter().map(|t| t.shallow_clone()).collect() };
-    let loss = learner.loss(&final_fast, &input.query_x, &input.query_y)?.f_mean(None::<Kind>)?.f_mul_scalar(input.share)?;
+    let final_fast = crate::inner::FastWeights {
+        w: w_final.iter().map(|t| t.shallow_clone()).collect(),
+        b: b_final.iter().map(|t| t.shallow_clone()).collect(),
+    };
+    let loss =
+        learner.loss(&final_fast, &input.query_x, &input.query_y)?.f_mean(None::<Kind>)?.f_mul_scalar(input.share)?;
     let finals: Vec<Tensor> = w_final.iter().chain(&b_final).map(|t| t.shallow_clone()).collect();
     let mut adj = Tensor::f_run_backward(&[&loss], &finals, true, false)?;
     for (a, leaf) in adj.iter_mut().zip(&finals) {
@@ -369,12 +433,19 @@ fn group_pass<R: StepAdjoint>(learner: &Learner, input: GroupInput, opts: Adjoin
             // the weights at its end (the next checkpoint, or the final weights), never writing those,
             // and keep the result if it lands on the segment's checkpoint.
             if !gave_up && (t0..t1).all(|t| kept[t].is_some()) {
-                let saved = (gw.iter().map(|g| g.f_detach_copy()).collect::<std::result::Result<Vec<_>, _>>()?, gb.iter().map(|g| g.shallow_clone()).collect::<Vec<_>>(), rule.save()?);
+                let saved = (
+                    gw.iter().map(|g| g.f_detach_copy()).collect::<std::result::Result<Vec<_>, _>>()?,
+                    gb.iter().map(|g| g.shallow_clone()).collect::<Vec<_>>(),
+                    rule.save()?,
+                );
                 let end = checkpoints.get(seg + 1).map_or(&w, |(w1, _)| w1);
-                let wt: Vec<Tensor> = end.iter().map(|t| t.f_detach_copy()?.f_contiguous()).collect::<std::result::Result<_, _>>()?;
+                let wt: Vec<Tensor> =
+                    end.iter().map(|t| t.f_detach_copy()?.f_contiguous()).collect::<std::result::Result<_, _>>()?;
                 for t in (t0..t1).rev() {
                     let (xt, yt) = step_input(t)?;
-                    let part = kept[t].take().ok_or_else(|| Error::Internal(format!("step {t} kept nothing to run backwards from")))?;
+                    let part = kept[t]
+                        .take()
+                        .ok_or_else(|| Error::Internal(format!("step {t} kept nothing to run backwards from")))?;
                     let tape = rule.rebuild(t, part, &xt, &yt, &wt)?;
                     let (pw, pb, dx) = rule.backward(t, &wt, b0, tape, gw, gb, mode(t), true)?;
                     (gw, gb) = (pw, pb);
@@ -392,7 +463,8 @@ fn group_pass<R: StepAdjoint>(learner: &Learner, input: GroupInput, opts: Adjoin
                 rule.restore(saved.2)?;
             }
             let mut states = Vec::with_capacity(t1 - t0);
-            let (mut wt, mut bt): (Vec<Tensor>, Vec<Tensor>) = (w0.iter().map(|t| t.shallow_clone()).collect(), b0.iter().map(|t| t.shallow_clone()).collect());
+            let (mut wt, mut bt): (Vec<Tensor>, Vec<Tensor>) =
+                (w0.iter().map(|t| t.shallow_clone()).collect(), b0.iter().map(|t| t.shallow_clone()).collect());
             kept[t0..t1].iter_mut().for_each(|p| *p = None);
             for t in t0..t1 {
                 let (xt, yt) = step_input(t)?;

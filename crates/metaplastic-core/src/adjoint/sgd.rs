@@ -61,13 +61,28 @@ impl SgdAdjoint {
         let rule: &SgdRule = learner.sgd_rule().ok_or_else(|| Error::Internal("not an sgd rule".into()))?;
         let n = learner.spec.plastic().count();
         let (steps_w, steps_b, learned) = match &rule.step {
-            StepSize::Fixed(lr) => ((0..n).map(|_| Step::Fixed(*lr)).collect(), (0..n).map(|_| Step::Fixed(*lr)).collect(), None),
+            StepSize::Fixed(lr) => {
+                ((0..n).map(|_| Step::Fixed(*lr)).collect(), (0..n).map(|_| Step::Fixed(*lr)).collect(), None)
+            }
             StepSize::Learned(idx) => {
                 let value = |i: usize| -> Result<Step> { Ok(Step::Learned(learner.params.at(i).f_detach()?)) };
-                (idx.iter().map(|&(w, _)| value(w)).collect::<Result<_>>()?, idx.iter().map(|&(_, b)| value(b)).collect::<Result<_>>()?, Some(idx.clone()))
+                (
+                    idx.iter().map(|&(w, _)| value(w)).collect::<Result<_>>()?,
+                    idx.iter().map(|&(_, b)| value(b)).collect::<Result<_>>()?,
+                    Some(idx.clone()),
+                )
             }
         };
-        Ok(Self { cfg: learner.cfg.clone(), n, adapt_biases: rule.biases, steps_w, steps_b, learned, grad_w: (0..n).map(|_| None).collect(), grad_b: (0..n).map(|_| None).collect() })
+        Ok(Self {
+            cfg: learner.cfg.clone(),
+            n,
+            adapt_biases: rule.biases,
+            steps_w,
+            steps_b,
+            learned,
+            grad_w: (0..n).map(|_| None).collect(),
+            grad_b: (0..n).map(|_| None).collect(),
+        })
     }
 
     /// ∂ℓ/∂ŷ of the summed per-episode task loss (MSE mean over the batch and outputs; CE mean over the batch).
@@ -87,7 +102,14 @@ impl StepAdjoint for SgdAdjoint {
     type Tape = SgdTape;
     type Kept = ();
 
-    fn forward(&self, _t: usize, w: &[Tensor], b: &[Tensor], x: &Tensor, y: &Tensor) -> Result<(Vec<Tensor>, Vec<Tensor>, SgdTape)> {
+    fn forward(
+        &self,
+        _t: usize,
+        w: &[Tensor],
+        b: &[Tensor],
+        x: &Tensor,
+        y: &Tensor,
+    ) -> Result<(Vec<Tensor>, Vec<Tensor>, SgdTape)> {
         let acts = tail(x, w, b)?;
         let (d_out, _) = self.output_gradient(acts.output(), y)?;
         let mut delta = vec![d_out];
@@ -120,7 +142,17 @@ impl StepAdjoint for SgdAdjoint {
         Ok((nw, nb, SgdTape { acts, delta, grads }))
     }
 
-    fn backward(&mut self, _t: usize, w: &[Tensor], _b: &[Tensor], tape: SgdTape, gw: Vec<Tensor>, gb: Vec<Tensor>, mode: StepMode, _unstep: bool) -> Result<(Vec<Tensor>, Vec<Tensor>, Option<Tensor>)> {
+    fn backward(
+        &mut self,
+        _t: usize,
+        w: &[Tensor],
+        _b: &[Tensor],
+        tape: SgdTape,
+        gw: Vec<Tensor>,
+        gb: Vec<Tensor>,
+        mode: StepMode,
+        _unstep: bool,
+    ) -> Result<(Vec<Tensor>, Vec<Tensor>, Option<Tensor>)> {
         if mode == StepMode::Constant {
             return Ok((gw, gb, None));
         }
@@ -139,7 +171,9 @@ impl StepAdjoint for SgdAdjoint {
         let n = self.n;
         let acts = &tape.acts;
         let v: Vec<Tensor> = (0..n).map(|k| self.steps_w[k].descend(&gw[k])).collect::<Result<_>>()?;
-        let vb: Vec<Option<Tensor>> = (0..n).map(|k| if self.adapt_biases { self.steps_b[k].descend(&gb[k]).map(Some) } else { Ok(None) }).collect::<Result<_>>()?;
+        let vb: Vec<Option<Tensor>> = (0..n)
+            .map(|k| if self.adapt_biases { self.steps_b[k].descend(&gb[k]).map(Some) } else { Ok(None) })
+            .collect::<Result<_>>()?;
         // Tangents of the forward pass along V.
         let mut dz = Vec::with_capacity(n);
         let mut dh: Vec<Option<Tensor>> = vec![None]; // ḣ_0 = 0: the features are not perturbed
@@ -164,7 +198,9 @@ impl StepAdjoint for SgdAdjoint {
                 let s = y_hat.size();
                 dz_out.f_mul_scalar(2.0 / (s[1] * s[2]) as f64)?
             }
-            TaskKind::Classification => softmax_backward(dz_out, &y_hat.f_softmax(-1, y_hat.kind())?)?.f_div_scalar(y_hat.size()[1] as f64)?,
+            TaskKind::Classification => {
+                softmax_backward(dz_out, &y_hat.f_softmax(-1, y_hat.kind())?)?.f_div_scalar(y_hat.size()[1] as f64)?
+            }
         };
         let mut out_w = gw;
         let mut out_b = gb;

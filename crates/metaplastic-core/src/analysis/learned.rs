@@ -29,7 +29,9 @@ pub struct ArrayStats {
 /// "stepSize.{l}.weight", ...) with the tensor.
 pub fn learned_arrays(learner: &Learner) -> Result<Vec<(String, Tensor)>> {
     let mut out = Vec::new();
-    let det = |t: &Tensor| -> Result<Tensor> { Ok(t.f_detach()?.f_to_kind(Kind::Float)?.f_to_device(Device::Cpu)?.f_contiguous()?) };
+    let det = |t: &Tensor| -> Result<Tensor> {
+        Ok(t.f_detach()?.f_to_kind(Kind::Float)?.f_to_device(Device::Cpu)?.f_contiguous()?)
+    };
     let plastic: Vec<usize> = learner.spec.plastic().collect();
     if let Some(rule) = learner.local_rule() {
         for (k, &l) in plastic.iter().enumerate() {
@@ -44,7 +46,9 @@ pub fn learned_arrays(learner: &Learner) -> Result<Vec<(String, Tensor)>> {
     } else if let Some(rule) = learner.sgd_rule() {
         for (k, &l) in plastic.iter().enumerate() {
             match &rule.step {
-                StepSize::Fixed(lr) => out.push((format!("stepSize.{l}"), Tensor::f_from_slice(&[*lr as f32])?.f_reshape([] as [i64; 0])?)),
+                StepSize::Fixed(lr) => {
+                    out.push((format!("stepSize.{l}"), Tensor::f_from_slice(&[*lr as f32])?.f_reshape([] as [i64; 0])?))
+                }
                 StepSize::Learned(idx) => {
                     let (w, b) = idx[k];
                     if w == b {
@@ -86,5 +90,6 @@ pub fn export_safetensors(learner: &Learner, path: &Path) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
-    Tensor::write_safetensors(&arrays, path).map_err(|e| Error::io(path, std::io::Error::other(format!("cannot write the learned arrays ({e})"))))
+    Tensor::write_safetensors(&arrays, path)
+        .map_err(|e| Error::io(path, std::io::Error::other(format!("cannot write the learned arrays ({e})"))))
 }

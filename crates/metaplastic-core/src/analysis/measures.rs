@@ -36,7 +36,8 @@ pub fn sign_agreement(u: &Tensor, v: &Tensor) -> Result<Option<f64>> {
 
 /// Fraction of the rows (postsynaptic neurons) of u [out, in] that change.
 pub fn rows_changed(u: &Tensor) -> Result<f64> {
-    let norms = u.f_to_kind(Kind::Double)?.f_square()?.f_sum_dim_intlist([1i64].as_slice(), false, Kind::Double)?.f_sqrt()?;
+    let norms =
+        u.f_to_kind(Kind::Double)?.f_square()?.f_sum_dim_intlist([1i64].as_slice(), false, Kind::Double)?.f_sqrt()?;
     let max = scalar(&norms.f_max()?)?;
     if max == 0.0 {
         return Ok(0.0);
@@ -48,7 +49,9 @@ pub fn rows_changed(u: &Tensor) -> Result<f64> {
 pub fn effective_rank(m: &Tensor) -> Result<Option<f64>> {
     // σ_i = √λ_i of the smaller Gram matrix (libtorch's CPU SVD takes no driver argument through tch).
     let m = m.f_to_kind(Kind::Double)?;
-    let [rows, cols] = m.size()[..] else { return Err(crate::Error::Shape(format!("effective rank of a matrix, got shape {:?}", m.size()))) };
+    let [rows, cols] = m.size()[..] else {
+        return Err(crate::Error::Shape(format!("effective rank of a matrix, got shape {:?}", m.size())));
+    };
     let gram = if rows <= cols { m.f_matmul(&m.f_transpose(0, 1)?)? } else { m.f_transpose(0, 1)?.f_matmul(&m)? };
     let eig = Tensor::f_linalg_eigvalsh(&gram, "L")?.f_clamp_min(0.0)?.f_sqrt()?;
     let s = Vec::<f64>::try_from(&eig.f_to_device(tch::Device::Cpu)?)?;

@@ -42,9 +42,17 @@ impl AnalysisOptions {
         let opts: AnalysisOptions = crate::config::from_value(given.clone())?;
         let kind = crate::eval::task_kind(task);
         if kind == "sine" {
-            crate::eval::not_given(&given, &["classes"], "applies to classification tasks; this experiment's task is sine")?;
+            crate::eval::not_given(
+                &given,
+                &["classes"],
+                "applies to classification tasks; this experiment's task is sine",
+            )?;
         } else {
-            crate::eval::not_given(&given, &["order"], &format!("applies to sine streams; this experiment's task is {kind}"))?;
+            crate::eval::not_given(
+                &given,
+                &["order"],
+                &format!("applies to sine streams; this experiment's task is {kind}"),
+            )?;
         }
         crate::budget::check_run_count(opts.runs)?;
         Ok(opts)
@@ -75,7 +83,13 @@ impl Stat {
         let n = v.len() as f64;
         let mean = v.iter().sum::<f64>() / n;
         let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
-        Stat { n: v.len(), mean: Some(mean), std: Some(var.sqrt()), min: v.iter().copied().reduce(f64::min), max: v.iter().copied().reduce(f64::max) }
+        Stat {
+            n: v.len(),
+            mean: Some(mean),
+            std: Some(var.sqrt()),
+            min: v.iter().copied().reduce(f64::min),
+            max: v.iter().copied().reduce(f64::max),
+        }
     }
 }
 
@@ -159,7 +173,8 @@ fn sine_streams(learner: &Learner, task: &SineTask, opts: &AnalysisOptions) -> R
             let batch = learner.prepare(&r.support_x, &r.support_y, &r.query_x, &r.query_y, vec![])?;
             let features = learner.features_with(&batch.support_x, false)?;
             let qf = learner.features_with(&batch.query_x, false)?;
-            let probes = (0..qf.size()[0]).map(|j| Ok((qf.f_get(j)?, batch.query_y.f_get(j)?))).collect::<Result<_>>()?;
+            let probes =
+                (0..qf.size()[0]).map(|j| Ok((qf.f_get(j)?, batch.query_y.f_get(j)?))).collect::<Result<_>>()?;
             Ok(AnalysisStream { features, ys: batch.support_y, step_task: r.step_function, probes })
         })
         .collect()
@@ -168,7 +183,14 @@ fn sine_streams(learner: &Learner, task: &SineTask, opts: &AnalysisOptions) -> R
 fn image_streams(learner: &Learner, store: &ImageStore, opts: &AnalysisOptions) -> Result<Vec<AnalysisStream>> {
     let outputs = learner.spec.outputs() as usize;
     if opts.classes == 0 || opts.classes > store.num_classes() || opts.classes > outputs {
-        return Err(Error::config("classes", format!("{} classes requested, but the evaluation set has {} and the network {outputs} outputs", opts.classes, store.num_classes())));
+        return Err(Error::config(
+            "classes",
+            format!(
+                "{} classes requested, but the evaluation set has {} and the network {outputs} outputs",
+                opts.classes,
+                store.num_classes()
+            ),
+        ));
     }
     let mut rng = rng_stream(opts.seed, "analysis-images");
     let cfg = StreamConfig { classes: opts.classes, ..StreamConfig::default() };
@@ -185,7 +207,8 @@ fn image_streams(learner: &Learner, store: &ImageStore, opts: &AnalysisOptions) 
             let labels = |v: &[i64]| -> Result<Tensor> { Ok(Tensor::f_from_slice(v)?.f_to_device(learner.device)?) };
             let probes = (0..opts.classes as i64)
                 .map(|c| {
-                    let idx: Vec<i64> = test_y.iter().enumerate().filter(|&(_, &l)| l == c).map(|(i, _)| i as i64).collect();
+                    let idx: Vec<i64> =
+                        test_y.iter().enumerate().filter(|&(_, &l)| l == c).map(|(i, _)| i as i64).collect();
                     let idx = labels(&idx)?;
                     Ok((test_f.f_index_select(0, &idx)?, labels(&vec![c; idx.size()[0] as usize])?))
                 })
@@ -201,21 +224,39 @@ fn image_streams(learner: &Learner, store: &ImageStore, opts: &AnalysisOptions) 
 }
 
 /// Analyses streams already in feature space and summarises them.
-pub fn analyze_streams(learner: &mut Learner, name: &str, protocol: &str, streams: &[AnalysisStream], opts: &AnalysisOptions) -> Result<Analysis> {
+pub fn analyze_streams(
+    learner: &mut Learner,
+    name: &str,
+    protocol: &str,
+    streams: &[AnalysisStream],
+    opts: &AnalysisOptions,
+) -> Result<Analysis> {
     if opts.every == 0 {
         return Err(Error::config("every", "must be at least 1"));
     }
     let first = streams.first().ok_or_else(|| Error::config("runs", "at least one stream is required"))?;
     let steps = first.features.size()[0] as usize;
-    let weights: i64 = learner.spec.plastic().map(|l| learner.spec.layers[l].weight_shape().iter().product::<i64>()).sum();
+    let weights: i64 =
+        learner.spec.plastic().map(|l| learner.spec.layers[l].weight_shape().iter().product::<i64>()).sum();
     let kept = weights * steps.div_ceil(opts.every) as i64 * 8;
     if kept > OVERLAP_BUDGET {
-        return Err(Error::config("every", format!("measuring every {} step(s) keeps {} MiB of updates for the overlap matrix; use every ≥ {}", opts.every, kept >> 20, (kept / OVERLAP_BUDGET + 1) * opts.every as i64)));
+        return Err(Error::config(
+            "every",
+            format!(
+                "measuring every {} step(s) keeps {} MiB of updates for the overlap matrix; use every ≥ {}",
+                opts.every,
+                kept >> 20,
+                (kept / OVERLAP_BUDGET + 1) * opts.every as i64
+            ),
+        ));
     }
     // What each run returns, about: a record per measured step and plastic layer, and the task × task overlaps.
     let layers = learner.spec.plastic().len() as f64;
     let tasks = first.step_task.iter().max().map_or(1, |t| t + 1) as f64;
-    crate::budget::check_eval_runs(streams.len(), layers * (8.0 * steps.div_ceil(opts.every) as f64 + tasks * tasks + 2.0 * tasks))?;
+    crate::budget::check_eval_runs(
+        streams.len(),
+        layers * (8.0 * steps.div_ceil(opts.every) as f64 + tasks * tasks + 2.0 * tasks),
+    )?;
     let runs = streams.iter().map(|s| Ok(analyze_stream(learner, s, opts.every)?.0)).collect::<Result<Vec<_>>>()?;
     let rule = if learner.local_rule().is_some() { "local" } else { "sgd" };
     Ok(Analysis {
@@ -260,10 +301,17 @@ fn summarize_layers(learner: &Learner, runs: &[RunAnalysis]) -> Vec<LayerSummary
 
 fn summarize_forgetting(runs: &[RunAnalysis], tasks: usize) -> ForgettingSummary {
     let steps = || runs.iter().flat_map(|r| r.steps.iter());
-    let others = steps().flat_map(|s| s.loss_change.iter().enumerate().filter(move |&(j, _)| j != s.task).filter_map(|(_, c)| *c));
+    let others = steps()
+        .flat_map(|s| s.loss_change.iter().enumerate().filter(move |&(j, _)| j != s.task).filter_map(|(_, c)| *c));
     let ok: Vec<&RunAnalysis> = runs.iter().filter(|r| r.curve.iter().flatten().all(|v| v.is_finite())).collect();
     let points = runs[0].curve.len();
-    let mean = |f: &dyn Fn(&RunAnalysis) -> f64| if ok.is_empty() { f64::NAN } else { ok.iter().map(|r| f(r)).sum::<f64>() / ok.len() as f64 };
+    let mean = |f: &dyn Fn(&RunAnalysis) -> f64| {
+        if ok.is_empty() {
+            f64::NAN
+        } else {
+            ok.iter().map(|r| f(r)).sum::<f64>() / ok.len() as f64
+        }
+    };
     let curve = (0..points).map(|p| (0..tasks).map(|j| mean(&|r| r.curve[p][j])).collect()).collect();
     let per_task = (0..tasks).map(|j| mean(&|r| r.curve[points - 1][j] - r.curve[j.min(points - 1)][j])).collect();
     ForgettingSummary {

@@ -32,7 +32,10 @@ impl AnalysisStream {
             return Err(Error::Shape(format!("the stream has {t} steps but {} task labels", self.step_task.len())));
         }
         if let Some(&bad) = self.step_task.iter().find(|&&k| k >= self.tasks()) {
-            return Err(Error::Data(format!("a step belongs to task {bad}, but only {} tasks have probe points", self.tasks())));
+            return Err(Error::Data(format!(
+                "a step belongs to task {bad}, but only {} tasks have probe points",
+                self.tasks()
+            )));
         }
         Ok(())
     }
@@ -119,7 +122,11 @@ fn copy_weights(fast: &FastWeights) -> Result<Vec<Tensor>> {
 /// Runs the stream from the learner's start weights; returns the record and the final fast weights.
 /// Steps t with t % every == 0 are measured (alignment, signs, rows, forgetting, overlap); the curve and
 /// the accumulated updates cover every step.
-pub fn analyze_stream(learner: &mut Learner, stream: &AnalysisStream, every: usize) -> Result<(RunAnalysis, FastWeights)> {
+pub fn analyze_stream(
+    learner: &mut Learner,
+    stream: &AnalysisStream,
+    every: usize,
+) -> Result<(RunAnalysis, FastWeights)> {
     if every == 0 {
         return Err(Error::config("every", "must be at least 1"));
     }
@@ -137,7 +144,15 @@ fn run(learner: &mut Learner, stream: &AnalysisStream, every: usize) -> Result<(
     let mut measured: Vec<Vec<Tensor>> = (0..layers).map(|_| Vec::new()).collect();
     let mut measured_task = Vec::new();
     let mut seen = vec![false; tasks];
-    let mut out = RunAnalysis { steps: vec![], curve_steps: vec![], curve: vec![], effective_rank: vec![], overlap: vec![], overlap_within: vec![], overlap_across: vec![] };
+    let mut out = RunAnalysis {
+        steps: vec![],
+        curve_steps: vec![],
+        curve: vec![],
+        effective_rank: vec![],
+        overlap: vec![],
+        overlap_within: vec![],
+        overlap_across: vec![],
+    };
     for t in 0..steps {
         if inner.cancel.is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed)) {
             return Err(Error::Cancelled);
@@ -154,7 +169,8 @@ fn run(learner: &mut Learner, stream: &AnalysisStream, every: usize) -> Result<(
             (None, None)
         };
         fast = inner.step(fast, &x, &y, StepMode::Constant, t)?;
-        let deltas: Vec<Tensor> = fast.w.iter().zip(&before).map(|(a, b)| Ok(a.f_sub(b)?.f_squeeze_dim(0)?)).collect::<Result<_>>()?;
+        let deltas: Vec<Tensor> =
+            fast.w.iter().zip(&before).map(|(a, b)| Ok(a.f_sub(b)?.f_squeeze_dim(0)?)).collect::<Result<_>>()?;
         for (k, d) in deltas.iter().enumerate() {
             let slot = &mut accumulated[k][task];
             *slot = Some(match slot.take() {
@@ -180,14 +196,18 @@ fn run(learner: &mut Learner, stream: &AnalysisStream, every: usize) -> Result<(
             measured_task.push(task);
             out.steps.push(rec);
         }
-        if (((t + 1) * tasks) % steps == 0 || t + 1 == steps)
-            && out.curve_steps.last() != Some(&t) {
-                out.curve_steps.push(t);
-                out.curve.push(probe_losses(learner, &fast, &stream.probes)?);
-            }
+        if (((t + 1) * tasks) % steps == 0 || t + 1 == steps) && out.curve_steps.last() != Some(&t) {
+            out.curve_steps.push(t);
+            out.curve.push(probe_losses(learner, &fast, &stream.probes)?);
+        }
     }
     for k in 0..layers {
-        out.effective_rank.push(accumulated[k].iter().map(|a| a.as_ref().map(effective_rank).transpose().map(Option::flatten)).collect::<Result<_>>()?);
+        out.effective_rank.push(
+            accumulated[k]
+                .iter()
+                .map(|a| a.as_ref().map(effective_rank).transpose().map(Option::flatten))
+                .collect::<Result<_>>()?,
+        );
         let o = if measured[k].is_empty() {
             super::measures::Overlap { matrix: vec![vec![None; tasks]; tasks], within: None, across: None }
         } else {

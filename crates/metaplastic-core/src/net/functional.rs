@@ -11,7 +11,9 @@ pub fn front(spec: &NetSpec, weights: &[Tensor], biases: &[Tensor], x: &Tensor) 
     let mut flat = false;
     for l in 0..spec.rln {
         h = match spec.layers[l] {
-            LayerShape::Conv { stride, padding, .. } => h.f_conv2d(&weights[l], Some(&biases[l]), [stride], [padding], [1], 1)?.f_relu()?,
+            LayerShape::Conv { stride, padding, .. } => {
+                h.f_conv2d(&weights[l], Some(&biases[l]), [stride], [padding], [1], 1)?.f_relu()?
+            }
             LayerShape::Linear { .. } => {
                 if !flat {
                     h = h.f_flatten(1, -1)?;

@@ -40,7 +40,14 @@ pub struct LocalRule {
 
 /// The rule's term before the rates: m · N(ãᵀa − diag(Σ ã²) W), with post [E, B, out], pre [E, B, in],
 /// w [E, out, in]. The update is rate ⊙ term, applied by the driver as one fused W + rate ⊙ term.
-pub fn local_term(post: &Tensor, pre: &Tensor, w: &Tensor, oja_decay: bool, multiplier: f64, normalize: UpdateNormalization) -> Result<Tensor> {
+pub fn local_term(
+    post: &Tensor,
+    pre: &Tensor,
+    w: &Tensor,
+    oja_decay: bool,
+    multiplier: f64,
+    normalize: UpdateNormalization,
+) -> Result<Tensor> {
     let energy = if oja_decay { Some(row_energy(post)?) } else { None };
     let term = plain_term(post, pre, w, energy.as_ref(), multiplier)?;
     Ok(match (normalize, normalization_factor(normalize, post, pre)?) {
@@ -63,7 +70,11 @@ pub fn plain_term(post: &Tensor, pre: &Tensor, w: &Tensor, energy: Option<&Tenso
         Some(q) => q.f_mul(w)?.f_baddbmm(&post_t, pre, -multiplier, multiplier)?,
         None => {
             let hebb = post_t.f_matmul(pre)?;
-            if multiplier == 1.0 { hebb } else { hebb.f_mul_scalar(multiplier)? }
+            if multiplier == 1.0 {
+                hebb
+            } else {
+                hebb.f_mul_scalar(multiplier)?
+            }
         }
     })
 }
@@ -96,11 +107,23 @@ pub fn uses_decay(oja_decay: bool, hebb_first_step: bool, step: usize) -> bool {
 /// The layer's multiplier as the fused loops take it: with the batch normalisation, its constant 1/B
 /// folded in (the other normalisations are per-row factors of their own).
 pub fn folded_multiplier(multiplier: f64, normalize: UpdateNormalization, batch: i64) -> f64 {
-    if normalize == UpdateNormalization::Batch { multiplier / batch as f64 } else { multiplier }
+    if normalize == UpdateNormalization::Batch {
+        multiplier / batch as f64
+    } else {
+        multiplier
+    }
 }
 
 /// The full update ΔW = rate ⊙ term (for callers that want the delta itself).
-pub fn local_delta(post: &Tensor, pre: &Tensor, w: &Tensor, rate: &Tensor, oja_decay: bool, multiplier: f64, normalize: UpdateNormalization) -> Result<Tensor> {
+pub fn local_delta(
+    post: &Tensor,
+    pre: &Tensor,
+    w: &Tensor,
+    rate: &Tensor,
+    oja_decay: bool,
+    multiplier: f64,
+    normalize: UpdateNormalization,
+) -> Result<Tensor> {
     Ok(local_term(post, pre, w, oja_decay, multiplier, normalize)?.f_mul(rate)?)
 }
 
@@ -108,7 +131,13 @@ impl LocalRule {
     /// Builds the rule of an Oja or Hebb learner: per plastic layer, its plasticity rates θ (shaped by
     /// `plasticity.granularity`) and log-scale σ, its feedback pathway and its feedback strength, all
     /// added to `params`.
-    pub fn build(cfg: &LearnerConfig, spec: &NetSpec, params: &mut ParamStore, rng: &mut Rng, on: (Kind, Device)) -> Result<Self> {
+    pub fn build(
+        cfg: &LearnerConfig,
+        spec: &NetSpec,
+        params: &mut ParamStore,
+        rng: &mut Rng,
+        on: (Kind, Device),
+    ) -> Result<Self> {
         let outputs = spec.outputs();
         let fb_trainable = cfg.feedback.kind == FeedbackKind::Learned || cfg.feedback.kind == FeedbackKind::None;
         let mut feedback = Vec::new();
@@ -136,14 +165,30 @@ impl LocalRule {
                 let std = (2.0 / width_in as f64).sqrt();
                 let mut init = normal_vec(rng, (units * width_in) as usize, std);
                 if cfg.feedback.output_identity && spec.is_output(l) {
-                    init = (0..units * width_in).map(|i| if i / width_in == i % width_in { 1.0 } else { 0.0 }).collect();
+                    init =
+                        (0..units * width_in).map(|i| if i / width_in == i % width_in { 1.0 } else { 0.0 }).collect();
                 }
-                let b = params.add(format!("feedback.{l}.{j}.weight"), from_values(init, &[units, width_in], on)?, Group::Feedback, fb_trainable);
-                let c = params.add(format!("feedback.{l}.{j}.bias"), full(0.0, &[units], on)?, Group::Feedback, fb_trainable);
+                let b = params.add(
+                    format!("feedback.{l}.{j}.weight"),
+                    from_values(init, &[units, width_in], on)?,
+                    Group::Feedback,
+                    fb_trainable,
+                );
+                let c = params.add(
+                    format!("feedback.{l}.{j}.bias"),
+                    full(0.0, &[units], on)?,
+                    Group::Feedback,
+                    fb_trainable,
+                );
                 fl.push((b, c));
                 width_in = units;
             }
-            let strength = params.add(format!("strength.{l}"), full(cfg.feedback.strength.init, &[], on)?, Group::Strength, cfg.feedback.strength.learned);
+            let strength = params.add(
+                format!("strength.{l}"),
+                full(cfg.feedback.strength.init, &[], on)?,
+                Group::Strength,
+                cfg.feedback.strength.learned,
+            );
             feedback.push(FeedbackIndices { layers: fl, strength });
             let w_shape = spec.layers[l].weight_shape();
             let rate_shape: Vec<i64> = match cfg.plasticity.granularity {
@@ -156,7 +201,12 @@ impl LocalRule {
                 None => params.add(format!("plasticity.{l}"), full(theta0, &rate_shape, on)?, Group::Plasticity, true),
             });
             if cfg.plasticity.layer_scale {
-                scales.push(params.add(format!("plasticityScale.{l}"), full(sigma0, &[], on)?, Group::Plasticity, true));
+                scales.push(params.add(
+                    format!("plasticityScale.{l}"),
+                    full(sigma0, &[], on)?,
+                    Group::Plasticity,
+                    true,
+                ));
             }
             multipliers.push(if spec.is_output(l) { 1.0 } else { cfg.plasticity.hidden_multiplier });
         }
@@ -177,7 +227,10 @@ impl LocalRule {
         let feedback: Vec<LayerFeedback> = self
             .feedback
             .iter()
-            .map(|f| LayerFeedback { layers: f.layers.iter().map(|&(b, c)| (params.at(b), params.at(c))).collect(), strength: params.at(f.strength) })
+            .map(|f| LayerFeedback {
+                layers: f.layers.iter().map(|&(b, c)| (params.at(b), params.at(c))).collect(),
+                strength: params.at(f.strength),
+            })
             .collect();
         teaching_activity(inp.cfg, inp.acts, inp.w, inp.y, &feedback)
     }
@@ -224,7 +277,15 @@ impl InnerRule for LocalRule {
             let c = normalization_factor(self.normalize, post_k, pre_k)?;
             let rate = self.rate(params, k)?.f_detach()?;
             let mut w = inp.w[k].f_contiguous()?; // the caller's own tensor where it is contiguous already
-            crate::kernels::local_step_in_place(&mut w, &post_k.f_contiguous()?, &pre_k.f_contiguous()?, &rate, oja, m, c.as_ref())?;
+            crate::kernels::local_step_in_place(
+                &mut w,
+                &post_k.f_contiguous()?,
+                &pre_k.f_contiguous()?,
+                &rate,
+                oja,
+                m,
+                c.as_ref(),
+            )?;
             next.push(w);
         }
         Ok(Some(next))
@@ -235,7 +296,14 @@ impl InnerRule for LocalRule {
         let mut w = Vec::with_capacity(post.len());
         let mut rates = Vec::with_capacity(post.len());
         for (k, post_k) in post.iter().enumerate() {
-            w.push(local_term(post_k, &inp.acts.pre[k], &inp.w[k], self.oja_at(inp.step), self.multipliers[k], self.normalize)?);
+            w.push(local_term(
+                post_k,
+                &inp.acts.pre[k],
+                &inp.w[k],
+                self.oja_at(inp.step),
+                self.multipliers[k],
+                self.normalize,
+            )?);
             rates.push(Some(self.rate(params, k)?));
         }
         let b = (0..w.len()).map(|_| None).collect();

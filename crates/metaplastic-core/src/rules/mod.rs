@@ -13,10 +13,18 @@ use tch::{Device, Kind, Tensor};
 
 /// Builds the learner's inner rule, adding its meta-parameters to `params` (after the forward weights, so
 /// that `rng` draws them in a fixed order).
-pub fn build(cfg: &LearnerConfig, spec: &NetSpec, params: &mut ParamStore, rng: &mut Rng, on: (Kind, Device)) -> Result<Box<dyn InnerRule>> {
+pub fn build(
+    cfg: &LearnerConfig,
+    spec: &NetSpec,
+    params: &mut ParamStore,
+    rng: &mut Rng,
+    on: (Kind, Device),
+) -> Result<Box<dyn InnerRule>> {
     Ok(match &cfg.rule {
         RuleConfig::Oja | RuleConfig::Hebb => Box::new(local::LocalRule::build(cfg, spec, params, rng, on)?),
-        RuleConfig::Sgd { lr, step_sizes, biases } => Box::new(sgd::SgdRule::build(*lr, *step_sizes, *biases, spec, params, on)?),
+        RuleConfig::Sgd { lr, step_sizes, biases } => {
+            Box::new(sgd::SgdRule::build(*lr, *step_sizes, *biases, spec, params, on)?)
+        }
     })
 }
 

@@ -23,14 +23,31 @@ pub struct SgdRule {
 impl SgdRule {
     /// Builds OML's rule with step size `lr`: fixed, or meta-learned step sizes initialised to `lr`, per
     /// parameter entry or per plastic layer, added to `params`.
-    pub fn build(lr: f64, step_sizes: StepSizes, biases: bool, spec: &NetSpec, params: &mut ParamStore, on: (Kind, Device)) -> Result<Self> {
+    pub fn build(
+        lr: f64,
+        step_sizes: StepSizes,
+        biases: bool,
+        spec: &NetSpec,
+        params: &mut ParamStore,
+        on: (Kind, Device),
+    ) -> Result<Self> {
         let step = match step_sizes {
             StepSizes::Fixed => StepSize::Fixed(lr),
             StepSizes::PerParameter => StepSize::Learned(
                 spec.plastic()
                     .map(|l| -> Result<(usize, usize)> {
-                        let w = params.add(format!("stepSize.{l}.weight"), full(lr, &spec.layers[l].weight_shape(), on)?, Group::Plasticity, true);
-                        let b = params.add(format!("stepSize.{l}.bias"), full(lr, &[spec.layers[l].units()], on)?, Group::Plasticity, true);
+                        let w = params.add(
+                            format!("stepSize.{l}.weight"),
+                            full(lr, &spec.layers[l].weight_shape(), on)?,
+                            Group::Plasticity,
+                            true,
+                        );
+                        let b = params.add(
+                            format!("stepSize.{l}.bias"),
+                            full(lr, &[spec.layers[l].units()], on)?,
+                            Group::Plasticity,
+                            true,
+                        );
                         Ok((w, b))
                     })
                     .collect::<Result<_>>()?,
@@ -87,7 +104,11 @@ impl InnerRule for SgdRule {
             let g = grad(k)?;
             w_rate.push(Some(step_rate(&g, &self.step, idx(k, false), params, inp.step_scale)?));
             w.push(g);
-            b.push(if self.biases { Some(scaled(grad(n + k)?, &self.step, idx(k, true), params, inp.step_scale)?) } else { None });
+            b.push(if self.biases {
+                Some(scaled(grad(n + k)?, &self.step, idx(k, true), params, inp.step_scale)?)
+            } else {
+                None
+            });
         }
         Ok(Update { w, w_rate, b })
     }

@@ -44,7 +44,9 @@ impl TryFrom<CacheOption> for CacheDir {
             CacheOption::Enabled(false) => CacheDir::Off,
             CacheOption::Dir(d) if d == "default" => CacheDir::Default,
             CacheOption::Dir(d) if d == "off" => CacheDir::Off,
-            CacheOption::Dir(d) if d.is_empty() => return Err("expected true, false or a directory, got an empty string".into()),
+            CacheOption::Dir(d) if d.is_empty() => {
+                return Err("expected true, false or a directory, got an empty string".into())
+            }
             CacheOption::Dir(d) => CacheDir::At(PathBuf::from(d)),
             CacheOption::At { at } => CacheDir::At(at),
         })
@@ -66,7 +68,8 @@ pub fn default_root() -> PathBuf {
     if let Some(p) = env("METAPLASTIC_CACHE") {
         return p;
     }
-    let base = env("XDG_CACHE_HOME").unwrap_or_else(|| env("HOME").unwrap_or_else(|| PathBuf::from(".")).join(".cache"));
+    let base =
+        env("XDG_CACHE_HOME").unwrap_or_else(|| env("HOME").unwrap_or_else(|| PathBuf::from(".")).join(".cache"));
     base.join("metaplastic")
 }
 
@@ -80,9 +83,13 @@ pub enum CacheStatus {
     /// No cache file yet: decoded and written.
     Built,
     /// A cache file existed but was unusable (the reason says why): decoded and replaced.
-    Rebuilt { reason: String },
+    Rebuilt {
+        reason: String,
+    },
     /// Decoded, but the cache could not be written (the load still succeeds).
-    Unwritable { reason: String },
+    Unwritable {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -117,7 +124,9 @@ fn read(path: &Path, key: &str, channels: Channels, size: usize) -> ReadOutcome 
     }
     let mut header_bytes = vec![0u8; header_len as usize];
     let mut digest = [0u8; 32];
-    r.read_exact(&mut header_bytes).and_then(|_| r.read_exact(&mut digest)).map_err(|_| "truncated header".to_string())?;
+    r.read_exact(&mut header_bytes)
+        .and_then(|_| r.read_exact(&mut digest))
+        .map_err(|_| "truncated header".to_string())?;
     let header: Header = serde_json::from_slice(&header_bytes).map_err(|e| format!("unreadable header: {e}"))?;
     if header.key != key || header.channels != channels || header.size != size {
         return Err("header describes another source or size".into());
@@ -142,7 +151,8 @@ fn read(path: &Path, key: &str, channels: Channels, size: usize) -> ReadOutcome 
 }
 
 fn write(path: &Path, key: &str, channels: Channels, size: usize, classes: &[ClassEntry], pixels: &[u8]) -> Result<()> {
-    let header = Header { key: key.to_string(), channels, size, classes: classes.to_vec(), payload_len: pixels.len() as u64 };
+    let header =
+        Header { key: key.to_string(), channels, size, classes: classes.to_vec(), payload_len: pixels.len() as u64 };
     let header_bytes = serde_json::to_vec(&header).map_err(|e| Error::Internal(format!("cache header: {e}")))?;
     let mut h = Sha256::new();
     h.update(&header_bytes);
@@ -184,7 +194,9 @@ pub fn cached_or_build(
     };
     let path = root.join(sub).join(file);
     let previous = match read(&path, key, channels, size) {
-        Ok(Some((classes, pixels))) => return Ok(Cached { classes, pixels, status: CacheStatus::Hit, path: Some(path) }),
+        Ok(Some((classes, pixels))) => {
+            return Ok(Cached { classes, pixels, status: CacheStatus::Hit, path: Some(path) })
+        }
         Ok(None) => None,
         Err(reason) => Some(reason),
     };
@@ -224,7 +236,12 @@ pub fn fingerprint_files(root: &Path, files: &[PathBuf]) -> Result<String> {
     let mut h = Sha256::new();
     for f in files {
         let meta = std::fs::metadata(f).map_err(|e| Error::io(f, e))?;
-        let mtime = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_nanos()).unwrap_or(0);
+        let mtime = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
         let rel = f.strip_prefix(root).unwrap_or(f);
         h.update(rel.to_string_lossy().as_bytes());
         h.update([0]);

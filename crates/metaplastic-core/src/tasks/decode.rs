@@ -41,7 +41,14 @@ impl ResizeFilter {
 
 /// Decodes one image file's bytes, converts it to `channels`, resizes it to size×size and writes it
 /// channels-first into `out` (len channels·size·size). `name` is used in the error.
-pub fn decode_into(bytes: &[u8], name: &str, channels: Channels, size: u32, filter: ResizeFilter, out: &mut [u8]) -> Result<()> {
+pub fn decode_into(
+    bytes: &[u8],
+    name: &str,
+    channels: Channels,
+    size: u32,
+    filter: ResizeFilter,
+    out: &mut [u8],
+) -> Result<()> {
     let img = image::load_from_memory(bytes).map_err(|e| Error::Data(format!("cannot decode image {name}: {e}")))?;
     let resize = |w: u32, h: u32| w != size || h != size;
     match channels {
@@ -90,7 +97,8 @@ where
                 s.spawn(move || {
                     for (j, img) in buf.chunks_mut(per).enumerate() {
                         let i = c * chunk + j;
-                        let r = load(i).and_then(|(bytes, name)| decode_into(&bytes, &name, channels, size, filter, img));
+                        let r =
+                            load(i).and_then(|(bytes, name)| decode_into(&bytes, &name, channels, size, filter, img));
                         if let Err(e) = r {
                             return Some(e);
                         }
@@ -99,7 +107,10 @@ where
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Some(Error::Internal("image decoder thread panicked".into())))).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Some(Error::Internal("image decoder thread panicked".into()))))
+            .collect()
     });
     match errors.into_iter().flatten().next() {
         Some(e) => Err(e),

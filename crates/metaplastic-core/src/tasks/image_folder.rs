@@ -44,7 +44,14 @@ fn rgb() -> Channels {
 
 impl Default for ImageFolderOptions {
     fn default() -> Self {
-        Self { root: PathBuf::new(), size: default_size(), channels: rgb(), filter: ResizeFilter::default(), cache: CacheDir::default(), invert: false }
+        Self {
+            root: PathBuf::new(),
+            size: default_size(),
+            channels: rgb(),
+            filter: ResizeFilter::default(),
+            cache: CacheDir::default(),
+            invert: false,
+        }
     }
 }
 
@@ -80,7 +87,10 @@ fn list(root: &Path) -> Result<Vec<(String, Vec<PathBuf>)>> {
         classes.push((dir.file_name().unwrap().to_string_lossy().to_string(), images));
     }
     if classes.is_empty() {
-        return Err(Error::Data(format!("{}: no class folders found (expected root/<class>/<image>.png)", root.display())));
+        return Err(Error::Data(format!(
+            "{}: no class folders found (expected root/<class>/<image>.png)",
+            root.display()
+        )));
     }
     Ok(classes)
 }
@@ -103,8 +113,10 @@ impl ImageFolderDataset {
         let files: Vec<PathBuf> = classes.iter().flat_map(|(_, f)| f.iter().cloned()).collect();
         let checksum = cache::fingerprint_files(&opts.root, &files)?;
         let ch = opts.channels.count();
-        let key = format!("image-folder/v1/{}/{checksum}/{}px/c{ch}/{}", opts.root.display(), opts.size, opts.filter.name());
-        let file = format!("{}-{}px-c{ch}-{}.bin", cache::hex(&sha(&key))[..12].to_owned(), opts.size, opts.filter.name());
+        let key =
+            format!("image-folder/v1/{}/{checksum}/{}px/c{ch}/{}", opts.root.display(), opts.size, opts.filter.name());
+        let file =
+            format!("{}-{}px-c{ch}-{}.bin", cache::hex(&sha(&key))[..12].to_owned(), opts.size, opts.filter.name());
         let build = || -> Result<(Vec<ClassEntry>, Vec<u8>)> {
             let pixels = decode_all(files.len(), opts.channels, opts.size as u32, opts.filter, |i| {
                 let p = &files[i];
@@ -123,7 +135,13 @@ impl ImageFolderDataset {
         };
         let c = cache::cached_or_build(&opts.cache, "image-folder", &file, &key, opts.channels, opts.size, build)?;
         let store = ImageStore::new(c.classes, c.pixels, opts.channels, opts.size, opts.invert)?;
-        Ok(Self { store: Arc::new(store), root: opts.root.clone(), source_checksum: checksum, cache_status: c.status, cache_path: c.path })
+        Ok(Self {
+            store: Arc::new(store),
+            root: opts.root.clone(),
+            source_checksum: checksum,
+            cache_status: c.status,
+            cache_path: c.path,
+        })
     }
 
     pub fn store(&self) -> &Arc<ImageStore> {

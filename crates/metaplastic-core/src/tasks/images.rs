@@ -40,11 +40,20 @@ pub struct ImageStore {
 }
 
 impl ImageStore {
-    pub fn new(classes: Vec<ClassEntry>, pixels: Vec<u8>, channels: Channels, size: usize, invert: bool) -> Result<Self> {
+    pub fn new(
+        classes: Vec<ClassEntry>,
+        pixels: Vec<u8>,
+        channels: Channels,
+        size: usize,
+        invert: bool,
+    ) -> Result<Self> {
         let total: usize = classes.iter().map(|c| c.count).sum();
         let per = channels.count() * size * size;
         if pixels.len() != total * per {
-            return Err(Error::Data(format!("image store holds {} bytes, expected {total} images × {per}", pixels.len())));
+            return Err(Error::Data(format!(
+                "image store holds {} bytes, expected {total} images × {per}",
+                pixels.len()
+            )));
         }
         Ok(Self { classes, pixels, channels, size, invert })
     }
@@ -81,7 +90,10 @@ impl ImageStore {
 
     fn check_class(&self, class: usize) -> Result<()> {
         if class >= self.classes.len() {
-            return Err(Error::config("class", format!("class {class} does not exist (the set has {} classes)", self.classes.len())));
+            return Err(Error::config(
+                "class",
+                format!("class {class} does not exist (the set has {} classes)", self.classes.len()),
+            ));
         }
         Ok(())
     }
@@ -96,13 +108,17 @@ impl ImageStore {
     /// The images (class, index within class) as f32 [k, C, S, S], in the order given.
     pub fn gather(&self, items: &[(usize, usize)]) -> Result<Tensor> {
         let per = self.channels.count() * self.size * self.size;
-        let lut: Vec<f32> = (0..256).map(|v| if self.invert { 1.0 - v as f32 / 255.0 } else { v as f32 / 255.0 }).collect();
+        let lut: Vec<f32> =
+            (0..256).map(|v| if self.invert { 1.0 - v as f32 / 255.0 } else { v as f32 / 255.0 }).collect();
         let mut out = Vec::with_capacity(items.len() * per);
         for &(c, i) in items {
             self.check_class(c)?;
             let e = &self.classes[c];
             if i >= e.count {
-                return Err(Error::config("drawing", format!("class {c} ({}) has {} images, asked for index {i}", e.name, e.count)));
+                return Err(Error::config(
+                    "drawing",
+                    format!("class {c} ({}) has {} images, asked for index {i}", e.name, e.count),
+                ));
             }
             let start = (e.start + i) * per;
             out.extend(self.pixels[start..start + per].iter().map(|&v| lut[v as usize]));
@@ -142,7 +158,13 @@ pub struct DatasetInfo {
 
 impl DatasetInfo {
     /// The store's contents; the caller fills in where they came from.
-    pub fn of(store: &ImageStore, source: std::path::PathBuf, source_checksum: String, cache: super::CacheStatus, cache_path: Option<std::path::PathBuf>) -> Self {
+    pub fn of(
+        store: &ImageStore,
+        source: std::path::PathBuf,
+        source_checksum: String,
+        cache: super::CacheStatus,
+        cache_path: Option<std::path::PathBuf>,
+    ) -> Self {
         Self {
             classes: store.num_classes(),
             images: store.num_images(),

@@ -47,7 +47,10 @@ impl std::str::FromStr for Order {
 pub use crate::config::from_value as config_from_json;
 
 /// Writes a file atomically: a temporary sibling, flushed to disk, then renamed over the target.
-pub fn write_atomic(path: &std::path::Path, write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>) -> Result<()> {
+pub fn write_atomic(
+    path: &std::path::Path,
+    write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> Result<()> {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let dir = path.parent().unwrap_or(std::path::Path::new("."));

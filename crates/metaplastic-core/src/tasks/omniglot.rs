@@ -91,7 +91,8 @@ pub fn data_root(dir: Option<&Path>) -> PathBuf {
     if let Some(p) = env("METAPLASTIC_DATA") {
         return p;
     }
-    let base = env("XDG_DATA_HOME").unwrap_or_else(|| env("HOME").unwrap_or_else(|| PathBuf::from(".")).join(".local/share"));
+    let base =
+        env("XDG_DATA_HOME").unwrap_or_else(|| env("HOME").unwrap_or_else(|| PathBuf::from(".")).join(".local/share"));
     base.join("metaplastic")
 }
 
@@ -120,7 +121,10 @@ impl Source {
 /// Finds a split's zip (preferred) or unzipped folder in `root` or `root/omniglot`.
 pub fn locate(root: &Path, split: OmniglotSplit) -> Result<Source> {
     if !root.is_dir() {
-        return Err(Error::io(root, std::io::Error::new(std::io::ErrorKind::NotFound, "Omniglot data directory does not exist")));
+        return Err(Error::io(
+            root,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "Omniglot data directory does not exist"),
+        ));
     }
     let mut looked = Vec::new();
     for base in [root.to_path_buf(), root.join("omniglot")] {
@@ -148,20 +152,31 @@ struct Listing {
     classes: Vec<(String, Vec<String>)>,
 }
 
-fn group(source: &Path, entries: impl Iterator<Item = (String, String, String)>, drawings: Option<usize>) -> Result<Listing> {
+fn group(
+    source: &Path,
+    entries: impl Iterator<Item = (String, String, String)>,
+    drawings: Option<usize>,
+) -> Result<Listing> {
     let mut map: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
     for (alphabet, character, file) in entries {
         map.entry((alphabet, character)).or_default().push(file);
     }
     if map.is_empty() {
-        return Err(Error::Data(format!("{}: no character images found (expected <Alphabet>/<characterNN>/*.png)", source.display())));
+        return Err(Error::Data(format!(
+            "{}: no character images found (expected <Alphabet>/<characterNN>/*.png)",
+            source.display()
+        )));
     }
     let mut classes = Vec::with_capacity(map.len());
     for ((alphabet, character), mut files) in map {
         files.sort();
         if let Some(n) = drawings {
             if files.len() != n {
-                return Err(Error::Data(format!("{}: {alphabet}/{character} has {} drawings, expected {n}", source.display(), files.len())));
+                return Err(Error::Data(format!(
+                    "{}: {alphabet}/{character} has {} drawings, expected {n}",
+                    source.display(),
+                    files.len()
+                )));
             }
         }
         classes.push((format!("{alphabet}/{character}"), files));
@@ -184,7 +199,8 @@ fn split_entry(name: &str) -> Option<(String, String, String)> {
 }
 
 fn open_zip<'a>(path: &Path, bytes: &'a [u8]) -> Result<zip::ZipArchive<std::io::Cursor<&'a [u8]>>> {
-    zip::ZipArchive::new(std::io::Cursor::new(bytes)).map_err(|e| Error::Data(format!("{}: not a readable zip archive: {e}", path.display())))
+    zip::ZipArchive::new(std::io::Cursor::new(bytes))
+        .map_err(|e| Error::Data(format!("{}: not a readable zip archive: {e}", path.display())))
 }
 
 /// Reads every image entry of a zip: the class listing and each file's bytes (keyed by full path).
@@ -198,10 +214,14 @@ fn read_zip(path: &Path, drawings: Option<usize>) -> Result<(Listing, BTreeMap<S
         if f.is_dir() {
             continue;
         }
-        let name = f.name().map_err(|e| Error::Data(format!("{}: entry {i} has an unreadable name: {e}", path.display())))?.to_string();
+        let name = f
+            .name()
+            .map_err(|e| Error::Data(format!("{}: entry {i} has an unreadable name: {e}", path.display())))?
+            .to_string();
         let Some((a, c, file)) = split_entry(&name) else { continue };
         let mut data = Vec::with_capacity(f.size() as usize);
-        f.read_to_end(&mut data).map_err(|e| Error::Data(format!("{}: cannot read entry {name}: {e}", path.display())))?;
+        f.read_to_end(&mut data)
+            .map_err(|e| Error::Data(format!("{}: cannot read entry {name}: {e}", path.display())))?;
         let key = format!("{a}/{c}/{file}");
         entries.push((a, c, key.clone()));
         files.insert(key, data);
@@ -271,7 +291,12 @@ pub fn verify_zip(path: &Path, split: OmniglotSplit) -> Result<ZipSummary> {
             split.expected_classes()
         )));
     }
-    let alphabets = listing.classes.iter().map(|(n, _)| n.split('/').next().unwrap_or("")).collect::<std::collections::BTreeSet<_>>().len();
+    let alphabets = listing
+        .classes
+        .iter()
+        .map(|(n, _)| n.split('/').next().unwrap_or(""))
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
     Ok(ZipSummary { alphabets, classes, images: files.len() })
 }
 
@@ -306,7 +331,10 @@ impl OmniglotDataset {
                     let (listing, files) = read_zip(p, Some(DRAWINGS))?;
                     let order: Vec<&String> = listing.classes.iter().flat_map(|(_, f)| f.iter()).collect();
                     let pixels = decode_all(order.len(), Channels::Gray, size, opts.filter, |i| {
-                        Ok((std::borrow::Cow::Borrowed(files[order[i]].as_slice()), format!("{}:{}", p.display(), order[i])))
+                        Ok((
+                            std::borrow::Cow::Borrowed(files[order[i]].as_slice()),
+                            format!("{}:{}", p.display(), order[i]),
+                        ))
                     })?;
                     Ok((entries(&listing), pixels))
                 }
@@ -315,7 +343,10 @@ impl OmniglotDataset {
                     let order: Vec<&String> = listing.classes.iter().flat_map(|(_, f)| f.iter()).collect();
                     let pixels = decode_all(order.len(), Channels::Gray, size, opts.filter, |i| {
                         let path = Path::new(order[i]);
-                        Ok((std::borrow::Cow::Owned(std::fs::read(path).map_err(|e| Error::io(path, e))?), order[i].clone()))
+                        Ok((
+                            std::borrow::Cow::Owned(std::fs::read(path).map_err(|e| Error::io(path, e))?),
+                            order[i].clone(),
+                        ))
                     })?;
                     Ok((entries(&listing), pixels))
                 }
@@ -323,7 +354,14 @@ impl OmniglotDataset {
         };
         let c = cache::cached_or_build(&opts.cache, "omniglot", &file, &key, Channels::Gray, opts.size, build)?;
         let store = ImageStore::new(c.classes, c.pixels, Channels::Gray, opts.size, opts.invert)?;
-        Ok(Self { split, store: Arc::new(store), source: source.path().to_path_buf(), source_checksum: checksum, cache_status: c.status, cache_path: c.path })
+        Ok(Self {
+            split,
+            store: Arc::new(store),
+            source: source.path().to_path_buf(),
+            source_checksum: checksum,
+            cache_status: c.status,
+            cache_path: c.path,
+        })
     }
 
     pub fn store(&self) -> &Arc<ImageStore> {
@@ -355,7 +393,11 @@ impl OmniglotDataset {
     /// Step-size selection split: trains on drawings 1..(15 − held_out), tests on the rest of 1–15;
     /// drawings 16–20 are never touched.
     pub fn validation_stream(&self, rng: &mut Rng, classes: usize, held_out: usize) -> Result<ContinualStream> {
-        continual_stream(&self.store, rng, &StreamConfig { classes, validation: Some(held_out), ..StreamConfig::default() })
+        continual_stream(
+            &self.store,
+            rng,
+            &StreamConfig { classes, validation: Some(held_out), ..StreamConfig::default() },
+        )
     }
 }
 

@@ -45,7 +45,16 @@ pub struct EpisodeConfig {
 
 impl Default for EpisodeConfig {
     fn default() -> Self {
-        Self { ways: 5, shots: 5, order: Order::Continual, batch_size: 1, query_shots: None, remember: 0, labels: LabelMode::Permuted, label_space: None }
+        Self {
+            ways: 5,
+            shots: 5,
+            order: Order::Continual,
+            batch_size: 1,
+            query_shots: None,
+            remember: 0,
+            labels: LabelMode::Permuted,
+            label_space: None,
+        }
     }
 }
 
@@ -56,7 +65,10 @@ fn shortest_class(store: &ImageStore) -> (usize, usize) {
 fn too_few_images(store: &ImageStore, field: &str, need: usize) -> Result<()> {
     let (len, c) = shortest_class(store);
     if len < need {
-        return Err(Error::config(field, format!("needs {need} images per class but class {c} ({}) has only {len}", store.classes()[c].name)));
+        return Err(Error::config(
+            field,
+            format!("needs {need} images per class but class {c} ({}) has only {len}", store.classes()[c].name),
+        ));
     }
     Ok(())
 }
@@ -76,15 +88,28 @@ impl ImageEpisodeSampler {
         }
         let n = store.num_classes();
         if cfg.ways > n {
-            return Err(Error::config("ways", format!("{} classes per episode requested but the set has only {n}", cfg.ways)));
+            return Err(Error::config(
+                "ways",
+                format!("{} classes per episode requested but the set has only {n}", cfg.ways),
+            ));
         }
         if !(cfg.ways * cfg.shots).is_multiple_of(cfg.batch_size) {
-            return Err(Error::config("batchSize", format!("ways × shots = {} is not a multiple of the batch size {}", cfg.ways * cfg.shots, cfg.batch_size)));
+            return Err(Error::config(
+                "batchSize",
+                format!(
+                    "ways × shots = {} is not a multiple of the batch size {}",
+                    cfg.ways * cfg.shots,
+                    cfg.batch_size
+                ),
+            ));
         }
         too_few_images(&store, "shots", cfg.shots + cfg.query_shots.unwrap_or(cfg.shots))?;
         if cfg.remember > 0 {
             if cfg.labels != LabelMode::ClassId {
-                return Err(Error::config("remember", "the remember set needs labels: \"classId\" (its classes keep stable labels)"));
+                return Err(Error::config(
+                    "remember",
+                    "the remember set needs labels: \"classId\" (its classes keep stable labels)",
+                ));
             }
             if cfg.ways == n {
                 return Err(Error::config("remember", "no classes are left outside the episode to remember"));
@@ -245,8 +270,15 @@ pub fn stream_items(store: &ImageStore, rng: &mut Rng, cfg: &StreamConfig) -> Re
     too_few_images(store, "trainPerClass", cfg.train_per_class + cfg.test_per_class)?;
     let (train, test) = match cfg.validation {
         None => (0..cfg.train_per_class, cfg.train_per_class..cfg.train_per_class + cfg.test_per_class),
-        Some(v) if v >= 1 && v < cfg.train_per_class => (0..cfg.train_per_class - v, cfg.train_per_class - v..cfg.train_per_class),
-        Some(v) => return Err(Error::config("validation", format!("held-out count must be in 1..{}, got {v}", cfg.train_per_class))),
+        Some(v) if v >= 1 && v < cfg.train_per_class => {
+            (0..cfg.train_per_class - v, cfg.train_per_class - v..cfg.train_per_class)
+        }
+        Some(v) => {
+            return Err(Error::config(
+                "validation",
+                format!("held-out count must be in 1..{}, got {v}", cfg.train_per_class),
+            ))
+        }
     };
     let items = |r: &std::ops::Range<usize>| -> Vec<((usize, usize), i64)> {
         class_ids.iter().enumerate().flat_map(|(j, &c)| r.clone().map(move |i| ((c, i), j as i64))).collect()

@@ -68,18 +68,31 @@ impl SineConfig {
             }
         }
         if self.functions > self.slots {
-            return Err(Error::config("functions", format!("{} functions need at least as many slots (slots = {})", self.functions, self.slots)));
+            return Err(Error::config(
+                "functions",
+                format!("{} functions need at least as many slots (slots = {})", self.functions, self.slots),
+            ));
         }
         if self.functions > self.pool_size {
-            return Err(Error::config("functions", format!("an episode draws {} distinct functions from a pool of only {}", self.functions, self.pool_size)));
+            return Err(Error::config(
+                "functions",
+                format!(
+                    "an episode draws {} distinct functions from a pool of only {}",
+                    self.functions, self.pool_size
+                ),
+            ));
         }
-        let steps = self.functions as u64 * self.batches_per_function as u64 * self.batch_size as u64 * (self.slots as u64 + 1);
+        let steps =
+            self.functions as u64 * self.batches_per_function as u64 * self.batch_size as u64 * (self.slots as u64 + 1);
         if steps > (1 << 31) {
             return Err(Error::config("batchesPerFunction", "episode would exceed 2^31 values"));
         }
         for (field, [lo, hi]) in [("amplitude", self.amplitude), ("phase", self.phase), ("xRange", self.x_range)] {
             if !(lo.is_finite() && hi.is_finite() && lo <= hi) {
-                return Err(Error::config(field, format!("expected a finite range [lo, hi] with lo <= hi, got [{lo}, {hi}]")));
+                return Err(Error::config(
+                    field,
+                    format!("expected a finite range [lo, hi] with lo <= hi, got [{lo}, {hi}]"),
+                ));
             }
         }
         Ok(())
@@ -109,7 +122,11 @@ impl SineFn {
 }
 
 fn uniform(rng: &mut Rng, [lo, hi]: [f64; 2]) -> f64 {
-    if lo == hi { lo } else { rng.random_range(lo..hi) }
+    if lo == hi {
+        lo
+    } else {
+        rng.random_range(lo..hi)
+    }
 }
 
 /// One lifetime's worth of sine data, with the bookkeeping that evaluation needs.
@@ -180,7 +197,10 @@ impl SineTask {
     /// A lifetime over functions of one's choosing (slot i = `functions[i]`).
     pub fn run_for(&self, functions: Vec<SineFn>, rng: &mut Rng, order: Order) -> Result<SineEvalRun> {
         if functions.is_empty() || functions.len() > self.cfg.slots {
-            return Err(Error::config("functions", format!("expected 1..={} functions, got {}", self.cfg.slots, functions.len())));
+            return Err(Error::config(
+                "functions",
+                format!("expected 1..={} functions, got {}", self.cfg.slots, functions.len()),
+            ));
         }
         build(&self.cfg, functions, rng, order)
     }
@@ -206,7 +226,8 @@ fn points(cfg: &SineConfig, f: &SineFn, slot: usize, n: usize, rng: &mut Rng, x:
 }
 
 fn build(cfg: &SineConfig, fns: Vec<SineFn>, rng: &mut Rng, order: Order) -> Result<SineEvalRun> {
-    let (f, nb, b, q, w) = (fns.len(), cfg.batches_per_function, cfg.batch_size, cfg.query_per_function, cfg.input_size());
+    let (f, nb, b, q, w) =
+        (fns.len(), cfg.batches_per_function, cfg.batch_size, cfg.query_per_function, cfg.input_size());
     // Minibatches are drawn function by function; i.i.d. order then permutes whole minibatches.
     let mut bx = Vec::with_capacity(f * nb * b * w);
     let mut by = Vec::with_capacity(f * nb * b);

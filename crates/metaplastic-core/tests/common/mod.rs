@@ -94,7 +94,8 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
 /// Moves zero-initialised biases off zero: a unit whose input is all zero (every ReLU below it dead)
 /// would otherwise sit exactly on the ReLU kink, where finite differences and autograd disagree.
 pub fn jitter_biases(learner: &mut Learner, seed: i64) {
-    let names: Vec<String> = learner.params.iter().filter(|p| p.name.ends_with(".bias")).map(|p| p.name.clone()).collect();
+    let names: Vec<String> =
+        learner.params.iter().filter(|p| p.name.ends_with(".bias")).map(|p| p.name.clone()).collect();
     for (k, name) in names.iter().enumerate() {
         let i = learner.params.index_of(name).unwrap();
         let p = learner.params.at(i);

@@ -52,7 +52,12 @@ fn entries(spec: &[(String, String, usize)]) -> Vec<(String, Vec<u8>)> {
 }
 
 /// Writes `<dir>/<top>.zip` (entries under `<top>/`), optionally replacing one entry's bytes.
-pub fn write_zip(dir: &Path, top: &str, spec: &[(String, String, usize)], replace: Option<(usize, Vec<u8>)>) -> PathBuf {
+pub fn write_zip(
+    dir: &Path,
+    top: &str,
+    spec: &[(String, String, usize)],
+    replace: Option<(usize, Vec<u8>)>,
+) -> PathBuf {
     let path = dir.join(format!("{top}.zip"));
     let mut w = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
     let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
