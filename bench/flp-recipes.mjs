@@ -11,12 +11,8 @@ import { appendFileSync, mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createHash } from 'node:crypto';
-import { demoConfigs } from '../dist/cli/demo.js';
-import { mergeConfig } from '../dist/config.js';
-import { trainRun } from '../dist/cli/train.js';
-import { evalRun } from '../dist/cli/eval.js';
-import { readRunMetrics } from '../dist/cli/runs.js';
-import { setThreads } from '../dist/runtime.js';
+import { demoConfigs, mergeConfig, setThreads } from '../dist/index.js';
+import { trainAndEvaluate } from './train-eval.mjs';
 
 // Learner overrides on top of the demo's FLP learner as it shipped before issue 8 (the `shipped` recipe).
 const SHIPPED = {
@@ -101,9 +97,7 @@ if (extra) config.learner = mergeConfig(config.learner, extra);
 const out = values.out ?? join('runs', 'flp-recipes', `${recipe}-${values.protocol}${values.order === 'continual' ? '' : `-${values.order}`}-s${seed}${extra ? '-' + createHash('sha1').update(values.learner).digest('hex').slice(0, 8) : ''}`);
 if (!process.env.OMP_NUM_THREADS) setThreads(1);
 
-const t = await trainRun({ config: values.resume ? undefined : config, out, steps, resume: values.resume, checkpointEvery: 250, progress: 'lines' });
-const e = await evalRun({ checkpoint: out, runs: Number(values.runs), seed: 0, plots: false });
-const records = await readRunMetrics(out);
+const { train: t, eval: e, metrics: records } = await trainAndEvaluate({ config: values.resume ? undefined : config, out, steps, resume: values.resume, eval: { runs: Number(values.runs) } });
 const marks = [100, 250, 500, 1000, 2000, 4000].filter((s) => s <= steps);
 const stat = (s) => ({ mean: s.mean, ci: (s.ci95[1] - s.ci95[0]) / 2 });
 const row = {

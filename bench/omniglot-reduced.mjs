@@ -9,10 +9,8 @@
 import { appendFileSync, mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { preset } from '../dist/presets.js';
-import { trainRun } from '../dist/cli/train.js';
-import { evalRun } from '../dist/cli/eval.js';
-import { setThreads } from '../dist/runtime.js';
+import { preset, setThreads } from '../dist/index.js';
+import { trainAndEvaluate } from './train-eval.mjs';
 
 const conv = (stride) => ({ type: 'conv', channels: 32, kernel: 3, stride, padding: 0 });
 // 28 → 13 → 11 → 5 → 2: 32 × 2 × 2 = 128 features.
@@ -36,8 +34,7 @@ config.learner.layers = [...FRONT, { type: 'linear', units: 128 }, { type: 'line
 const out = values.out ?? join('runs', 'omniglot-reduced', `${name}-s${seed}`);
 if (!process.env.OMP_NUM_THREADS) setThreads(1);
 
-const t = await trainRun({ config, out, steps: Number(values.steps), checkpointEvery: 100, progress: 'lines' });
-const e = await evalRun({ checkpoint: out, runs: Number(values.runs), seed: 0, classes: [10, 50], plots: false });
+const { train: t, eval: e } = await trainAndEvaluate({ config, out, steps: Number(values.steps), checkpointEvery: 100, eval: { runs: Number(values.runs), classes: [10, 50] } });
 const row = {
   preset: name,
   seed,

@@ -3,21 +3,16 @@
  * thread with progress, cancellation and checkpoints, evaluate it with the paper's protocols, save and
  * load it. The numerical work runs in the native engine; this module orchestrates.
  */
-import { appendFile, readFile, writeFile } from 'node:fs/promises';
-import { existsSync } from 'node:fs';
 import { lookup } from 'node:dns/promises';
-import { join, resolve } from 'node:path';
 import { native, wrapNativeObject, type NativeEpisode, type NativeExperiment } from './native.js';
 import { configError, MetaplasticError } from './errors.js';
 import { mergeConfig, type DeepPartial, type ExperimentConfig } from './config.js';
 import { preset } from './presets.js';
 import { CI_METHOD, summarize, summarizeCurves } from './stats.js';
-import { stableStringify, type EvalFile, type MetricsRecord, type OmniglotEvalResult, type SineEvalResult, type SineOrderResult } from './results.js';
+import { stableStringify, type EvalFile, type OmniglotEvalResult, type SineEvalResult, type SineOrderResult } from './results.js';
 import type { EpisodeData } from './episode.js';
 import type { TensorData } from './tensor.js';
 import { checkConfigData, checkEpisodes, checkPositiveInt, checkTensor } from './validate.js';
-import { clearRunFiles, METRICS_FILE, refuseExistingRun } from './run-folder.js';
-import { holds, lockRunDir, type RunLock } from './run-lock.js';
 import { setThreads } from './runtime.js';
 import { distributedFromEnv, sameGroup, type DistributedOptions } from './distributed.js';
 import type { Analysis, AnalyzeOptions, Learned } from './analysis.js';
@@ -43,29 +38,22 @@ export interface ProgressEvent {
 }
 
 export interface MetaTrainOptions {
-  /** The run's total number of meta-steps: training continues from the current step up to this. */
+  /** The total number of meta-steps: training continues from the current step up to this. */
   steps: number;
   signal?: AbortSignal;
   onProgress?: (e: ProgressEvent) => void;
-  /** Directory for checkpoints and metrics.jsonl (nothing is written without it). */
-  outDir?: string;
-  /** Checkpoint every N meta-steps (and always at the end); 0 = only at the end. */
-  checkpointEvery?: number;
+  /**
+   * Called (and awaited) with each chunk of step records as it completes, before the next chunk starts:
+   * where a `Run` writes its metrics.
+   */
+  onRecords?: (records: StepRecord[], stepsPerSec: number) => void | Promise<void>;
   /** libtorch intra-op threads for this and later work (default: every core; give each of several processes a share). */
   threads?: number;
-  /** The lock of `outDir` when the caller already holds it (the CLI locks before writing config.json). */
-  runLock?: RunLock;
-  /**
-   * Start over in an `outDir` that holds another run's checkpoint, replacing it (its config.json and
-   * eval.json go too). Without it such a folder is refused: continue that run with `Experiment.load(outDir)`.
-   * A folder this experiment was loaded from or saved to is its own and is always continued.
-   */
-  overwrite?: boolean;
   /**
    * Data-parallel meta-training: this process is one worker of a group (or `'env'`: the group that
    * torchrun-style environment variables describe). Each worker computes the meta-gradient of its share of
    * the meta-batch (`metaBatch` ÷ worldSize episodes) and the group averages them before every update, so
-   * all workers hold the same parameters. Only rank 0 writes `outDir` (metrics and checkpoints).
+   * all workers hold the same parameters.
    */
   distributed?: DistributedOptions | 'env';
 }
@@ -104,8 +92,6 @@ function checkSteps(steps: number): void {
   if (!Number.isSafeInteger(steps) || steps < 0) throw configError('steps', `expected a non-negative integer, got ${steps}`);
 }
 
-export { METRICS_FILE } from './run-folder.js';
-
 /** A preset by name (with overrides), or a configuration with overrides merged in. */
 function resolveConfig(config: string | ExperimentConfig, overrides?: DeepPartial<ExperimentConfig>): ExperimentConfig {
   if (typeof config !== 'string') {
@@ -127,8 +113,6 @@ export class Experiment implements Disposable {
   /** The long operation in progress (meta-training spans many native calls). */
   #running: string | undefined;
   #group: DistributedOptions | undefined;
-  /** The folder whose checkpoint is this experiment's own (loaded from or saved to): metaTrain continues it. */
-  #home: string | undefined;
 
   private constructor(handle: Native) {
     this.#native = wrapNativeObject(handle);
@@ -148,9 +132,7 @@ export class Experiment implements Disposable {
   /** Loads a checkpoint directory written by `save` or `metaTrain({ outDir })`. */
   static async load(dir: string): Promise<Experiment> {
     if (typeof dir !== 'string' || dir === '') throw configError('dir', 'expected a checkpoint folder path');
-    const exp = new Experiment(await native.loadExperiment(dir));
-    exp.#home = resolve(dir);
-    return exp;
+    return new Experiment(await native.loadExperiment(dir));
   }
 
   private get raw(): Native {
@@ -201,34 +183,24 @@ export class Experiment implements Disposable {
     this.handle.setParam(name, checkTensor(value, 'value'));
   }
 
-  /** Meta-trains up to `steps` total meta-steps. Resolves with the records of the steps taken. */
+  /**
+   * Meta-trains up to `steps` total meta-steps. Resolves with the records of the steps taken. Nothing is
+   * written: a `Run` (src/run.ts) keeps metrics and checkpoints in a folder.
+   */
   async metaTrain(options: MetaTrainOptions): Promise<StepRecord[]> {
     if (typeof options !== 'object' || options === null) throw configError('options', 'expected { steps, ... }');
-    const { steps } = options;
-    const every = options.checkpointEvery ?? 0;
     if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) throw configError('signal', `expected an AbortSignal (new AbortController().signal), got ${JSON.stringify(String(options.signal))}`);
-    if (options.onProgress !== undefined && typeof options.onProgress !== 'function') throw configError('onProgress', `expected a function, got a ${typeof options.onProgress}`);
-    if (options.outDir !== undefined && (typeof options.outDir !== 'string' || options.outDir === '')) throw configError('outDir', 'expected a folder path');
-    checkSteps(steps);
-    checkSteps(every);
+    for (const hook of ['onProgress', 'onRecords'] as const) {
+      if (options[hook] !== undefined && typeof options[hook] !== 'function') throw configError(hook, `expected a function, got a ${typeof options[hook]}`);
+    }
+    const stale = (['outDir', 'checkpointEvery', 'runLock', 'overwrite'] as const).find((k) => k in options);
+    if (stale) throw configError(stale, 'an experiment knows no folder: open a Run (Run.open(dir, { config })) and call run.train({ steps, checkpointEvery })');
+    checkSteps(options.steps);
     const threads = checkPositiveInt(options.threads, 'threads');
     if (threads !== undefined) setThreads(threads);
     const group = options.distributed === 'env' ? distributedFromEnv() : options.distributed;
     if (group) await this.#joinGroup(group);
-    // Only rank 0 of a group writes the run folder.
-    const outDir = group && group.rank !== 0 ? undefined : options.outDir;
-    // One writer per run folder (a second process gets E_LOCKED instead of interleaving its steps).
-    const lock = outDir && !holds(options.runLock, outDir) ? lockRunDir(outDir) : undefined;
-    try {
-      if (outDir && resolve(outDir) !== this.#home) {
-        if (options.overwrite) clearRunFiles(outDir);
-        else refuseExistingRun(outDir, `continue it with Experiment.load('${outDir}'), or pass overwrite: true to replace it`);
-        this.#home = resolve(outDir);
-      }
-      return await this.#metaTrain({ ...options, outDir }, steps, every);
-    } finally {
-      lock?.release();
-    }
+    return this.#metaTrain(options);
   }
 
   /** Joins the group once; a later call must name the same group. */
@@ -251,9 +223,8 @@ export class Experiment implements Disposable {
     return this.#group && { ...this.#group };
   }
 
-  async #metaTrain(options: MetaTrainOptions, steps: number, every: number): Promise<StepRecord[]> {
-    const { signal, onProgress, outDir } = options;
-    if (outDir) await truncateMetrics(join(outDir, METRICS_FILE), this.step);
+  async #metaTrain(options: MetaTrainOptions): Promise<StepRecord[]> {
+    const { steps, signal, onProgress, onRecords } = options;
     const native = this.handle;
     const rates = groupRates(this.#config);
     const records: StepRecord[] = [];
@@ -263,9 +234,7 @@ export class Experiment implements Disposable {
     try {
       let chunk = 1;
       while (native.progress()[0] < steps && !signal?.aborted) {
-        const start = native.progress()[0];
-        let n = Math.min(chunk, steps - start);
-        if (every > 0) n = Math.min(n, every - (start % every));
+        const n = Math.min(chunk, steps - native.progress()[0]);
         const t0 = performance.now();
         let got: StepRecord[];
         try {
@@ -281,24 +250,15 @@ export class Experiment implements Disposable {
         const rate = got.length / Math.max(seconds, 1e-9);
         // Chunks of about a quarter second: responsive progress and cancellation, little overhead.
         chunk = Math.max(1, Math.min(1000, Math.round(rate * 0.25)));
-        if (outDir) {
-          const lines = got.map((r) => JSON.stringify(metricsRecord(r, rates, rate)) + '\n').join('');
-          await appendFile(join(outDir, METRICS_FILE), lines).catch((e) => {
-            throw new MetaplasticError('E_IO', `cannot write ${join(outDir, METRICS_FILE)}: ${e.message}; check that the folder is writable and the disk has room`, { cause: e });
-          });
-        }
+        await onRecords?.(got, rate);
         const last = got[got.length - 1];
         onProgress?.({ step: last.step, totalSteps: steps, metaLoss: last.metaLoss, gradNorm: last.gradNorm, lr: rates, skipped: last.skippedTotal, exploded: last.explodedTotal, stepsPerSec: rate });
-        if (outDir && every > 0 && last.step % every === 0 && last.step < steps) await native.save(outDir);
       }
     } finally {
       signal?.removeEventListener('abort', stop);
       this.#running = undefined;
     }
-    if (outDir) await this.save(outDir);
-    if (signal?.aborted) {
-      throw new MetaplasticError('E_CANCELLED', `meta-training cancelled at step ${this.step}${outDir ? `; checkpoint saved in ${outDir}` : ''}`);
-    }
+    if (signal?.aborted) throw new MetaplasticError('E_CANCELLED', `meta-training cancelled at step ${this.step}`);
     return records;
   }
 
@@ -306,7 +266,6 @@ export class Experiment implements Disposable {
   async save(dir: string): Promise<void> {
     if (typeof dir !== 'string' || dir === '') throw configError('dir', 'expected a folder path');
     await this.handle.save(dir);
-    this.#home = resolve(dir);
   }
 
   /** Runs the task's evaluation protocol (docs/method.md §5); the result is a pure function of the weights, seed and options. */
@@ -373,24 +332,6 @@ async function joinAfterLookup(native: Native, group: DistributedOptions): Promi
     throw new MetaplasticError('E_DIST', `MASTER_ADDR ${JSON.stringify(group.masterAddr)} (rank 0's host) does not resolve (${e.code ?? e.message}); set MASTER_ADDR to rank 0's host name or address`);
   });
   await native.joinGroup(group);
-}
-
-function metricsRecord(r: StepRecord, lr: Record<string, number>, stepsPerSec: number): MetricsRecord & { gradNorm: number | null } {
-  return { step: r.step, metaLoss: r.metaLoss, gradNorm: r.gradNorm, lr, skipped: r.skippedTotal, exploded: r.explodedTotal, stepsPerSec, time: new Date().toISOString() };
-}
-
-/** After a resume, drops metrics lines past the checkpoint's step so that steps are not repeated. */
-async function truncateMetrics(path: string, step: number): Promise<void> {
-  if (!existsSync(path)) return;
-  const lines = (await readFile(path, 'utf8')).split('\n').filter((l) => l.trim() !== '');
-  const kept = lines.filter((l) => {
-    try {
-      return JSON.parse(l).step <= step;
-    } catch {
-      return false; // a line cut by an interrupted write
-    }
-  });
-  if (kept.length !== lines.length) await writeFile(path, kept.map((l) => l + '\n').join(''));
 }
 
 const finite = (v: number | null): v is number => v !== null && Number.isFinite(v);

@@ -221,3 +221,33 @@ export function preset(name: string, overrides?: DeepPartial<ExperimentConfig>):
   if (!p) throw configError('preset', `unknown preset '${name}' (known: ${presetNames().join(', ')})`);
   return mergeConfig(p.config, overrides);
 }
+
+export type DemoScale = 'small' | 'tiny';
+
+export interface DemoConfigs {
+  flp: ExperimentConfig;
+  oml: ExperimentConfig;
+}
+
+/** For tests: a few milliseconds per meta-step. */
+const TINY_SHAPE: SineShape = { hidden: [16], sine: { poolSize: 10, functions: 3, slots: 3, batchesPerFunction: 2, batchSize: 4, queryPerFunction: 4 }, metaBatch: 2 };
+
+const SHAPES: Record<DemoScale, SineShape> = { small: DEMO_SHAPE, tiny: TINY_SHAPE };
+
+/** The network and task sizes of the demo at a scale. */
+export function demoShape(scale: DemoScale = 'small'): SineShape {
+  return SHAPES[scale];
+}
+
+/**
+ * The demo's learners: the flp-sine-demo and oml-sine-demo presets (so `metaplastic train --preset
+ * flp-sine-demo` takes the demo's learner further), or the same learners at the tiny scale of the tests.
+ */
+export function demoConfigs(options: { scale?: DemoScale; seed?: number } = {}): DemoConfigs {
+  const seed = options.seed ?? 0;
+  const build = (name: string) => {
+    const config = options.scale === 'tiny' ? reducedSine(preset(name), TINY_SHAPE) : preset(name);
+    return mergeConfig(config, { seed, learner: { seed } });
+  };
+  return { flp: build('flp-sine-demo'), oml: build('oml-sine-demo') };
+}

@@ -4,7 +4,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cli } from './helpers.js';
-import { demoConfigs } from '../src/cli/demo.js';
+import { demoConfigs } from '../src/presets.js';
 import { Experiment, mergeConfig, alignmentSpec, overlapSpec, type Analysis } from '../src/index.js';
 
 const tiny = () => demoConfigs({ scale: 'tiny', seed: 3 });

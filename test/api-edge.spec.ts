@@ -3,7 +3,7 @@ import test from 'ava';
 import { mkdtempSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir, hostname } from 'node:os';
 import { join } from 'node:path';
-import { Experiment, MetaplasticError, preset, runtimeInfo, setThreads, tensor, type EpisodeData, type ExperimentConfig } from '../src/index.js';
+import { Experiment, MetaplasticError, preset, Run, runtimeInfo, setThreads, tensor, type EpisodeData, type ExperimentConfig } from '../src/index.js';
 import { LOCK_FILE } from '../src/run-lock.js';
 
 const learner: ExperimentConfig['learner'] = { inputShape: [2], layers: [{ type: 'linear', units: 4 }, { type: 'linear', units: 1 }], task: 'regression', rule: { type: 'sgd', lr: 0.05 } };
@@ -75,27 +75,29 @@ test('threads: metaTrain and evaluate take a thread count', async (t) => {
 test('a run folder has one writer: a second one gets E_LOCKED; a stale lock is taken over', async (t) => {
   const cfg = tinySine();
   const dir = mkdtempSync(join(tmpdir(), 'mp-lock-'));
-  const a = await Experiment.create(cfg);
-  const b = await Experiment.create(cfg);
-  const first = a.metaTrain({ steps: 30, outDir: dir });
-  await rejects(t, b.metaTrain({ steps: 30, outDir: dir }), 'E_LOCKED', /in use by another run/);
+  const a = await Run.open(dir, { config: cfg });
+  const first = a.train({ steps: 30 });
+  await rejects(t, Run.open(dir, { config: cfg }), 'E_LOCKED', /in use by another run/);
   await first;
-  t.false(existsSync(join(dir, LOCK_FILE)), 'released at the end');
+  t.true(existsSync(join(dir, LOCK_FILE)), 'held while the run is open');
+  a.close();
+  t.false(existsSync(join(dir, LOCK_FILE)), 'released on close');
   // Another live process on this host (our parent) holds it:
   writeFileSync(join(dir, LOCK_FILE), JSON.stringify({ pid: process.ppid, host: hostname(), started: 'then' }));
-  await rejects(t, b.metaTrain({ steps: 31, outDir: dir }), 'E_LOCKED', new RegExp(`pid ${process.ppid} on ${hostname()}`));
+  await rejects(t, Run.open(dir, { config: cfg }), 'E_LOCKED', new RegExp(`pid ${process.ppid} on ${hostname()}`));
   // A dead owner: stale, taken over.
   writeFileSync(join(dir, LOCK_FILE), JSON.stringify({ pid: 2 ** 22 + 12345, host: hostname(), started: 'then' }));
-  await a.metaTrain({ steps: 31, outDir: dir });
-  t.is(a.step, 31);
+  await using b = await Run.open(dir, { config: cfg });
+  await b.train({ steps: 31 });
+  t.is(b.experiment.step, 31);
 });
 
 test('an output folder that cannot be used is E_IO naming it', async (t) => {
-  const exp = await Experiment.forLearner(learner);
   const file = join(mkdtempSync(join(tmpdir(), 'mp-io-')), 'a-file');
   writeFileSync(file, 'x');
-  await rejects(t, exp.metaTrain({ steps: 1, outDir: file }), 'E_IO', new RegExp(`${file}.*--out`));
-  await rejects(t, exp.metaTrain({ steps: 1, outDir: join(file, 'below') }), 'E_IO', /a-file\/below/);
+  const config = { name: 'learner', learner, task: { type: 'custom' } } as ExperimentConfig;
+  await rejects(t, Run.open(file, { config }), 'E_IO', new RegExp(`${file}.*--out`));
+  await rejects(t, Run.open(join(file, 'below'), { config }), 'E_IO', /a-file\/below/);
 });
 
 test('cancellation reaches the engine inside a meta-step: the interrupted step changes nothing', async (t) => {

@@ -6,8 +6,10 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cli, root } from './helpers.js';
-import { demoConfigs, runDemo } from '../src/cli/demo.js';
-import { applySet, firstDifference, intList, positiveInt } from '../src/cli/args.js';
+import { runDemo } from '../src/cli/demo.js';
+import { demoConfigs } from '../src/presets.js';
+import { applySet, intList, positiveInt } from '../src/cli/args.js';
+import { firstDifference } from '../src/config.js';
 import { defaultRunDir } from '../src/cli/train.js';
 import { preset, presetNames } from '../src/presets.js';
 

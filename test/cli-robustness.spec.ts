@@ -5,7 +5,7 @@ import { chmodSync, existsSync, mkdtempSync, readFileSync, statSync, writeFileSy
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cli, root } from './helpers.js';
-import { demoConfigs } from '../src/cli/demo.js';
+import { demoConfigs } from '../src/presets.js';
 import { EXIT_CODE_TABLE, exitCodeFor } from '../src/cli/exit-codes.js';
 import { contentionWarning } from '../src/cli/threads.js';
 import { deviceNote } from '../src/cli/info.js';

@@ -6,7 +6,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cli, root } from './helpers.js';
-import { demoConfigs } from '../src/cli/demo.js';
+import { demoConfigs } from '../src/presets.js';
 import { listPresets } from '../src/presets.js';
 import type { EvalFile, SineOrderResult } from '../src/results.js';
 import type { Stat } from '../src/stats.js';

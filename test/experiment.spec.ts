@@ -2,7 +2,7 @@ import test from 'ava';
 import { mkdtempSync, readFileSync, writeFileSync, existsSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { checkConfig, customTask, Experiment, listPresets, MetaplasticError, preset, presetNames, tensor, type ExperimentConfig } from '../src/index.js';
+import { checkConfig, customTask, Experiment, Run, listPresets, MetaplasticError, preset, presetNames, tensor, type ExperimentConfig } from '../src/index.js';
 
 const tinySine = (rule: ExperimentConfig['learner']['rule'] = { type: 'oja' }): ExperimentConfig =>
   preset('flp-sine', {
@@ -87,17 +87,19 @@ test('save, load and resume give the same result as an uninterrupted run', async
   const straight = await Experiment.create(tinySine());
   await straight.metaTrain({ steps: 6 });
   const dir = tmp('resume');
-  const first = await Experiment.create(tinySine());
-  await first.metaTrain({ steps: 3, outDir: dir, checkpointEvery: 2 });
-  t.is(first.step, 3);
-  first.dispose();
-  const resumed = await Experiment.load(dir);
+  const first = await Run.open(dir, { config: tinySine() });
+  await first.train({ steps: 3, checkpointEvery: 2 });
+  t.is(first.experiment.step, 3);
+  first.close();
+  const run = await Run.open(dir);
+  const resumed = run.experiment;
   t.is(resumed.step, 3);
   t.deepEqual(resumed.config, straight.config);
-  await resumed.metaTrain({ steps: 6, outDir: dir });
+  await run.train({ steps: 6 });
   for (const p of straight.params()) {
     t.deepEqual(Array.from(resumed.param(p.name).data), Array.from(straight.param(p.name).data), p.name);
   }
+  run.close();
   // metrics.jsonl holds each step once, in order, across the interruption.
   const steps = readFileSync(join(dir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).step);
   t.deepEqual(steps, [1, 2, 3, 4, 5, 6]);
@@ -126,14 +128,14 @@ test('a checkpoint from an unknown format version or with corrupt tensors is ref
 });
 
 test('meta-training reports progress, stops on abort and leaves a checkpoint', async (t) => {
-  const exp = await Experiment.create(tinySine());
+  const dir = tmp('abort');
+  await using run = await Run.open(dir, { config: tinySine() });
+  const exp = run.experiment;
   const events: number[] = [];
   const controller = new AbortController();
-  const dir = tmp('abort');
   const err = await t.throwsAsync(
-    exp.metaTrain({
+    run.train({
       steps: 100_000,
-      outDir: dir,
       signal: controller.signal,
       onProgress: (e) => {
         events.push(e.step);
@@ -247,10 +249,12 @@ test('learned parameters can be read out by name', async (t) => {
 
 test('a diverging learner: skipped steps are recorded, metrics stay readable, evaluation says it diverged', async (t) => {
   const { readMetrics } = await import('../src/index.js');
-  const exp = await Experiment.create(tinySine(), { learner: { plasticity: { init: 0.5 }, meta: { maxConsecutiveSkips: 5 } } });
   const dir = tmp('diverge');
-  const records = await exp.metaTrain({ steps: 3, outDir: dir });
-  t.true(records.every((r) => r.skipped && r.metaLoss === null));
+  await using run = await Run.open(dir, { config: tinySine(), overrides: { learner: { plasticity: { init: 0.5 }, meta: { maxConsecutiveSkips: 5 } } } });
+  const exp = run.experiment;
+  const result = await run.train({ steps: 3 });
+  t.is(result.finalMetaLoss, null);
+  t.is(result.skipped, 3);
   t.is(exp.skipped, 3);
   const metrics = await readMetrics(join(dir, 'metrics.jsonl'));
   t.deepEqual(metrics.map((m) => [m.step, m.metaLoss, m.skipped]), [[1, null, 1], [2, null, 2], [3, null, 3]]);

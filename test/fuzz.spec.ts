@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { checkConfig, ERROR_CODES, Experiment, MetaplasticError, preset, tensor, type EpisodeData, type ExperimentConfig } from '../src/index.js';
 import { applySet } from '../src/cli/args.js';
 import { main } from '../src/cli/main.js';
-import { demoConfigs } from '../src/cli/demo.js';
+import { demoConfigs } from '../src/presets.js';
 import { snapshot } from './helpers.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'metaplastic-fuzz-'));

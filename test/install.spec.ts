@@ -7,7 +7,7 @@ import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFile
 import { tmpdir } from 'node:os';
 import { delimiter, dirname, join } from 'node:path';
 import { root } from './helpers.js';
-import { demoConfigs } from '../src/cli/demo.js';
+import { demoConfigs } from '../src/presets.js';
 import { cacheRoot, findLibtorch } from '../scripts/libtorch.mjs';
 
 const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));

@@ -6,9 +6,9 @@ import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdir
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { Experiment, MetaplasticError, preset, setThreads, type ExperimentConfig } from '../src/index.js';
+import { Experiment, MetaplasticError, preset, Run, setThreads, type ExperimentConfig } from '../src/index.js';
 import { addonFileProblem, nativeLocation } from '../src/native.js';
-import { demoConfigs } from '../src/cli/demo.js';
+import { demoConfigs } from '../src/presets.js';
 import { analyzeRun } from '../src/cli/analyze.js';
 import { cli, root, snapshot } from './helpers.js';
 import { omniglotFixture } from './omniglot-fixture.js';
@@ -70,7 +70,8 @@ test('evaluation run counts are bounded before anything is computed', async (t) 
   const exp = await Experiment.create(tiny().oml);
   await rejects(t, exp.evaluate({ runs: 100_000 }), 'E_CONFIG', /runs: at most 10000/);
   const dir = join(tmp, 'eval-bound');
-  await exp.metaTrain({ steps: 1, outDir: dir });
+  await exp.metaTrain({ steps: 1 });
+  await exp.save(dir);
   const t0 = Date.now();
   const r = cli(['eval', '--checkpoint', dir, '--runs', '100000']);
   t.is(r.status, 2, r.stderr);
@@ -115,34 +116,46 @@ test('metaTrain options of the wrong kind are named', async (t) => {
   const exp = await Experiment.create(tiny().oml);
   await rejects(t, exp.metaTrain({ steps: 1, signal: 'x' as never }), 'E_CONFIG', /signal: expected an AbortSignal/);
   await rejects(t, exp.metaTrain({ steps: 1, onProgress: 3 as never }), 'E_CONFIG', /onProgress: expected a function/);
-  await rejects(t, exp.metaTrain({ steps: 1, outDir: 5 as never }), 'E_CONFIG', /outDir: expected a folder path/);
+  await rejects(t, exp.metaTrain({ steps: 1, outDir: 'runs/x' } as never), 'E_CONFIG', /outDir: an experiment knows no folder: open a Run/);
   t.is(exp.step, 0);
+  await rejects(t, Run.open(5 as never, { config: tiny().oml }), 'E_CONFIG', /dir: expected a run folder path/);
+  await rejects(t, Run.open(join(tmp, 'opts'), null as never), 'E_CONFIG', /options: expected an object/);
+  const run = await Run.open(join(tmp, 'opts'), { config: tiny().oml });
+  await rejects(t, run.train({ steps: -1 }), 'E_CONFIG', /steps: expected a non-negative integer/);
+  await rejects(t, run.train({ steps: 1, checkpointEvery: 1.5 }), 'E_CONFIG', /checkpointEvery: expected a non-negative integer/);
+  run.close();
 });
 
-test('the API refuses to start over another run in its folder unless asked, and continues its own', async (t) => {
+test('a Run refuses to start over another run in its folder unless asked, and continues its own', async (t) => {
   const dir = join(tmp, 'owned');
-  const first = await Experiment.create(tiny().flp);
-  await first.metaTrain({ steps: 3, outDir: dir });
-  writeFileSync(join(dir, 'config.json'), JSON.stringify(first.config));
+  const first = await Run.open(dir, { config: tiny().flp });
+  await first.train({ steps: 3 });
+  first.close();
   const before = snapshot(dir);
 
-  const other = await Experiment.create(tiny().oml);
-  await rejects(t, other.metaTrain({ steps: 2, outDir: dir }), 'E_USAGE', /already holds a checkpoint .*Experiment\.load.*overwrite: true/);
-  t.deepEqual(snapshot(dir), before, 'a refused metaTrain changed the folder');
-  t.is(other.step, 0);
+  // Another configuration, resumed or fresh: refused, the folder untouched and unlocked.
+  await rejects(t, Run.open(dir, { config: tiny().oml }), 'E_USAGE', /holds a run trained with another configuration \(name: /);
+  await rejects(t, Run.open(dir, { config: tiny().oml, resume: false }), 'E_USAGE', /already holds a checkpoint .*overwrite: true/);
+  await rejects(t, Run.open(join(tmp, 'owned-none'), { resume: true }), 'E_USAGE', /no checkpoint to resume/);
+  t.deepEqual(snapshot(dir), before, 'a refused Run.open changed the folder');
 
-  // Its own folder: the experiment that wrote it, or one loaded from it, continues.
-  await first.metaTrain({ steps: 4, outDir: dir });
-  const loaded = await Experiment.load(dir);
-  await loaded.metaTrain({ steps: 5, outDir: dir });
+  // Its own folder: opened again (with its configuration or none), it continues.
+  const again = await Run.open(dir, { config: tiny().flp });
+  t.is((await again.train({ steps: 4 })).startStep, 3);
+  again.close();
+  const loaded = await Run.open(dir);
+  await loaded.train({ steps: 5 });
+  loaded.close();
   t.is((await Experiment.load(dir)).step, 5);
 
-  // Asked: the old run's files go, the new run's checkpoint and metrics take their place.
-  await other.metaTrain({ steps: 2, outDir: dir, overwrite: true });
+  // Asked: the old run's files go, the new run's checkpoint, configuration and metrics take their place.
+  const other = await Run.open(dir, { config: tiny().oml, overwrite: true });
+  await other.train({ steps: 2 });
+  other.close();
   const replaced = await Experiment.load(dir);
   t.is(replaced.step, 2);
-  t.is(replaced.name, other.name);
-  t.false(existsSync(join(dir, 'config.json')), "the old run's config.json stayed");
+  t.is(replaced.name, tiny().oml.name);
+  t.is(JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')).name, tiny().oml.name, "the old run's config.json stayed");
   t.deepEqual(readFileSync(join(dir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).step), [1, 2]);
 });
 
@@ -158,14 +171,16 @@ test('a checkpoint manifest that names a file outside its folder is refused befo
 test('compare and analyze refuse to put a sine run and an image run on one axis', async (t) => {
   const sineDir = join(tmp, 'cmp-sine');
   const sine = await Experiment.create(tiny().oml);
-  await sine.metaTrain({ steps: 1, outDir: sineDir });
+  await sine.metaTrain({ steps: 1 });
+  await sine.save(sineDir);
   const imageDir = join(tmp, 'cmp-image');
   const image = await Experiment.create({
     name: 'tiny-image',
     learner: { inputShape: [1, 28, 28], layers: [{ type: 'conv', channels: 2, kernel: 3, stride: 2 }, { type: 'linear', units: 8 }, { type: 'linear', units: 10 }], rln: 1, task: 'classification', rule: { type: 'sgd', lr: 0.05 } },
     task: { type: 'omniglot', data: { dir: omniglotFixture(), size: 28 }, episode: { ways: 2, shots: 1, queryShots: 1, labelSpace: 10 } },
   });
-  await image.metaTrain({ steps: 1, outDir: imageDir });
+  await image.metaTrain({ steps: 1 });
+  await image.save(imageDir);
   await rejects(t, analyzeRun({ checkpoint: sineDir, against: imageDir, log: () => {} }), 'E_USAGE', /run of the sine task and .* one of the omniglot task: .*mean squared error against cross-entropy/);
   t.false(existsSync(join(sineDir, 'analysis')));
   for (const dir of [sineDir, imageDir]) t.is(cli(['eval', '--checkpoint', dir, '--runs', '2', ...(dir === imageDir ? ['--classes', '2'] : [])]).status, 0);

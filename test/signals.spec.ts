@@ -7,7 +7,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSy
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Experiment } from '../src/index.js';
-import { demoConfigs } from '../src/cli/demo.js';
+import { demoConfigs } from '../src/presets.js';
 import { LOCK_FILE } from '../src/run-lock.js';
 import { cli, root } from './helpers.js';
 

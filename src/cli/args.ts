@@ -105,24 +105,3 @@ export async function readConfigFile(path: string): Promise<Record<string, unkno
   return data as Record<string, unknown>;
 }
 
-/** The first leaf of `requested` that differs from `actual` ("learner.seed: 1 ≠ 0"), or null when it is a subset. */
-export function firstDifference(requested: unknown, actual: unknown, path = ''): string | null {
-  if (Array.isArray(requested)) {
-    if (!Array.isArray(actual) || actual.length !== requested.length) return `${path}: ${JSON.stringify(requested)} ≠ ${JSON.stringify(actual)}`;
-    for (let i = 0; i < requested.length; i++) {
-      const d = firstDifference(requested[i], actual[i], `${path}[${i}]`);
-      if (d) return d;
-    }
-    return null;
-  }
-  if (requested !== null && typeof requested === 'object') {
-    if (actual === null || typeof actual !== 'object' || Array.isArray(actual)) return `${path || '(root)'}: ${JSON.stringify(requested)} ≠ ${JSON.stringify(actual)}`;
-    for (const [k, v] of Object.entries(requested)) {
-      if (v === undefined) continue;
-      const d = firstDifference(v, (actual as Record<string, unknown>)[k], path ? `${path}.${k}` : k);
-      if (d) return d;
-    }
-    return null;
-  }
-  return JSON.stringify(requested) === JSON.stringify(actual) ? null : `${path}: ${JSON.stringify(requested)} ≠ ${JSON.stringify(actual)}`;
-}

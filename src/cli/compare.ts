@@ -9,7 +9,7 @@ import { compareJson, compareTable } from '../compare.js';
 import { compareFigures } from '../plots.js';
 import { readEvalFile, stableStringify, type CompareEntry } from '../results.js';
 import { usageError } from './args.js';
-import { EVAL_FILE, readRunMetrics } from './runs.js';
+import { EVAL_FILE, readRunMetrics } from '../run.js';
 
 export const DEFAULT_COMPARE_DIR = join('runs', 'compare');
 

@@ -5,44 +5,17 @@
  */
 import type { Command } from 'commander';
 import { join } from 'node:path';
-import { mergeConfig, type ExperimentConfig } from '../config.js';
-import { DEMO_SHAPE, preset, reducedSine, type SineShape } from '../presets.js';
+import { demoConfigs, demoShape, type DemoScale } from '../presets.js';
 import { runtimeInfo, setThreads } from '../runtime.js';
 import { formatDuration, type ProgressMode } from './progress.js';
 import { positiveInt } from './args.js';
 import { trainRun, trainSummary } from './train.js';
-import { evalRun } from './eval.js';
 import { compareRuns } from './compare.js';
-import { hasCheckpoint } from './runs.js';
-
-export type DemoScale = 'small' | 'tiny';
-
-export interface DemoConfigs {
-  flp: ExperimentConfig;
-  oml: ExperimentConfig;
-}
+import { Run } from '../run.js';
 
 export const DEMO_STEPS = 1000;
 export const DEMO_RUNS = 20;
 export const DEMO_OUT = join('runs', 'demo');
-
-/** For tests: a few milliseconds per meta-step. */
-const TINY_SHAPE: SineShape = { hidden: [16], sine: { poolSize: 10, functions: 3, slots: 3, batchesPerFunction: 2, batchSize: 4, queryPerFunction: 4 }, metaBatch: 2 };
-
-const SHAPES: Record<DemoScale, SineShape> = { small: DEMO_SHAPE, tiny: TINY_SHAPE };
-
-/**
- * The demo's learners: the flp-sine-demo and oml-sine-demo presets (so `metaplastic train --preset
- * flp-sine-demo` takes the demo's learner further), or the same learners at the tiny scale of the tests.
- */
-export function demoConfigs(options: { scale?: DemoScale; seed?: number } = {}): DemoConfigs {
-  const seed = options.seed ?? 0;
-  const build = (name: string) => {
-    const config = options.scale === 'tiny' ? reducedSine(preset(name), TINY_SHAPE) : preset(name);
-    return mergeConfig(config, { seed, learner: { seed } });
-  };
-  return { flp: build('flp-sine-demo'), oml: build('oml-sine-demo') };
-}
 
 export interface DemoOptions {
   out?: string;
@@ -63,19 +36,23 @@ export async function runDemo(options: DemoOptions = {}): Promise<string> {
   if (runtimeInfo().device === 'cpu' && !process.env.OMP_NUM_THREADS) setThreads(1);
 
   const configs = demoConfigs({ scale: options.scale });
-  const shape = SHAPES[options.scale ?? 'small'];
+  const shape = demoShape(options.scale);
   log(`metaplastic demo: FLP vs OML on incremental sine regression, reduced networks (hidden ${shape.hidden.join('-')}, ` +
     `${shape.sine.batchesPerFunction} minibatches per function, meta-batch ${shape.metaBatch}), ${steps} meta-steps each, then ${runs} evaluation runs`);
   const dirs: string[] = [];
   for (const [i, config] of [configs.flp, configs.oml].entries()) {
     const dir = join(out, config.name!);
     dirs.push(dir);
-    const resume = hasCheckpoint(dir); // a re-run (or one after Ctrl-C) continues where it stopped
     log(`\n[${i + 1}/2] meta-training ${config.name} into ${dir}`);
-    const r = await trainRun({ config, out: dir, steps, resume, checkpointEvery: 100, log, progress: options.progress });
-    log(trainSummary(r));
-    const e = await evalRun({ checkpoint: dir, runs, seed: 0, log });
-    log(`  eval: ${e.path}`);
+    // A re-run (or one after Ctrl-C) continues where it stopped.
+    log(trainSummary(await trainRun({ config, out: dir, steps, resume: 'auto', log, progress: options.progress })));
+    const run = await Run.read(dir);
+    try {
+      const e = await run.evaluate({ runs, seed: 0 });
+      log(`  eval: ${e.path} (${formatDuration(e.seconds)})`);
+    } finally {
+      run.close();
+    }
   }
   log('');
   const cmp = await compareRuns(dirs, out);

@@ -3,16 +3,12 @@
  * bytes: a pure function of checkpoint, seed and options; timings go to stderr only) and the plots.
  */
 import type { Command } from 'commander';
-import { dirname, join } from 'node:path';
-import { mkdir } from 'node:fs/promises';
-import { Experiment, evalJson, type EvalOptions } from '../experiment.js';
-import { compareFigures } from '../plots.js';
-import { writeFileAtomic, type EvalFile } from '../results.js';
+import { evalJson, type EvalOptions } from '../experiment.js';
+import type { EvalFile } from '../results.js';
+import { Run, type RunEvalResult } from '../run.js';
 import type { Stat } from '../stats.js';
 import { formatDuration } from './progress.js';
 import { intList, positiveInt, seedInt, usageError } from './args.js';
-import { CHECKPOINT_FILE, EVAL_FILE, hasCheckpoint, readRunMetrics } from './runs.js';
-import { MetaplasticError } from '../errors.js';
 import { applyThreads } from './threads.js';
 
 export interface EvalRequest {
@@ -29,54 +25,25 @@ export interface EvalRequest {
   log?: (line: string) => void;
 }
 
-export interface EvalRunResult {
-  file: EvalFile;
-  path: string;
-  plots: string[];
-  seconds: number;
-}
-
-export async function evalRun(req: EvalRequest): Promise<EvalRunResult> {
+export async function evalRun(req: EvalRequest): Promise<RunEvalResult> {
   const log = req.log ?? ((line: string) => process.stderr.write(line + '\n'));
-  if (!hasCheckpoint(req.checkpoint)) {
-    throw usageError(`${req.checkpoint} has no checkpoint (${CHECKPOINT_FILE} is missing); train one with \`metaplastic train --out ${req.checkpoint}\``);
-  }
-  const exp = await Experiment.load(req.checkpoint);
+  const run = await Run.read(req.checkpoint);
   try {
-    return await evaluateLoaded(exp, req, log);
+    const exp = run.experiment;
+    if (req.classes && exp.config.task.type === 'sine') {
+      throw usageError(`--classes applies to classification checkpoints; ${req.checkpoint} was trained on the sine task`);
+    }
+    applyThreads(req.threads, log);
+    // Options left out take the engine's defaults; the eval file records the run count and seed used.
+    const options: EvalOptions = { runs: req.runs, seed: req.seed, classes: req.classes };
+    if (options.runs !== undefined && options.runs < 2) log(`${exp.name}: with ${options.runs} run there is no confidence interval (use --runs 2 or more)`);
+    log(`${exp.name}: evaluating the checkpoint at step ${exp.step}`);
+    const r = await run.evaluate(options, { out: req.out, plots: req.plots });
+    log(`${exp.name}: evaluated ${r.file.result.runs} runs (seed ${r.file.seed}) in ${formatDuration(r.seconds)}`);
+    return r;
   } finally {
-    exp.dispose();
+    run.close();
   }
-}
-
-async function evaluateLoaded(exp: Experiment, req: EvalRequest, log: (line: string) => void): Promise<EvalRunResult> {
-  if (req.classes && exp.config.task.type === 'sine') {
-    throw usageError(`--classes applies to classification checkpoints; ${req.checkpoint} was trained on the sine task`);
-  }
-  applyThreads(req.threads, log);
-  // Options left out take the engine's defaults; the eval file records the run count and seed used.
-  const options: EvalOptions = { runs: req.runs, seed: req.seed, classes: req.classes };
-  if (options.runs !== undefined && options.runs < 2) log(`${exp.name}: with ${options.runs} run there is no confidence interval (use --runs 2 or more)`);
-  log(`${exp.name}: evaluating the checkpoint at step ${exp.step}`);
-  const t0 = performance.now();
-  const file = await exp.evaluate(options);
-  const seconds = (performance.now() - t0) / 1000;
-  log(`${exp.name}: evaluated ${file.result.runs} runs (seed ${file.seed}) in ${formatDuration(seconds)}`);
-
-  const path = req.out ?? join(req.checkpoint, EVAL_FILE);
-  try {
-    await mkdir(dirname(path), { recursive: true });
-    await writeFileAtomic(path, evalJson(file));
-  } catch (e) {
-    throw new MetaplasticError('E_IO', `cannot write ${path}: ${(e as Error).message}; choose a writable place with --out`, { cause: e });
-  }
-  const plots: string[] = [];
-  if (req.plots ?? true) {
-    const metrics = await readRunMetrics(req.checkpoint);
-    const figs = await compareFigures(dirname(path), [{ name: file.name, eval: file, metrics }]);
-    for (const f of figs) plots.push(f.svg, f.png);
-  }
-  return { file, path, plots, seconds };
 }
 
 function stat(s: Stat, digits = 4): string {

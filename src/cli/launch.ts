@@ -10,7 +10,7 @@ import { createServer } from 'node:net';
 import { availableParallelism } from 'node:os';
 import { createInterface } from 'node:readline';
 import { EXIT } from './exit-codes.js';
-import { hasCheckpoint } from '../run-folder.js';
+import { hasCheckpoint } from '../run.js';
 
 /** The signals that stop a run and save it: Ctrl-C, and what SLURM, Kubernetes and a closed terminal send. */
 export const STOP_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;

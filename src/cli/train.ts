@@ -4,21 +4,15 @@
  */
 import type { Command } from 'commander';
 import { join } from 'node:path';
-import { Experiment } from '../experiment.js';
+import type { ProgressEvent } from '../experiment.js';
 import { MetaplasticError } from '../errors.js';
 import { mergeConfig, type ExperimentConfig } from '../config.js';
 import { preset } from '../presets.js';
 import { runtimeInfo } from '../runtime.js';
-import { plotMetaLoss } from '../plots.js';
-import { writeFileAtomic } from '../results.js';
 import { createProgress, formatDuration, type ProgressMode } from './progress.js';
-import { applySet, CliExit, collect, firstDifference, nonNegativeInt, positiveInt, positiveNumber, readConfigFile, seedInt, usageError } from './args.js';
-import { CHECKPOINT_FILE, CONFIG_FILE, hasCheckpoint, readRunMetrics } from './runs.js';
-import { finalMetaLoss, initialMetaLoss, metaLossWindow } from '../results.js';
-import { lockRunDir, type RunLock } from '../run-lock.js';
-import { METRICS_FILE, refuseExistingRun } from '../run-folder.js';
+import { applySet, CliExit, collect, nonNegativeInt, positiveInt, positiveNumber, readConfigFile, seedInt, usageError } from './args.js';
+import { CHECKPOINT_FILE, DEFAULT_CHECKPOINT_EVERY, hasCheckpoint, Run, type TrainResult } from '../run.js';
 import { checkConfigData } from '../validate.js';
-import { rmSync } from 'node:fs';
 import { applyThreads } from './threads.js';
 import { EXIT } from './exit-codes.js';
 import { restoreTerminal } from './progress.js';
@@ -63,7 +57,6 @@ export function quitWithoutSaving(message: string, stream: NodeJS.WritableStream
 }
 
 export const DEFAULT_STEPS = 1000;
-export const DEFAULT_CHECKPOINT_EVERY = 100;
 
 export interface TrainRequest {
   /** The configuration to train; with `resume`, checked against the checkpoint's (may be omitted). */
@@ -71,7 +64,8 @@ export interface TrainRequest {
   out: string;
   /** Total meta-steps of the run. */
   steps: number;
-  resume?: boolean;
+  /** Continue the checkpoint in `out` (true), refuse one (false), or take what is there ('auto', the demo). */
+  resume?: boolean | 'auto';
   checkpointEvery?: number;
   /** Progress label (default: the learner's name). */
   label?: string;
@@ -84,22 +78,65 @@ export interface TrainRequest {
   distributed?: DistributedOptions;
 }
 
-export interface TrainResult {
-  name: string;
-  out: string;
-  /** Meta-steps done (the checkpoint's step). */
-  steps: number;
-  /** Step the run started from in this invocation (0 for a fresh run). */
-  startStep: number;
-  /** Mean meta-loss of the first and of the last `metaLossSteps` recorded steps (see results.ts; null without any). */
-  initialMetaLoss: number | null;
-  finalMetaLoss: number | null;
-  metaLossSteps: number;
-  skipped: number;
-  /** Meta-steps skipped as exploded lifetimes. */
-  exploded: number;
-  seconds: number;
-  plots: string[];
+/** The command line's words for continuing or replacing a run. */
+const CLI_HINTS = {
+  resume: 'resume with `--resume --out DIR` alone, or choose another --out',
+  fresh: 'continue it with --resume, or choose another --out',
+  folder: 'choose a writable folder with --out',
+};
+
+/** Meta-trains `req.config` (or resumes the run in `req.out`) up to `req.steps`, with a progress bar and Ctrl-C → checkpoint → exit 130. */
+export async function trainRun(req: TrainRequest): Promise<TrainResult> {
+  const log = req.log ?? ((line: string) => process.stderr.write(line + '\n'));
+  applyThreads(req.threads, log);
+  if (req.resume === true && !hasCheckpoint(req.out)) {
+    throw usageError(`--resume: ${req.out} has no checkpoint (${CHECKPOINT_FILE} is missing); start a fresh run without --resume`);
+  }
+  if (!req.resume && !req.config) throw usageError('give --preset NAME or --config FILE.json (see `metaplastic presets`)');
+  const hints = { ...CLI_HINTS, resume: `resume with \`--resume --out ${req.out}\` alone, or choose another --out` };
+  const run = await Run.open(req.out, { config: req.config, resume: req.resume ?? false, distributed: req.distributed, hints });
+  try {
+    return await trainOpenRun(run, req, log);
+  } finally {
+    run.close();
+  }
+}
+
+async function trainOpenRun(run: Run, req: TrainRequest, log: (line: string) => void): Promise<TrainResult> {
+  const name = run.name;
+  const startStep = run.experiment.step;
+  const leader = !req.distributed || req.distributed.rank === 0;
+  if (leader && startStep >= req.steps) log(`${name}: the checkpoint in ${req.out} is already at step ${startStep} (--steps ${req.steps}); nothing to train`);
+  else if (leader && startStep > 0) log(`${name}: resuming from step ${startStep} in ${req.out}`);
+  const controller = new AbortController();
+  const progress = leader ? createProgress({ label: req.label ?? name, mode: req.progress }) : undefined;
+  // First Ctrl-C (or SIGTERM, SIGHUP): stop inside the current meta-step, save, exit 130. A second one quits
+  // at once, with the terminal restored (cursor, line wrap) and the last checkpoint on disk untouched.
+  const resume = resumeCommand(req.out, req.steps, req.distributed);
+  const removeHandlers = leader
+    ? onStop(
+        (why) => {
+          log(`\n${name}: interrupted (${why}); saving a checkpoint (press Ctrl-C again to quit without saving)`);
+          controller.abort();
+        },
+        () => quitWithoutSaving(`${name}: quit without saving; the last checkpoint in ${req.out} is intact (resume with: ${resume})`),
+      )
+    : onStop(() => controller.abort(), () => process.exit(EXIT.interrupted));
+  try {
+    if (startStep < req.steps) progress?.start(req.steps, startStep);
+    const onProgress = progress && ((e: ProgressEvent) => progress.update(e.step, { 'meta-loss': e.metaLoss ?? 'nan', skipped: e.skipped, exploded: e.exploded }));
+    return await run.train({ steps: req.steps, signal: controller.signal, checkpointEvery: req.checkpointEvery, onProgress });
+  } catch (e) {
+    if (e instanceof MetaplasticError && e.code === 'E_CANCELLED') {
+      progress?.stop();
+      const message = leader ? `${name}: stopped at step ${run.experiment.step} of ${req.steps}; checkpoint saved in ${req.out}.\nResume with: ${resume}` : '';
+      throw new CliExit(EXIT.interrupted, message);
+    }
+    throw e;
+  } finally {
+    progress?.stop();
+    removeHandlers();
+  }
 }
 
 /** --preset / --config / --set / --seed → one configuration (null when none of them is given). */
@@ -129,157 +166,6 @@ export async function resolveConfig(opts: { preset?: string; config?: string; se
 /** `runs/<name>-<seed>`. */
 export function defaultRunDir(config: ExperimentConfig): string {
   return join('runs', `${config.name ?? 'experiment'}-${config.seed ?? 0}`);
-}
-
-/** `write`: the process that owns the run folder (every process but the ranks ≠ 0 of a group). */
-async function openRun(req: TrainRequest, write: boolean): Promise<Experiment> {
-  if (!req.resume) {
-    if (!req.config) throw usageError('give --preset NAME or --config FILE.json (see `metaplastic presets`)');
-    refuseExistingRun(req.out, 'continue it with --resume, or choose another --out');
-    const exp = await Experiment.create(req.config);
-    if (!write) return exp;
-    await writeFileAtomic(join(req.out, CONFIG_FILE), JSON.stringify(exp.config, null, 2) + '\n').catch((e) => {
-      exp.dispose();
-      throw new MetaplasticError('E_IO', `cannot write ${join(req.out, CONFIG_FILE)}: ${(e as Error).message}; choose a writable folder with --out`, { cause: e });
-    });
-    return exp;
-  }
-  if (!hasCheckpoint(req.out)) {
-    throw usageError(`--resume: ${req.out} has no checkpoint (${CHECKPOINT_FILE} is missing); start a fresh run without --resume`);
-  }
-  const exp = await Experiment.load(req.out);
-  const diff = req.config ? firstDifference(req.config, exp.config) : null;
-  if (diff) {
-    exp.dispose();
-    throw usageError(`--resume: the checkpoint in ${req.out} was trained with another configuration (${diff}); resume with \`--resume --out ${req.out}\` alone, or choose another --out`);
-  }
-  return exp;
-}
-
-/** Meta-trains `req.config` (or resumes the run in `req.out`) up to `req.steps` total meta-steps. */
-export async function trainRun(req: TrainRequest): Promise<TrainResult> {
-  const log = req.log ?? ((line: string) => process.stderr.write(line + '\n'));
-  if (req.distributed && req.distributed.rank !== 0) return followerTrainRun(req, log);
-  // Locked before anything is read or written: a second writer stops here with E_LOCKED.
-  const lock = lockRunDir(req.out);
-  try {
-    return await lockedTrainRun(req, log, lock);
-  } finally {
-    lock.release();
-  }
-}
-
-async function lockedTrainRun(req: TrainRequest, log: (line: string) => void, runLock: RunLock): Promise<TrainResult> {
-  try {
-    return await trainInFolder(req, log, runLock);
-  } catch (e) {
-    // A fresh run that failed before its first checkpoint leaves the folder as it found it.
-    if (!req.resume && !hasCheckpoint(req.out)) for (const f of [CONFIG_FILE, METRICS_FILE]) rmSync(join(req.out, f), { force: true });
-    throw e;
-  }
-}
-
-async function trainInFolder(req: TrainRequest, log: (line: string) => void, runLock: RunLock): Promise<TrainResult> {
-  applyThreads(req.threads, log);
-  const exp = await openRun(req, true);
-  const startStep = exp.step;
-  const name = exp.name;
-  if (startStep >= req.steps) log(`${name}: the checkpoint in ${req.out} is already at step ${startStep} (--steps ${req.steps}); nothing to train`);
-  else if (startStep > 0) log(`${name}: resuming from step ${startStep} in ${req.out}`);
-
-  const controller = new AbortController();
-  const progress = createProgress({ label: req.label ?? name, mode: req.progress });
-  // First Ctrl-C (or SIGTERM, SIGHUP): stop inside the current meta-step, save, exit 130. A second one quits
-  // at once, with the terminal restored (cursor, line wrap) and the last checkpoint on disk untouched.
-  const resume = resumeCommand(req.out, req.steps, req.distributed);
-  const removeHandlers = onStop(
-    (why) => {
-      log(`\n${name}: interrupted (${why}); saving a checkpoint (press Ctrl-C again to quit without saving)`);
-      controller.abort();
-    },
-    () => quitWithoutSaving(`${name}: quit without saving; the last checkpoint in ${req.out} is intact (resume with: ${resume})`),
-  );
-  const t0 = performance.now();
-  try {
-    if (startStep < req.steps) progress.start(req.steps, startStep);
-    await exp.metaTrain({
-      steps: req.steps,
-      outDir: req.out,
-      runLock,
-      signal: controller.signal,
-      checkpointEvery: req.checkpointEvery ?? DEFAULT_CHECKPOINT_EVERY,
-      onProgress: (e) => progress.update(e.step, { 'meta-loss': e.metaLoss ?? 'nan', skipped: e.skipped, exploded: e.exploded }),
-      distributed: req.distributed,
-    });
-  } catch (e) {
-    progress.stop();
-    if (e instanceof MetaplasticError && e.code === 'E_CANCELLED') {
-      throw new CliExit(EXIT.interrupted, `${name}: stopped at step ${exp.step} of ${req.steps}; checkpoint saved in ${req.out}.\nResume with: ${resume}`);
-    }
-    throw e;
-  } finally {
-    removeHandlers();
-  }
-  progress.stop();
-  const seconds = (performance.now() - t0) / 1000;
-
-  const records = await readRunMetrics(req.out);
-  const plots: string[] = [];
-  if (records.length > 0) {
-    const fig = await plotMetaLoss(req.out, [{ name, records }], { smoothing: 0.9 });
-    plots.push(fig.svg, fig.png);
-  }
-  const result: TrainResult = {
-    name,
-    out: req.out,
-    steps: exp.step,
-    startStep,
-    initialMetaLoss: initialMetaLoss(records),
-    finalMetaLoss: finalMetaLoss(records),
-    metaLossSteps: metaLossWindow(records),
-    skipped: exp.skipped,
-    exploded: exp.exploded,
-    seconds,
-    plots,
-  };
-  exp.dispose();
-  return result;
-}
-
-/**
- * A worker of rank ≠ 0: the same run, read-only (rank 0 writes config, metrics and checkpoints). Ctrl-C
- * stops it like rank 0; a peer lost while stopping is part of stopping.
- */
-async function followerTrainRun(req: TrainRequest, log: (line: string) => void): Promise<TrainResult> {
-  applyThreads(req.threads, log);
-  const exp = await openRun(req, false);
-  const startStep = exp.step;
-  const controller = new AbortController();
-  const removeHandlers = onStop(() => controller.abort(), () => process.exit(EXIT.interrupted));
-  const t0 = performance.now();
-  try {
-    await exp.metaTrain({ steps: req.steps, signal: controller.signal, distributed: req.distributed });
-  } catch (e) {
-    if (e instanceof MetaplasticError && e.code === 'E_CANCELLED') throw new CliExit(EXIT.interrupted, '');
-    throw e;
-  } finally {
-    removeHandlers();
-  }
-  const result: TrainResult = {
-    name: exp.name,
-    out: req.out,
-    steps: exp.step,
-    startStep,
-    initialMetaLoss: null,
-    finalMetaLoss: null,
-    metaLossSteps: 0,
-    skipped: exp.skipped,
-    exploded: exp.exploded,
-    seconds: (performance.now() - t0) / 1000,
-    plots: [],
-  };
-  exp.dispose();
-  return result;
 }
 
 function fmt(x: number | null): string {
