@@ -41,6 +41,24 @@ const testEnv = { ...env, OMP_NUM_THREADS: '1' };
 // they skipped.
 const host = spawnSync('rustc', ['-vV'], { encoding: 'utf8' }).stdout?.match(/^host: (\S+)$/m)?.[1];
 const targetArgs = host ? ['--target', host] : [];
+
+// Style gates first, each a named failure: the TypeScript linter (Biome, biome.json), rustfmt (rustfmt.toml) and
+// clippy with warnings as errors (the engine with its tests and examples; the addon's library).
+const gates = [
+  ['Biome lint', process.execPath, [join(root, 'node_modules', '@biomejs', 'biome', 'bin', 'biome'), 'lint', '--error-on-warnings', '--max-diagnostics=50']],
+  ['rustfmt', 'cargo', ['fmt', '--all', '--check']],
+  ['clippy (engine)', 'cargo', ['clippy', '--release', ...targetArgs, '-p', 'metaplastic-core', '--all-targets', '--', '-D', 'warnings']],
+  ['clippy (addon)', 'cargo', ['clippy', '--release', ...targetArgs, '-p', 'metaplastic-node', '--lib', '--', '-D', 'warnings']],
+];
+for (const [name, cmd, args] of cargoOnly ? [] : gates) {
+  const gate = await run(cmd, args, testEnv);
+  if (gate.code !== 0) {
+    const fix = name === 'rustfmt' ? ' (format with `cargo fmt --all`; if cargo says fmt is not installed: `rustup component add rustfmt clippy`)' : '';
+    console.error(`\n${name} failed${fix}; the tests were not run`);
+    console.log('\n0 passed, 1 failed');
+    process.exit(1);
+  }
+}
 const cargo = await run('cargo', ['test', '--release', ...targetArgs, '-p', 'metaplastic-core', '--', '--show-output'], testEnv);
 const counts = countCargo(cargo.text);
 let code = cargo.code;

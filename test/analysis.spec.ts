@@ -22,7 +22,7 @@ test('analyze returns per-step measurements for every plastic layer and task', a
     for (const s of run.steps) {
       t.is(s.layers.length, a.layers.length);
       // Tasks not yet seen have no loss change; the current task always has one.
-      s.lossChange.forEach((c, j) => t.is(c === null, !run.steps.slice(0, s.step + 1).some((p) => p.task === j)));
+      for (const [j, c] of s.lossChange.entries()) t.is(c === null, !run.steps.slice(0, s.step + 1).some((p) => p.task === j));
     }
     t.is(run.overlap[0].length, a.tasks);
   }

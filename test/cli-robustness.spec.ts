@@ -110,7 +110,12 @@ test('a second Ctrl-C restores the terminal, says the last checkpoint is intact 
   t.deepEqual(calls, ['save', 'quit', 'quit']);
   let out = '';
   let code = -1;
-  quitWithoutSaving('run: the last checkpoint in runs/x is intact', { isTTY: true, write: (s: string) => ((out += s), true) } as any, (c) => (code = c));
+  quitWithoutSaving('run: the last checkpoint in runs/x is intact', { isTTY: true, write: (s: string) => {
+    out += s;
+    return true;
+  } } as any, (c) => {
+    code = c;
+  });
   t.is(code, 130);
   t.true(out.startsWith('\x1b[?25h\x1b[?7h'), 'cursor and line wrap back first');
   t.regex(out, /last checkpoint in runs\/x is intact/);
@@ -118,10 +123,16 @@ test('a second Ctrl-C restores the terminal, says the last checkpoint is intact 
 
 test('restoreTerminal shows the cursor and turns line wrap back on, on a terminal only', (t) => {
   let out = '';
-  restoreTerminal({ isTTY: true, write: (s: string) => ((out += s), true) } as any);
+  restoreTerminal({ isTTY: true, write: (s: string) => {
+    out += s;
+    return true;
+  } } as any);
   t.true(out.includes('\x1b[?25h') && out.includes('\x1b[?7h'));
   out = '';
-  restoreTerminal({ isTTY: false, write: (s: string) => ((out += s), true) } as any);
+  restoreTerminal({ isTTY: false, write: (s: string) => {
+    out += s;
+    return true;
+  } } as any);
   t.is(out, '');
 });
 

@@ -61,7 +61,7 @@ test('train --nproc 2 meta-trains like one process with the whole meta-batch, an
   t.is(JSON.parse(g.stdout).steps, 5, 'rank 0 alone reports the run');
   const [a, b] = [metaLosses(group), metaLosses(single)];
   t.is(a.length, 5, 'one metrics line per step: only rank 0 writes');
-  a.forEach((x, i) => t.true(Math.abs(x - b[i]) <= 1e-5 * Math.abs(b[i]), `step ${i + 1}: ${x} vs ${b[i]}`));
+  for (const [i, x] of a.entries()) t.true(Math.abs(x - b[i]) <= 1e-5 * Math.abs(b[i]), `step ${i + 1}: ${x} vs ${b[i]}`);
   const [eg, es] = [await Experiment.load(group), await Experiment.load(single)];
   t.is(eg.step, 5);
   t.true(paramGap(eg, es) < 2e-5, `parameters differ by ${paramGap(eg, es)}`);
@@ -86,7 +86,7 @@ test('metaTrain({ distributed: "env" }) from TypeScript: two worker processes eq
     return new Promise<string>((resolve) => child.on('exit', (code) => resolve(`exit ${code}: ${stderr}`)));
   });
   const exits = await Promise.all(runs);
-  exits.forEach((e) => t.true(e.startsWith('exit 0'), e));
+  for (const e of exits) t.true(e.startsWith('exit 0'), e);
   const ranks = [0, 1].map((r) => JSON.parse(readFileSync(join(dir, `rank${r}.json`), 'utf8')));
   t.deepEqual(ranks.map((r) => [r.group.rank, r.group.worldSize, r.step]), [[0, 2, 5], [1, 2, 5]]);
   t.deepEqual(ranks[0].params, ranks[1].params, 'ranks hold identical parameters');

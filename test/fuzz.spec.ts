@@ -5,7 +5,7 @@
 // on disk.
 import test from 'ava';
 import fc from 'fast-check';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { checkConfig, ERROR_CODES, Experiment, MetaplasticError, preset, tensor, type EpisodeData, type ExperimentConfig } from '../src/index.js';
@@ -115,7 +115,10 @@ test.serial('command lines: any flags exit with a documented code, no unexpected
         const before = snapshot(out);
         const args = cmd === 'train' ? ['train', '--config', config, '--steps', '3', '--out', out] : cmd === 'eval' ? ['eval', '--checkpoint', out, '--runs', '2'] : cmd === 'compare' ? ['compare', out] : [cmd];
         let printed = '';
-        process.stderr.write = ((s: string) => ((printed += s), true)) as typeof process.stderr.write;
+        process.stderr.write = ((s: string) => {
+          printed += s;
+          return true;
+        }) as typeof process.stderr.write;
         process.stdout.write = (() => true) as typeof process.stdout.write;
         let code: number;
         try {

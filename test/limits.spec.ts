@@ -2,7 +2,7 @@
 // counts, run counts, deep or non-JSON configurations, a broken addon, a run started over another one.
 // Each is a named error, the process lives, and nothing on disk changes.
 import test from 'ava';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';

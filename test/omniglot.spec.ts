@@ -3,7 +3,7 @@ import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Resvg } from '@resvg/resvg-js';
-import { loadOmniglot, loadImageFolder, validateEpisode, MetaplasticError } from '../src/index.js';
+import { loadOmniglot, loadImageFolder, validateEpisode, type MetaplasticError } from '../src/index.js';
 import { FIXTURE, FULL_DATA_NOTE, fullOmniglot, omniglotFixture } from './omniglot-fixture.js';
 
 // A small data set in the official zip layout, built here (a fresh clone has no Omniglot).

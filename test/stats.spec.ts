@@ -6,7 +6,10 @@ const close = (a: number, b: number, tol: number) => Math.abs(a - b) <= tol;
 // A seeded normal sample (Box–Muller on a linear congruential generator), independent of the code under test.
 function normals(n: number, seed: number, mean = 0, sd = 1): number[] {
   let state = seed >>> 0;
-  const uniform = () => ((state = (Math.imul(state, 1664525) + 1013904223) >>> 0) + 0.5) / 4294967296;
+  const uniform = () => {
+    state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
+    return (state + 0.5) / 4294967296;
+  };
   return Array.from({ length: n }, () => mean + sd * Math.sqrt(-2 * Math.log(uniform())) * Math.cos(2 * Math.PI * uniform()));
 }
 

@@ -13,7 +13,7 @@ test('sine episodes follow the OML/FLP protocol', (t) => {
   t.is(run.poolIds!.length, 10);
   t.is(new Set(run.poolIds).size, 10);
   const pool = task.pool();
-  run.poolIds!.forEach((id, slot) => t.deepEqual(run.functions[slot], pool[id]));
+  for (const [slot, id] of run.poolIds!.entries()) t.deepEqual(run.functions[slot], pool[id]);
   const x = run.supportX.data;
   const y = run.supportY.data;
   for (let row = 0; row < 400 * 32; row += 97) {
@@ -43,7 +43,7 @@ test('sine evaluation uses fresh functions and i.i.d. order shuffles minibatches
     t.false(pool.some((p) => p.amplitude === f.amplitude && p.phase === f.phase));
   }
   const counts = new Array(10).fill(0);
-  run.stepFunction.forEach((s) => counts[s]++);
+  for (const s of run.stepFunction) counts[s]++;
   t.deepEqual(counts, new Array(10).fill(40));
   t.notDeepEqual(run.stepFunction, Array.from({ length: 400 }, (_, s) => Math.floor(s / 40)));
   t.deepEqual(sineRunToEpisode(run).queryX.shape, [320, 11]);

@@ -6,7 +6,7 @@
 import type { Command } from 'commander';
 import { join } from 'node:path';
 import { demoConfigs, demoShape, type DemoScale } from '../presets.js';
-import { runtimeInfo, setThreads } from '../runtime.js';
+import { runtimeInfo } from '../runtime.js';
 import { formatDuration, type ProgressMode } from './progress.js';
 import { positiveInt } from './args.js';
 import { trainRun, trainSummary } from './train.js';
@@ -32,8 +32,10 @@ export async function runDemo(options: DemoOptions = {}): Promise<string> {
   const runs = options.runs ?? DEMO_RUNS;
   const log = options.log ?? ((line: string) => process.stderr.write(line + '\n'));
   const t0 = performance.now();
-  // These networks are too small for intra-op parallelism to pay: one thread is faster on a CPU.
-  if (runtimeInfo().device === 'cpu' && !process.env.OMP_NUM_THREADS) setThreads(1);
+  // These networks are too small for intra-op parallelism to pay: one thread is faster on a CPU. It is the
+  // demo's own choice, so the machine's load (right after `npm run demo` built the addon, that of the build
+  // itself) is no reason to warn about contention or to change it.
+  const threads = runtimeInfo().device === 'cpu' && !process.env.OMP_NUM_THREADS ? 1 : undefined;
 
   const configs = demoConfigs({ scale: options.scale });
   const shape = demoShape(options.scale);
@@ -45,7 +47,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<string> {
     dirs.push(dir);
     log(`\n[${i + 1}/2] meta-training ${config.name} into ${dir}`);
     // A re-run (or one after Ctrl-C) continues where it stopped.
-    log(trainSummary(await trainRun({ config, out: dir, steps, resume: 'auto', log, progress: options.progress })));
+    log(trainSummary(await trainRun({ config, out: dir, steps, resume: 'auto', threads, log, progress: options.progress })));
     const run = await Run.read(dir);
     try {
       const e = await run.evaluate({ runs, seed: 0 });

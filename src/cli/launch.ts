@@ -70,8 +70,12 @@ export async function launchWorkers(args: string[], nproc: number, options: Laun
   // Workers that outlast the grace period get SIGTERM (they save and stop), and after as long again SIGKILL:
   // a worker that hangs or was stopped (SIGSTOP) cannot keep the launcher waiting forever.
   const escalate = (first: NodeJS.Signals | null) => {
-    if (first) timers.push(setTimeout(() => running().forEach((w) => w.kill(first)), grace));
-    timers.push(setTimeout(() => running().forEach((w) => w.kill('SIGKILL')), first ? 2 * grace : grace));
+    if (first) timers.push(setTimeout(() => {
+      for (const w of running()) w.kill(first);
+    }, grace));
+    timers.push(setTimeout(() => {
+      for (const w of running()) w.kill('SIGKILL');
+    }, first ? 2 * grace : grace));
   };
 
   const exited = Array.from({ length: nproc }, (_, rank) => {
@@ -101,7 +105,7 @@ export async function launchWorkers(args: string[], nproc: number, options: Laun
   // Ctrl-C, SIGTERM and SIGHUP reach every worker once (each saves and stops); a second one ends them at once.
   const forward = (signal: NodeJS.Signals) => {
     if (interrupted) {
-      running().forEach((w) => w.kill('SIGKILL'));
+      for (const w of running()) w.kill('SIGKILL');
       return;
     }
     interrupted = true;

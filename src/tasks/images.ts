@@ -6,7 +6,7 @@ import { native, wrapNativeObject, type NativeEpisodeSampler, type NativeImageDa
 import type { EpisodeData } from '../episode.js';
 import type { TensorData } from '../tensor.js';
 import type { DatasetInfo, EpisodeConfig, ImageFolderOptions, OmniglotOptions, OmniglotSplit, StreamConfig, ZipSummary } from '../engine-types.js';
-import { checkSeed, NativeHandle, SeededSampler, type StreamOrder } from './common.js';
+import { checkSeed, NativeHandle, SeededSampler, } from './common.js';
 
 export type {
   ResizeFilter,

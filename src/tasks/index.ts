@@ -1,5 +1,5 @@
 export type { EpisodeData } from '../episode.js';
-export { type StreamOrder } from './common.js';
+export type { StreamOrder } from './common.js';
 export { SineTask, sineRunToEpisode, type SineConfig, type SineFunction, type SineRun } from './sine.js';
 export {
   ImageDataset,
