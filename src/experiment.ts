@@ -20,21 +20,13 @@ import type { EvalOptions as EngineEvalOptions, EvalRaw, OmniglotPointRaw, Param
 
 export type { ParamInfo, StepRecord } from './engine-types.js';
 
-export interface ProgressEvent {
-  step: number;
+/** A meta-step as it completes: the engine's step record, with the run's target, speed and group rates. */
+export interface ProgressEvent extends StepRecord {
   totalSteps: number;
-  /** null when the step was skipped as non-finite. */
-  metaLoss: number | null;
-  /** null when not finite. */
-  gradNorm: number | null;
-  /** Adam learning rate of each parameter group. */
-  lr: Record<string, number>;
-  /** Non-finite meta-steps skipped so far. */
-  skipped: number;
-  /** Exploded lifetimes (finite meta-loss far above the recent median) skipped so far. */
-  exploded: number;
   /** Meta-steps per second over the last chunk. */
   stepsPerSec: number;
+  /** Adam learning rate of each parameter group. */
+  lr: Record<string, number>;
 }
 
 export interface MetaTrainOptions {
@@ -46,7 +38,7 @@ export interface MetaTrainOptions {
    * Called (and awaited) with each chunk of step records as it completes, before the next chunk starts:
    * where a `Run` writes its metrics.
    */
-  onRecords?: (records: StepRecord[], stepsPerSec: number) => void | Promise<void>;
+  onRecords?: (records: StepRecord[]) => void | Promise<void>;
   /** libtorch intra-op threads for this and later work (default: every core; give each of several processes a share). */
   threads?: number;
   /**
@@ -250,9 +242,9 @@ export class Experiment implements Disposable {
         const rate = got.length / Math.max(seconds, 1e-9);
         // Chunks of about a quarter second: responsive progress and cancellation, little overhead.
         chunk = Math.max(1, Math.min(1000, Math.round(rate * 0.25)));
-        await onRecords?.(got, rate);
+        await onRecords?.(got);
         const last = got[got.length - 1];
-        onProgress?.({ step: last.step, totalSteps: steps, metaLoss: last.metaLoss, gradNorm: last.gradNorm, lr: rates, skipped: last.skippedTotal, exploded: last.explodedTotal, stepsPerSec: rate });
+        onProgress?.({ ...last, totalSteps: steps, stepsPerSec: rate, lr: rates });
       }
     } finally {
       signal?.removeEventListener('abort', stop);

@@ -1,7 +1,6 @@
 // The figures a researcher makes from meta-training metrics and evaluation files, as vega-lite
 // specs (exported, for notebooks) and as SVG + PNG files (rendered headless by plot-render.ts).
 import { configError } from './errors.js';
-import { explodedSteps } from './results.js';
 import type {
   CompareEntry,
   MetricsRecord,
@@ -155,13 +154,12 @@ export function metaLossSpec(series: readonly LossSeries[], options: MetaLossOpt
   const rows: LossRow[] = [];
   const marks: { learner: string; step: number; kind: 'skipped' | 'exploded' }[] = [];
   for (const s of series) {
-    const exploded = explodedSteps(s.records);
-    for (const [i, r] of s.records.entries()) {
-      if (exploded[i]) marks.push({ learner: s.name, step: r.step, kind: 'exploded' });
+    for (const r of s.records) {
+      if (r.exploded) marks.push({ learner: s.name, step: r.step, kind: 'exploded' });
       else if (r.metaLoss === null) marks.push({ learner: s.name, step: r.step, kind: 'skipped' });
     }
     // A log axis cannot show non-positive losses; non-finite ones are null in metrics.jsonl.
-    const recs = s.records.filter((r, i): r is MetricsRecord & { metaLoss: number } => !exploded[i] && r.metaLoss !== null && r.metaLoss > 0);
+    const recs = s.records.filter((r): r is MetricsRecord & { metaLoss: number } => !r.exploded && r.metaLoss !== null && r.metaLoss > 0);
     const smoothed = smoothing > 0 ? smoothEma(recs.map((r) => Math.log(r.metaLoss)), smoothing).map(Math.exp) : undefined;
     const points = thin(recs.map((r, i) => ({ step: r.step, raw: r.metaLoss, smooth: smoothed?.[i] })), maxPoints);
     for (const p of points) {

@@ -5,6 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { MetaplasticError } from './errors.js';
 import type { Stat } from './stats.js';
+import type { StepRecord } from './engine-types.js';
 
 export type { Stat } from './stats.js';
 
@@ -78,36 +79,17 @@ export function finalMetaLossLabel(steps: number, mixed = false): string {
   return `final meta-loss (mean of ${mixed ? `${what}, or all in a shorter run` : what})`;
 }
 
-/** Whether each record's step was skipped as an exploded lifetime (its cumulative `exploded` count rose). */
-export function explodedSteps(records: readonly MetricsRecord[]): boolean[] {
-  let before = 0;
-  return records.map((r) => {
-    const now = r.exploded ?? 0;
-    const rose = now > before;
-    before = now;
-    return rose;
-  });
-}
-
 /** Mean meta-loss of the steps that were applied (neither skipped nor exploded), or null when there are none. */
 export function meanMetaLoss(records: readonly MetricsRecord[]): number | null {
-  const exploded = explodedSteps(records);
-  const losses = records.filter((_, i) => !exploded[i]).map((r) => r.metaLoss).filter((l): l is number => l !== null);
+  const losses = records.filter((r) => !r.exploded).map((r) => r.metaLoss).filter((l): l is number => l !== null);
   return losses.length === 0 ? null : losses.reduce((a, b) => a + b, 0) / losses.length;
 }
 
-/** One line of metrics.jsonl. */
-export interface MetricsRecord {
-  step: number;
-  /** null for a meta-step skipped because its loss or gradient was not finite. */
-  metaLoss: number | null;
-  lr: Record<string, number>;
-  /** Non-finite meta-steps skipped so far. */
-  skipped: number;
-  /** Exploded lifetimes skipped so far (absent in metrics written before the check existed). The step whose
-   * count rises is the exploded one; its metaLoss is the finite value that tripped the check. */
-  exploded?: number;
-  stepsPerSec: number;
+/**
+ * One line of metrics.jsonl: the engine's step record as it came (the same record `metaTrain` resolves
+ * with and `onProgress` receives), and when it was written.
+ */
+export interface MetricsRecord extends StepRecord {
   time?: string;
 }
 
@@ -183,12 +165,47 @@ export const evalFileSchema = z.object({
 export const metricsRecordSchema = z.object({
   step: count,
   metaLoss: finite.nullable(),
+  gradNorm: finite.nullable(),
+  clipped: z.boolean(),
+  skipped: z.boolean(),
+  skippedTotal: count,
+  exploded: z.boolean(),
+  explodedTotal: count,
+  seconds: finite.nonnegative(),
+  time: z.string().optional(),
+});
+
+/**
+ * The lines metaplastic wrote before the metrics file held the engine's step record: cumulative counts under
+ * `skipped`/`exploded`, the group rates and the chunk's speed. Read into the current record.
+ */
+const legacyMetricsRecordSchema = z.object({
+  step: count,
+  metaLoss: finite.nullable(),
+  gradNorm: finite.nullable().optional(),
   lr: z.record(z.string(), finite),
   skipped: count,
   exploded: count.optional(),
   stepsPerSec: finite.nonnegative(),
   time: z.string().optional(),
 });
+
+/** A line of the earlier format as the current record; `before` is the record of the line above, if any. */
+function fromLegacy(l: z.infer<typeof legacyMetricsRecordSchema>, before: MetricsRecord | undefined): MetricsRecord {
+  const explodedTotal = l.exploded ?? 0;
+  return {
+    step: l.step,
+    metaLoss: l.metaLoss,
+    gradNorm: l.gradNorm ?? null,
+    clipped: false,
+    skipped: l.skipped > (before?.skippedTotal ?? 0),
+    skippedTotal: l.skipped,
+    exploded: explodedTotal > (before?.explodedTotal ?? 0),
+    explodedTotal,
+    seconds: l.stepsPerSec > 0 ? 1 / l.stepsPerSec : 0,
+    ...(l.time === undefined ? {} : { time: l.time }),
+  };
+}
 
 type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends <T>() => T extends B ? 1 : 2 ? true : false;
 function assertType<T extends true>(): T | undefined {
@@ -276,10 +293,14 @@ export function parseMetrics(text: string, source = '<metrics>', options: ReadMe
       throw new MetaplasticError('E_DATA', `${source}:${i + 1}: not valid JSON (${(err as Error).message})`, { cause: err });
     }
     const parsed = metricsRecordSchema.safeParse(data);
-    if (!parsed.success) {
-      throw new MetaplasticError('E_DATA', `${source}:${i + 1}: not a valid metrics record: ${describeIssues(parsed.error)}`);
+    // Lines of the earlier format (a run started by an earlier version) read as the current record.
+    if (parsed.success) {
+      records.push(parsed.data);
+      continue;
     }
-    records.push(parsed.data);
+    const old = legacyMetricsRecordSchema.safeParse(data);
+    if (!old.success) throw new MetaplasticError('E_DATA', `${source}:${i + 1}: not a valid metrics record: ${describeIssues(parsed.error)}`);
+    records.push(fromLegacy(old.data, records.at(-1)));
   }
   return records;
 }

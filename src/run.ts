@@ -182,8 +182,7 @@ export class Run implements AsyncDisposable {
     const startStep = exp.step;
     const t0 = performance.now();
     if (this.#writes) await truncateMetrics(join(this.dir, METRICS_FILE), startStep);
-    const rates = { ...(exp.config.learner.meta!.lr as Record<string, number>) };
-    const onRecords = this.#writes ? (records: StepRecord[], stepsPerSec: number) => this.#appendMetrics(records, rates, stepsPerSec) : undefined;
+    const onRecords = this.#writes ? (records: StepRecord[]) => this.#appendMetrics(records) : undefined;
     let cancelled: unknown;
     // Segments that end at checkpoints: each ends with a save, so a crash loses at most `every` steps.
     while (exp.step < steps) {
@@ -226,9 +225,9 @@ export class Run implements AsyncDisposable {
     };
   }
 
-  async #appendMetrics(records: StepRecord[], lr: Record<string, number>, stepsPerSec: number): Promise<void> {
+  async #appendMetrics(records: StepRecord[]): Promise<void> {
     const time = new Date().toISOString();
-    const lines = records.map((r) => JSON.stringify(metricsRecord(r, lr, stepsPerSec, time)) + '\n').join('');
+    const lines = records.map((r) => JSON.stringify({ ...r, time } satisfies MetricsRecord) + '\n').join('');
     const path = join(this.dir, METRICS_FILE);
     await appendFile(path, lines).catch((e) => {
       throw new MetaplasticError('E_IO', `cannot write ${path}: ${e.message}; check that the folder is writable and the disk has room`, { cause: e });
@@ -305,10 +304,6 @@ async function openExperiment(dir: string, options: RunOptions, hints: typeof DE
     throw new MetaplasticError('E_IO', `cannot write ${join(dir, CONFIG_FILE)}: ${unwritableReason(dir, e)}; ${hints.folder}`, { cause: e });
   }
   return exp;
-}
-
-function metricsRecord(r: StepRecord, lr: Record<string, number>, stepsPerSec: number, time: string): MetricsRecord & { gradNorm: number | null } {
-  return { step: r.step, metaLoss: r.metaLoss, gradNorm: r.gradNorm, lr, skipped: r.skippedTotal, exploded: r.explodedTotal, stepsPerSec, time };
 }
 
 /** On opening a run, drops metrics lines past the checkpoint's step, so that resumed steps are not repeated. */

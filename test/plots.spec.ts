@@ -71,9 +71,9 @@ test('meta-loss: log axis, smoothing adds a smoothed line, long series are thinn
 });
 
 test('meta-loss: skipped and exploded steps are marked, left out of the smoothing, and the y-range comes from the bulk', (t) => {
-  const base = metricsSeries(1, 200).map((r) => ({ ...r, metaLoss: 2, skipped: 0, exploded: 0 }));
-  // Step 101 exploded (finite 1e19, count rises), step 151 non-finite (null); counts are cumulative.
-  const records = base.map((r, i) => ({ ...r, metaLoss: i === 100 ? 1e19 : i === 150 ? null : r.metaLoss, exploded: i >= 100 ? 1 : 0, skipped: i >= 150 ? 1 : 0 }));
+  const base = metricsSeries(1, 200).map((r) => ({ ...r, metaLoss: 2 }));
+  // Step 101 exploded (finite 1e19), step 151 non-finite (null).
+  const records = base.map((r, i) => ({ ...r, metaLoss: i === 100 ? 1e19 : i === 150 ? null : r.metaLoss, exploded: i === 100, explodedTotal: i >= 100 ? 1 : 0, skipped: i === 150, skippedTotal: i >= 150 ? 1 : 0 }));
   const spec = metaLossSpec([{ name: 'FLP', records }], { smoothing: 0.9 }) as unknown as {
     data: { values: { kind: string; loss: number; step: number }[] };
     layer: { encoding: { y: { scale: { domain: [number, number] } } } }[];

@@ -10,7 +10,6 @@ import {
   stableStringify,
   writeEvalFile,
   type EvalFile,
-  explodedSteps,
   meanMetaLoss,
 } from '../src/results.js';
 import { metricsSeries, omniglotEval, sineEval } from './fixtures/eval-results.js';
@@ -104,10 +103,20 @@ test('stableStringify sorts keys at every level and prints numbers one way', (t)
   t.deepEqual(JSON.parse(stableStringify(file)), file);
 });
 
-test('exploded steps: found where the cumulative count rises, left out of the mean meta-loss', (t) => {
-  const recs = metricsSeries(1, 4).map((r, i) => ({ ...r, metaLoss: [1, 1e12, 3, null][i], exploded: i >= 1 ? 1 : 0, skipped: i >= 3 ? 1 : 0 }));
-  t.deepEqual(explodedSteps(recs), [false, true, false, false]);
+test('exploded steps are left out of the mean meta-loss; lines of the earlier format are read where the cumulative count rises', (t) => {
+  const flags = [false, true, false, false];
+  const recs = metricsSeries(1, 4).map((r, i) => ({ ...r, metaLoss: [1, 1e12, 3, null][i], exploded: flags[i], explodedTotal: i >= 1 ? 1 : 0, skipped: i === 3, skippedTotal: i >= 3 ? 1 : 0 }));
   t.is(meanMetaLoss(recs), 2);
+  // The earlier format: cumulative counts under `skipped` and `exploded`, group rates and speed.
+  const legacy = recs.map((r) => JSON.stringify({ step: r.step, metaLoss: r.metaLoss, lr: { forward: 1e-3 }, skipped: r.skippedTotal, exploded: r.explodedTotal, stepsPerSec: 12.5 })).join('\n');
+  const read = parseMetrics(legacy, 'old.jsonl');
+  t.deepEqual(read.map((r) => r.exploded), flags);
+  t.deepEqual(read.map((r) => r.skipped), [false, false, false, true]);
+  t.is(meanMetaLoss(read), 2);
+  t.is(read[0].seconds, 1 / 12.5);
   // Metrics written before the check existed have no count: nothing exploded.
-  t.deepEqual(explodedSteps(metricsSeries(1, 2)), [false, false]);
+  const older = [JSON.stringify({ step: 1, metaLoss: 2, lr: {}, skipped: 0, stepsPerSec: 1 }), JSON.stringify({ step: 2, metaLoss: 1, lr: {}, skipped: 0, stepsPerSec: 1 })].join('\n');
+  t.deepEqual(parseMetrics(older).map((r) => r.exploded), [false, false]);
+  // A run resumed by this version after an earlier one: both kinds of line, in order.
+  t.deepEqual(parseMetrics([legacy, JSON.stringify({ ...recs[3], step: 50 })].join('\n')).map((r) => r.step), [10, 20, 30, 40, 50]);
 });

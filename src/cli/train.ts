@@ -124,7 +124,7 @@ async function trainOpenRun(run: Run, req: TrainRequest, log: (line: string) => 
     : onStop(() => controller.abort(), () => process.exit(EXIT.interrupted));
   try {
     if (startStep < req.steps) progress?.start(req.steps, startStep);
-    const onProgress = progress && ((e: ProgressEvent) => progress.update(e.step, { 'meta-loss': e.metaLoss ?? 'nan', skipped: e.skipped, exploded: e.exploded }));
+    const onProgress = progress && ((e: ProgressEvent) => progress.update(e.step, { 'meta-loss': e.metaLoss ?? 'nan', skipped: e.skippedTotal, exploded: e.explodedTotal }));
     return await run.train({ steps: req.steps, signal: controller.signal, checkpointEvery: req.checkpointEvery, onProgress });
   } catch (e) {
     if (e instanceof MetaplasticError && e.code === 'E_CANCELLED') {
