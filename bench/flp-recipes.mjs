@@ -21,10 +21,16 @@ const SHIPPED = {
   plasticity: { init: 1e-6, parameterization: 'linear', normalize: 'none', layerScale: false, hiddenMultiplier: 1 },
   meta: { lr: { forward: 1e-3, feedback: 1e-3, plasticity: 3e-6, strength: 1e-3 }, clipNorm: 1 },
 };
-const LMS = { normalize: 'presynaptic', parameterization: 'log', hiddenMultiplier: 1e-3 };
-const LINEAR_FEEDBACK = { activation: 'linear', strength: { init: 1 }, outputIdentity: true };
+// The recipe's ingredients, read from the demo's FLP learner (the flp-sine-demo preset) rather than restated.
+const DEMO_FLP = demoConfigs().flp.learner;
+const LMS = { normalize: DEMO_FLP.plasticity.normalize, parameterization: DEMO_FLP.plasticity.parameterization, hiddenMultiplier: DEMO_FLP.plasticity.hiddenMultiplier };
+const LINEAR_FEEDBACK = { activation: DEMO_FLP.feedback.activation, strength: { init: DEMO_FLP.feedback.strength.init }, outputIdentity: DEMO_FLP.feedback.outputIdentity };
+const RECIPE_RATES = { forward: DEMO_FLP.meta.lr.forward, plasticity: DEMO_FLP.meta.lr.plasticity };
+// The recipe on top of SHIPPED, and one ingredient of it changed (the ablations).
+const RECIPE = { rule: DEMO_FLP.rule, plasticity: { ...LMS, init: DEMO_FLP.plasticity.init }, feedback: LINEAR_FEEDBACK, meta: { lr: RECIPE_RATES } };
+const ablate = (change) => mergeConfig(RECIPE, change);
 const RECIPES = {
-  // The cumulative path from the demo as shipped to the working recipe (README "Training FLP").
+  // The cumulative path from the demo as shipped to the working recipe (docs/training-flp.md).
   shipped: {},
   // Log-space rates: P = exp(θ), Adam moves ln P by about lr per step; rates stay positive.
   log: { plasticity: { parameterization: 'log', init: 1e-6 }, meta: { lr: { plasticity: 1e-2 } } },
@@ -36,12 +42,12 @@ const RECIPES = {
   // … starting at P = 1 with a 3× faster forward meta learning rate.
   'lms-oja-fast': { plasticity: { ...LMS, init: 1 }, feedback: LINEAR_FEEDBACK, meta: { lr: { forward: 3e-3, plasticity: 1e-2 } } },
   // … with the plain Hebbian rule: Oja's decay Σ_b ã² W, with ã carrying the error, erases what was learned.
-  recipe: { rule: { type: 'hebb' }, plasticity: { ...LMS, init: 1 }, feedback: LINEAR_FEEDBACK, meta: { lr: { forward: 3e-3, plasticity: 1e-2 } } },
+  recipe: RECIPE,
   // Ablations of the recipe: one ingredient back to the shipped setting.
-  'recipe-no-norm': { rule: { type: 'hebb' }, plasticity: { ...LMS, normalize: 'none', init: 1e-5 }, feedback: LINEAR_FEEDBACK, meta: { lr: { forward: 3e-3, plasticity: 1e-2 } } },
-  'recipe-linear-rates': { rule: { type: 'hebb' }, plasticity: { ...LMS, parameterization: 'linear', init: 1 }, feedback: LINEAR_FEEDBACK, meta: { lr: { forward: 3e-3, plasticity: 1e-2 } } },
-  'recipe-relu-feedback': { rule: { type: 'hebb' }, plasticity: { ...LMS, init: 1 }, feedback: { ...LINEAR_FEEDBACK, activation: 'relu' }, meta: { lr: { forward: 3e-3, plasticity: 1e-2 } } },
-  'recipe-random-output-feedback': { rule: { type: 'hebb' }, plasticity: { ...LMS, init: 1 }, feedback: { ...LINEAR_FEEDBACK, outputIdentity: false }, meta: { lr: { forward: 3e-3, plasticity: 1e-2 } } },
+  'recipe-no-norm': ablate({ plasticity: { normalize: 'none', init: 1e-5 } }),
+  'recipe-linear-rates': ablate({ plasticity: { parameterization: 'linear' } }),
+  'recipe-relu-feedback': ablate({ feedback: { activation: 'relu' } }),
+  'recipe-random-output-feedback': ablate({ feedback: { outputIdentity: false } }),
   // The demo's OML learner, for comparison (the overrides do not apply to it).
   oml: {},
   // Other normalisations tried.

@@ -56,6 +56,22 @@ function present(s: unknown): unknown {
   return out;
 }
 
+/**
+ * Every field default of every definition, as data: the command line's help and the library's options read
+ * them from here instead of restating them (the engine's serde defaults are the one place they are set).
+ */
+function defaultsOf(definitions: Record<string, Schema>): string {
+  const out: Record<string, Record<string, unknown>> = {};
+  for (const [name, def] of Object.entries(definitions).sort(([a], [b]) => a.localeCompare(b))) {
+    const fields = Object.entries((def.properties ?? {}) as Record<string, Schema>).filter(([, p]) => 'default' in p && (isScalar(p.default) || (Array.isArray(p.default) && p.default.every(isScalar))));
+    if (fields.length > 0) out[name] = Object.fromEntries(fields.sort(([a], [b]) => a.localeCompare(b)).map(([k, p]) => [k, p.default]));
+  }
+  const body = Object.entries(out)
+    .map(([name, fields]) => `  ${name}: { ${Object.entries(fields).map(([k, v]) => `${k}: ${show(v)}`).join(', ')} },`)
+    .join('\n');
+  return `\n/** The engine's field defaults (its serde defaults), by type and field. */\nexport const ENGINE_DEFAULTS = {\n${body}\n} as const;\n`;
+}
+
 /** The file's text as generated from the loaded engine. */
 export async function engineTypes(): Promise<string> {
   const { definitions, ...root } = native.engineSchema() as Schema;
@@ -73,7 +89,8 @@ export async function engineTypes(): Promise<string> {
     .replace(/\n \*\n \* This interface was referenced by `EngineTypes`'s JSON-Schema\n \* via the `definition` "\w+"\./g, '')
     // Tuples say their length in their type.
     .replace(/\n *\*\n *\* @minItems \d+\n *\* @maxItems \d+/g, '')
-    .replace(/\/\*\*\n \* This interface was referenced by `EngineTypes`'s JSON-Schema\n \* via the `definition` "\w+"\.\n \*\/\n/g, '');
+    .replace(/\/\*\*\n \* This interface was referenced by `EngineTypes`'s JSON-Schema\n \* via the `definition` "\w+"\.\n \*\/\n/g, '')
+    .concat(defaultsOf(definitions));
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {

@@ -1153,3 +1153,22 @@ export interface ZipSummary {
   classes: number;
   images: number;
 }
+
+/** The engine's field defaults (its serde defaults), by type and field. */
+export const ENGINE_DEFAULTS = {
+  AnalysisOptions: { classes: 10, every: 1, order: "continual", runs: 1, seed: 0 },
+  EpisodeConfig: { batchSize: 1, labels: "permuted", labelSpace: null, order: "continual", queryShots: null, remember: 0, shots: 5, ways: 5 },
+  EvalOptions: { classes: [10, 50, 75, 100, 150, 200], maxBatch: 0, runs: 50, seed: 0, stepScales: [0.1, 0.3, 1, 3, 10], validationHeldOut: 5, validationRuns: 5 },
+  ExperimentConfig: { metaBatch: 1, name: "experiment", seed: 0 },
+  FeedbackConfig: { activation: "relu", clampOutput: true, detachSignal: false, layers: 1, outputIdentity: false, signal: null, type: "learned" },
+  GroupSettings: { ifname: null, timeoutSeconds: 300 },
+  ImageFolderOptions: { cache: "default", channels: "rgb", filter: "triangle", invert: false, size: 84 },
+  LearnerConfig: { device: "auto", dtype: "float32", outputReset: "none", plasticInit: "metaLearned", rln: 0, seed: 0 },
+  LearningRates: { feedback: 0.0001, forward: 0.0001, plasticity: 1e-8, strength: 0.0001 },
+  MetaConfig: { backward: "auto", betas: [0.9, 0.999], checkpointEvery: null, clipNorm: null, eps: 1e-8, explodeFactor: 1000, maxConsecutiveSkips: 100, nonFinite: "skip", resetAdamEvery: null, runBackwards: true, warmup: 0 },
+  OmniglotOptions: { cache: "default", dir: null, filter: "triangle", invert: true, size: 28 },
+  PlasticityConfig: { granularity: "synapse", hebbFirstStep: false, hiddenMultiplier: 1, init: 0, layerScale: false, normalize: "none", parameterization: "linear" },
+  SineConfig: { amplitude: [0.1, 5.1], batchesPerFunction: 40, batchSize: 32, functions: 10, phase: [0, 3.141592653589793], poolSize: 400, queryPerFunction: 32, slots: 10, xRange: [-5, 5] },
+  StreamConfig: { classes: 10, classIds: null, testPerClass: 5, trainPerClass: 15, validation: null },
+  StrengthConfig: { init: 0.5, learned: true },
+} as const;

@@ -13,6 +13,7 @@ import { analysisFigures, analysisTable, writeAnalysisFile, type AnalysisFile, t
 import { stableStringify } from '../results.js';
 import { positiveInt, seedInt, usageError } from './args.js';
 import { formatDuration } from './progress.js';
+import { ENGINE_DEFAULTS } from '../engine-types.js';
 
 export interface AnalyzeRequest {
   checkpoint: string;
@@ -79,7 +80,7 @@ export function registerAnalyze(program: Command): void {
     .option('--every <n>', 'measure every n-th inner step (cheaper; the stream itself is unchanged)', positiveInt, 1)
     .option('--seed <s>', 'seed of the held-out streams', seedInt, 0)
     .option('--order <order>', 'sine: continual or iid')
-    .option('--classes <n>', 'image tasks: classes in the stream (default 10)', positiveInt)
+    .option('--classes <n>', `image tasks: classes in the stream (default ${ENGINE_DEFAULTS.AnalysisOptions.classes})`, positiveInt)
     .option('--threads <n>', 'libtorch threads (default: all cores; give each of several processes a share)', positiveInt)
     .option('--json', 'print analysis.json on stdout')
     .action(async (opts: AnalyzeCliOptions) => {

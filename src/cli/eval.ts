@@ -6,6 +6,9 @@ import type { Command } from 'commander';
 import { evalJson, type EvalOptions } from '../experiment.js';
 import type { EvalFile } from '../results.js';
 import { Run, type RunEvalResult } from '../run.js';
+import { ENGINE_DEFAULTS } from '../engine-types.js';
+
+const EVAL = ENGINE_DEFAULTS.EvalOptions;
 import type { Stat } from '../stats.js';
 import { formatDuration } from './progress.js';
 import { intList, positiveInt, seedInt, usageError } from './args.js';
@@ -86,9 +89,9 @@ export function registerEval(program: Command): void {
     .command('eval')
     .description("Evaluate a checkpoint with its task's continual-learning protocol; writes eval.json and plots.")
     .requiredOption('--checkpoint <dir>', 'run directory holding the checkpoint')
-    .option('--runs <n>', 'independent evaluation runs (default 50)', positiveInt)
-    .option('--classes <list>', 'Omniglot: class counts, e.g. 10,50,100 (default 10,50,75,100,150,200)', intList)
-    .option('--seed <s>', 'evaluation seed (default 0)', seedInt)
+    .option('--runs <n>', `independent evaluation runs (default ${EVAL.runs})`, positiveInt)
+    .option('--classes <list>', `Omniglot: class counts, e.g. 10,50,100 (default ${EVAL.classes.join(',')})`, intList)
+    .option('--seed <s>', `evaluation seed (default ${EVAL.seed})`, seedInt)
     .option('--out <file>', 'where to write the evaluation (default: <dir>/eval.json)')
     .option('--threads <n>', 'libtorch threads (default: all cores; give each of several processes a share)', positiveInt)
     .option('--json', 'print the evaluation JSON on stdout')

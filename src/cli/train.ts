@@ -18,6 +18,7 @@ import { EXIT } from './exit-codes.js';
 import { restoreTerminal } from './progress.js';
 import { distributedFromEnv, type DistributedOptions } from '../distributed.js';
 import { LAUNCHER_NPROC_ENV, launchWorkers, STOP_SIGNALS } from './launch.js';
+import { ENGINE_DEFAULTS } from '../engine-types.js';
 
 /** First call: `first`; any later call: `later` (Ctrl-C, then Ctrl-C again). */
 export function interruptHandler<A extends unknown[]>(first: (...args: A) => void, later: () => void): (...args: A) => void {
@@ -213,7 +214,7 @@ export function registerTrain(program: Command): void {
     .option('--threads <n>', 'libtorch threads (default: all cores; give each of several processes a share)', positiveInt)
     .option('--json', 'print the result as JSON on stdout')
     .option('--nproc <n>', 'data-parallel: run n worker processes on this machine, each with its share of the meta-batch and of the cores (under torchrun or srun, leave it out: the RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT variables make this process a worker)', positiveInt)
-    .option('--dist-timeout <seconds>', 'data-parallel: how long a worker waits for the others (rendezvous, each meta-step) before stopping with an error that names the missing rank (default 300)', positiveNumber)
+    .option('--dist-timeout <seconds>', `data-parallel: how long a worker waits for the others (rendezvous, each meta-step) before stopping with an error that names the missing rank (default ${ENGINE_DEFAULTS.GroupSettings.timeoutSeconds})`, positiveNumber)
     .action(async (opts: TrainOptions, command: Command) => {
       const fromEnv = distributedFromEnv();
       if (opts.nproc !== undefined && opts.nproc > 1) {
