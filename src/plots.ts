@@ -264,7 +264,21 @@ export function sinePerFunctionSpec(entries: readonly LearnerResult<SineEvalResu
 // ---------------------------------------------------------------------------------------------
 // (d) Omniglot: accuracy against the number of classes learned.
 
-export function omniglotAccuracySpec(entries: readonly LearnerResult<OmniglotEvalResult>[], options: SpecOptions = {}): VegaLiteSpec {
+/** A published figure drawn beside this library's results: hollow markers (or a rule), labelled with their source. */
+export interface PublishedPoint {
+  /** Who reported it, e.g. "OML paper (figure)" or "ANML, a public replication". */
+  source: string;
+  /** Omniglot: the class count and split; a point without `classes` is a level across the axis (a rule). */
+  classes?: number;
+  split?: 'heldOut' | 'train';
+  value: number;
+}
+
+export interface OmniglotSpecOptions extends SpecOptions {
+  published?: readonly PublishedPoint[];
+}
+
+export function omniglotAccuracySpec(entries: readonly LearnerResult<OmniglotEvalResult>[], options: OmniglotSpecOptions = {}): VegaLiteSpec {
   const names = entries.map((e) => e.name);
   checkNames(names, 'entries');
   const rows = entries.flatMap((e) =>
@@ -272,21 +286,71 @@ export function omniglotAccuracySpec(entries: readonly LearnerResult<OmniglotEva
       e.result.points.map((p) => ({ learner: e.name, split: label, classes: p.classes, ...band(p[key], 0, 1) })),
     ),
   );
+  const splitLabel = Object.fromEntries(SPLITS);
+  const published = (options.published ?? []).filter((p) => p.classes !== undefined).map((p) => ({ source: p.source, split: splitLabel[p.split ?? 'heldOut'], classes: p.classes, published: p.value }));
   const x = { field: 'classes', type: 'quantitative' as const, title: 'Classes learned' };
   const y = { field: 'lo', type: 'quantitative' as const, title: 'Accuracy', axis: { format: '.0%' }, scale: { domain: [0, 1] } };
   const color = learnerColor(names, options.learners);
+  const layers: Record<string, unknown>[] = [
+    { mark: { type: 'area', opacity: 0.18 }, encoding: { x, y, y2: { field: 'hi' }, color: color } },
+    { mark: { type: 'line', point: true }, encoding: { x, y: { field: 'mean', type: 'quantitative' }, color } },
+  ];
+  if (published.length > 0) {
+    layers.push({
+      transform: [{ filter: 'isValid(datum.published)' }],
+      mark: { type: 'point', filled: false, size: 70, strokeWidth: 1.5, color: '#555' },
+      encoding: { x, y: { field: 'published', type: 'quantitative' }, shape: { field: 'source', type: 'nominal', title: 'published (hollow)', legend: { labelLimit: 360 } } },
+    });
+  }
   return {
     $schema: SCHEMA,
-    title: { text: 'Omniglot continual learning', subtitle: 'accuracy over all classes after learning them one by one; mean and 95% CI over runs' },
-    data: { values: rows },
+    title: { text: 'Omniglot continual learning', subtitle: 'accuracy over all classes after learning them one by one; mean and 95% CI over runs' + (published.length > 0 ? '; hollow: published figures' : '') },
+    data: { values: [...rows, ...published] },
     facet: { column: { field: 'split', type: 'nominal', title: null, sort: SPLITS.map(([, l]) => l) } },
-    spec: {
-      ...PANEL,
-      layer: [
-        { mark: { type: 'area', opacity: 0.18 }, encoding: { x, y, y2: { field: 'hi' }, color: color } },
-        { mark: { type: 'line', point: true }, encoding: { x, y: { field: 'mean', type: 'quantitative' }, color } },
-      ],
-    },
+    spec: { ...PANEL, layer: layers },
+    config: CONFIG,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// (e) A quantity against meta-steps (evaluations at checkpoints), with published levels as rules.
+
+export interface MetaStepSeries {
+  name: string;
+  points: readonly { step: number; stat: Stat }[];
+}
+
+export interface MetaStepOptions extends SpecOptions {
+  title: string;
+  subtitle?: string;
+  /** The quantity, e.g. "continual MSE". */
+  quantity: string;
+  logY?: boolean;
+  published?: readonly PublishedPoint[];
+}
+
+export function metaStepSpec(series: readonly MetaStepSeries[], options: MetaStepOptions): VegaLiteSpec {
+  const names = series.map((s) => s.name);
+  checkNames(names, 'series');
+  const rows = series.flatMap((s) => s.points.map((p) => ({ learner: s.name, step: p.step, ...band(p.stat, options.logY ? 1e-12 : -Infinity) })));
+  const rules = (options.published ?? []).map((p) => ({ source: p.source, level: p.value }));
+  const x = { field: 'step', type: 'quantitative' as const, title: 'Meta-steps' };
+  const scale = options.logY ? { type: 'log' as const } : {};
+  const y = { field: 'lo', type: 'quantitative' as const, title: options.quantity, scale };
+  const color = learnerColor(names, options.learners);
+  const layers: Record<string, unknown>[] = [
+    { mark: { type: 'area', opacity: 0.18 }, encoding: { x, y, y2: { field: 'hi' }, color } },
+    { mark: { type: 'line', point: true }, encoding: { x, y: { field: 'mean', type: 'quantitative', scale }, color } },
+  ];
+  if (rules.length > 0) {
+    layers.push({ data: { values: rules }, mark: { type: 'rule', strokeDash: [5, 4], color: '#555' }, encoding: { y: { field: 'level', type: 'quantitative', scale }, strokeDash: { field: 'source', type: 'nominal', title: 'published (dashed)', legend: { labelLimit: 360 } } } });
+  }
+  return {
+    $schema: SCHEMA,
+    title: { text: options.title, subtitle: options.subtitle ?? 'mean and 95% CI over evaluation runs at each checkpoint' },
+    data: { values: rows },
+    ...PANEL,
+    layer: layers,
     config: CONFIG,
   };
 }
@@ -306,7 +370,7 @@ export function plotSinePerFunction(dir: string, entries: readonly LearnerResult
   return renderFigure(sinePerFunctionSpec(entries, options), dir, FIGURE_NAMES.sinePerFunction, options);
 }
 
-export function plotOmniglotAccuracy(dir: string, entries: readonly LearnerResult<OmniglotEvalResult>[], options: PlotOptions = {}): Promise<Figure> {
+export function plotOmniglotAccuracy(dir: string, entries: readonly LearnerResult<OmniglotEvalResult>[], options: OmniglotSpecOptions & RenderOptions = {}): Promise<Figure> {
   return renderFigure(omniglotAccuracySpec(entries, options), dir, FIGURE_NAMES.omniglotAccuracy, options);
 }
 

@@ -148,6 +148,16 @@ function omniglot(name: string, learner: LearnerConfig, episode: Record<string, 
 }
 
 const FLP_OMNIGLOT_EPISODE = { labels: 'permuted', labelSpace: 1000 };
+
+/** 28×28 at the CPU budget: four 3×3 convs of 128 channels, strides 1, 2, 1, 2 (28 → 26 → 12 → 10 → 4: 2,048 features). */
+const LONG_FRONT: LayerSpec[] = [1, 2, 1, 2].map((stride) => ({ type: 'conv', channels: 128, kernel: 3, stride, padding: 0 }));
+
+/** An Omniglot learner at 28×28 with the long-stream front and a plastic 2048 → 256 → 1000 tail. */
+function omniglotLong(name: string, learner: LearnerConfig, episode: Record<string, unknown>): ExperimentConfig {
+  const config = omniglot(name, { ...learner, inputShape: [1, 28, 28], rln: LONG_FRONT.length }, episode);
+  config.learner.layers = [...LONG_FRONT, linear(256), linear(1000)];
+  return mergeConfig(config, { task: { data: { size: 28 } } });
+}
 const OML_OMNIGLOT_EPISODE = { remember: 15, labels: 'classId' };
 
 const PRESETS: Record<string, { description: string; config: ExperimentConfig }> = {
@@ -183,6 +193,14 @@ const PRESETS: Record<string, { description: string; config: ExperimentConfig }>
   'oml-sine-reference': {
     description: "The FLP authors' OML sine baseline: first-order meta-gradient, i.i.d. meta-training order, Adam re-created every 1,000 steps",
     config: reference(sine('oml-sine', omlSineLearner), { meta: { gradient: { type: 'firstOrder' } } }),
+  },
+  'flp-omniglot-long': {
+    description: 'FLP on continual Omniglot at the CPU budget (28×28): 4 frozen convs (128 ch), plastic 2048→256→1000, the flp-omniglot rule; provisional, see docs/results/omniglot-at-scale.md',
+    config: omniglotLong('flp-omniglot-long', flpOmniglotLearner, FLP_OMNIGLOT_EPISODE),
+  },
+  'oml-omniglot-long': {
+    description: 'OML on continual Omniglot at the CPU budget (28×28): the same front, SGD on 2048→256→1000, output rows reset, remember set; provisional',
+    config: omniglotLong('oml-omniglot-long', omlOmniglotLearner, OML_OMNIGLOT_EPISODE),
   },
   'flp-omniglot-reference': {
     description: "The reference code's FLP Omniglot recipe: rates from 0 at meta lr 1e-5, summed Oja updates, Adam re-created every 1,000 steps",

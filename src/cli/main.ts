@@ -9,6 +9,7 @@ import { registerCompare } from './compare.js';
 import { registerAnalyze } from './analyze.js';
 import { registerPresets } from './presets.js';
 import { registerDemo } from './demo.js';
+import { registerReproduce } from './reproduce.js';
 import { registerSetup } from './setup.js';
 import { CliExit } from './args.js';
 import { packageVersion } from '../version.js';
@@ -32,6 +33,7 @@ export function buildProgram(): Command {
   registerCompare(program);
   registerAnalyze(program);
   registerDemo(program);
+  registerReproduce(program);
   return program;
 }
 

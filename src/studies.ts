@@ -1,0 +1,106 @@
+/**
+ * The paper's comparisons as studies that `reproduce` runs end to end: which learners (presets), how far
+ * each is meta-trained, where it is evaluated on the way, with what protocol, and the published figures the
+ * results are drawn beside. Published figures are references to compare with, never expected values.
+ */
+import { mergeConfig, type ExperimentConfig } from './config.js';
+import type { EvalOptions } from './experiment.js';
+import type { PublishedPoint } from './plots.js';
+import { preset, reducedSine, DEMO_SHAPE } from './presets.js';
+
+export type StudyName = 'sine' | 'omniglot';
+
+export interface StudyLearner {
+  /** Folder and legend name, e.g. "flp-s0". */
+  label: string;
+  config: ExperimentConfig;
+}
+
+export interface Study {
+  name: StudyName;
+  title: string;
+  learners: StudyLearner[];
+  /** Meta-steps at which each learner is evaluated; the last is its meta-training budget. */
+  milestones: number[];
+  eval: EvalOptions;
+  published: PublishedPoint[];
+}
+
+export interface StudyOptions {
+  /** Meta-steps per learner (the last milestone). */
+  steps?: number;
+  seeds?: number[];
+  /** Evaluation runs at each milestone. */
+  runs?: number;
+  /** The full-size setting: the paper's 9-layer sine networks, or Omniglot at 84×84 (a GPU's work). */
+  full?: boolean;
+}
+
+/** `count` milestones evenly spaced up to `steps` (300, 600, 900 for 900 and 3). */
+export function milestones(steps: number, count: number): number[] {
+  const out = new Set<number>();
+  for (let i = 1; i <= count; i++) out.add(Math.max(1, Math.round((steps * i) / count)));
+  return [...out];
+}
+
+function perSeed(names: readonly string[], seeds: readonly number[], build: (name: string) => ExperimentConfig): StudyLearner[] {
+  return names.flatMap((name) => seeds.map((seed) => ({ label: `${name.split('-')[0]}-s${seed}`, config: mergeConfig(build(name), { seed, learner: { seed } }) })));
+}
+
+/**
+ * Incremental sine regression on the paper's protocol (10 functions × 40 minibatches of 32, 400 inner
+ * steps), continual MSE against meta-steps. By default the demo-size networks (hidden 64-64-64, meta-batch
+ * 4), which a 2-core machine trains in minutes per hundred steps; `full`: the paper's networks.
+ */
+export function sineStudy(options: StudyOptions = {}): Study {
+  const full = options.full ?? false;
+  const steps = options.steps ?? (full ? 3000 : 900);
+  const shape = { ...DEMO_SHAPE, sine: { ...DEMO_SHAPE.sine, batchesPerFunction: 40 } };
+  const build = (name: string) => (full ? preset(name) : reducedSine(preset(name), shape, `${name}-full-protocol`));
+  return {
+    name: 'sine',
+    title: `Incremental sine regression, the paper's protocol (${full ? 'paper-size networks' : 'demo-size networks'})`,
+    learners: perSeed(['flp-sine', 'oml-sine'], options.seeds ?? [0, 1], build),
+    milestones: milestones(steps, full ? 6 : 3),
+    eval: { runs: options.runs ?? 20, seed: 0 },
+    // OML's paper, its own 9-layer network after full meta-training (read from its figure), and the i.i.d. oracle.
+    published: [
+      { source: 'OML paper: OML (figure)', value: 0.35 },
+      { source: 'OML paper: i.i.d. oracle (figure)', value: 0.07 },
+    ],
+  };
+}
+
+/**
+ * Continual Omniglot at the CPU budget (`flp-omniglot-long`, `oml-omniglot-long`: 28×28 input, a frozen
+ * 4-conv front, plastic tail), held-out and training-stream accuracy at 10 to 600 classes; `full`: the
+ * 84×84 presets.
+ */
+export function omniglotStudy(options: StudyOptions = {}): Study {
+  const full = options.full ?? false;
+  const names = full ? ['flp-omniglot', 'oml-omniglot'] : ['flp-omniglot-long', 'oml-omniglot-long'];
+  const steps = options.steps ?? 20_000;
+  return {
+    name: 'omniglot',
+    title: `Continual Omniglot, ${full ? '84×84 (the reference setting)' : '28×28 at the CPU budget'}`,
+    learners: perSeed(names, options.seeds ?? [0], (name) => preset(name)),
+    milestones: milestones(steps, 4),
+    eval: { runs: options.runs ?? 20, seed: 0, classes: [10, 50, 100, 200, 600] },
+    published: OMNIGLOT_PUBLISHED,
+  };
+}
+
+/** Held-out accuracy after the continual stream, as published (docs/results/omniglot-at-scale.md has the sources). */
+const OMNIGLOT_PUBLISHED: PublishedPoint[] = [
+  ...points('OML, public replication (20k meta-steps)', [10, 0.91], [50, 0.82], [100, 0.76], [200, 0.69], [600, 0.55]),
+  ...points('OML paper (figure)', [10, 0.93], [50, 0.82], [100, 0.77], [200, 0.6]),
+  ...points('ANML, public replications', [10, 0.89], [50, 0.885], [100, 0.85], [200, 0.8], [600, 0.655]),
+];
+
+function points(source: string, ...pairs: [number, number][]): PublishedPoint[] {
+  return pairs.map(([classes, value]) => ({ source, classes, split: 'heldOut', value }));
+}
+
+export function study(name: StudyName, options: StudyOptions = {}): Study {
+  return name === 'sine' ? sineStudy(options) : omniglotStudy(options);
+}

@@ -1,0 +1,67 @@
+import test from 'ava';
+import { existsSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { demoConfigs } from '../src/presets.js';
+import { reproduce, SUMMARY_FILE } from '../src/reproduce.js';
+import { milestones, omniglotStudy, sineStudy, type Study } from '../src/studies.js';
+import { setThreads } from '../src/runtime.js';
+import { MetaplasticError } from '../src/errors.js';
+
+setThreads(1);
+
+const tiny = (): Study => {
+  const { flp, oml } = demoConfigs({ scale: 'tiny' });
+  return {
+    ...sineStudy(),
+    learners: [
+      { label: 'flp-s0', config: flp },
+      { label: 'oml-s0', config: oml },
+    ],
+    milestones: [2, 4],
+    eval: { runs: 3, seed: 0 },
+  };
+};
+
+test('milestones are evenly spaced up to the budget', (t) => {
+  t.deepEqual(milestones(900, 3), [300, 600, 900]);
+  t.deepEqual(milestones(2, 4), [1, 2]);
+  t.deepEqual(sineStudy().milestones, [300, 600, 900]);
+  t.deepEqual(sineStudy({ full: true, steps: 600 }).milestones, [100, 200, 300, 400, 500, 600]);
+  t.deepEqual(sineStudy({ seeds: [3] }).learners.map((l) => [l.label, l.config.seed, l.config.learner.seed]), [['flp-s3', 3, 3], ['oml-s3', 3, 3]]);
+  t.deepEqual(omniglotStudy().learners.map((l) => l.config.name), ['flp-omniglot-long', 'oml-omniglot-long']);
+});
+
+test('a study runs end to end: each learner evaluated at each milestone, figures and the table written; run again, it continues', async (t) => {
+  const out = mkdtempSync(join(tmpdir(), 'mp-reproduce-'));
+  const lines: string[] = [];
+  const first = await reproduce(tiny(), { out, log: (l) => lines.push(l) });
+  t.deepEqual(first.learners.map((l) => [l.label, l.evals.map((e) => [e.step, e.file.checkpointStep])]), [['flp-s0', [[2, 2], [4, 4]]], ['oml-s0', [[2, 2], [4, 4]]]]);
+  for (const f of first.figures) t.true(statSync(f).size > 0, f);
+  t.true(first.figures.some((f) => f.endsWith('continual-mse-vs-meta-steps.svg')));
+  const summary = readFileSync(join(out, SUMMARY_FILE), 'utf8');
+  t.regex(summary, /\| flp-s0 \| \d\.\d{3} ± \d\.\d{3} \| \d\.\d{3} ± \d\.\d{3} \| 0 \/ 0 \|/);
+  t.regex(summary, /Published: OML paper/);
+  t.true(existsSync(join(out, 'oml-s0', 'eval-4.json')));
+
+  // Again: nothing is trained or evaluated twice, the results are the same.
+  const again: string[] = [];
+  const second = await reproduce(tiny(), { out, log: (l) => again.push(l) });
+  t.deepEqual(again, []);
+  t.deepEqual(second.learners, first.learners);
+  // A longer budget continues each run from its checkpoint.
+  const longer = await reproduce({ ...tiny(), milestones: [2, 4, 6] }, { out, log: () => {} });
+  t.deepEqual(longer.learners[0].evals.map((e) => e.step), [2, 4, 6]);
+});
+
+test('a stopped study keeps what it finished and says so', async (t) => {
+  const out = mkdtempSync(join(tmpdir(), 'mp-reproduce-stop-'));
+  const controller = new AbortController();
+  const err = await t.throwsAsync(
+    reproduce({ ...tiny(), milestones: [2, 100_000] }, { out, signal: controller.signal, onProgress: (_, e) => e.step >= 3 && controller.abort() }),
+    { instanceOf: MetaplasticError },
+  );
+  t.is(err.code, 'E_CANCELLED');
+  t.true(existsSync(join(out, 'flp-s0', 'eval-2.json')));
+  t.true(existsSync(join(out, 'flp-s0', 'checkpoint.json')));
+});
