@@ -7,6 +7,8 @@ export * from './config.js';
 export { preset, presetNames, listPresets, demoConfigs, reducedSine, DEMO_SHAPE, type PresetInfo, type SineShape, type DemoScale } from './presets.js';
 export { Experiment, checkConfig, summarizeRaw, evalJson, type EvalOptions, type EpisodeResult, type MetaTrainOptions, type ParamInfo, type ProgressEvent, type StepRecord } from './experiment.js';
 export { Run, readRunMetrics, hasCheckpoint, CHECKPOINT_FILE, CONFIG_FILE, EVAL_FILE, METRICS_FILE, DEFAULT_CHECKPOINT_EVERY, type RunOptions, type RunTrainOptions, type RunEvalOptions, type RunEvalResult, type TrainResult } from './run.js';
+export { reproduce, studySummary, SUMMARY_FILE, type ReproduceOptions, type StudyOutcome, type LearnerOutcome } from './reproduce.js';
+export { study, sineStudy, omniglotStudy, milestones, type Study, type StudyName, type StudyOptions, type StudyLearner } from './studies.js';
 export * from './stats.js';
 export * from './results.js';
 export * from './plots.js';
