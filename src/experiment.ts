@@ -7,7 +7,7 @@ import { appendFile, readFile, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { lookup } from 'node:dns/promises';
 import { join, resolve } from 'node:path';
-import { native, wrapNativeObject, type NativeEpisode, type NativeExperiment } from './native.js';
+import { native, wrapNativeObject, type EpisodeResult, type NativeExperiment } from './native.js';
 import { configError, MetaplasticError } from './errors.js';
 import { mergeConfig, type DeepPartial, type ExperimentConfig } from './config.js';
 import { preset } from './presets.js';
@@ -76,12 +76,7 @@ export type EvalOptions = EngineEvalOptions & {
   threads?: number;
 };
 
-export interface EpisodeResult {
-  queryLoss: number[];
-  queryAccuracy?: number[];
-  /** Query predictions [E, Q, out]. */
-  predictions: TensorData;
-}
+export type { EpisodeResult } from './native.js';
 
 type Native = NativeExperiment;
 
@@ -91,7 +86,7 @@ function checkOptions<T extends { threads?: number }>(options: T): T {
   return options;
 }
 
-function toNativeEpisode(e: EpisodeData): NativeEpisode {
+function toNativeEpisode(e: EpisodeData): EpisodeData {
   return { supportX: e.supportX, supportY: e.supportY, queryX: e.queryX, queryY: e.queryY, classes: e.classes };
 }
 

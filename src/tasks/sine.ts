@@ -1,7 +1,6 @@
 /** Incremental sine regression (OML/FLP protocol): a fixed 400-function pool and fresh evaluation functions. */
-import { native, wrapNativeObject, type NativeSineTask } from '../native.js';
+import { native, wrapNativeObject, type NativeSineTask, type SineRun } from '../native.js';
 import type { EpisodeData } from '../episode.js';
-import type { TensorData } from '../tensor.js';
 import type { SineConfig, SineFn as SineFunction } from '../engine-types.js';
 import { checkSeed, SeededSampler, type StreamOrder } from './common.js';
 
@@ -9,19 +8,8 @@ import { checkSeed, SeededSampler, type StreamOrder } from './common.js';
 export type { SineConfig } from '../engine-types.js';
 /** y = A·sin(x + φ). */
 export type { SineFn as SineFunction } from '../engine-types.js';
-
-/** One lifetime: supportX [T, B, slots+1], supportY [T, B, 1], queryX [F, Q, slots+1], queryY [F, Q, 1]. */
-export interface SineRun {
-  supportX: TensorData;
-  supportY: TensorData;
-  queryX: TensorData;
-  queryY: TensorData;
-  /** Slot (function index) of each step's minibatch. */
-  stepFunction: number[];
-  functions: SineFunction[];
-  /** Pool ids of the slots' functions (meta-training runs only). */
-  poolIds?: number[];
-}
+/** One lifetime of the sine task (defined by the binding). */
+export type { SineRun } from '../native.js';
 
 /** Flattens a run's per-function query sets into an episode (query [F·Q, ...]). */
 export function sineRunToEpisode(run: SineRun): EpisodeData {
