@@ -19,7 +19,7 @@ import { checkConfigData, checkEpisodes, checkPositiveInt, checkTensor } from '.
 import { clearRunFiles, METRICS_FILE, refuseExistingRun } from './run-folder.js';
 import { holds, lockRunDir, type RunLock } from './run-lock.js';
 import { setThreads } from './runtime.js';
-import { distributedFromEnv, sameGroup, type DistributedOptions } from './distributed.js';
+import { distributedFromEnv, sameGroup, type GroupSettings } from './distributed.js';
 import type { Analysis, AnalyzeOptions, Learned } from './analysis.js';
 import type { EvalOptions as EngineEvalOptions, EvalRaw, OmniglotPointRaw, ParamInfo, SineOrderRaw, StepRecord } from './engine-types.js';
 
@@ -67,7 +67,7 @@ export interface MetaTrainOptions {
    * the meta-batch (`metaBatch` ÷ worldSize episodes) and the group averages them before every update, so
    * all workers hold the same parameters. Only rank 0 writes `outDir` (metrics and checkpoints).
    */
-  distributed?: DistributedOptions | 'env';
+  distributed?: GroupSettings | 'env';
 }
 
 /** The evaluation protocol's options (the engine's `EvalOptions`), and the threads to run it with. */
@@ -121,7 +121,7 @@ export class Experiment implements Disposable {
   #config: ExperimentConfig;
   /** The long operation in progress (meta-training spans many native calls). */
   #running: string | undefined;
-  #group: DistributedOptions | undefined;
+  #group: GroupSettings | undefined;
   /** The folder whose checkpoint is this experiment's own (loaded from or saved to): metaTrain continues it. */
   #home: string | undefined;
 
@@ -227,7 +227,7 @@ export class Experiment implements Disposable {
   }
 
   /** Joins the group once; a later call must name the same group. */
-  async #joinGroup(group: DistributedOptions): Promise<void> {
+  async #joinGroup(group: GroupSettings): Promise<void> {
     if (this.#group) {
       if (!sameGroup(this.#group, group)) throw configError('distributed', 'this experiment already trains in another group; create or load a new experiment for it');
       return;
@@ -242,7 +242,7 @@ export class Experiment implements Disposable {
   }
 
   /** The data-parallel group this experiment trains in, if any. */
-  get group(): DistributedOptions | undefined {
+  get group(): GroupSettings | undefined {
     return this.#group && { ...this.#group };
   }
 
@@ -363,7 +363,7 @@ export class Experiment implements Disposable {
  * Joins the group. The engine bounds the rendezvous by the group's timeout; rank 0's host name is resolved
  * here first, so that one that does not resolve is named at once, with the variable that set it.
  */
-async function joinAfterLookup(native: Native, group: DistributedOptions): Promise<void> {
+async function joinAfterLookup(native: Native, group: GroupSettings): Promise<void> {
   await lookup(group.masterAddr).catch((e: NodeJS.ErrnoException) => {
     throw new MetaplasticError('E_DIST', `MASTER_ADDR ${JSON.stringify(group.masterAddr)} (rank 0's host) does not resolve (${e.code ?? e.message}); set MASTER_ADDR to rank 0's host name or address`);
   });

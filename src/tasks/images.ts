@@ -12,12 +12,12 @@ import {
   type OmniglotPaths,
 } from '../native.js';
 import type { TensorData } from '../tensor.js';
-import type { DatasetInfo, EpisodeConfig, ImageFolderOptions, OmniglotOptions, OmniglotSplit, StreamConfig, ZipSummary } from '../engine-types.js';
-import { checkSeed, NativeHandle, SeededSampler, type StreamOrder } from './common.js';
+import type { CacheDir, DatasetInfo, EpisodeConfig, ImageFolderOptions, OmniglotOptions, OmniglotSplit, StreamConfig, ZipSummary } from '../engine-types.js';
+import { checkSeed, NativeHandle, SeededSampler } from './common.js';
 
 export type {
   ResizeFilter,
-  CacheDir as CacheOption,
+  CacheDir,
   OmniglotOptions,
   ImageFolderOptions,
   CacheStatus,
@@ -31,6 +31,9 @@ export type StreamOptions = StreamConfig & { seed?: number };
 
 /** How episodes are drawn (the engine's `EpisodeConfig`), and the seed of the sampler's stream. */
 export type EpisodeOptions = EpisodeConfig & { seed?: number };
+
+/** @deprecated The engine's name for it: `CacheDir`. */
+export type CacheOption = CacheDir;
 
 /** A continual-learning stream, an episode with its dataset class ids, the data folders (defined by the binding). */
 export type { ContinualStreamData, ImageEpisode, OmniglotPaths } from '../native.js';
