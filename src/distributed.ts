@@ -8,6 +8,8 @@ import { configError } from './errors.js';
 import type { GroupSettings } from './engine-types.js';
 
 /** Where this worker finds its group (generated from the engine's definition, which validates it). */
+export type { GroupSettings } from './engine-types.js';
+/** @deprecated The engine's name for it: `GroupSettings`. */
 export type DistributedOptions = GroupSettings;
 
 function envInt(env: NodeJS.ProcessEnv, name: string, min: number, max = Number.MAX_SAFE_INTEGER): number {
@@ -22,7 +24,7 @@ function envInt(env: NodeJS.ProcessEnv, name: string, min: number, max = Number.
  * The group described by the environment, or undefined when this process is not one of several workers
  * (WORLD_SIZE unset or 1). A partial or malformed description is an error naming the variable.
  */
-export function distributedFromEnv(env: NodeJS.ProcessEnv = process.env): DistributedOptions | undefined {
+export function distributedFromEnv(env: NodeJS.ProcessEnv = process.env): GroupSettings | undefined {
   if (env.WORLD_SIZE === undefined || env.WORLD_SIZE.trim() === '') return undefined;
   const worldSize = envInt(env, 'WORLD_SIZE', 1);
   if (worldSize === 1) return undefined;
@@ -30,7 +32,7 @@ export function distributedFromEnv(env: NodeJS.ProcessEnv = process.env): Distri
   const masterAddr = env.MASTER_ADDR?.trim();
   if (!masterAddr) throw configError('MASTER_ADDR', 'is not set; give the host name or address of rank 0');
   const masterPort = envInt(env, 'MASTER_PORT', 1, 65535);
-  const options: DistributedOptions = { rank, worldSize, masterAddr, masterPort };
+  const options: GroupSettings = { rank, worldSize, masterAddr, masterPort };
   if (env.METAPLASTIC_DIST_TIMEOUT) {
     const t = Number(env.METAPLASTIC_DIST_TIMEOUT);
     if (!(t > 0 && Number.isFinite(t))) throw configError('METAPLASTIC_DIST_TIMEOUT', `expected a positive number of seconds, got ${JSON.stringify(env.METAPLASTIC_DIST_TIMEOUT)}`);
@@ -40,6 +42,6 @@ export function distributedFromEnv(env: NodeJS.ProcessEnv = process.env): Distri
   return options;
 }
 
-export function sameGroup(a: DistributedOptions, b: DistributedOptions): boolean {
+export function sameGroup(a: GroupSettings, b: GroupSettings): boolean {
   return a.rank === b.rank && a.worldSize === b.worldSize && a.masterAddr === b.masterAddr && a.masterPort === b.masterPort;
 }

@@ -4,7 +4,7 @@
  * load it. The numerical work runs in the native engine; this module orchestrates.
  */
 import { lookup } from 'node:dns/promises';
-import { native, wrapNativeObject, type NativeEpisode, type NativeExperiment } from './native.js';
+import { native, wrapNativeObject, type EpisodeResult, type NativeExperiment } from './native.js';
 import { configError, MetaplasticError } from './errors.js';
 import { mergeConfig, type DeepPartial, type ExperimentConfig } from './config.js';
 import { preset } from './presets.js';
@@ -14,7 +14,7 @@ import type { EpisodeData } from './episode.js';
 import type { TensorData } from './tensor.js';
 import { checkConfigData, checkEpisodes, checkPositiveInt, checkTensor } from './validate.js';
 import { setThreads } from './runtime.js';
-import { distributedFromEnv, sameGroup, type DistributedOptions } from './distributed.js';
+import { distributedFromEnv, sameGroup, type GroupSettings } from './distributed.js';
 import type { Analysis, AnalyzeOptions, Learned } from './analysis.js';
 import type { EvalOptions as EngineEvalOptions, EvalRaw, OmniglotPointRaw, ParamInfo, SineOrderRaw, StepRecord } from './engine-types.js';
 
@@ -47,7 +47,7 @@ export interface MetaTrainOptions {
    * the meta-batch (`metaBatch` ÷ worldSize episodes) and the group averages them before every update, so
    * all workers hold the same parameters.
    */
-  distributed?: DistributedOptions | 'env';
+  distributed?: GroupSettings | 'env';
 }
 
 /** The evaluation protocol's options (the engine's `EvalOptions`), and the threads to run it with. */
@@ -56,12 +56,7 @@ export type EvalOptions = EngineEvalOptions & {
   threads?: number;
 };
 
-export interface EpisodeResult {
-  queryLoss: number[];
-  queryAccuracy?: number[];
-  /** Query predictions [E, Q, out]. */
-  predictions: TensorData;
-}
+export type { EpisodeResult } from './native.js';
 
 type Native = NativeExperiment;
 
@@ -69,10 +64,6 @@ type Native = NativeExperiment;
 function checkOptions<T extends { threads?: number }>(options: T): T {
   if (typeof options !== 'object' || options === null || Array.isArray(options)) throw configError('options', 'expected an object');
   return options;
-}
-
-function toNativeEpisode(e: EpisodeData): NativeEpisode {
-  return { supportX: e.supportX, supportY: e.supportY, queryX: e.queryX, queryY: e.queryY, classes: e.classes };
 }
 
 /** The Adam learning rate of each group, from the engine's configuration (every default filled in). */
@@ -104,7 +95,7 @@ export class Experiment implements Disposable {
   #config: ExperimentConfig;
   /** The long operation in progress (meta-training spans many native calls). */
   #running: string | undefined;
-  #group: DistributedOptions | undefined;
+  #group: GroupSettings | undefined;
 
   private constructor(handle: Native) {
     this.#native = wrapNativeObject(handle);
@@ -121,7 +112,7 @@ export class Experiment implements Disposable {
     return Experiment.create({ name: options.name ?? 'learner', seed: options.seed, learner, task: { type: 'custom' } });
   }
 
-  /** Loads a checkpoint directory written by `save` or `metaTrain({ outDir })`. */
+  /** Loads a checkpoint directory written by `save` (or by a `Run`). */
   static async load(dir: string): Promise<Experiment> {
     if (typeof dir !== 'string' || dir === '') throw configError('dir', 'expected a checkpoint folder path');
     return new Experiment(await native.loadExperiment(dir));
@@ -196,7 +187,7 @@ export class Experiment implements Disposable {
   }
 
   /** Joins the group once; a later call must name the same group. */
-  async #joinGroup(group: DistributedOptions): Promise<void> {
+  async #joinGroup(group: GroupSettings): Promise<void> {
     if (this.#group) {
       if (!sameGroup(this.#group, group)) throw configError('distributed', 'this experiment already trains in another group; create or load a new experiment for it');
       return;
@@ -211,7 +202,7 @@ export class Experiment implements Disposable {
   }
 
   /** The data-parallel group this experiment trains in, if any. */
-  get group(): DistributedOptions | undefined {
+  get group(): GroupSettings | undefined {
     return this.#group && { ...this.#group };
   }
 
@@ -296,12 +287,12 @@ export class Experiment implements Disposable {
 
   /** One meta-step on episodes you supply (e.g. from a custom task). */
   async metaStep(episodes: EpisodeData[]): Promise<StepRecord> {
-    return this.handle.metaStep(checkEpisodes(episodes).map(toNativeEpisode));
+    return this.handle.metaStep(checkEpisodes(episodes));
   }
 
   /** Runs each episode's inner loop and scores its query set, without meta-gradients or changes. */
   async runEpisodes(episodes: EpisodeData[]): Promise<EpisodeResult> {
-    const r = await this.handle.runEpisodes(checkEpisodes(episodes).map(toNativeEpisode));
+    const r = await this.handle.runEpisodes(checkEpisodes(episodes));
     return { queryLoss: r.queryLoss, queryAccuracy: r.queryAccuracy ?? undefined, predictions: r.predictions };
   }
 
@@ -319,7 +310,7 @@ export class Experiment implements Disposable {
  * Joins the group. The engine bounds the rendezvous by the group's timeout; rank 0's host name is resolved
  * here first, so that one that does not resolve is named at once, with the variable that set it.
  */
-async function joinAfterLookup(native: Native, group: DistributedOptions): Promise<void> {
+async function joinAfterLookup(native: Native, group: GroupSettings): Promise<void> {
   await lookup(group.masterAddr).catch((e: NodeJS.ErrnoException) => {
     throw new MetaplasticError('E_DIST', `MASTER_ADDR ${JSON.stringify(group.masterAddr)} (rank 0's host) does not resolve (${e.code ?? e.message}); set MASTER_ADDR to rank 0's host name or address`);
   });

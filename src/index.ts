@@ -14,4 +14,4 @@ export * from './results.js';
 export * from './plots.js';
 export * from './compare.js';
 export * from './analysis.js';
-export { distributedFromEnv, type DistributedOptions } from './distributed.js';
+export { distributedFromEnv, type GroupSettings, type DistributedOptions } from './distributed.js';

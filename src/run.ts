@@ -17,7 +17,7 @@ import { preset } from './presets.js';
 import { finalMetaLoss, initialMetaLoss, metaLossWindow, parseMetrics, writeFileAtomic, type EvalFile, type MetricsRecord } from './results.js';
 import { lockRunDir, unwritableReason, type RunLock } from './run-lock.js';
 import { compareFigures, plotMetaLoss } from './plots.js';
-import { distributedFromEnv, type DistributedOptions } from './distributed.js';
+import { distributedFromEnv, type GroupSettings } from './distributed.js';
 import type { StepRecord } from './engine-types.js';
 
 /** The engine's checkpoint manifest (crates/metaplastic-core/src/checkpoint.rs writes it). */
@@ -54,7 +54,7 @@ export interface RunOptions {
    * Data-parallel meta-training: this process is one worker of a group (or `'env'`: the group that
    * torchrun-style environment variables describe). Every worker opens the same folder; only rank 0 writes it.
    */
-  distributed?: DistributedOptions | 'env';
+  distributed?: GroupSettings | 'env';
   /** How the caller continues or replaces a run, for error messages (default: this API's options). */
   hints?: { resume?: string; fresh?: string; folder?: string };
 }
@@ -115,12 +115,12 @@ export class Run implements AsyncDisposable {
   #lock: RunLock | undefined;
   /** Only the process that owns the folder writes it (every process but ranks ≠ 0 of a group). */
   readonly #writes: boolean;
-  readonly #group: DistributedOptions | undefined;
+  readonly #group: GroupSettings | undefined;
   readonly #hints: typeof DEFAULT_HINTS;
   /** Started in this process and not yet checkpointed: a failure leaves the folder as it was found. */
   #fresh: boolean;
 
-  private constructor(dir: string, experiment: Experiment, lock: RunLock | undefined, group: DistributedOptions | undefined, hints: typeof DEFAULT_HINTS) {
+  private constructor(dir: string, experiment: Experiment, lock: RunLock | undefined, group: GroupSettings | undefined, hints: typeof DEFAULT_HINTS) {
     this.dir = dir;
     this.#fresh = experiment.step === 0 && !hasCheckpoint(dir);
     this.#experiment = experiment;

@@ -1,11 +1,8 @@
-import { native } from './native.js';
+import { native, type TensorData } from './native.js';
 import { MetaplasticError } from './errors.js';
 
-/** Tensors cross the boundary as flat row-major Float32Array values plus a shape. */
-export interface TensorData {
-  data: Float32Array;
-  shape: number[];
-}
+/** Tensors cross the boundary as flat row-major Float32Array values plus a shape (defined by the binding). */
+export type { TensorData } from './native.js';
 
 export function numel(shape: readonly number[]): number {
   return shape.reduce((a, b) => a * b, 1);

@@ -41,7 +41,7 @@ test('the package holds what runs and nothing of the build: no sources, tests, c
   const paths: string[] = JSON.parse(r.stdout)[0].files.map((f: { path: string }) => f.path);
   t.deepEqual(paths.filter((p) => /^(src|test|crates|native|npm|bench|docs|target|\.github)\/|^Cargo|\.node$|\.rs$/.test(p)), []);
   t.deepEqual(paths.filter((p) => p.startsWith('scripts/')).sort(), ['scripts/libtorch.d.mts', 'scripts/libtorch.mjs']);
-  for (const needed of ['bin/metaplastic.js', 'dist/index.js', 'dist/native.js', 'dist/cli/setup.js', 'index.d.ts', 'LICENSE', 'README.md', 'package.json']) {
+  for (const needed of ['bin/metaplastic.js', 'dist/index.js', 'dist/native.js', 'dist/cli/setup.js', 'index.d.ts', 'binding.d.ts', 'LICENSE', 'README.md', 'package.json']) {
     t.true(paths.includes(needed), needed);
   }
   t.deepEqual(pkg.scripts.install ?? pkg.scripts.postinstall ?? pkg.scripts.preinstall, undefined, 'installing runs nothing');

@@ -16,7 +16,7 @@ import { checkConfigData } from '../validate.js';
 import { applyThreads } from './threads.js';
 import { EXIT } from './exit-codes.js';
 import { restoreTerminal } from './progress.js';
-import { distributedFromEnv, type DistributedOptions } from '../distributed.js';
+import { distributedFromEnv, type GroupSettings } from '../distributed.js';
 import { LAUNCHER_NPROC_ENV, launchWorkers, STOP_SIGNALS } from './launch.js';
 import { ENGINE_DEFAULTS } from '../engine-types.js';
 
@@ -44,7 +44,7 @@ export function onStop(first: (why: string) => void, later: () => void): () => v
 }
 
 /** The command that resumes a run, as the user started it (with --nproc when the launcher started this worker). */
-export function resumeCommand(out: string, steps: number, distributed?: DistributedOptions): string {
+export function resumeCommand(out: string, steps: number, distributed?: GroupSettings): string {
   const nproc = process.env[LAUNCHER_NPROC_ENV];
   const group = distributed ? (nproc ? ` --nproc ${nproc}` : ` (with ${distributed.worldSize} workers again)`) : '';
   return `metaplastic train --resume --out ${out} --steps ${steps}${group}`;
@@ -76,7 +76,7 @@ export interface TrainRequest {
   /** libtorch intra-op threads (default: all cores, with a warning when the machine is busy). */
   threads?: number;
   /** This process is one worker of a data-parallel group; only rank 0 writes `out`. */
-  distributed?: DistributedOptions;
+  distributed?: GroupSettings;
 }
 
 /** The command line's words for continuing or replacing a run. */

@@ -1,8 +1,11 @@
 import { configError, MetaplasticError } from '../errors.js';
 import type { NativeSeeded } from '../native.js';
+import type { Order } from '../engine-types.js';
 
 /** Order of an inner-loop stream: task after task (class after class), or shuffled. */
-export type { Order as StreamOrder } from '../engine-types.js';
+export type { Order } from '../engine-types.js';
+/** @deprecated The engine's name for it: `Order`. */
+export type StreamOrder = Order;
 
 export function checkSeed(seed: number, field = 'seed'): number {
   if (!Number.isSafeInteger(seed) || seed < 0) throw configError(field, `expected a non-negative integer, got ${seed}`);

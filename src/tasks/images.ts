@@ -2,15 +2,22 @@
  * Image datasets (Omniglot, generic image folders) and their samplers. Images are float32 in [0, 1],
  * shape [C, S, S]; Omniglot is 1 channel with ink = 1 and background = 0 unless `invert: false`.
  */
-import { native, wrapNativeObject, type NativeEpisodeSampler, type NativeImageDataset } from '../native.js';
-import type { EpisodeData } from '../episode.js';
+import {
+  native,
+  wrapNativeObject,
+  type ContinualStreamData,
+  type ImageEpisode,
+  type NativeEpisodeSampler,
+  type NativeImageDataset,
+  type OmniglotPaths,
+} from '../native.js';
 import type { TensorData } from '../tensor.js';
-import type { DatasetInfo, EpisodeConfig, ImageFolderOptions, OmniglotOptions, OmniglotSplit, StreamConfig, ZipSummary } from '../engine-types.js';
-import { checkSeed, NativeHandle, SeededSampler, } from './common.js';
+import type { CacheDir, DatasetInfo, EpisodeConfig, ImageFolderOptions, OmniglotOptions, OmniglotSplit, StreamConfig, ZipSummary } from '../engine-types.js';
+import { checkSeed, NativeHandle, SeededSampler } from './common.js';
 
 export type {
   ResizeFilter,
-  CacheDir as CacheOption,
+  CacheDir,
   OmniglotOptions,
   ImageFolderOptions,
   CacheStatus,
@@ -25,19 +32,11 @@ export type StreamOptions = StreamConfig & { seed?: number };
 /** How episodes are drawn (the engine's `EpisodeConfig`), and the seed of the sampler's stream. */
 export type EpisodeOptions = EpisodeConfig & { seed?: number };
 
-/** trainX [C·train, ...image], one image per step, class by class; labels are stream positions 0..C−1. */
-export interface ContinualStreamData {
-  classIds: number[];
-  trainX: TensorData;
-  trainY: TensorData;
-  testX: TensorData;
-  testY: TensorData;
-}
+/** @deprecated The engine's name for it: `CacheDir`. */
+export type CacheOption = CacheDir;
 
-/** An episode plus the dataset class ids behind its labels. */
-export interface ImageEpisode extends EpisodeData {
-  classIds: number[];
-}
+/** A continual-learning stream, an episode with its dataset class ids, the data folders (defined by the binding). */
+export type { ContinualStreamData, ImageEpisode, OmniglotPaths } from '../native.js';
 
 /** The seed seeds the sampler's stream; the rest is the engine's configuration. */
 function withoutSeed<T extends { seed?: number }>(o: T): Omit<T, 'seed'> {
@@ -52,8 +51,7 @@ export class EpisodeSampler extends SeededSampler<NativeEpisodeSampler> implemen
   }
 
   sample(): ImageEpisode {
-    const e = this.native.get().sample();
-    return { supportX: e.supportX, supportY: e.supportY, queryX: e.queryX, queryY: e.queryY, classes: e.classes, classIds: e.sourceIds };
+    return this.native.get().sample();
   }
 
   /** An endless stream of episodes. */
@@ -118,14 +116,6 @@ export async function loadOmniglot(split: OmniglotSplit, options: OmniglotOption
 
 export async function loadImageFolder(options: ImageFolderOptions): Promise<ImageDataset> {
   return new ImageDataset(await native.loadImageFolder(options));
-}
-
-export interface OmniglotPaths {
-  /** Where the loader looks (and its omniglot/ subfolder). */
-  dataRoot: string;
-  /** Where `metaplastic data omniglot --download` puts the zips. */
-  downloadDir: string;
-  cacheRoot: string;
 }
 
 export function omniglotPaths(dir?: string): OmniglotPaths {

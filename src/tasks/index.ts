@@ -1,6 +1,6 @@
 export type { EpisodeData } from '../episode.js';
-export type { StreamOrder } from './common.js';
-export { SineTask, sineRunToEpisode, type SineConfig, type SineFunction, type SineRun } from './sine.js';
+export type { Order, StreamOrder } from './common.js';
+export { SineTask, sineRunToEpisode, type SineConfig, type SineFn, type SineFunction, type SineRun } from './sine.js';
 export {
   ImageDataset,
   EpisodeSampler,
@@ -9,6 +9,7 @@ export {
   omniglotPaths,
   verifyOmniglotZip,
   type ResizeFilter,
+  type CacheDir,
   type CacheOption,
   type CacheStatus,
   type OmniglotSplit,

@@ -1,27 +1,17 @@
 /** Incremental sine regression (OML/FLP protocol): a fixed 400-function pool and fresh evaluation functions. */
-import { native, wrapNativeObject, type NativeSineTask } from '../native.js';
+import { native, wrapNativeObject, type NativeSineTask, type SineRun } from '../native.js';
 import type { EpisodeData } from '../episode.js';
-import type { TensorData } from '../tensor.js';
-import type { SineConfig, SineFn as SineFunction } from '../engine-types.js';
-import { checkSeed, SeededSampler, type StreamOrder } from './common.js';
+import type { Order, SineConfig, SineFn } from '../engine-types.js';
+import { checkSeed, SeededSampler } from './common.js';
 
 /** Sizes and ranges of the sine task (generated from the engine's definition; defaults are the paper's). */
 export type { SineConfig } from '../engine-types.js';
 /** y = A·sin(x + φ). */
-export type { SineFn as SineFunction } from '../engine-types.js';
-
-/** One lifetime: supportX [T, B, slots+1], supportY [T, B, 1], queryX [F, Q, slots+1], queryY [F, Q, 1]. */
-export interface SineRun {
-  supportX: TensorData;
-  supportY: TensorData;
-  queryX: TensorData;
-  queryY: TensorData;
-  /** Slot (function index) of each step's minibatch. */
-  stepFunction: number[];
-  functions: SineFunction[];
-  /** Pool ids of the slots' functions (meta-training runs only). */
-  poolIds?: number[];
-}
+export type { SineFn } from '../engine-types.js';
+/** @deprecated The engine's name for it: `SineFn`. */
+export type SineFunction = SineFn;
+/** One lifetime of the sine task (defined by the binding). */
+export type { SineRun } from '../native.js';
 
 /** Flattens a run's per-function query sets into an episode (query [F·Q, ...]). */
 export function sineRunToEpisode(run: SineRun): EpisodeData {
@@ -46,22 +36,22 @@ export class SineTask extends SeededSampler<NativeSineTask> {
   }
 
   /** The fixed meta-training functions, by id. */
-  pool(): SineFunction[] {
+  pool(): SineFn[] {
     return this.native.get().pool();
   }
 
   /** A meta-training episode over distinct pool functions. */
-  sample(order: StreamOrder = 'continual'): EpisodeData {
+  sample(order: Order = 'continual'): EpisodeData {
     return sineRunToEpisode(this.sampleRun(order));
   }
 
   /** Like `sample`, keeping per-function query sets, step slots and pool ids. */
-  sampleRun(order: StreamOrder = 'continual'): SineRun {
+  sampleRun(order: Order = 'continual'): SineRun {
     return this.native.get().sampleTrain(order);
   }
 
   /** An evaluation lifetime over fresh functions (never from the pool). */
-  evalRun(order: StreamOrder = 'continual'): SineRun {
+  evalRun(order: Order = 'continual'): SineRun {
     return this.native.get().evalRun(order);
   }
 

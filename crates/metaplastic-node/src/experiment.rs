@@ -3,7 +3,7 @@
 //! State sits behind a mutex; a call made while a task runs is refused with E_BUSY, never blocked.
 use crate::errors::guard;
 use crate::json::{JsInput, JsOutput};
-use crate::runtime::{host_from_js, host_to_js, JsTensor};
+use crate::runtime::{host_from_js, host_to_js, TensorData};
 use crate::work::{off_thread, Work};
 use metaplastic_core::analysis::{analyze, learned, AnalysisOptions};
 use metaplastic_core::distributed::GroupSettings;
@@ -18,18 +18,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tch::Device;
 
-/// An episode handed in from JS; labels may arrive as whole-number floats.
+/// One lifetime for a learner: the inner-loop stream and the query set that scores it.
+/// supportX [T, B, ...input]; supportY [T, B, out] (regression) or [T, B] integer labels (classification);
+/// queryX [Q, ...input]; queryY [Q, out] or [Q]. Labels travel as whole numbers in a Float32Array.
 #[napi(object)]
-pub struct JsEpisodeInput {
-    pub support_x: JsTensor,
-    pub support_y: JsTensor,
-    pub query_x: JsTensor,
-    pub query_y: JsTensor,
+pub struct EpisodeData {
+    pub support_x: TensorData,
+    pub support_y: TensorData,
+    pub query_x: TensorData,
+    pub query_y: TensorData,
+    /// Class labels used by this episode (classification).
     pub classes: Option<Vec<i64>>,
 }
 
-fn to_episode(e: &JsEpisodeInput, classification: bool, index: usize) -> Result<Episode> {
-    let t = |x: &JsTensor, what: &str| -> Result<tch::Tensor> {
+fn to_episode(e: &EpisodeData, classification: bool, index: usize) -> Result<Episode> {
+    let t = |x: &TensorData, what: &str| -> Result<tch::Tensor> {
         let h = host_from_js(x)?;
         h.check_finite(&format!("episode {index} {what}"))?;
         h.to_tensor(Device::Cpu)
@@ -53,7 +56,7 @@ fn to_episode(e: &JsEpisodeInput, classification: bool, index: usize) -> Result<
     }
 }
 
-fn to_episodes(episodes: &[JsEpisodeInput], classification: bool) -> Result<Vec<Episode>> {
+fn to_episodes(episodes: &[EpisodeData], classification: bool) -> Result<Vec<Episode>> {
     episodes.iter().enumerate().map(|(i, e)| to_episode(e, classification, i)).collect()
 }
 
@@ -121,12 +124,12 @@ fn js<T: serde::Serialize>(v: &T) -> Result<JsOutput> {
     JsOutput::of(v)
 }
 
-#[napi(ts_args_type = "config: ExperimentConfig")]
+#[napi(ts_args_type = "config: ExperimentConfig", ts_return_type = "Promise<NativeExperiment>")]
 pub fn create_experiment(config: JsInput) -> AsyncTask<Work<NativeExperiment>> {
     off_thread(move || Ok(NativeExperiment::wrap(Experiment::new(ExperimentConfig::from_value(config.0)?)?)))
 }
 
-#[napi]
+#[napi(ts_return_type = "Promise<NativeExperiment>")]
 pub fn load_experiment(dir: String) -> AsyncTask<Work<NativeExperiment>> {
     off_thread(move || Ok(NativeExperiment::wrap(checkpoint::load(&PathBuf::from(dir))?)))
 }
@@ -143,13 +146,13 @@ pub fn check_experiment_config(config: JsInput) -> napi::Result<JsOutput> {
 }
 
 /// Reads a checkpoint's manifest without loading it.
-#[napi]
+#[napi(ts_return_type = "object")]
 pub fn read_checkpoint_manifest(dir: String) -> napi::Result<JsOutput> {
     guard(|| js(&checkpoint::read_manifest(&PathBuf::from(dir))?))
 }
 
 /// The JSON Schema of the configurations, options, records and results (see core `schema`).
-#[napi]
+#[napi(ts_return_type = "object")]
 pub fn engine_schema() -> JsOutput {
     JsOutput(metaplastic_core::schema::engine_schema())
 }
@@ -163,11 +166,12 @@ impl NativeExperiment {
         guard(|| js(&exp.cfg))
     }
 
-    /// Meta-steps taken so far, how many were skipped as non-finite and how many as exploded lifetimes.
+    /// Meta-steps taken so far, how many were skipped as non-finite and how many as exploded lifetimes:
+    /// [step, skipped, exploded].
     #[napi]
-    pub fn progress(&self) -> napi::Result<Vec<i64>> {
+    pub fn progress(&self) -> napi::Result<(i64, i64, i64)> {
         let exp = self.lock()?;
-        Ok(vec![exp.step as i64, exp.skipped as i64, exp.exploded as i64])
+        Ok((exp.step as i64, exp.skipped as i64, exp.exploded as i64))
     }
 
     /// Up to `steps` meta-steps off the JS thread; resolves to the step records.
@@ -178,7 +182,7 @@ impl NativeExperiment {
 
     /// Joins a data-parallel process group (c10d/Gloo): waits for every rank, checks that all start from
     /// the same state; later `train` calls average each meta-gradient over the group.
-    #[napi(ts_args_type = "settings: GroupSettings")]
+    #[napi(ts_args_type = "settings: GroupSettings", ts_return_type = "Promise<void>")]
     pub fn join_group(&self, settings: JsInput) -> AsyncTask<Work<()>> {
         with_state(&self.shared, move |exp, _| {
             // Engine work of a process runs on one thread (work.rs): two ranks in one process would wait
@@ -205,7 +209,8 @@ impl NativeExperiment {
         self.shared.stop.store(true, Ordering::Relaxed);
     }
 
-    #[napi]
+    /// Writes a checkpoint to `dir`.
+    #[napi(ts_return_type = "Promise<void>")]
     pub fn save(&self, dir: String) -> AsyncTask<Work<()>> {
         with_state(&self.shared, move |exp, _| checkpoint::save(exp, &PathBuf::from(dir)))
     }
@@ -239,25 +244,25 @@ impl NativeExperiment {
 
     /// The learned arrays by name.
     #[napi]
-    pub fn learned_arrays(&self) -> napi::Result<Vec<JsNamedTensor>> {
+    pub fn learned_arrays(&self) -> napi::Result<Vec<NamedTensor>> {
         let exp = self.lock()?;
         guard(|| {
             Ok(learned::learned_host(&exp.learner)?
                 .into_iter()
-                .map(|(name, t)| JsNamedTensor { name, tensor: host_to_js(t) })
+                .map(|(name, t)| NamedTensor { name, tensor: host_to_js(t) })
                 .collect())
         })
     }
 
     /// Writes the learned arrays to a safetensors file.
-    #[napi]
+    #[napi(ts_return_type = "Promise<void>")]
     pub fn export_learned(&self, path: String) -> AsyncTask<Work<()>> {
         with_state(&self.shared, move |exp, _| learned::export_safetensors(&exp.learner, &PathBuf::from(path)))
     }
 
     /// One meta-step on episodes supplied from JS (any task); resolves to the step record.
     #[napi(ts_return_type = "Promise<StepRecord>")]
-    pub fn meta_step(&self, episodes: Vec<JsEpisodeInput>) -> AsyncTask<Work<JsOutput>> {
+    pub fn meta_step(&self, episodes: Vec<EpisodeData>) -> AsyncTask<Work<JsOutput>> {
         with_state(&self.shared, move |exp, _| {
             let eps = to_episodes(&episodes, exp.learner.is_classification())?;
             js(&exp.step_on(&eps)?)
@@ -265,8 +270,8 @@ impl NativeExperiment {
     }
 
     /// Runs each episode's inner loop (no meta-gradient) and scores its query set.
-    #[napi]
-    pub fn run_episodes(&self, episodes: Vec<JsEpisodeInput>) -> AsyncTask<Work<JsEpisodeResult>> {
+    #[napi(ts_return_type = "Promise<EpisodeResult>")]
+    pub fn run_episodes(&self, episodes: Vec<EpisodeData>) -> AsyncTask<Work<EpisodeResult>> {
         with_state(&self.shared, move |exp, _| {
             let eps = to_episodes(&episodes, exp.learner.is_classification())?;
             if eps.is_empty() {
@@ -274,7 +279,7 @@ impl NativeExperiment {
             }
             let batch = stack(&exp.learner, &eps)?;
             let scores = exp.learner.run_episodes(&batch)?;
-            Ok(JsEpisodeResult {
+            Ok(EpisodeResult {
                 query_loss: scores.loss,
                 query_accuracy: scores.accuracy,
                 predictions: host_to_js(metaplastic_core::tensor_io::HostTensor::from_tensor(&scores.predictions)?),
@@ -290,13 +295,13 @@ impl NativeExperiment {
     }
 
     #[napi]
-    pub fn param(&self, name: String) -> napi::Result<JsTensor> {
+    pub fn param(&self, name: String) -> napi::Result<TensorData> {
         let exp = self.lock()?;
         guard(|| Ok(host_to_js(exp.learner.params.read(&name)?)))
     }
 
     #[napi]
-    pub fn set_param(&self, name: String, value: JsTensor) -> napi::Result<()> {
+    pub fn set_param(&self, name: String, value: TensorData) -> napi::Result<()> {
         let mut exp = self.lock()?;
         guard(|| {
             let h = host_from_js(&value)?;
@@ -307,15 +312,18 @@ impl NativeExperiment {
     }
 }
 
+/// A learned array and its name.
 #[napi(object)]
-pub struct JsNamedTensor {
+pub struct NamedTensor {
     pub name: String,
-    pub tensor: JsTensor,
+    pub tensor: TensorData,
 }
 
+/// The scores of episodes run without meta-gradients.
 #[napi(object)]
-pub struct JsEpisodeResult {
+pub struct EpisodeResult {
     pub query_loss: Vec<f64>,
     pub query_accuracy: Option<Vec<f64>>,
-    pub predictions: JsTensor,
+    /// Query predictions [E, Q, out].
+    pub predictions: TensorData,
 }

@@ -28,24 +28,24 @@ pub fn manual_seed(seed: i64) -> napi::Result<()> {
     })
 }
 
-/// A tensor as it crosses the boundary: flat row-major values and a shape.
+/// Tensors cross the boundary as flat row-major Float32Array values plus a shape.
 #[napi(object)]
-pub struct JsTensor {
+pub struct TensorData {
     pub data: Float32Array,
     pub shape: Vec<i64>,
 }
 
-pub fn host_from_js(t: &JsTensor) -> metaplastic_core::Result<HostTensor> {
+pub fn host_from_js(t: &TensorData) -> metaplastic_core::Result<HostTensor> {
     HostTensor::new(t.data.to_vec(), t.shape.clone())
 }
 
-pub fn host_to_js(t: HostTensor) -> JsTensor {
-    JsTensor { data: Float32Array::new(t.data), shape: t.shape }
+pub fn host_to_js(t: HostTensor) -> TensorData {
+    TensorData { data: Float32Array::new(t.data), shape: t.shape }
 }
 
 /// Copies data onto the default device and back, unchanged.
 #[napi]
-pub fn round_trip(input: JsTensor) -> napi::Result<JsTensor> {
+pub fn round_trip(input: TensorData) -> napi::Result<TensorData> {
     guard(|| Ok(host_to_js(metaplastic_core::tensor_io::round_trip(&host_from_js(&input)?)?)))
 }
 

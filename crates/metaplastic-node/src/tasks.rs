@@ -1,8 +1,8 @@
 //! Task samplers and datasets exposed to TypeScript: sine tasks, Omniglot and image-folder datasets,
-//! episode samplers and continual streams. Tensors cross as `JsTensor` (labels as whole-number floats).
+//! episode samplers and continual streams. Tensors cross as `TensorData` (labels as whole-number floats).
 use crate::errors::guard;
 use crate::json::{JsInput, JsOutput};
-use crate::runtime::{host_to_js, JsTensor};
+use crate::runtime::{host_to_js, TensorData};
 use crate::work::{off_thread, Work};
 use metaplastic_core::episode::Episode;
 use metaplastic_core::rng::{self, Rng};
@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 use tch::Tensor;
 
-fn js(t: &Tensor) -> Result<JsTensor> {
+fn js(t: &Tensor) -> Result<TensorData> {
     Ok(host_to_js(HostTensor::from_tensor(t)?))
 }
 
@@ -49,63 +49,59 @@ fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>> {
     m.lock().map_err(|_| Error::Internal("sampler state poisoned by an earlier panic".into()))
 }
 
+/// An episode plus the dataset class ids behind its labels.
 #[napi(object)]
-pub struct JsEpisode {
-    pub support_x: JsTensor,
-    pub support_y: JsTensor,
-    pub query_x: JsTensor,
-    pub query_y: JsTensor,
+pub struct ImageEpisode {
+    pub support_x: TensorData,
+    pub support_y: TensorData,
+    pub query_x: TensorData,
+    pub query_y: TensorData,
+    /// Class labels used by this episode.
     pub classes: Vec<i64>,
-    /// Dataset class ids behind `classes` (image episodes), or pool ids of the functions (sine).
-    pub source_ids: Vec<i64>,
+    /// The dataset class id behind each of `classes`.
+    pub class_ids: Vec<i64>,
 }
 
-fn episode_to_js(e: &Episode, ids: &[usize]) -> Result<JsEpisode> {
-    Ok(JsEpisode {
+fn episode_to_js(e: &Episode, ids: &[usize]) -> Result<ImageEpisode> {
+    Ok(ImageEpisode {
         support_x: js(&e.support_x)?,
         support_y: js(&e.support_y)?,
         query_x: js(&e.query_x)?,
         query_y: js(&e.query_y)?,
         classes: e.classes.clone(),
-        source_ids: ids.iter().map(|&i| i as i64).collect(),
+        class_ids: ids.iter().map(|&i| i as i64).collect(),
     })
 }
 
 // ---- Sine ----
 
-#[napi(object)]
-pub struct JsSineRun {
-    pub support_x: JsTensor,
-    pub support_y: JsTensor,
-    pub query_x: JsTensor,
-    pub query_y: JsTensor,
+/// One lifetime: supportX [T, B, slots+1], supportY [T, B, 1], queryX [F, Q, slots+1], queryY [F, Q, 1].
+// Only ever sent to JS: its functions are the engine's serialised values, which are not read back.
+#[napi(object, object_from_js = false)]
+pub struct SineRun {
+    pub support_x: TensorData,
+    pub support_y: TensorData,
+    pub query_x: TensorData,
+    pub query_y: TensorData,
+    /// Slot (function index) of each step's minibatch.
     pub step_function: Vec<u32>,
-    /// The function of each slot.
-    pub functions: Vec<JsSineFn>,
+    /// The function of each slot (the engine's `SineFn`, y = A·sin(x + φ)).
+    #[napi(ts_type = "SineFn[]")]
+    pub functions: JsOutput,
+    /// Pool ids of the slots' functions (meta-training runs only).
     pub pool_ids: Option<Vec<u32>>,
 }
 
-fn sine_run_to_js(run: &tasks::SineEvalRun, ids: Option<Vec<usize>>) -> Result<JsSineRun> {
-    Ok(JsSineRun {
+fn sine_run_to_js(run: &tasks::SineEvalRun, ids: Option<Vec<usize>>) -> Result<SineRun> {
+    Ok(SineRun {
         support_x: js(&run.support_x)?,
         support_y: js(&run.support_y)?,
         query_x: js(&run.query_x)?,
         query_y: js(&run.query_y)?,
         step_function: run.step_function.iter().map(|&s| s as u32).collect(),
-        functions: run.functions.iter().map(sine_fn).collect(),
+        functions: JsOutput::of(&run.functions)?,
         pool_ids: ids.map(|v| v.into_iter().map(|i| i as u32).collect()),
     })
-}
-
-/// y = A·sin(x + φ).
-#[napi(object)]
-pub struct JsSineFn {
-    pub amplitude: f64,
-    pub phase: f64,
-}
-
-fn sine_fn(f: &tasks::SineFn) -> JsSineFn {
-    JsSineFn { amplitude: f.amplitude, phase: f.phase }
 }
 
 #[napi(js_name = "NativeSineTask")]
@@ -127,19 +123,21 @@ pub fn create_sine_task(config: Option<JsInput>, seed: Option<i64>) -> napi::Res
 
 #[napi]
 impl NativeSineTask {
-    #[napi(ts_return_type = "SineConfig")]
+    /// The configuration with every default filled in.
+    #[napi(ts_return_type = "Required<SineConfig>")]
     pub fn config(&self) -> napi::Result<Value> {
         guard(|| serde_json::to_value(self.task.config()).map_err(|e| Error::Internal(e.to_string())))
     }
 
-    #[napi]
-    pub fn pool(&self) -> Vec<JsSineFn> {
-        self.task.pool().iter().map(sine_fn).collect()
+    /// The fixed meta-training functions, by id.
+    #[napi(ts_return_type = "SineFn[]")]
+    pub fn pool(&self) -> napi::Result<JsOutput> {
+        guard(|| JsOutput::of(&self.task.pool()))
     }
 
     /// A meta-training lifetime over the pool, with the slots' pool ids.
     #[napi(ts_args_type = "order: Order")]
-    pub fn sample_train(&self, order: JsInput) -> napi::Result<JsSineRun> {
+    pub fn sample_train(&self, order: JsInput) -> napi::Result<SineRun> {
         guard(|| {
             let order = order_of(order)?;
             let (ids, run) = self.task.meta_train_sampler(order).sample_run(&mut *lock(&self.rng)?)?;
@@ -149,7 +147,7 @@ impl NativeSineTask {
 
     /// An evaluation lifetime over fresh functions.
     #[napi(ts_args_type = "order: Order")]
-    pub fn eval_run(&self, order: JsInput) -> napi::Result<JsSineRun> {
+    pub fn eval_run(&self, order: JsInput) -> napi::Result<SineRun> {
         guard(|| {
             let order = order_of(order)?;
             let run = self.task.eval_run(&mut *lock(&self.rng)?, order)?;
@@ -177,17 +175,18 @@ pub struct NativeImageDataset {
     info: DatasetInfo,
 }
 
+/// trainX [C·train, ...image], one image per step, class by class; labels are stream positions 0..C−1.
 #[napi(object)]
-pub struct JsStream {
+pub struct ContinualStreamData {
     pub class_ids: Vec<u32>,
-    pub train_x: JsTensor,
-    pub train_y: JsTensor,
-    pub test_x: JsTensor,
-    pub test_y: JsTensor,
+    pub train_x: TensorData,
+    pub train_y: TensorData,
+    pub test_x: TensorData,
+    pub test_y: TensorData,
 }
 
-fn stream_to_js(s: &ContinualStream) -> Result<JsStream> {
-    Ok(JsStream {
+fn stream_to_js(s: &ContinualStream) -> Result<ContinualStreamData> {
+    Ok(ContinualStreamData {
         class_ids: s.class_ids.iter().map(|&c| c as u32).collect(),
         train_x: js(&s.train_x)?,
         train_y: js(&s.train_y)?,
@@ -205,8 +204,8 @@ impl NativeImageDataset {
 
     /// All images of a class, [n, C, S, S].
     #[napi]
-    pub fn images(&self, class: u32) -> napi::Result<JsTensor> {
-        guard(|| js(&self.store.images(class as usize)?))
+    pub fn images(&self, class_id: u32) -> napi::Result<TensorData> {
+        guard(|| js(&self.store.images(class_id as usize)?))
     }
 
     #[napi(ts_args_type = "config?: EpisodeConfig, seed?: number")]
@@ -222,7 +221,7 @@ impl NativeImageDataset {
 
     /// The continual-learning stream (meta-test or, with `validation`, its validation split).
     #[napi(ts_args_type = "config?: StreamConfig, seed?: number")]
-    pub fn continual_stream(&self, config: Option<JsInput>, seed: Option<i64>) -> napi::Result<JsStream> {
+    pub fn continual_stream(&self, config: Option<JsInput>, seed: Option<i64>) -> napi::Result<ContinualStreamData> {
         guard(|| {
             let cfg: StreamConfig = options(config)?;
             stream_to_js(&sampling::continual_stream(
@@ -243,7 +242,7 @@ pub struct NativeEpisodeSampler {
 #[napi]
 impl NativeEpisodeSampler {
     #[napi]
-    pub fn sample(&self) -> napi::Result<JsEpisode> {
+    pub fn sample(&self) -> napi::Result<ImageEpisode> {
         guard(|| {
             let (ep, ids) = lock(&self.sampler)?.sample_with_ids(&mut *lock(&self.rng)?)?;
             episode_to_js(&ep, &ids)
@@ -262,7 +261,10 @@ impl NativeEpisodeSampler {
 }
 
 /// Loads one Omniglot split (decoding, or from the cache) off the JS thread.
-#[napi(ts_args_type = "split: string, options?: OmniglotOptions")]
+#[napi(
+    ts_args_type = "split: OmniglotSplit, options?: OmniglotOptions",
+    ts_return_type = "Promise<NativeImageDataset>"
+)]
 pub fn load_omniglot(split: String, config: Option<JsInput>) -> AsyncTask<Work<NativeImageDataset>> {
     off_thread(move || {
         let split: OmniglotSplit = split.parse()?;
@@ -281,7 +283,7 @@ pub fn load_omniglot(split: String, config: Option<JsInput>) -> AsyncTask<Work<N
     })
 }
 
-#[napi(ts_args_type = "options: ImageFolderOptions")]
+#[napi(ts_args_type = "options: ImageFolderOptions", ts_return_type = "Promise<NativeImageDataset>")]
 pub fn load_image_folder(config: JsInput) -> AsyncTask<Work<NativeImageDataset>> {
     off_thread(move || {
         let opts: ImageFolderOptions = options(Some(config))?;
@@ -302,7 +304,7 @@ pub fn load_image_folder(config: JsInput) -> AsyncTask<Work<NativeImageDataset>>
 }
 
 /// Structural check of a downloaded Omniglot archive (opens, PNG entries, 964×20 or 659×20).
-#[napi(ts_return_type = "Promise<ZipSummary>")]
+#[napi(ts_args_type = "path: string, split: OmniglotSplit", ts_return_type = "Promise<ZipSummary>")]
 pub fn verify_omniglot_zip(path: String, split: String) -> AsyncTask<Work<JsOutput>> {
     off_thread(move || {
         let split: OmniglotSplit = split.parse()?;
@@ -310,18 +312,21 @@ pub fn verify_omniglot_zip(path: String, split: String) -> AsyncTask<Work<JsOutp
     })
 }
 
+/// Where the Omniglot loader looks, where a download goes, and the cache root.
 #[napi(object)]
-pub struct JsDataPaths {
+pub struct OmniglotPaths {
+    /// Where the loader looks (and its omniglot/ subfolder).
     pub data_root: String,
+    /// Where `metaplastic data omniglot --download` puts the zips.
     pub download_dir: String,
     pub cache_root: String,
 }
 
 /// Where the loader looks, where a download goes, and the cache root.
 #[napi]
-pub fn omniglot_paths(dir: Option<String>) -> JsDataPaths {
+pub fn omniglot_paths(dir: Option<String>) -> OmniglotPaths {
     let d = dir.map(std::path::PathBuf::from);
-    JsDataPaths {
+    OmniglotPaths {
         data_root: omniglot::data_root(d.as_deref()).display().to_string(),
         download_dir: omniglot::download_dir(d.as_deref()).display().to_string(),
         cache_root: tasks::cache::default_root().display().to_string(),
