@@ -1,35 +1,16 @@
 //! The learner's configuration: plain data (serde, camelCase), validated with errors that name the field.
 //! Every variant of the paper and its ablations is a value here, not a code path of its own.
+use crate::net::spec::NetSpec;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
+
+pub use crate::net::spec::LayerSpec;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum TaskKind {
     Regression,
     Classification,
-}
-
-/// One layer of the network. Conv layers (ReLU, then flattened before the first linear layer) come before
-/// every linear one; the last layer is the linear output layer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(tag = "type", rename_all = "camelCase", rename_all_fields = "camelCase", deny_unknown_fields)]
-pub enum LayerSpec {
-    Linear {
-        units: i64,
-    },
-    Conv {
-        channels: i64,
-        kernel: i64,
-        #[serde(default = "one")]
-        stride: i64,
-        #[serde(default)]
-        padding: i64,
-    },
-}
-
-fn one() -> i64 {
-    1
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema)]
@@ -664,7 +645,7 @@ impl LearnerConfig {
                 ),
             ));
         }
-        crate::net::spec::NetSpec::new(self)?; // checks that the shapes chain
+        NetSpec::new(&self.input_shape, &self.layers, self.rln)?; // checks that the shapes chain
         if self.task == TaskKind::Classification && self.outputs() < 2 {
             return Err(Error::config("layers", "classification needs at least 2 output units"));
         }
