@@ -10,13 +10,14 @@
 //! The teaching activity ã = s f(e) + (1 − s) a_out, the feedback MLP f and the signal e are then
 //! differentiated by hand as well, and finally the step's forward pass z = a Wᵀ + b.
 use super::{accumulate, dot, relu_backward, softmax_backward, StepAdjoint};
-use crate::config::{Activation, FeedbackKind, LearnerConfig, Signal, TaskKind, UpdateNormalization};
-use crate::feedback::dense_target;
+use crate::config::{LearnerConfig, TaskKind};
+use crate::feedback::{dense_target, Activation, FeedbackKind, Signal};
 use crate::inner::StepMode;
 use crate::learner::Learner;
 use crate::net::functional::{bias_rows, tail, tail_from_z, TailActivations};
 use crate::params::ParamStore;
 use crate::rules::local::{folded_multiplier, normalization_factor, plain_term, row_energy, uses_decay, LocalRule};
+use crate::rules::UpdateNormalization;
 use crate::{Error, Result};
 use tch::{Kind, Tensor};
 
