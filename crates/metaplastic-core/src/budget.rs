@@ -65,7 +65,7 @@ struct LearnerValues {
 }
 
 fn learner_values(cfg: &LearnerConfig) -> Result<LearnerValues> {
-    let spec = NetSpec::new(cfg)?;
+    let spec = NetSpec::new(&cfg.input_shape, &cfg.layers, cfg.rln)?;
     let weight = |l: usize| spec.layers[l].weight_shape().iter().map(|&d| d as f64).product::<f64>();
     let mut parameters = 0.0;
     for (i, layer) in spec.layers.iter().enumerate() {

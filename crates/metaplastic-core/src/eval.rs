@@ -377,7 +377,7 @@ fn images(learner: &mut Learner, store: &ImageStore, opts: &EvalOptions) -> Resu
                 }
             }
             step_size = Some(match &learner.cfg.rule {
-                crate::config::RuleConfig::Sgd { lr, .. } => lr * scale,
+                crate::rules::RuleConfig::Sgd { lr, .. } => lr * scale,
                 _ => scale,
             });
         }

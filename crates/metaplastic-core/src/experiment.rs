@@ -1,11 +1,12 @@
 //! An experiment: a learner, a task to meta-train it on, and the meta-optimizer state, stepped one
 //! meta-batch at a time. All randomness comes from seeded streams, so a run is reproducible and a
 //! checkpoint (checkpoint.rs) resumes it exactly.
-use crate::config::{LearnerConfig, EXPLODE_MIN, EXPLODE_WINDOW};
+use crate::config::LearnerConfig;
 use crate::distributed::{GroupSettings, ProcessGroup};
 use crate::episode::{Episode, EpisodeSampler};
 use crate::learner::{EpisodeBatch, Learner};
 use crate::meta::{Adam, MetaStepReport};
+use crate::meta::{EXPLODE_MIN, EXPLODE_WINDOW};
 use crate::rng::Rng;
 use crate::tasks::{
     EpisodeConfig, ImageFolderDataset, ImageFolderOptions, OmniglotDataset, OmniglotOptions, OmniglotSplit, Order,

@@ -5,7 +5,8 @@
 //! - `FirstOrder`: the update is computed from detached fast weights and activations, so dW_{t+1}/dW_t = I,
 //!   while the rule's own meta-parameters (P, B, s, step sizes) still receive gradient through it;
 //! - `Constant`: the update is a constant (no meta-gradient at all); used for truncation and evaluation.
-use crate::config::{LearnerConfig, MetaGradient};
+use crate::config::LearnerConfig;
+use crate::meta::config::MetaGradient;
 use crate::net::functional::{tail, TailActivations};
 use crate::params::ParamStore;
 use crate::rules::{InnerRule, StepInputs, Update};

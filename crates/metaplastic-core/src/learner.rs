@@ -58,7 +58,7 @@ fn materialize(t: &Tensor) -> Result<Tensor> {
 impl Learner {
     pub fn new(cfg: LearnerConfig) -> Result<Self> {
         cfg.validate()?;
-        let spec = NetSpec::new(&cfg)?;
+        let spec = NetSpec::new(&cfg.input_shape, &cfg.layers, cfg.rln)?;
         let device = crate::runtime::parse_device(&cfg.device)?;
         let kind = cfg.dtype.kind();
         let mut rng = crate::rng::stream(cfg.seed, "init");

@@ -10,13 +10,14 @@
 //! The teaching activity ã = s f(e) + (1 − s) a_out, the feedback MLP f and the signal e are then
 //! differentiated by hand as well, and finally the step's forward pass z = a Wᵀ + b.
 use super::{accumulate, dot, relu_backward, softmax_backward, StepAdjoint};
-use crate::config::{Activation, FeedbackKind, LearnerConfig, Signal, TaskKind, UpdateNormalization};
-use crate::feedback::dense_target;
+use crate::config::{LearnerConfig, TaskKind};
+use crate::feedback::{dense_target, Activation, FeedbackKind, Signal};
 use crate::inner::StepMode;
 use crate::learner::Learner;
 use crate::net::functional::{bias_rows, tail, tail_from_z, TailActivations};
 use crate::params::ParamStore;
 use crate::rules::local::{folded_multiplier, normalization_factor, plain_term, row_energy, uses_decay, LocalRule};
+use crate::rules::UpdateNormalization;
 use crate::{Error, Result};
 use tch::{Kind, Tensor};
 
@@ -199,6 +200,51 @@ struct LocalStep {
     bias_rows: std::cell::OnceCell<Vec<Tensor>>,
 }
 
+/// What one step's reverse pass reads: the weights (after the step, with `unstep`), the step's tape and
+/// how it is differentiated.
+#[derive(Clone, Copy)]
+struct StepInput<'a> {
+    w: &'a [Tensor],
+    tape: &'a StepTape,
+    mode: StepMode,
+    /// The fused loops run the step backwards, turning `w` into the weights before it in place.
+    unstep: bool,
+}
+
+/// What the reverse pass carries from step to step, each step adding to it: the meta-parameters'
+/// accumulators, the biases' adjoints and what a step owes the one before it.
+struct PassState<'a> {
+    grads: &'a mut Grads,
+    gb: &'a mut [Tensor],
+    owed: &'a mut Owed,
+    /// Whether a step's chain may wait for the step before it (`LocalAdjoint::defer_chain`).
+    defer_chain: bool,
+}
+
+/// What the reverse pass reads of one plastic layer in one step.
+struct LayerStep<'a> {
+    /// The effective rate P, the teaching and presynaptic activities ã and a, the multiplier m.
+    rate: &'a Tensor,
+    post: &'a Tensor,
+    pre: &'a Tensor,
+    m: f64,
+    /// Σ_b ã² (Oja, libtorch-operation path) and the row normalisation factor c, where there are.
+    r: Option<&'a Tensor>,
+    c: Option<&'a Tensor>,
+    /// The weights and G = ∂L/∂W'.
+    w: &'a Tensor,
+    g: &'a Tensor,
+}
+
+/// The adjoint through one layer's update W' = W + c P ⊙ term: Q = c P ⊙ G, rowsum(Q ⊙ W) (Oja), ∂L/∂c
+/// of each row where c depends on the activities and, fully, the direct part of ∂L/∂W.
+struct UpdateAdjoint {
+    q: Tensor,
+    rowsum: Option<Tensor>,
+    scale_grad: Option<Tensor>,
+    direct: Option<Tensor>,
+}
+
 /// What the reverse pass of the step last differentiated leaves to the step before it.
 struct Owed {
     /// Per layer, the forward pass's dzᵀa, as (dz, a), not yet added to its G: the fused loops add it as
@@ -243,6 +289,68 @@ struct Chain {
 /// The forward pass's dzᵀa as the fused loops take it over (`Owed::pending`).
 fn owed_term(dz: Tensor, a: &Tensor) -> Result<(Tensor, Tensor)> {
     Ok((dz.f_contiguous()?, a.f_contiguous()?))
+}
+
+/// Layer k's update through the fused loop, which also turns G into its direct part G − m Q ⊙ r in place
+/// (kept as is under first order) and, with `unstep`, the weights after the step into those before it.
+fn update_adjoint_fused(
+    layer: &LayerStep<'_>,
+    step: &StepInput<'_>,
+    rate_full: &mut Tensor,
+    owed_k: Option<(&Tensor, &Tensor)>,
+) -> Result<UpdateAdjoint> {
+    let full = step.mode == StepMode::Full;
+    let mut direct = layer.g.shallow_clone();
+    let (post_k, pre_k) = (layer.post.f_contiguous()?, layer.pre.f_contiguous()?);
+    let out = crate::kernels::local_step_adjoint(
+        &mut direct,
+        full,
+        layer.w,
+        step.unstep,
+        &post_k,
+        &pre_k,
+        layer.rate,
+        step.tape.oja,
+        layer.m,
+        layer.c,
+        rate_full,
+        owed_k,
+    )?;
+    Ok(UpdateAdjoint { q: out.q, rowsum: out.rowsum, scale_grad: out.scale_grad, direct: full.then_some(direct) })
+}
+
+/// Layer k's update with libtorch operations, from the rule's term m(ãᵀa − r ⊙ W) on the tape.
+fn update_adjoint_ops(
+    layer: &LayerStep<'_>,
+    term: &Tensor,
+    full: bool,
+    rate_full: &mut Tensor,
+) -> Result<UpdateAdjoint> {
+    let g = layer.g;
+    let gc = match layer.c {
+        Some(c) => g.f_mul(&c.f_unsqueeze(2)?)?,
+        None => g.shallow_clone(),
+    };
+    // In place, at the weights' own size: reduced to the rate's shape once, at the end.
+    let _ = rate_full.f_addcmul_(&gc, term)?;
+    let scale_grad = match layer.c {
+        Some(_) => Some(g.f_mul(layer.rate)?.f_mul(term)?.f_sum_dim_intlist([2i64].as_slice(), false, None::<Kind>)?),
+        None => None,
+    };
+    let q = gc.f_mul(layer.rate)?;
+    let rowsum = match layer.r {
+        Some(_) => Some(q.f_mul(layer.w)?.f_sum_dim_intlist([2i64].as_slice(), false, None::<Kind>)?),
+        None => None,
+    };
+    let direct = if full {
+        Some(match layer.r {
+            Some(r) => g.f_addcmul(&q, &r.f_mul_scalar(-layer.m)?)?, // G − m Q ⊙ r
+            None => g.shallow_clone(),
+        })
+    } else {
+        None
+    };
+    Ok(UpdateAdjoint { q, rowsum, scale_grad, direct })
 }
 
 impl Chain {
@@ -418,17 +526,10 @@ impl StepAdjoint for LocalAdjoint {
         mode: StepMode,
         unstep: bool,
     ) -> Result<(Vec<Tensor>, Vec<Tensor>, Option<Tensor>)> {
-        let (gw, dx) = self.step.backward(
-            w,
-            unstep,
-            &tape,
-            gw,
-            mode,
-            &mut self.grads,
-            &mut gb,
-            &mut self.owed,
-            self.defer_chain,
-        )?;
+        let step = StepInput { w, tape: &tape, mode, unstep };
+        let mut pass =
+            PassState { grads: &mut self.grads, gb: &mut gb, owed: &mut self.owed, defer_chain: self.defer_chain };
+        let (gw, dx) = self.step.backward(&step, gw, &mut pass)?;
         Ok((gw, gb, dx))
     }
 
@@ -703,23 +804,17 @@ impl LocalStep {
         Ok((post, FeedbackTape::Map { layers, softmax }, None))
     }
 
-    /// Propagates G (= ∂L/∂W after step t, plus what `owed` still owes it) back through step t;
+    /// Propagates G (= ∂L/∂W after step t, plus what `pass.owed` still owes it) back through step t;
     /// returns ∂L/∂W before it (again with `owed`) and ∂L/∂x_t (the step's input features) when
     /// the step is differentiated fully and its chain is not deferred (`defer_chain`: it then waits in
     /// `owed` for the step before it).
-    #[allow(clippy::too_many_arguments)]
     fn backward(
         &self,
-        w: &[Tensor],
-        unstep: bool,
-        tape: &StepTape,
+        step: &StepInput<'_>,
         g: Vec<Tensor>,
-        mode: StepMode,
-        grads: &mut Grads,
-        gb: &mut [Tensor],
-        owed: &mut Owed,
-        defer_chain: bool,
+        pass: &mut PassState<'_>,
     ) -> Result<(Vec<Tensor>, Option<Tensor>)> {
+        let &StepInput { w, tape, mode, unstep } = step;
         if unstep && (!self.fused || mode == StepMode::Constant) {
             return Err(Error::Internal("only the fused loops run a differentiated step backwards".into()));
         }
@@ -727,13 +822,41 @@ impl LocalStep {
         // (`w` then holds the weights after it: the ones the chain's step used).
         let pipelined = self.fused && unstep && mode == StepMode::Full;
         if !pipelined {
-            owed.settle(w, gb)?;
+            pass.owed.settle(w, pass.gb)?;
         }
         if mode == StepMode::Constant {
             return Ok((g, None)); // G passes unchanged, and so does what is owed to it
         }
-        let n = self.n;
         let full = mode == StepMode::Full;
+        // The rate gradients accumulate in place from the first step differentiated on.
+        self.start_rate_accumulators(pass.grads, &g)?;
+        // The rule's update first: it gives the teaching path its ∂L/∂ã.
+        let (d_post, d_pre, direct) = self.update_adjoints(step, &g, pass)?;
+        // Gradients reaching the layers' outputs a_k (hidden: ReLU(z_k), output: ŷ) from the teaching path.
+        let mut d_act: Vec<Option<Tensor>> = (0..self.n).map(|_| None).collect();
+        let mut extra_w: Vec<Option<Tensor>> = (0..self.n).map(|_| None).collect();
+        self.teaching_backward(w, tape, d_post, full, &mut d_act, &mut extra_w, pass.grads)?;
+        if !full {
+            return Ok((g, None)); // first order: dW_{t+1}/dW_t = I and the activations are constants
+        }
+        // The forward pass of the step, from the output down.
+        let acts = &tape.acts;
+        let chain = Chain {
+            d_act,
+            d_pre,
+            z: acts.z.iter().map(|z| z.shallow_clone()).collect(),
+            pre: acts.pre.iter().map(|a| a.shallow_clone()).collect(),
+        };
+        if pipelined && pass.defer_chain && extra_w.iter().all(Option::is_none) {
+            pass.owed.chain = Some(chain); // run under the step before this one's adjoint loops
+            return Ok((direct, None));
+        }
+        // Run here: the step's weight adjoints and the features' adjoint need the chain now.
+        self.weight_adjoints(step, chain, direct, extra_w, pass)
+    }
+
+    /// The rate gradients' full-size accumulators, made at the first step differentiated (when E is known).
+    fn start_rate_accumulators(&self, grads: &mut Grads, g: &[Tensor]) -> Result<()> {
         if grads.rate_full.is_empty() {
             // [O, I] for the fused loops (they sum over episodes), [E, O, I] for libtorch operations.
             let shape = |gk: &Tensor| if self.fused { gk.size()[1..].to_vec() } else { gk.size() };
@@ -742,112 +865,27 @@ impl LocalStep {
                 .map(|gk| Tensor::f_zeros(shape(gk), (gk.kind(), gk.device())))
                 .collect::<std::result::Result<_, _>>()?;
         }
-        // Per layer: ∂L/∂ã, ∂L/∂a from the rule (fully), the direct part of ∂L/∂W (fully); the rate
-        // gradient accumulates in place in the layer's own full-size accumulator.
+        Ok(())
+    }
+
+    /// Back through every layer's update (`layer_adjoint`): per layer ∂L/∂ã and, fully, ∂L/∂a from the
+    /// rule and the direct part of ∂L/∂W. The layers run side by side, or each under the chain that the
+    /// step after this one still owes, as that chain passes it.
+    fn update_adjoints(
+        &self,
+        step: &StepInput<'_>,
+        g: &[Tensor],
+        pass: &mut PassState<'_>,
+    ) -> Result<(Vec<Tensor>, Vec<Tensor>, Vec<Tensor>)> {
+        let (n, w) = (self.n, step.w);
+        let PassState { grads, gb, owed, .. } = pass;
+        let rate_full = &grads.rate_full;
         let layer = |k: usize, owed_k: Option<(&Tensor, &Tensor)>| -> Result<LayerAdjoint> {
-            let rate = &self.rule.rates[k];
-            let post = &tape.post[k];
-            let pre = &tape.acts.pre[k];
-            let m = self.multiplier(k, post);
-            let r = tape.post_sq[k].as_ref();
-            let c = tape.scale[k].as_ref();
-            let mut g_next = None;
-            // Q = c P ⊙ G, and ∂L/∂c of each row where c depends on the activities.
-            let mut rate_full = grads.rate_full[k].shallow_clone(); // this layer's own accumulator
-            let (q, rowsum, scale_grad) = if self.fused {
-                // Updates G in place to its direct part G − m Q ⊙ r (kept as is under first order).
-                let mut direct = g[k].shallow_clone();
-                let (post_k, pre_k) = (post.f_contiguous()?, pre.f_contiguous()?);
-                let out = crate::kernels::local_step_adjoint(
-                    &mut direct,
-                    full,
-                    &w[k],
-                    unstep,
-                    &post_k,
-                    &pre_k,
-                    rate,
-                    tape.oja,
-                    m,
-                    c,
-                    &mut rate_full,
-                    owed_k,
-                )?;
-                if full {
-                    g_next = Some(direct);
-                }
-                (out.q, out.rowsum, out.scale_grad)
-            } else {
-                let term = tape.term[k]
-                    .as_ref()
-                    .ok_or_else(|| Error::Internal("the step's tape lacks the rule's term".into()))?;
-                let gc = match c {
-                    Some(c) => g[k].f_mul(&c.f_unsqueeze(2)?)?,
-                    None => g[k].shallow_clone(),
-                };
-                // In place, at the weights' own size: reduced to the rate's shape once, at the end.
-                let _ = rate_full.f_addcmul_(&gc, term)?;
-                let scale_grad = match c {
-                    Some(_) => Some(g[k].f_mul(rate)?.f_mul(term)?.f_sum_dim_intlist(
-                        [2i64].as_slice(),
-                        false,
-                        None::<Kind>,
-                    )?),
-                    None => None,
-                };
-                let q = gc.f_mul(rate)?;
-                let rowsum = match r {
-                    Some(_) => Some(q.f_mul(&w[k])?.f_sum_dim_intlist([2i64].as_slice(), false, None::<Kind>)?),
-                    None => None,
-                };
-                if full {
-                    g_next = Some(match r {
-                        Some(r) => g[k].f_addcmul(&q, &r.f_mul_scalar(-m)?)?, // G − m Q ⊙ r
-                        None => g[k].shallow_clone(),
-                    });
-                }
-                (q, rowsum, scale_grad)
-            };
-            // m (a Qᵀ − 2 ã ⊙ rowsum), one baddbmm.
-            let q_t = q.f_transpose(1, 2)?;
-            let mut dp = match rowsum {
-                Some(rowsum) => post.f_mul(&rowsum.f_unsqueeze(1)?)?.f_baddbmm(pre, &q_t, -2.0 * m, m)?,
-                None if m == 1.0 => pre.f_matmul(&q_t)?,
-                None => pre.f_matmul(&q_t)?.f_mul_scalar(m)?,
-            };
-            let mut dpre = if !full {
-                None
-            } else if m == 1.0 {
-                Some(post.f_matmul(&q)?)
-            } else {
-                Some(post.f_matmul(&q)?.f_mul_scalar(m)?)
-            };
-            // Through the normalisation factor: c = 1/(1 + s) gives ∂L/∂s = −c² ∂L/∂c.
-            if let (Some(c), Some(sg)) = (c, scale_grad) {
-                match self.rule.normalize {
-                    UpdateNormalization::Presynaptic => {
-                        if let Some(d) = dpre.as_mut() {
-                            // s = Σ_b ‖a_b‖², one per episode (c is one value broadcast along the rows): ∂L/∂s
-                            // is −c² times the sum over the rows, and ∂s/∂a = 2a.
-                            let c_e = c.f_select(1, 0)?; // [E]
-                            let ds = sg
-                                .f_sum_dim_intlist([1i64].as_slice(), false, None::<Kind>)?
-                                .f_mul(&c_e.f_square()?)?
-                                .f_mul_scalar(-2.0)?;
-                            *d = d.f_addcmul(pre, &ds.f_view([-1, 1, 1])?)?;
-                        }
-                    }
-                    UpdateNormalization::Bounded => {
-                        let ds = sg.f_mul(&c.f_square()?)?.f_neg()?; // [E, O]
-                        dp = dp.f_add(&post.f_mul(&ds.f_unsqueeze(1)?)?.f_mul_scalar(2.0)?)?;
-                    }
-                    UpdateNormalization::None | UpdateNormalization::Batch => {}
-                }
-            }
-            Ok((dp, dpre, g_next))
+            self.layer_adjoint(k, step, &g[k], &rate_full[k], owed_k)
         };
         let mut d_post = Vec::with_capacity(n);
         let mut d_pre = Vec::with_capacity(n);
-        let mut g_next = Vec::with_capacity(n);
+        let mut direct = Vec::with_capacity(n);
         let layers = match owed.chain.take() {
             // The chain of the step after this one hands each layer's dz to its adjoint loop as it passes
             // it, top-down; the loop then runs its step backwards, over the weights the chain has read.
@@ -874,45 +912,130 @@ impl LocalStep {
         for (dp, dpre, gn) in layers.into_iter() {
             d_post.push(dp);
             d_pre.extend(dpre);
-            g_next.extend(gn);
+            direct.extend(gn);
         }
         if self.fused {
             owed.pending.iter_mut().for_each(|p| *p = None); // the loops added it to G
         }
-        // Gradients reaching the layers' outputs a_k (hidden: ReLU(z_k), output: ŷ) from the teaching path.
-        let mut d_act: Vec<Option<Tensor>> = (0..n).map(|_| None).collect();
-        let mut extra_w: Vec<Option<Tensor>> = (0..n).map(|_| None).collect();
-        self.teaching_backward(w, tape, d_post, full, &mut d_act, &mut extra_w, grads)?;
-        if !full {
-            return Ok((g, None)); // first order: dW_{t+1}/dW_t = I and the activations are constants
-        }
-        // The forward pass of the step, from the output down.
-        let acts = &tape.acts;
-        let chain = Chain {
-            d_act,
-            d_pre,
-            z: acts.z.iter().map(|z| z.shallow_clone()).collect(),
-            pre: acts.pre.iter().map(|a| a.shallow_clone()).collect(),
+        Ok((d_post, d_pre, direct))
+    }
+
+    /// Layer k's share of `update_adjoints`, `owed_k` the dzᵀa still owed to its G (as (dz, a)); the rate
+    /// gradient accumulates in place in the layer's own full-size accumulator `rate_full`.
+    fn layer_adjoint(
+        &self,
+        k: usize,
+        step: &StepInput<'_>,
+        g: &Tensor,
+        rate_full: &Tensor,
+        owed_k: Option<(&Tensor, &Tensor)>,
+    ) -> Result<LayerAdjoint> {
+        let tape = step.tape;
+        let post = &tape.post[k];
+        let layer = LayerStep {
+            rate: &self.rule.rates[k],
+            post,
+            pre: &tape.acts.pre[k],
+            m: self.multiplier(k, post),
+            r: tape.post_sq[k].as_ref(),
+            c: tape.scale[k].as_ref(),
+            w: &step.w[k],
+            g,
         };
-        if pipelined && defer_chain && extra_w.iter().all(Option::is_none) {
-            owed.chain = Some(chain); // run under the step before this one's adjoint loops
-            return Ok((g_next, None));
-        }
-        // ∂L/∂W of each layer: the direct part, the forward pass's dzᵀa and what the teaching path added.
-        // The fused loops take dzᵀa over from here: it is owed to G until they next read it.
-        let mut dzs: Vec<Option<Tensor>> = (0..n).map(|_| None).collect();
-        let d_x = if self.fused {
-            chain.settle(w, gb, &mut owed.pending)?
+        // Q = c P ⊙ G, and ∂L/∂c of each row where c depends on the activities.
+        let mut rate_full = rate_full.shallow_clone(); // this layer's own accumulator
+        let update = if self.fused {
+            update_adjoint_fused(&layer, step, &mut rate_full, owed_k)?
         } else {
-            chain.run(w, gb, |k, dz, _| {
+            let term =
+                tape.term[k].as_ref().ok_or_else(|| Error::Internal("the step's tape lacks the rule's term".into()))?;
+            update_adjoint_ops(&layer, term, step.mode == StepMode::Full, &mut rate_full)?
+        };
+        self.activity_adjoints(&layer, update, step.mode == StepMode::Full)
+    }
+
+    /// From the update's adjoint to the activities': ∂L/∂ã = m (a Qᵀ − 2 ã ⊙ rowsum) and, fully,
+    /// ∂L/∂a = m ã Q, each then through the normalisation factor where it depends on them.
+    fn activity_adjoints(&self, layer: &LayerStep<'_>, update: UpdateAdjoint, full: bool) -> Result<LayerAdjoint> {
+        let UpdateAdjoint { q, rowsum, scale_grad, direct } = update;
+        let (post, pre, m) = (layer.post, layer.pre, layer.m);
+        // m (a Qᵀ − 2 ã ⊙ rowsum), one baddbmm.
+        let q_t = q.f_transpose(1, 2)?;
+        let mut dp = match rowsum {
+            Some(rowsum) => post.f_mul(&rowsum.f_unsqueeze(1)?)?.f_baddbmm(pre, &q_t, -2.0 * m, m)?,
+            None if m == 1.0 => pre.f_matmul(&q_t)?,
+            None => pre.f_matmul(&q_t)?.f_mul_scalar(m)?,
+        };
+        let mut dpre = if !full {
+            None
+        } else if m == 1.0 {
+            Some(post.f_matmul(&q)?)
+        } else {
+            Some(post.f_matmul(&q)?.f_mul_scalar(m)?)
+        };
+        if let (Some(c), Some(sg)) = (layer.c, scale_grad) {
+            self.normalization_adjoint(layer, c, sg, &mut dp, dpre.as_mut())?;
+        }
+        Ok((dp, dpre, direct))
+    }
+
+    /// Through the normalisation factor: c = 1/(1 + s) gives ∂L/∂s = −c² ∂L/∂c (`sg`), added to ∂L/∂ã
+    /// (`dp`) or ∂L/∂a (`dpre`, fully) by what s is formed from.
+    fn normalization_adjoint(
+        &self,
+        layer: &LayerStep<'_>,
+        c: &Tensor,
+        sg: Tensor,
+        dp: &mut Tensor,
+        dpre: Option<&mut Tensor>,
+    ) -> Result<()> {
+        match self.rule.normalize {
+            UpdateNormalization::Presynaptic => {
+                if let Some(d) = dpre {
+                    // s = Σ_b ‖a_b‖², one per episode (c is one value broadcast along the rows): ∂L/∂s
+                    // is −c² times the sum over the rows, and ∂s/∂a = 2a.
+                    let c_e = c.f_select(1, 0)?; // [E]
+                    let ds = sg
+                        .f_sum_dim_intlist([1i64].as_slice(), false, None::<Kind>)?
+                        .f_mul(&c_e.f_square()?)?
+                        .f_mul_scalar(-2.0)?;
+                    *d = d.f_addcmul(layer.pre, &ds.f_view([-1, 1, 1])?)?;
+                }
+            }
+            UpdateNormalization::Bounded => {
+                let ds = sg.f_mul(&c.f_square()?)?.f_neg()?; // [E, O]
+                *dp = dp.f_add(&layer.post.f_mul(&ds.f_unsqueeze(1)?)?.f_mul_scalar(2.0)?)?;
+            }
+            UpdateNormalization::None | UpdateNormalization::Batch => {}
+        }
+        Ok(())
+    }
+
+    /// ∂L/∂W of each layer before the step: the direct part, the forward pass's dzᵀa and what the
+    /// teaching path added (`extra_w`), from the chain run here; with ∂L/∂(the step's input features).
+    fn weight_adjoints(
+        &self,
+        step: &StepInput<'_>,
+        chain: Chain,
+        direct: Vec<Tensor>,
+        extra_w: Vec<Option<Tensor>>,
+        pass: &mut PassState<'_>,
+    ) -> Result<(Vec<Tensor>, Option<Tensor>)> {
+        let (w, pre) = (step.w, &step.tape.acts.pre);
+        // The fused loops take dzᵀa over from here: it is owed to G until they next read it.
+        let mut dzs: Vec<Option<Tensor>> = (0..self.n).map(|_| None).collect();
+        let d_x = if self.fused {
+            chain.settle(w, pass.gb, &mut pass.owed.pending)?
+        } else {
+            chain.run(w, pass.gb, |k, dz, _| {
                 dzs[k] = dz;
                 Ok(())
             })?
         };
         let g_prev = self.per_layer(w, |k| {
-            let mut gk = g_next[k].shallow_clone();
+            let mut gk = direct[k].shallow_clone();
             if let Some(dz) = &dzs[k] {
-                add_forward_term(&mut gk, dz, &acts.pre[k])?;
+                add_forward_term(&mut gk, dz, &pre[k])?;
             }
             match &extra_w[k] {
                 Some(e) => Ok(gk.f_add(e)?),

@@ -1,6 +1,29 @@
-//! Resolved layer shapes: what each layer consumes and produces, given the input shape.
-use crate::config::{LayerSpec, LearnerConfig};
+//! The layers as configured, and their resolved shapes: what each layer consumes and produces, given the
+//! input shape.
 use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+/// One layer of the network. Conv layers (ReLU, then flattened before the first linear layer) come before
+/// every linear one; the last layer is the linear output layer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(tag = "type", rename_all = "camelCase", rename_all_fields = "camelCase", deny_unknown_fields)]
+pub enum LayerSpec {
+    Linear {
+        units: i64,
+    },
+    Conv {
+        channels: i64,
+        kernel: i64,
+        #[serde(default = "one")]
+        stride: i64,
+        #[serde(default)]
+        padding: i64,
+    },
+}
+
+fn one() -> i64 {
+    1
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum LayerShape {
@@ -46,11 +69,13 @@ pub struct NetSpec {
 }
 
 impl NetSpec {
-    pub fn new(cfg: &LearnerConfig) -> Result<Self> {
-        let mut layers = Vec::with_capacity(cfg.layers.len());
+    /// The shapes of the layers `specs` on inputs of `input_shape`, the first `rln` of them frozen in the
+    /// inner loop.
+    pub fn new(input_shape: &[i64], specs: &[LayerSpec], rln: usize) -> Result<Self> {
+        let mut layers = Vec::with_capacity(specs.len());
         // Current activation shape: [C, H, W] before flattening, [features] after.
-        let mut shape = cfg.input_shape.clone();
-        for (i, spec) in cfg.layers.iter().enumerate() {
+        let mut shape = input_shape.to_vec();
+        for (i, spec) in specs.iter().enumerate() {
             match *spec {
                 LayerSpec::Conv { channels, kernel, stride, padding } => {
                     let (c, h, w) = (shape[0], shape[1], shape[2]);
@@ -69,7 +94,7 @@ impl NetSpec {
                 }
             }
         }
-        Ok(Self { layers, rln: cfg.rln })
+        Ok(Self { layers, rln })
     }
 
     pub fn len(&self) -> usize {

@@ -7,9 +7,12 @@
 //! (presynaptic, per episode), row i ·1/(1 + q_i) (bounded).
 //! P = g(θ) from the stored parameter θ (`plasticity.parameterization`): θ or exp(θ), times exp(σ_l)
 //! with a per-layer log-scale (`plasticity.layerScale`); see `LocalRule::rate`.
-use super::{from_values, full, InnerRule, StepInputs, Update};
-use crate::config::{FeedbackKind, Granularity, LearnerConfig, RateParameterization, RuleConfig, UpdateNormalization};
-use crate::feedback::{teaching_activity, LayerFeedback};
+use super::{
+    from_values, full, Granularity, InnerRule, RateParameterization, RuleConfig, StepInputs, Update,
+    UpdateNormalization,
+};
+use crate::config::LearnerConfig;
+use crate::feedback::{teaching_activity, FeedbackKind, LayerFeedback};
 use crate::net::spec::NetSpec;
 use crate::params::{Group, ParamStore};
 use crate::rng::{normal_vec, Rng};

@@ -1,9 +1,12 @@
 //! Inner-loop learning rules behind one trait: local plasticity (Oja, Hebb) and OML's SGD.
 //! The inner-loop driver (inner.rs) calls `update` once per minibatch, whatever the rule.
+pub(crate) mod config;
 pub mod local;
 pub mod sgd;
 
-use crate::config::{LearnerConfig, RuleConfig};
+pub use config::{Granularity, PlasticityConfig, RateParameterization, RuleConfig, StepSizes, UpdateNormalization};
+
+use crate::config::LearnerConfig;
 use crate::net::functional::TailActivations;
 use crate::net::spec::NetSpec;
 use crate::params::ParamStore;

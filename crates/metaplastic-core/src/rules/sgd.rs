@@ -1,8 +1,8 @@
 //! OML's inner rule: one SGD step on the task loss per minibatch, on the plastic layers' weights (and
 //! biases), with a fixed step size or meta-learned per-parameter / per-layer step sizes.
 //! With `create_graph` the gradient itself is differentiated (second-order meta-gradient).
+use super::StepSizes;
 use super::{full, InnerRule, StepInputs, Update};
-use crate::config::StepSizes;
 use crate::loss;
 use crate::net::spec::NetSpec;
 use crate::params::{Group, ParamStore};

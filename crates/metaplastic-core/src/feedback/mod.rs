@@ -1,6 +1,10 @@
 //! Feedback pathways: from the output error or target to a post-synaptic "teaching" activity ã_l for
 //! every plastic layer. Feedback weights are never tied to the forward weights (no weight transport).
-use crate::config::{Activation, FeedbackKind, LearnerConfig, Signal, TaskKind};
+pub(crate) mod config;
+
+pub use config::{Activation, FeedbackConfig, FeedbackKind, Signal, StrengthConfig};
+
+use crate::config::{LearnerConfig, TaskKind};
 use crate::net::functional::TailActivations;
 use crate::Result;
 use tch::{Kind, Tensor};

@@ -1,6 +1,9 @@
 //! The outer loop: meta-gradient of the query loss after the whole inner trajectory, Adam with one
 //! learning rate per parameter group (0 freezes a group), optional clipping, and the non-finite policy.
-use crate::config::{Backward, NonFinitePolicy};
+pub(crate) mod config;
+
+pub use config::{Backward, LearningRates, MetaConfig, MetaGradient, NonFinitePolicy, EXPLODE_MIN, EXPLODE_WINDOW};
+
 use crate::distributed::ProcessGroup;
 use crate::inner::step_mode;
 use crate::learner::{EpisodeBatch, Learner};
