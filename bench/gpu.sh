@@ -29,6 +29,7 @@ case "${1:-}" in
     cargo build --release -p metaplastic-core --example bench
     mkdir -p .device
     cp target/release/examples/bench .device/bench
+    node bin/metaplastic.js presets flp-sine --json > .device/flp-sine.json # the flp-recipe net's rule, from the preset
     # The test executables' names carry a hash: ask cargo where it put them.
     cargo test --release -p metaplastic-core --test adjoint --test runtime --no-run --message-format=json 2>/dev/null |
       node -e '
@@ -62,7 +63,7 @@ case "${1:-}" in
     echo "== 3. engine bench"
     # One host thread launches the work; more were measured slower (adjoint/local.rs, per_layer).
     timeout "${BENCH_LIMIT:-300}" .device/bench --device cuda --threads "${THREADS:-1}" --meta-batch 1,8,64 --nets "${NETS:-flp,oml}" \
-      --backward adjoint,autograd --autograd-max "${AUTOGRAD_MAX:-8}" --repeats "${REPEATS:-3}" \
+      --recipe .device/flp-sine.json --backward adjoint,autograd --autograd-max "${AUTOGRAD_MAX:-8}" --repeats "${REPEATS:-3}" \
       --json "$results/bench-cuda.jsonl" 2>&1 | tee "$results/bench-cuda.md" || true
     echo "== 4. plain PyTorch on CUDA"
     # FLP's unrolled graph takes ~10 GB per episode: meta-batch 64 does not fit in the GPU's memory.

@@ -6,9 +6,9 @@
 //!   bench [--device cpu|cuda] [--threads N] [--steps T] [--meta-batch 1,8,64] [--nets flp,oml,flp-recipe]
 //!         [--backward adjoint,recompute,autograd] [--autograd-max 8] [--intervals 20] [--repeats R] [--json FILE]
 //!
-//! Nets: `flp` is the paper's (Oja's rule, ReLU feedback), `flp-recipe` the one that trains (the
-//! `flp-sine` preset: Hebb's rule, linear feedback, rates in log space, presynaptic normalisation),
-//! `oml` OML's. Backward: `adjoint` is the reverse pass as it runs by default (steps run backwards
+//! Nets: `flp` is the paper's (Oja's rule, ReLU feedback), `flp-recipe` the one that trains, read from
+//! the preset (`--recipe FILE`, written by `metaplastic presets flp-sine --json > FILE`: its rule,
+//! plasticity and feedback, so the recipe is defined once), `oml` OML's. Backward: `adjoint` is the reverse pass as it runs by default (steps run backwards
 //! where they can), `recompute` the same with every segment recomputed from its checkpoint instead.
 //!         [--count-ops]   (also: libtorch operations per inner step of the reverse pass on libtorch
 //!                          operations, the path CUDA takes: each is a kernel launch there)
@@ -49,6 +49,8 @@ struct Opts {
     child: Option<String>,
     units: Vec<i64>,
     episode_groups: usize,
+    /// A preset's JSON (`metaplastic presets flp-sine --json`): the `flp-recipe` net's rule, plasticity and feedback.
+    recipe: Option<String>,
 }
 
 fn list<T: std::str::FromStr>(s: &str) -> Vec<T> {
@@ -75,6 +77,7 @@ fn parse() -> Opts {
         child: None,
         units: UNITS.to_vec(),
         episode_groups: 0,
+        recipe: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -101,6 +104,7 @@ fn parse() -> Opts {
             "--child" => o.child = Some(v),
             "--units" => o.units = list(&v),
             "--episode-groups" => o.episode_groups = v.parse().expect("--episode-groups N"),
+            "--recipe" => o.recipe = Some(v),
             other => panic!("unknown option {other} (see the header of examples/bench.rs)"),
         }
         i += 2;
@@ -108,16 +112,34 @@ fn parse() -> Opts {
     o
 }
 
-fn learner_config(units: &[i64], net: &str, device: &str, backward: &str, interval: &str) -> LearnerConfig {
+/// The rule, plasticity and feedback of a preset's learner, as JSON fields to splice into a learner.
+fn recipe_fields(path: Option<&str>) -> String {
+    let path = path.expect("the flp-recipe net needs --recipe FILE (metaplastic presets flp-sine --json > FILE)");
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("--recipe {path}: {e}"));
+    let preset: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("--recipe {path}: {e}"));
+    ["rule", "plasticity", "feedback"]
+        .iter()
+        .map(|k| format!(r#""{k}":{}"#, preset["learner"][k]))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn learner_config(
+    units: &[i64],
+    net: &str,
+    device: &str,
+    backward: &str,
+    interval: &str,
+    recipe: Option<&str>,
+) -> LearnerConfig {
     let layers: Vec<String> = units.iter().map(|u| format!(r#"{{"type":"linear","units":{u}}}"#)).collect();
     let (rule, rln) = match net {
-        "flp" => (r#""rule":{"type":"oja"},"plasticity":{"init":1e-4}"#, 0),
-        "flp-recipe" => (
-            r#""rule":{"type":"hebb"},"plasticity":{"init":1,"hiddenMultiplier":1e-3,"parameterization":"log","normalize":"presynaptic"},
-               "feedback":{"activation":"linear","strength":{"init":1},"outputIdentity":true}"#,
-            0,
+        "flp" => (r#""rule":{"type":"oja"},"plasticity":{"init":1e-4}"#.to_string(), 0),
+        "flp-recipe" => (recipe_fields(recipe), 0),
+        _ => (
+            r#""rule":{"type":"sgd","lr":0.003},"plasticity":{"init":1e-4}"#.to_string(),
+            units.len().saturating_sub(3),
         ),
-        _ => (r#""rule":{"type":"sgd","lr":0.003},"plasticity":{"init":1e-4}"#, units.len().saturating_sub(3)),
     };
     let every = if interval == "auto" { "null".to_string() } else { interval.to_string() };
     let (backward, run_backwards) = if backward == "recompute" { ("adjoint", false) } else { (backward, true) };
@@ -189,7 +211,8 @@ fn measure(o: &Opts, spec: &str) -> String {
     tch::set_num_threads(o.threads);
     metaplastic_core::kernels::limit_episode_groups(o.episode_groups);
     tch::manual_seed(1);
-    let mut learner = Learner::new(learner_config(&o.units, net, &o.device, backward, interval)).expect("learner");
+    let mut learner = Learner::new(learner_config(&o.units, net, &o.device, backward, interval, o.recipe.as_deref()))
+        .expect("learner");
     let device = learner.device;
     let b = batch(&learner, e, o.steps);
     let mut adam = Adam::default();
