@@ -74,7 +74,7 @@ function defaultsOf(definitions: Record<string, Schema>): string {
 
 /** The file's text as generated from the loaded engine. */
 export async function engineTypes(): Promise<string> {
-  const { definitions, ...root } = native.engineSchema() as Schema;
+  const { definitions, 'x-files': files, ...root } = native.engineSchema() as Schema;
   const schema = { ...root, definitions: present(definitions) } as JSONSchema;
   const ts = await compile(schema, 'EngineTypes', {
     bannerComment: BANNER,
@@ -90,7 +90,8 @@ export async function engineTypes(): Promise<string> {
     // Tuples say their length in their type.
     .replace(/\n *\*\n *\* @minItems \d+\n *\* @maxItems \d+/g, '')
     .replace(/\/\*\*\n \* This interface was referenced by `EngineTypes`'s JSON-Schema\n \* via the `definition` "\w+"\.\n \*\/\n/g, '')
-    .concat(defaultsOf(definitions));
+    .concat(defaultsOf(definitions))
+    .concat(`\n/** The files the engine writes, by what they hold (checkpoint: the checkpoint's manifest). */\nexport const ENGINE_FILES = ${JSON.stringify(files)} as const;\n`);
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {

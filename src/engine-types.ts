@@ -1172,3 +1172,6 @@ export const ENGINE_DEFAULTS = {
   StreamConfig: { classes: 10, classIds: null, testPerClass: 5, trainPerClass: 15, validation: null },
   StrengthConfig: { init: 0.5, learned: true },
 } as const;
+
+/** The files the engine writes, by what they hold (checkpoint: the checkpoint's manifest). */
+export const ENGINE_FILES = {"checkpoint":"checkpoint.json"} as const;

@@ -18,10 +18,10 @@ import { finalMetaLoss, initialMetaLoss, metaLossWindow, parseMetrics, writeFile
 import { lockRunDir, unwritableReason, type RunLock } from './run-lock.js';
 import { compareFigures, plotMetaLoss } from './plots.js';
 import { distributedFromEnv, type GroupSettings } from './distributed.js';
-import type { StepRecord } from './engine-types.js';
+import { ENGINE_FILES, type StepRecord } from './engine-types.js';
 
-/** The engine's checkpoint manifest (crates/metaplastic-core/src/checkpoint.rs writes it). */
-export const CHECKPOINT_FILE = 'checkpoint.json';
+/** The engine's checkpoint manifest, named where the engine writes it (crates/metaplastic-core/src/checkpoint.rs). */
+export const CHECKPOINT_FILE = ENGINE_FILES.checkpoint;
 export const CONFIG_FILE = 'config.json';
 export const EVAL_FILE = 'eval.json';
 export const METRICS_FILE = 'metrics.jsonl';

@@ -86,14 +86,15 @@ test('an unknown command fails with exit 2 and a suggestion, with or without --h
     t.regex(r.stderr, /unknown command 'trian' \(did you mean 'train'\?\)/);
     t.is(r.stdout, '', 'no usage printed as if it succeeded');
   }
-  const far = cli(['reproduce', 'sine', '--help']);
+  const far = cli(['replicate', 'sine', '--help']);
   t.is(far.status, 2);
-  t.regex(far.stderr, /unknown command 'reproduce'/);
+  t.regex(far.stderr, /unknown command 'replicate'/);
   t.notRegex(far.stderr, /did you mean/);
   // Known commands and the top-level help still work.
   t.is(cli(['--help']).status, 0);
   t.is(cli(['help', 'train']).status, 0);
   t.is(cli(['train', '--help']).status, 0);
+  t.is(cli(['reproduce', 'sine', '--help']).status, 0);
 });
 
 test('the demo\'s learners are presets: listed, and the same configurations the demo trains', (t) => {

@@ -29,7 +29,9 @@ pub fn engine_schema() -> Value {
     // A type that is both read and written (options echoed in a result) keeps its input form.
     let mut definitions: Map<String, Value> = outputs.take_definitions(true);
     definitions.extend(inputs.take_definitions(true));
-    json!({ "$schema": "http://json-schema.org/draft-07/schema#", "title": "EngineTypes", "definitions": definitions })
+    // The names of the files the engine writes, so that TypeScript reads them from here instead of restating them.
+    let files = json!({ "checkpoint": crate::checkpoint::MANIFEST });
+    json!({ "$schema": "http://json-schema.org/draft-07/schema#", "title": "EngineTypes", "definitions": definitions, "x-files": files })
 }
 
 fn add<T: JsonSchema>(generator: &mut SchemaGenerator) {
