@@ -25,8 +25,9 @@ pub enum RuleConfig {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         decay: Option<DecayConfig>,
     },
-    /// Plain Hebbian rule: ΔW = P ⊙ ãᵀa.
-    Hebb,
+    /// Plain Hebbian rule: ΔW = P ⊙ ãᵀa. (A variant with no fields rather than a unit one, so that a field
+    /// written on it, such as Oja's `decay`, is an error instead of being ignored.)
+    Hebb {},
     /// OML's inner loop: SGD on the task loss of the plastic layers.
     Sgd {
         /// Inner-loop step size (OML: 0.003 for regression, 0.03 for Omniglot).
