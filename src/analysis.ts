@@ -21,7 +21,10 @@ export type AnalyzeOptions = AnalysisOptions & {
 
 export interface Learned {
   stats: LearnedStats[];
-  /** The arrays by name: "rate.L", "feedback.L.J.weight", "feedback.L.J.bias", "strength.L", "stepSize.L". */
+  /**
+   * The arrays by name: "rate.L", "decayCoefficient.L" (Oja's learned γ, where configured), "feedback.L.J.weight",
+   * "feedback.L.J.bias", "strength.L", "stepSize.L".
+   */
   arrays: Record<string, TensorData>;
 }
 

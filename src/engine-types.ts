@@ -43,6 +43,13 @@ export type CacheStatus =
       status: 'unwritable';
     };
 export type Channels = 'gray' | 'rgb';
+/**
+ * The shape of Oja's decay coefficient γ in each plastic layer.
+ *
+ * - `'layer'`: One γ for the layer (shape []).
+ * - `'neuron'`: One γ per post-synaptic neuron (shape [out, 1], broadcast over the row).
+ */
+export type DecayGranularity = 'layer' | 'neuron';
 export type Dtype = 'float32' | 'float64';
 export type EvalRaw =
   | {
@@ -144,6 +151,11 @@ export type RateParameterization = 'linear' | 'log';
 export type ResizeFilter = 'nearest' | 'triangle' | 'catmullRom' | 'gaussian' | 'lanczos3';
 export type RuleConfig =
   | {
+      /**
+       * A meta-learned coefficient γ = σ(φ) ∈ (0, 1) in front of the decay term, so that the rule lies
+       * between Hebb (γ → 0) and Oja (γ → 1) and learns how much to forget. Absent: Oja's rule (γ = 1).
+       */
+      decay?: DecayConfig | null;
       type: 'oja';
     }
   | {
@@ -344,6 +356,29 @@ export interface DatasetInfo {
    * Omniglot only.
    */
   split?: OmniglotSplit;
+}
+/**
+ * Oja's decay coefficient γ = σ(φ): the stored parameter φ (`decay.{layer}`, in the plasticity group).
+ */
+export interface DecayConfig {
+  /**
+   * One γ per plastic layer, or one per post-synaptic neuron (each row of the layer's weights).
+   *
+   * Default: `"layer"`.
+   */
+  granularity?: DecayGranularity;
+  /**
+   * Initial γ, strictly between 0 (Hebb) and 1 (Oja); φ starts at its logit.
+   *
+   * Default: `0.5`.
+   */
+  init?: number;
+  /**
+   * Meta-learn γ (else it stays at `init`).
+   *
+   * Default: `true`.
+   */
+  learned?: boolean;
 }
 /**
  * N-way k-shot meta-training episodes: one support image per step by default.
@@ -1157,6 +1192,7 @@ export interface ZipSummary {
 /** The engine's field defaults (its serde defaults), by type and field. */
 export const ENGINE_DEFAULTS = {
   AnalysisOptions: { classes: 10, every: 1, order: "continual", runs: 1, seed: 0 },
+  DecayConfig: { granularity: "layer", init: 0.5, learned: true },
   EpisodeConfig: { batchSize: 1, labels: "permuted", labelSpace: null, order: "continual", queryShots: null, remember: 0, shots: 5, ways: 5 },
   EvalOptions: { classes: [10, 50, 75, 100, 150, 200], maxBatch: 0, runs: 50, seed: 0, stepScales: [0.1, 0.3, 1, 3, 10], validationHeldOut: 5, validationRuns: 5 },
   ExperimentConfig: { metaBatch: 1, name: "experiment", seed: 0 },

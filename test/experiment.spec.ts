@@ -106,6 +106,30 @@ test('save, load and resume give the same result as an uninterrupted run', async
   t.is(readdirSync(dir).filter((f) => f.endsWith('.safetensors')).length, 1);
 });
 
+test("Oja's learned decay: its parameters, its learned γ, a save and load, and a named error for a bad init", async (t) => {
+  const exp = await Experiment.create(tinySine({ type: 'oja', decay: { init: 0.25, granularity: 'neuron' } }));
+  const decay = exp.params().filter((p) => p.name.startsWith('decay.'));
+  t.deepEqual(
+    decay.map((p) => [p.name, p.shape, p.group, p.trainable]),
+    [
+      ['decay.0', [12, 1], 'plasticity', true],
+      ['decay.1', [12, 1], 'plasticity', true],
+      ['decay.2', [1, 1], 'plasticity', true],
+    ],
+  );
+  t.true(Math.abs(exp.learned().arrays['decayCoefficient.0'].data[0] - 0.25) < 1e-6);
+  const before = Array.from(exp.param('decay.1').data);
+  await exp.metaTrain({ steps: 2 });
+  const dir = tmp('decay');
+  await exp.save(dir);
+  const loaded = await Experiment.load(dir);
+  t.deepEqual(Array.from(loaded.param('decay.1').data), Array.from(exp.param('decay.1').data));
+  t.notDeepEqual(Array.from(exp.param('decay.1').data), before, 'φ was meta-trained');
+  const err = t.throws(() => checkConfig(tinySine({ type: 'oja', decay: { init: 1 } })), { instanceOf: MetaplasticError });
+  t.is(err.code, 'E_CONFIG');
+  t.regex(err.message, /rule\.decay\.init/);
+});
+
 test('a checkpoint from an unknown format version or with corrupt tensors is refused', async (t) => {
   const dir = tmp('badckpt');
   const exp = await Experiment.create(tinySine());

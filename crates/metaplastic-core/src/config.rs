@@ -16,7 +16,8 @@ pub use crate::meta::config::{
 };
 pub use crate::net::spec::LayerSpec;
 pub use crate::rules::config::{
-    Granularity, PlasticityConfig, RateParameterization, RuleConfig, StepSizes, UpdateNormalization,
+    DecayConfig, DecayGranularity, Granularity, PlasticityConfig, RateParameterization, RuleConfig, StepSizes,
+    UpdateNormalization,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -306,8 +307,17 @@ impl LearnerConfig {
                         ),
                     ));
                 }
-                if self.plasticity.hebb_first_step && !matches!(self.rule, RuleConfig::Oja) {
+                if self.plasticity.hebb_first_step && !matches!(self.rule, RuleConfig::Oja { .. }) {
                     return Err(Error::config("plasticity.hebbFirstStep", "applies to the oja rule only"));
+                }
+                if let Some(decay) = self.rule.decay() {
+                    let g = decay.init;
+                    if !(g > 0.0 && g < 1.0) {
+                        return Err(Error::config(
+                            "rule.decay.init",
+                            format!("must be strictly between 0 and 1 (γ = σ(φ) starts at its logit), got {g}"),
+                        ));
+                    }
                 }
             }
         }

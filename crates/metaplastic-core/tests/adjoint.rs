@@ -63,6 +63,7 @@ fn compare_episodes(mut cfg: LearnerConfig, seed: i64, opts: AdjointOptions, poi
     let described = cfg.to_json();
     let mut learner = Learner::new(cfg).unwrap();
     jitter_biases(&mut learner, seed);
+    jitter_decays(&mut learner, seed);
     assert!(uses_adjoint(&learner));
     let batch = batch(&learner, episodes, 5, points, 4, seed);
     // Re-initialised plastic weights draw from the learner's generator: both paths must see the same draw.
@@ -87,6 +88,9 @@ fn compare_episodes(mut cfg: LearnerConfig, seed: i64, opts: AdjointOptions, poi
             assert_eq!(diff, 0.0, "{name}: autograd gives zero, the reverse pass {diff}");
         }
         assert!(rel < 1e-10 || scale == 0.0, "{name}: relative difference {rel:e} (scale {scale:e}, {opts:?})");
+        if name.starts_with("decay.") {
+            assert!(scale > 0.0, "{name}: no gradient reaches the decay coefficient, nothing is compared");
+        }
     }
     assert!(nonzero > 0, "every gradient is zero: the comparison checks nothing");
     worst
@@ -96,13 +100,23 @@ fn flp(extra: &str) -> LearnerConfig {
     regression(r#"{"type":"oja"}"#, &format!(r#","plasticity":{{"init":0.05}}{extra}"#))
 }
 
+/// Oja's rule with a learned decay coefficient γ per layer or per neuron (`rule.decay`).
+fn decayed(granularity: &str) -> String {
+    format!(r#"{{"type":"oja","decay":{{"init":0.4,"granularity":"{granularity}"}}}}"#)
+}
+
 #[test]
 fn oja_and_hebb_every_granularity_and_interval() {
-    for rule in ["oja", "hebb"] {
+    for rule in ["oja", "hebb", "decayLayer", "decayNeuron"] {
+        let json = match rule {
+            "decayLayer" => decayed("layer"),
+            "decayNeuron" => decayed("neuron"),
+            _ => format!(r#"{{"type":"{rule}"}}"#),
+        };
         for g in ["synapse", "neuron", "layer", "global"] {
             for interval in [None, Some(1), Some(2), Some(5)] {
                 let cfg = regression(
-                    &format!(r#"{{"type":"{rule}"}}"#),
+                    &json,
                     &format!(r#","plasticity":{{"granularity":"{g}","init":0.02,"hiddenMultiplier":1.5}}"#),
                 );
                 let pass = compare(cfg, 1, interval);
@@ -167,6 +181,12 @@ fn classification_options() {
         9,
         Some(1),
     );
+    for g in ["layer", "neuron"] {
+        let extra = r#","plasticity":{"init":0.05,"hiddenMultiplier":3},"feedback":{"signal":"crossEntropy"}"#;
+        compare(classification(&decayed(g), extra), 9, Some(2));
+        let derivative = r#","plasticity":{"init":0.05},"feedback":{"type":"derivative"}"#;
+        compare(classification(&decayed(g), derivative), 9, None);
+    }
 }
 
 #[test]
@@ -180,6 +200,11 @@ fn first_order_and_truncated() {
             if matches!(g, MetaGradient::Truncated { .. }) {
                 assert_eq!(pass.skipped, 2, "{kind}: {pass:?}");
             }
+        }
+        for decay in ["layer", "neuron"] {
+            let mut cfg = regression(&decayed(decay), r#","rln":1,"plasticity":{"init":0.05}"#);
+            cfg.meta.gradient = g;
+            compare(cfg, 10, Some(2));
         }
     }
 }
@@ -260,12 +285,13 @@ fn fused_loops_on_wide_batches() {
 }
 
 /// The fused adjoint loop's own outputs against libtorch operations in float64, its rows split over two
-/// threads: with G' = G + dᵀx (the part owed to G), r = Σ_b ã², the multiplier m and the row factor c
-/// (none, or one per row), Q = c P ⊙ G', Oja's rowsum(Q ⊙ W), the rate gradient
-/// m c G' ⊙ (ãᵀa − r ⊙ W) summed over episodes, the row factor's gradient Σ_i m P ⊙ G' ⊙ (ãᵀa − r ⊙ W),
-/// and G' − m Q ⊙ r written back.
+/// threads: with G' = G + dᵀx (the part owed to G), the decay r = Σ_b ã² (Oja) or γ ⊙ r (a learned
+/// coefficient per layer or per row), the multiplier m and the row factor c (none, or one per row),
+/// Q = c P ⊙ G', Oja's rowsum(Q ⊙ W), the rate gradient m c G' ⊙ (ãᵀa − r ⊙ W) summed over episodes, the
+/// row factor's gradient Σ_i m P ⊙ G' ⊙ (ãᵀa − r ⊙ W), and G' − m Q ⊙ r written back.
 #[test]
 fn fused_adjoint_loop_outputs() {
+    use metaplastic_core::kernels::Decay;
     tch::set_num_threads(2);
     let (e, b, o, i) = (2, 20, 70, 45);
     let (w, g, post, pre) = (randn(&[e, o, i], 1), randn(&[e, o, i], 2), randn(&[e, b, o], 3), randn(&[e, b, i], 4));
@@ -273,62 +299,73 @@ fn fused_adjoint_loop_outputs() {
     let p = randn(&[o, i], 7).abs() * 0.01;
     let m = 0.7;
     let g_full = &g + d.transpose(1, 2).matmul(&x);
-    let r = post.square().sum_dim_intlist([1i64].as_slice(), false, None::<Kind>).unsqueeze(2); // [E, O, 1]
-    let term = (post.transpose(1, 2).matmul(&pre) - &r * &w) * m; // m (ãᵀa − r ⊙ W)
-    for c in [None, Some(randn(&[e, o], 9).abs() + 0.5)] {
-        let mut g_out = g.copy();
-        let mut rate_grad = Tensor::zeros([o, i], (Kind::Double, Device::Cpu));
-        let out = metaplastic_core::kernels::local_step_adjoint(
-            &mut g_out,
-            true,
-            &w,
-            false,
-            &post,
-            &pre,
-            &p,
-            true,
-            m,
-            c.as_ref(),
-            &mut rate_grad,
-            Some((&d, &x)),
-        )
-        .unwrap();
-        let c3 = c.as_ref().map_or_else(|| Tensor::from(1.0f64), |c| c.unsqueeze(2)); // broadcast to [E, O, I]
-        let q = &g_full * &p * &c3;
-        let mut expected = vec![
-            ("Q", out.q.shallow_clone(), q.shallow_clone()),
-            ("rowsum", out.rowsum.expect("Oja"), (&q * &w).sum_dim_intlist([2i64].as_slice(), false, None::<Kind>)),
-            (
-                "rate gradient",
-                rate_grad,
-                (&g_full * &term * &c3).sum_dim_intlist([0i64].as_slice(), false, None::<Kind>),
-            ),
-            ("G written back", g_out, &g_full - &q * &r * m),
-        ];
-        if c.is_some() {
-            expected.push((
-                "row factor gradient",
-                out.scale_grad.expect("a row factor"),
-                (&g_full * &term * &p).sum_dim_intlist([2i64].as_slice(), false, None::<Kind>),
-            ));
-        }
-        for (what, got, want) in expected {
-            let scale = want.abs().max().double_value(&[]);
-            assert!(
-                max_abs_diff(&got, &want) <= 1e-12 * scale,
-                "{what} (row factor {}): {} off (scale {scale})",
-                c.is_some(),
-                max_abs_diff(&got, &want)
-            );
+    let oja_r = post.square().sum_dim_intlist([1i64].as_slice(), false, None::<Kind>).unsqueeze(2); // [E, O, 1]
+    let (per_layer, per_row) = (Tensor::from(0.3f64), randn(&[o, 1], 8).sigmoid());
+    for gamma in [None, Some(&per_layer), Some(&per_row)] {
+        let decay = gamma.map_or(Decay::Oja, Decay::Scaled);
+        let r = gamma.map_or_else(|| oja_r.shallow_clone(), |g| &oja_r * g);
+        let term = (post.transpose(1, 2).matmul(&pre) - &r * &w) * m; // m (ãᵀa − r ⊙ W)
+        for c in [None, Some(randn(&[e, o], 9).abs() + 0.5)] {
+            let mut g_out = g.copy();
+            let mut rate_grad = Tensor::zeros([o, i], (Kind::Double, Device::Cpu));
+            let out = metaplastic_core::kernels::local_step_adjoint(
+                &mut g_out,
+                true,
+                &w,
+                false,
+                &post,
+                &pre,
+                &p,
+                decay,
+                m,
+                c.as_ref(),
+                &mut rate_grad,
+                Some((&d, &x)),
+            )
+            .unwrap();
+            let c3 = c.as_ref().map_or_else(|| Tensor::from(1.0f64), |c| c.unsqueeze(2)); // broadcast to [E, O, I]
+            let q = &g_full * &p * &c3;
+            let mut expected = vec![
+                ("Q", out.q.shallow_clone(), q.shallow_clone()),
+                ("rowsum", out.rowsum.expect("Oja"), (&q * &w).sum_dim_intlist([2i64].as_slice(), false, None::<Kind>)),
+                (
+                    "rate gradient",
+                    rate_grad,
+                    (&g_full * &term * &c3).sum_dim_intlist([0i64].as_slice(), false, None::<Kind>),
+                ),
+                ("G written back", g_out, &g_full - &q * &r * m),
+            ];
+            if c.is_some() {
+                expected.push((
+                    "row factor gradient",
+                    out.scale_grad.expect("a row factor"),
+                    (&g_full * &term * &p).sum_dim_intlist([2i64].as_slice(), false, None::<Kind>),
+                ));
+            }
+            for (what, got, want) in expected {
+                let scale = want.abs().max().double_value(&[]);
+                assert!(
+                    max_abs_diff(&got, &want) <= 1e-12 * scale,
+                    "{what} (row factor {}, γ {:?}): {} off (scale {scale})",
+                    c.is_some(),
+                    gamma.map(|g| g.size()),
+                    max_abs_diff(&got, &want)
+                );
+            }
         }
     }
 }
 
 /// Oja's rule on layers of 70 and 90 units (whole vector chunks and a remainder), plastic rate `rate`.
 fn wide_net(rate: f64) -> LearnerConfig {
+    wide_rule(r#"{"type":"oja"}"#, rate)
+}
+
+/// `wide_net` with the rule `rule`.
+fn wide_rule(rule: &str, rate: f64) -> LearnerConfig {
     config(&format!(
         r#"{{"inputShape":[4],"layers":[{{"type":"linear","units":70}},{{"type":"linear","units":90}},{{"type":"linear","units":2}}],
-            "task":"regression","rule":{{"type":"oja"}},"plasticity":{{"granularity":"synapse","init":{rate}}},"dtype":"float64","device":"cpu","seed":3}}"#
+            "task":"regression","rule":{rule},"plasticity":{{"granularity":"synapse","init":{rate}}},"dtype":"float64","device":"cpu","seed":3}}"#
     ))
 }
 
@@ -438,6 +475,13 @@ fn rate_parameterisations_and_update_normalisations() {
         let cls =
             classification(r#"{"type":"oja"}"#, &format!(r#","plasticity":{{"init":0.05,"normalize":"{normalize}"}}"#));
         compare(cls, 21, Some(3));
+        for g in ["layer", "neuron"] {
+            let extra = format!(
+                r#","rln":1,"plasticity":{{"init":0.05,"parameterization":"log","normalize":"{normalize}","hiddenMultiplier":2}}"#
+            );
+            compare(regression(&decayed(g), &extra), 18, Some(2));
+            compare(regression(&decayed(g), &scaled), 19, None);
+        }
     }
 }
 
@@ -508,17 +552,20 @@ fn pipelined_tasks_wait_for_their_release() {
 /// back the weights before it (float64), and every output it gives is the one it gives from those.
 #[test]
 fn fused_adjoint_loop_runs_the_step_backwards() {
-    use metaplastic_core::kernels::{local_step, local_step_adjoint};
+    use metaplastic_core::kernels::{local_step, local_step_adjoint, Decay};
     tch::set_num_threads(2);
     let (e, b, o, i) = (2, 20, 70, 45);
     let (w, post, pre) = (randn(&[e, o, i], 1), randn(&[e, b, o], 3) * 0.5, randn(&[e, b, i], 4));
     let c = randn(&[e, o], 8).abs() + 0.5;
-    for (oja, m, p) in [
-        (true, 1.0, randn(&[o, i], 7).abs() * 0.01),
-        (true, 0.5, randn(&[o, 1], 9) * 0.01),
-        (false, 2.0, Tensor::from(0.003f64)),
+    let gamma = randn(&[o, 1], 10).sigmoid();
+    for (decay, m, p) in [
+        (Decay::Oja, 1.0, randn(&[o, i], 7).abs() * 0.01),
+        (Decay::Oja, 0.5, randn(&[o, 1], 9) * 0.01),
+        (Decay::Scaled(&gamma), 1.0, randn(&[o, i], 7).abs() * 0.05),
+        (Decay::None, 2.0, Tensor::from(0.003f64)),
     ] {
-        let after = local_step(&w, &post, &pre, &p, oja, m, Some(&c)).unwrap();
+        let oja = decay.is_on();
+        let after = local_step(&w, &post, &pre, &p, decay, m, Some(&c)).unwrap();
         let outputs = |weights: &Tensor, unstep: bool| {
             let mut g = randn(&[e, o, i], 2);
             let mut rate_grad = Tensor::zeros([o, i], (Kind::Double, Device::Cpu));
@@ -530,7 +577,7 @@ fn fused_adjoint_loop_runs_the_step_backwards() {
                 &post,
                 &pre,
                 &p,
-                oja,
+                decay,
                 m,
                 Some(&c),
                 &mut rate_grad,
@@ -626,10 +673,20 @@ fn large_rates_recompute_instead_of_running_backwards() {
     assert_eq!(small.unstepped, 5, "{small:?}");
     let large = compare_batch(wide_net(0.001), 12, Some(2), 20);
     assert!(large.recomputed > 0 && large.rejected == 0, "the gains alone send segments to recomputation: {large:?}");
+    // A small learned decay coefficient shrinks the decay term, and with it the gain: the same rates then
+    // run backwards.
+    let decayed = compare_batch(
+        wide_rule(r#"{"type":"oja","decay":{"init":0.05,"granularity":"neuron"}}"#, 0.001),
+        12,
+        Some(2),
+        20,
+    );
+    assert_eq!(decayed.unstepped, 5, "{decayed:?}");
 }
 
 /// Updates that dwarf the weights (a classification net whose weights grow by orders of magnitude):
-/// W' − s ãᵀa cancels, the weights run back miss the checkpoint, and the segment is recomputed.
+/// W' − s ãᵀa cancels, the weights run back miss the checkpoint, and the segment is recomputed, the
+/// rule's gradients going back to where they were before it.
 #[test]
 fn segments_that_miss_their_checkpoint_are_recomputed() {
     if test_device() != "cpu" {
@@ -641,6 +698,23 @@ fn segments_that_miss_their_checkpoint_are_recomputed() {
     );
     let pass = compare(cfg, 7, Some(2));
     assert!(pass.rejected > 0, "{pass:?}");
+    // With a learned decay coefficient, and the last step not kept (the budget holds 4 steps of 1 episode ×
+    // 3 points × 9 units per group): it is recomputed first, then the segment of steps 2 and 3 misses its
+    // checkpoint, and the rule's gradients go back to where they were after step 4, γ's included.
+    let cfg = classification(
+        r#"{"type":"oja","decay":{"init":0.9,"granularity":"neuron"}}"#,
+        r#","plasticity":{"init":0.05,"hiddenMultiplier":8},"feedback":{"signal":"error","clampOutput":true}"#,
+    );
+    let opts = AdjointOptions {
+        interval: Some(2),
+        fused: Some(true),
+        unstep: Some(true),
+        keep_budget: Some(2 * 4 * 3 * 9 * 8),
+        episode_groups: Some(2),
+    };
+    compare_one(cfg, 7, opts, 3);
+    let pass = adjoint::last_pass();
+    assert_eq!((pass.recomputed, pass.rejected), (5, 2), "{pass:?}");
 }
 
 /// `meta.runBackwards` decides whether the meta-step's reverse pass runs steps backwards; both ways

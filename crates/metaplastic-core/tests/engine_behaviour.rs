@@ -197,6 +197,39 @@ fn invalid_configurations_name_the_field() {
         assert_eq!(err.code(), "E_CONFIG", "{json}");
         assert!(err.to_string().contains(field), "error for {json} should name {field}: {err}");
     }
+    // Oja's learned decay coefficient: γ starts strictly inside (0, 1), and only Oja's rule has one. (Inside
+    // the rule, whose type tag serde reads first, a wrong name or value is reported on `rule`.)
+    let net = r#""inputShape":[4],"task":"regression","layers":[{"type":"linear","units":3}]"#;
+    for (rule, needles) in [
+        (r#"{"type":"oja","decay":{"init":0}}"#, ["rule.decay.init", "got 0"]),
+        (r#"{"type":"oja","decay":{"init":1}}"#, ["rule.decay.init", "got 1"]),
+        (r#"{"type":"oja","decay":{"init":-0.5}}"#, ["rule.decay.init", "got -0.5"]),
+        (r#"{"type":"oja","decay":{"granularity":"synapse"}}"#, ["rule", "unknown variant `synapse`"]),
+        (r#"{"type":"oja","decay":{"rate":0.5}}"#, ["rule", "unknown field `rate`"]),
+        (r#"{"type":"hebb","decay":{"init":0.5}}"#, ["rule", "decay"]),
+    ] {
+        let json = format!(r#"{{{net},"rule":{rule}}}"#);
+        let err = LearnerConfig::from_json(&json).unwrap_err();
+        assert_eq!(err.code(), "E_CONFIG", "{json}");
+        for needle in needles {
+            assert!(err.to_string().contains(needle), "error for {rule} should contain {needle}: {err}");
+        }
+    }
+}
+
+/// A configuration without a decay writes the rule as before (checkpoints keep their configuration), Hebb's
+/// rule included; one with a decay round-trips with its defaults filled in.
+#[test]
+fn the_decay_configuration_round_trips() {
+    let net = r#""inputShape":[4],"task":"regression","layers":[{"type":"linear","units":3}]"#;
+    for rule in ["oja", "hebb"] {
+        let plain = LearnerConfig::from_json(&format!(r#"{{{net},"rule":{{"type":"{rule}"}}}}"#)).unwrap();
+        assert!(plain.to_json().contains(&format!(r#""rule":{{"type":"{rule}"}}"#)), "{}", plain.to_json());
+    }
+    let decayed = LearnerConfig::from_json(&format!(r#"{{{net},"rule":{{"type":"oja","decay":{{}}}}}}"#)).unwrap();
+    let json = decayed.to_json();
+    assert!(json.contains(r#""decay":{"init":0.5,"learned":true,"granularity":"layer"}"#), "{json}");
+    assert_eq!(LearnerConfig::from_json(&json).unwrap(), decayed);
 }
 
 #[test]
@@ -233,13 +266,18 @@ fn evaluation_steps_equal_the_rules_update() {
     }
     // Rows of 70 and 90 inputs: whole vector chunks and a remainder.
     let wide = |rule: &str, plasticity: &str| {
+        let rule = match rule {
+            "decayLayer" => r#"{"type":"oja","decay":{"init":0.3}}"#.to_string(),
+            "decayNeuron" => r#"{"type":"oja","decay":{"init":0.6,"granularity":"neuron"}}"#.to_string(),
+            _ => format!(r#"{{"type":"{rule}"}}"#),
+        };
         config(&format!(
             r#"{{"inputShape":[4],"layers":[{{"type":"linear","units":70}},{{"type":"linear","units":90}},{{"type":"linear","units":2}}],
-                "task":"regression","rule":{{"type":"{rule}"}},"plasticity":{plasticity},"dtype":"float64","device":"cpu","seed":3}}"#
+                "task":"regression","rule":{rule},"plasticity":{plasticity},"dtype":"float64","device":"cpu","seed":3}}"#
         ))
     };
     let mut cases = Vec::new();
-    for rule in ["oja", "hebb"] {
+    for rule in ["oja", "hebb", "decayLayer", "decayNeuron"] {
         for normalize in ["none", "batch", "presynaptic", "bounded"] {
             for granularity in ["synapse", "neuron", "global"] {
                 cases.push(wide(rule, &format!(r#"{{"init":0.01,"granularity":"{granularity}","normalize":"{normalize}","hiddenMultiplier":0.5}}"#)));
@@ -247,11 +285,13 @@ fn evaluation_steps_equal_the_rules_update() {
         }
     }
     cases.push(wide("oja", r#"{"init":0.01,"hebbFirstStep":true,"layerScale":true,"parameterization":"log"}"#));
+    cases.push(wide("decayNeuron", r#"{"init":0.01,"hebbFirstStep":true,"layerScale":true,"parameterization":"log"}"#));
     cases.push(classification(r#"{"type":"oja"}"#, r#","plasticity":{"init":0.05}"#));
     for cfg in cases {
         let described = cfg.to_json();
         let mut learner = Learner::new(cfg).unwrap();
         jitter_biases(&mut learner, 5);
+        jitter_decays(&mut learner, 5);
         let b = batch(&learner, 2, 3, 20, 4, 9);
         let mut fast = learner.start(2, &b.classes, false).unwrap();
         let features = learner.features_with(&b.support_x, false).unwrap();

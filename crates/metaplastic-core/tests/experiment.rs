@@ -26,7 +26,11 @@ fn tmpdir(name: &str) -> std::path::PathBuf {
 
 #[test]
 fn resume_is_identical_to_an_uninterrupted_run() {
-    for rule in [r#"{"type":"oja"}"#, r#"{"type":"sgd","lr":0.01,"stepSizes":"perLayer"}"#] {
+    for rule in [
+        r#"{"type":"oja"}"#,
+        r#"{"type":"sgd","lr":0.01,"stepSizes":"perLayer"}"#,
+        r#"{"type":"oja","decay":{"init":0.3,"granularity":"neuron"}}"#,
+    ] {
         let stop = AtomicBool::new(false);
         let mut straight = Experiment::new(tiny_sine(rule)).unwrap();
         let all = straight.train(6, &stop).unwrap();
@@ -47,6 +51,32 @@ fn resume_is_identical_to_an_uninterrupted_run() {
         let files: Vec<_> =
             std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().to_string()).collect();
         assert_eq!(files.iter().filter(|f| f.ends_with(".safetensors")).count(), 1, "{files:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+/// Oja's decay coefficient: φ of each plastic layer is listed among the parameters (plasticity group),
+/// meta-trained where it is learned (it moves from logit(0.5) = 0) and fixed where not, and saved and
+/// loaded with the checkpoint.
+#[test]
+fn learned_decay_is_trained_saved_and_loaded() {
+    use metaplastic_core::params::Group;
+    for learned in [true, false] {
+        let rule = format!(r#"{{"type":"oja","decay":{{"init":0.5,"granularity":"neuron","learned":{learned}}}}}"#);
+        let mut exp = Experiment::new(tiny_sine(&rule)).unwrap();
+        exp.train(3, &AtomicBool::new(false)).unwrap();
+        let infos = exp.learner.params.infos();
+        let decay: Vec<_> = infos.iter().filter(|p| p.name.starts_with("decay.")).collect();
+        assert_eq!(decay.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["decay.0", "decay.1", "decay.2"]);
+        for p in &decay {
+            assert_eq!((p.group, p.trainable, p.shape[1]), (Group::Plasticity, learned, 1), "{}", p.name);
+            let phi = exp.learner.params.read(&p.name).unwrap().data;
+            assert_eq!(phi.iter().any(|&v| v != 0.0), learned, "{}: {phi:?}", p.name);
+        }
+        let dir = tmpdir(&format!("decay-{learned}"));
+        checkpoint::save(&exp, &dir).unwrap();
+        let loaded = checkpoint::load(&dir).unwrap();
+        assert_eq!(params(&loaded), params(&exp));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

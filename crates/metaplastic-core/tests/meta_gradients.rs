@@ -21,11 +21,18 @@ fn loss_of(learner: &mut Learner, batch: &EpisodeBatch) -> f64 {
 /// Compares analytic and finite-difference derivatives on a few entries of every trainable parameter.
 /// Returns the set of groups that were checked.
 fn check_fd(cfg: LearnerConfig, seed: i64) -> HashSet<Group> {
+    check_fd_named(cfg, seed).0
+}
+
+/// `check_fd`, also returning the names of the parameters checked with a gradient that is not zero.
+fn check_fd_named(cfg: LearnerConfig, seed: i64) -> (HashSet<Group>, HashSet<String>) {
     let mut learner = Learner::new(cfg).unwrap();
     jitter_biases(&mut learner, seed);
+    jitter_decays(&mut learner, seed);
     let batch = batch(&learner, 2, 3, 2, 4, seed);
     let (_, grads) = meta_gradient(&mut learner, &batch).unwrap();
     let mut groups = HashSet::new();
+    let mut names = HashSet::new();
     for (index, grad) in grads {
         let name = learner.params.iter().nth(index).unwrap().name.clone();
         let group = learner.params.iter().nth(index).unwrap().group;
@@ -57,9 +64,10 @@ fn check_fd(cfg: LearnerConfig, seed: i64) -> HashSet<Group> {
         );
         if largest > 1e-9 {
             groups.insert(group);
+            names.insert(name);
         }
     }
-    groups
+    (groups, names)
 }
 
 fn flp(granularity: &str, signal: &str) -> LearnerConfig {
@@ -190,9 +198,11 @@ fn first_order_matches_its_definition() {
 /// finite differences of exactly that function.
 #[test]
 fn truncated_matches_its_definition() {
-    for cfg in
-        [flp("neuron", "error"), regression(r#"{"type":"sgd","lr":0.1,"stepSizes":"perParameter"}"#, r#","rln":1"#)]
-    {
+    for cfg in [
+        flp("neuron", "error"),
+        regression(r#"{"type":"sgd","lr":0.1,"stepSizes":"perParameter"}"#, r#","rln":1"#),
+        decayed("layer", ""),
+    ] {
         let k = 1usize;
         let cfg = with_gradient(cfg, MetaGradient::Truncated { steps: k });
         let mut learner = Learner::new(cfg).unwrap();
@@ -280,5 +290,59 @@ fn log_rate_gradient_is_rate_times_linear_gradient() {
     for ((name, ga), (_, gb)) in a.iter().zip(&b) {
         let expected = if name.starts_with("plasticity.") { ga * 0.05 } else { ga.shallow_clone() };
         assert!(max_abs_diff(gb, &expected) < 1e-12, "{name}");
+    }
+}
+
+/// Oja's rule with a learned decay coefficient γ of `granularity`, plasticity options `extra` (after init).
+fn decayed(granularity: &str, extra: &str) -> LearnerConfig {
+    regression(
+        &format!(r#"{{"type":"oja","decay":{{"init":0.4,"granularity":"{granularity}"}}}}"#),
+        &format!(r#","plasticity":{{"init":0.05{extra}}},"feedback":{{"strength":{{"init":0.5}}}}"#),
+    )
+}
+
+/// The learned decay coefficient: φ of every plastic layer (`decay.{l}`), per layer and per neuron, and every
+/// other group with it, against finite differences; with the rate and normalisation options it composes
+/// with, and through autograd as well as the reverse pass.
+#[test]
+fn flp_learned_decay_every_granularity() {
+    let variants = [
+        "",
+        r#","granularity":"neuron","hiddenMultiplier":2"#,
+        r#","normalize":"bounded","parameterization":"log""#,
+        r#","normalize":"presynaptic","layerScale":true"#,
+        r#","hebbFirstStep":true,"normalize":"batch""#,
+    ];
+    for g in ["layer", "neuron"] {
+        for (i, v) in variants.iter().enumerate() {
+            let (groups, names) = check_fd_named(decayed(g, v), 70 + i as i64);
+            assert_eq!(groups, all_groups(), "decay {g}, plasticity {{{v}}}");
+            for l in 0..3 {
+                assert!(names.contains(&format!("decay.{l}")), "decay.{l} was not checked ({g}, {{{v}}}): {names:?}");
+            }
+        }
+        let mut autograd = decayed(g, "");
+        autograd.meta.backward = metaplastic_core::config::Backward::Autograd;
+        let (groups, names) = check_fd_named(autograd, 80);
+        assert_eq!(groups, all_groups(), "decay {g} through autograd");
+        assert!(names.contains("decay.0"), "{names:?}");
+    }
+}
+
+/// First-order and truncated meta-gradients reach φ too, and differ from the second-order one.
+#[test]
+fn learned_decay_first_order_and_truncated() {
+    let cfg = decayed("neuron", "");
+    let second = grads_by_name(cfg.clone(), 22);
+    let decay_of = |g: &[(String, Tensor)]| {
+        g.iter()
+            .filter(|(n, _)| n.starts_with("decay."))
+            .map(|(_, t)| t.abs().sum(Kind::Double).double_value(&[]))
+            .sum::<f64>()
+    };
+    for other in [MetaGradient::FirstOrder, MetaGradient::Truncated { steps: 1 }] {
+        let grads = grads_by_name(with_gradient(cfg.clone(), other), 22);
+        assert!(decay_of(&grads) > 0.0, "{other:?}: no gradient reaches φ");
+        assert!(relative_difference(&second, &grads) > 1e-3, "{other:?} equals second-order");
     }
 }

@@ -320,3 +320,99 @@ fn output_feedback_can_start_at_the_identity() {
         }
     }
 }
+
+/// A learned decay coefficient γ scales Oja's decay term, ΔW = P ⊙ (ãᵀa − γ q ⊙ W), by hand on one
+/// episode of one example, ã = (1, 2), a = (3, −1), W = [[0.5, 1], [−1, 0.25]], P = 0.1: ãᵀa =
+/// [[3, −1], [6, −2]] and q = (1, 4). Through libtorch operations and the fused step alike; γ = 0 is
+/// Hebb's update exactly and γ = 1 Oja's.
+#[test]
+fn learned_decay_scales_ojas_term_on_a_hand_example() {
+    use metaplastic_core::kernels::{local_step, Decay};
+    let post = t(&[1.0, 2.0], &[1, 1, 2]);
+    let pre = t(&[3.0, -1.0], &[1, 1, 2]);
+    let w = t(&[0.5, 1.0, -1.0, 0.25], &[1, 2, 2]);
+    let rate = Tensor::from(0.1f64);
+    let both = |decay: Decay<'_>| {
+        let ops = local_delta(&post, &pre, &w, &rate, decay, 1.0, Plain).unwrap();
+        let fused = local_step(&w, &post, &pre, &rate, decay, 1.0, None).unwrap() - &w;
+        (ops, fused)
+    };
+    let half = Tensor::from(0.5f64);
+    let per_row = t(&[0.25, 0.75], &[2, 1]);
+    let cases = [
+        // γ q = (0.5, 2): γ q ⊙ W = [[0.25, 0.5], [−2, 0.5]], term [[2.75, −1.5], [8, −2.5]].
+        (Decay::Scaled(&half), [0.275, -0.15, 0.8, -0.25]),
+        // γ q = (0.25, 3): γ q ⊙ W = [[0.125, 0.25], [−3, 0.75]], term [[2.875, −1.25], [9, −2.75]].
+        (Decay::Scaled(&per_row), [0.2875, -0.125, 0.9, -0.275]),
+        // Hebb: 0.1 ãᵀa; Oja: q ⊙ W = [[0.5, 1], [−4, 1]], term [[2.5, −2], [10, −3]].
+        (Decay::None, [0.3, -0.1, 0.6, -0.2]),
+        (Decay::Oja, [0.25, -0.2, 1.0, -0.3]),
+    ];
+    for (decay, expected) in cases {
+        let (ops, fused) = both(decay);
+        close(&ops, &t(&expected, &[1, 2, 2]), 1e-15);
+        close(&fused, &t(&expected, &[1, 2, 2]), 1e-15);
+    }
+    let (zero, one) = (Tensor::from(0.0f64), Tensor::from(1.0f64));
+    for ((a_ops, a_fused), (b_ops, b_fused)) in
+        [(both(Decay::Scaled(&zero)), both(Decay::None)), (both(Decay::Scaled(&one)), both(Decay::Oja))]
+    {
+        assert_eq!(max_abs_diff(&a_ops, &b_ops), 0.0);
+        assert_eq!(max_abs_diff(&a_fused, &b_fused), 0.0);
+    }
+}
+
+/// `rule.decay` adds φ = logit(init) per plastic layer ("decay.{l}", [] or [out, 1]) to the plasticity
+/// group, trainable as `learned` says, and draws nothing: every other parameter is Oja's own. The learned
+/// arrays show γ. Without it there is no such parameter.
+#[test]
+fn learned_decay_parameters() {
+    use metaplastic_core::analysis::learned::learned_arrays;
+    use metaplastic_core::learner::Learner;
+    use metaplastic_core::params::Group;
+    let oja = Learner::new(regression(r#"{"type":"oja"}"#, "")).unwrap();
+    assert!(oja.params.iter().all(|p| !p.name.starts_with("decay.")));
+    assert!(learned_arrays(&oja).unwrap().iter().all(|(n, _)| !n.starts_with("decayCoefficient.")));
+    for (granularity, learned) in [("layer", true), ("neuron", false)] {
+        let per_neuron = granularity == "neuron";
+        let rule =
+            format!(r#"{{"type":"oja","decay":{{"init":0.8,"granularity":"{granularity}","learned":{learned}}}}}"#);
+        let l = Learner::new(regression(&rule, "")).unwrap();
+        let arrays = learned_arrays(&l).unwrap();
+        for (layer, units) in [(0, 5), (1, 5), (2, 1)] {
+            let p = l.params.iter().find(|p| p.name == format!("decay.{layer}")).expect("a decay parameter");
+            let want: Vec<i64> = if per_neuron { vec![units, 1] } else { vec![] };
+            assert_eq!(p.tensor.size(), want, "{}", p.name);
+            assert_eq!((p.group, p.trainable, p.tensor.requires_grad()), (Group::Plasticity, learned, learned));
+            close(&p.tensor, &Tensor::from(4.0f64.ln()).expand(p.tensor.size(), false), 1e-15); // logit(0.8)
+            let (_, gamma) = arrays.iter().find(|(n, _)| *n == format!("decayCoefficient.{layer}")).expect("γ shown");
+            close(&gamma.to_kind(Kind::Double), &Tensor::from(0.8f64).expand(p.tensor.size(), false), 1e-7);
+        }
+        for p in oja.params.iter() {
+            assert_eq!(max_abs_diff(l.params.at(l.params.index_of(&p.name).unwrap()), &p.tensor), 0.0, "{}", p.name);
+        }
+        assert_eq!(l.params.len(), oja.params.len() + 3);
+    }
+}
+
+/// Learners whose γ starts next to 0 or 1 adapt like Hebb's and Oja's rules.
+#[test]
+fn learned_decay_at_its_limits_is_hebb_and_oja() {
+    use metaplastic_core::learner::Learner;
+    let adapt = |rule: &str| {
+        let mut l = Learner::new(regression(rule, r#","plasticity":{"init":0.05}"#)).unwrap();
+        jitter_biases(&mut l, 4);
+        let batch = batch(&l, 2, 3, 4, 1, 19);
+        let fast = l.start(2, &batch.classes, false).unwrap();
+        l.adapt(fast, &batch.support_x, &batch.support_y, |_| StepMode::Constant).unwrap()
+    };
+    let (hebb, oja) = (adapt(r#"{"type":"hebb"}"#), adapt(r#"{"type":"oja"}"#));
+    let near_hebb = adapt(r#"{"type":"oja","decay":{"init":1e-12}}"#);
+    let near_oja = adapt(r#"{"type":"oja","decay":{"init":0.999999999999,"granularity":"neuron"}}"#);
+    let middle = adapt(r#"{"type":"oja","decay":{"init":0.5}}"#);
+    for k in 0..hebb.w.len() {
+        close(&near_hebb.w[k], &hebb.w[k], 1e-9);
+        close(&near_oja.w[k], &oja.w[k], 1e-9);
+        assert!(max_abs_diff(&middle.w[k], &hebb.w[k]) > 1e-6 && max_abs_diff(&middle.w[k], &oja.w[k]) > 1e-6);
+    }
+}

@@ -7,6 +7,9 @@
 //!   ∂L/∂W  = G' − m Q ⊙ r  + (forward-pass term)
 //!   ∂L/∂ã  = m (a Qᵀ − 2 ã ⊙ rowsum(Q ⊙ W))
 //!   ∂L/∂a  = m ã Q
+//! With a learned decay coefficient γ (`rule.decay`), r is replaced by γ ⊙ r in the step and in ∂L/∂W,
+//! ∂L/∂ã takes γ ⊙ rowsum(Q ⊙ W), and ∂L/∂γ += −m Σ r ⊙ rowsum(Q ⊙ W) (over episodes; and rows for one γ
+//! per layer); autograd takes it on to φ (γ = σ(φ), γ' = γ (1 − γ)) through the surrogate.
 //! The teaching activity ã = s f(e) + (1 − s) a_out, the feedback MLP f and the signal e are then
 //! differentiated by hand as well, and finally the step's forward pass z = a Wᵀ + b.
 use super::{accumulate, dot, relu_backward, softmax_backward, StepAdjoint};
@@ -16,7 +19,9 @@ use crate::inner::StepMode;
 use crate::learner::Learner;
 use crate::net::functional::{bias_rows, tail, tail_from_z, TailActivations};
 use crate::params::ParamStore;
-use crate::rules::local::{folded_multiplier, normalization_factor, plain_term, row_energy, uses_decay, LocalRule};
+use crate::rules::local::{
+    folded_multiplier, normalization_factor, plain_term, row_energy, step_decay, uses_decay, LocalRule,
+};
 use crate::rules::UpdateNormalization;
 use crate::{Error, Result};
 use tch::{Kind, Tensor};
@@ -25,8 +30,11 @@ use tch::{Kind, Tensor};
 struct RuleValues {
     /// Effective rate of each layer, broadcastable to [E, O, I].
     rates: Vec<Tensor>,
-    /// Each layer's least and greatest rate per row, or one pair for all rows (`kernels::unstep_gain`).
+    /// Each layer's least and greatest rate per row, or one pair for all rows (`kernels::unstep_gain`);
+    /// times γ where the rule learns its decay (the rate the decay term sees).
     rate_ranges: Vec<Vec<(f64, f64)>>,
+    /// The learned decay coefficient γ of each layer ([] or [O, 1]), where the rule has one.
+    decay: Vec<Option<Tensor>>,
     /// (B, c) of each feedback layer, per plastic layer.
     feedback: Vec<Vec<(Tensor, Tensor)>>,
     /// Blend strength s of each layer (read once per meta-step: scalar arithmetic in the steps).
@@ -129,8 +137,8 @@ struct MapTape {
 /// One layer's forward update: the next weights, the rule's term (libtorch operations), Σ_b ã², the
 /// normalisation factor.
 type LayerUpdate = (Tensor, Option<Tensor>, Option<Tensor>, Option<Tensor>);
-/// One layer's adjoint: ∂L/∂ã, ∂L/∂a (fully), the direct part of ∂L/∂W (fully).
-type LayerAdjoint = (Tensor, Option<Tensor>, Option<Tensor>);
+/// One layer's adjoint: ∂L/∂ã, ∂L/∂a (fully), the direct part of ∂L/∂W (fully), ∂L/∂γ (a learned decay).
+type LayerAdjoint = (Tensor, Option<Tensor>, Option<Tensor>, Option<Tensor>);
 
 /// Gradient accumulators of the meta-parameters that the reverse pass owns.
 struct Grads {
@@ -142,6 +150,8 @@ struct Grads {
     /// end: [O, I] summed over episodes by the fused loops, [E, O, I] with libtorch operations (one
     /// in-place multiply-add per step). Created at the first step differentiated, when E is known.
     rate_full: Vec<Tensor>,
+    /// ∂L/∂γ of each layer's learned decay coefficient, in γ's shape.
+    decay: Vec<Option<Tensor>>,
 }
 
 impl Grads {
@@ -181,6 +191,14 @@ fn row_range(rate: &Tensor) -> Result<Vec<(f64, f64)>> {
     let lo = of(rows.f_amin([1i64].as_slice(), false)?)?;
     let hi = of(rows.f_amax([1i64].as_slice(), false)?)?;
     Ok(lo.into_iter().zip(hi).collect())
+}
+
+/// `row_range` of the rate the decay term sees: P, times γ where the rule learns its decay.
+fn decayed_range((rate, gamma): (&Tensor, &Option<Tensor>)) -> Result<Vec<(f64, f64)>> {
+    match gamma {
+        Some(g) => row_range(&rate.f_mul(g)?),
+        None => row_range(rate),
+    }
 }
 
 /// Whether the reverse pass covers this local rule's options.
@@ -231,6 +249,8 @@ struct LayerStep<'a> {
     /// Σ_b ã² (Oja, libtorch-operation path) and the row normalisation factor c, where there are.
     r: Option<&'a Tensor>,
     c: Option<&'a Tensor>,
+    /// The learned decay coefficient γ (the decay is then γ ⊙ r), where the rule has one.
+    gamma: Option<&'a Tensor>,
     /// The weights and G = ∂L/∂W'.
     w: &'a Tensor,
     g: &'a Tensor,
@@ -310,7 +330,7 @@ fn update_adjoint_fused(
         &post_k,
         &pre_k,
         layer.rate,
-        step.tape.oja,
+        step_decay(step.tape.oja, layer.gamma),
         layer.m,
         layer.c,
         rate_full,
@@ -344,13 +364,30 @@ fn update_adjoint_ops(
     };
     let direct = if full {
         Some(match layer.r {
-            Some(r) => g.f_addcmul(&q, &r.f_mul_scalar(-layer.m)?)?, // G − m Q ⊙ r
+            Some(r) => {
+                let d = match layer.gamma {
+                    Some(gamma) => r.f_mul(gamma)?,
+                    None => r.shallow_clone(),
+                };
+                g.f_addcmul(&q, &d.f_mul_scalar(-layer.m)?)? // G − m Q ⊙ d
+            }
             None => g.shallow_clone(),
         })
     } else {
         None
     };
     Ok(UpdateAdjoint { q, rowsum, scale_grad, direct })
+}
+
+/// Through a learned decay d = γ ⊙ r (r = Σ_b ã²), whose adjoint is ∂L/∂d = −m rowsum(Q ⊙ W): the rowsum
+/// scaled by γ for ∂L/∂ã (through r), and ∂L/∂γ = −m Σ_e r ⊙ rowsum summed to γ's shape.
+fn decay_adjoint(layer: &LayerStep<'_>, gamma: &Tensor, rowsum: Tensor) -> Result<(Tensor, Tensor)> {
+    let r = match layer.r {
+        Some(r) => r.shallow_clone(),
+        None => row_energy(layer.post)?, // the fused loops form r in registers only
+    };
+    let d_gamma = r.f_mul(&rowsum.f_unsqueeze(2)?)?.f_mul_scalar(-layer.m)?.f_sum_to_size(gamma.size())?;
+    Ok((rowsum.f_mul(&gamma.f_reshape([-1])?)?, d_gamma))
 }
 
 impl Chain {
@@ -409,6 +446,8 @@ pub(super) struct LocalAdjoint {
     defer_chain: bool,
     /// The effective rates with their graph to the stored parameters (for the surrogate).
     rates_graph: Vec<Tensor>,
+    /// The learned decay coefficients γ = σ(φ) with their graph to φ (for the surrogate).
+    decay_graph: Vec<Option<Tensor>>,
     feedback_idx: Vec<Vec<(usize, usize)>>,
     strength_idx: Vec<usize>,
 }
@@ -418,7 +457,13 @@ impl LocalAdjoint {
         let rule: &LocalRule = learner.local_rule().ok_or_else(|| Error::Internal("not a local rule".into()))?;
         let params = &learner.params;
         let rates_graph: Vec<Tensor> = (0..rule.rates.len()).map(|i| rule.rate(params, i)).collect::<Result<_>>()?;
+        let decay_graph: Vec<Option<Tensor>> =
+            (0..rule.rates.len()).map(|i| rule.decay_coefficient(params, i)).collect::<Result<_>>()?;
         let mut rule_values = RuleValues {
+            decay: decay_graph
+                .iter()
+                .map(|g| g.as_ref().map(|g| g.f_detach()).transpose())
+                .collect::<std::result::Result<_, _>>()?,
             rates: rates_graph.iter().map(|t| t.f_detach()).collect::<std::result::Result<_, _>>()?,
             feedback: rule
                 .feedback
@@ -447,7 +492,8 @@ impl LocalAdjoint {
         if !fused {
             rule_values.stacked = Stacked::of(&learner.cfg, &rule_values.feedback, &rule_values.strength)?;
         } else {
-            rule_values.rate_ranges = rule_values.rates.iter().map(row_range).collect::<Result<_>>()?;
+            rule_values.rate_ranges =
+                rule_values.rates.iter().zip(&rule_values.decay).map(decayed_range).collect::<Result<_>>()?;
         }
         let feedback_idx: Vec<Vec<(usize, usize)>> = rule.feedback.iter().map(|f| f.layers.clone()).collect();
         let n = rates_graph.len();
@@ -456,6 +502,7 @@ impl LocalAdjoint {
             strength: (0..n).map(|_| None).collect(),
             stacked: None,
             rate_full: Vec::new(),
+            decay: (0..n).map(|_| None).collect(),
         };
         Ok(Self {
             step: LocalStep {
@@ -469,6 +516,7 @@ impl LocalAdjoint {
             owed: Owed { pending: (0..n).map(|_| None).collect(), chain: None },
             defer_chain: false,
             rates_graph,
+            decay_graph,
             feedback_idx,
             strength_idx: rule.feedback.iter().map(|f| f.strength).collect(),
         })
@@ -581,7 +629,8 @@ impl StepAdjoint for LocalAdjoint {
         let (strength, feedback) = self.grads.per_layer();
         let rate_full =
             self.grads.rate_full.iter().map(|t| t.f_detach_copy()).collect::<std::result::Result<_, _>>()?;
-        let saved = Grads { feedback, strength, stacked: None, rate_full };
+        let decay = self.grads.decay.iter().map(|t| t.as_ref().map(|t| t.shallow_clone())).collect();
+        let saved = Grads { feedback, strength, stacked: None, rate_full, decay };
         self.owed.no_chain()?;
         let pending: Vec<Option<(Tensor, Tensor)>> =
             self.owed.pending.iter().map(|p| p.as_ref().map(|(d, a)| (d.shallow_clone(), a.shallow_clone()))).collect();
@@ -620,6 +669,9 @@ impl StepAdjoint for LocalAdjoint {
             if let Some(gs) = &strength[k] {
                 accumulate(&mut total, dot(params.at(self.strength_idx[k]), gs)?)?;
             }
+            if let (Some(gamma), Some(dg)) = (&self.decay_graph[k], &g.decay[k]) {
+                accumulate(&mut total, dot(gamma, dg)?)?;
+            }
             for (j, (gb, gc)) in feedback[k].iter().enumerate() {
                 let (bi, ci) = self.feedback_idx[k][j];
                 for (grad, index) in [(gb, bi), (gc, ci)] {
@@ -649,7 +701,9 @@ impl LocalStep {
             if self.fused {
                 // The kernel forms ãᵀa and Oja's r = Σ_b ã² itself, in registers.
                 let (post_k, pre_k) = (post[k].f_contiguous()?, acts.pre[k].f_contiguous()?);
-                let next = crate::kernels::local_step(&w[k], &post_k, &pre_k, &self.rule.rates[k], oja, m, c.as_ref())?;
+                let decay = step_decay(oja, self.rule.decay[k].as_ref());
+                let next =
+                    crate::kernels::local_step(&w[k], &post_k, &pre_k, &self.rule.rates[k], decay, m, c.as_ref())?;
                 Ok((next, None, None, c))
             } else {
                 let post_sq = match (oja, &energies) {
@@ -657,7 +711,11 @@ impl LocalStep {
                     (true, Some(all)) => Some(all[k].shallow_clone()),
                     (true, None) => Some(row_energy(&post[k])?),
                 };
-                let t0 = plain_term(&post[k], &acts.pre[k], &w[k], post_sq.as_ref(), m)?;
+                let decay = match (&post_sq, &self.rule.decay[k]) {
+                    (Some(r), Some(gamma)) => Some(r.f_mul(gamma)?),
+                    (r, _) => r.as_ref().map(Tensor::shallow_clone),
+                };
+                let t0 = plain_term(&post[k], &acts.pre[k], &w[k], decay.as_ref(), m)?;
                 let normalized = match &c {
                     Some(c) => t0.f_mul(&c.f_unsqueeze(2)?)?,
                     None => t0.shallow_clone(),
@@ -909,10 +967,13 @@ impl LocalStep {
             }
             None => self.per_layer(w, |k| layer(k, owed.pending[k].as_ref().map(|(dz, a)| (dz, a))))?,
         };
-        for (dp, dpre, gn) in layers.into_iter() {
+        for (k, (dp, dpre, gn, dgamma)) in layers.into_iter().enumerate() {
             d_post.push(dp);
             d_pre.extend(dpre);
             direct.extend(gn);
+            if let Some(d) = dgamma {
+                accumulate(&mut grads.decay[k], d)?;
+            }
         }
         if self.fused {
             owed.pending.iter_mut().for_each(|p| *p = None); // the loops added it to G
@@ -939,6 +1000,7 @@ impl LocalStep {
             m: self.multiplier(k, post),
             r: tape.post_sq[k].as_ref(),
             c: tape.scale[k].as_ref(),
+            gamma: self.rule.decay[k].as_ref(),
             w: &step.w[k],
             g,
         };
@@ -955,10 +1017,18 @@ impl LocalStep {
     }
 
     /// From the update's adjoint to the activities': ∂L/∂ã = m (a Qᵀ − 2 ã ⊙ rowsum) and, fully,
-    /// ∂L/∂a = m ã Q, each then through the normalisation factor where it depends on them.
+    /// ∂L/∂a = m ã Q, each then through the normalisation factor where it depends on them; with a learned
+    /// decay coefficient γ, rowsum ⊙ γ in ∂L/∂ã and ∂L/∂γ (`decay_adjoint`).
     fn activity_adjoints(&self, layer: &LayerStep<'_>, update: UpdateAdjoint, full: bool) -> Result<LayerAdjoint> {
         let UpdateAdjoint { q, rowsum, scale_grad, direct } = update;
         let (post, pre, m) = (layer.post, layer.pre, layer.m);
+        let (rowsum, d_gamma) = match (rowsum, layer.gamma) {
+            (Some(rowsum), Some(gamma)) => {
+                let (scaled, d_gamma) = decay_adjoint(layer, gamma, rowsum)?;
+                (Some(scaled), Some(d_gamma))
+            }
+            (rowsum, _) => (rowsum, None),
+        };
         // m (a Qᵀ − 2 ã ⊙ rowsum), one baddbmm.
         let q_t = q.f_transpose(1, 2)?;
         let mut dp = match rowsum {
@@ -976,7 +1046,7 @@ impl LocalStep {
         if let (Some(c), Some(sg)) = (layer.c, scale_grad) {
             self.normalization_adjoint(layer, c, sg, &mut dp, dpre.as_mut())?;
         }
-        Ok((dp, dpre, direct))
+        Ok((dp, dpre, direct, d_gamma))
     }
 
     /// Through the normalisation factor: c = 1/(1 + s) gives ∂L/∂s = −c² ∂L/∂c (`sg`), added to ∂L/∂ã

@@ -1,6 +1,6 @@
 //! What was meta-learned, per plastic layer: the effective plasticity rates P (after the log / layer-scale
-//! parameterisation), the feedback weights and the feedback strength (local rules), or the inner step
-//! sizes (SGD). As statistics and as named arrays (for TypeScript and a safetensors export).
+//! parameterisation), Oja's decay coefficient γ = σ(φ) where it is learned, the feedback weights and the
+//! feedback strength (local rules), or the inner step sizes (SGD). As statistics and as named arrays (for TypeScript and a safetensors export).
 use super::Stat;
 use crate::learner::Learner;
 use crate::rules::sgd::StepSize;
@@ -25,8 +25,8 @@ pub struct ArrayStats {
     pub positive: f64,
 }
 
-/// The learned arrays: name ("rate.{l}", "feedback.{l}.{j}.weight", "feedback.{l}.{j}.bias", "strength.{l}",
-/// "stepSize.{l}.weight", ...) with the tensor.
+/// The learned arrays: name ("rate.{l}", "decayCoefficient.{l}" (γ, where learned), "feedback.{l}.{j}.weight",
+/// "feedback.{l}.{j}.bias", "strength.{l}", "stepSize.{l}.weight", ...) with the tensor.
 pub fn learned_arrays(learner: &Learner) -> Result<Vec<(String, Tensor)>> {
     let mut out = Vec::new();
     let det = |t: &Tensor| -> Result<Tensor> {
@@ -37,6 +37,9 @@ pub fn learned_arrays(learner: &Learner) -> Result<Vec<(String, Tensor)>> {
         for (k, &l) in plastic.iter().enumerate() {
             let rate = tch::no_grad(|| rule.rate(&learner.params, k))?;
             out.push((format!("rate.{l}"), det(&rate)?));
+            if let Some(gamma) = tch::no_grad(|| rule.decay_coefficient(&learner.params, k))? {
+                out.push((format!("decayCoefficient.{l}"), det(&gamma)?));
+            }
             for (j, &(b, c)) in rule.feedback[k].layers.iter().enumerate() {
                 out.push((format!("feedback.{l}.{j}.weight"), det(learner.params.at(b))?));
                 out.push((format!("feedback.{l}.{j}.bias"), det(learner.params.at(c))?));

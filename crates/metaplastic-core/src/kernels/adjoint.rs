@@ -2,7 +2,8 @@
 //! rate gradient accumulated over the episodes, and how much running a step backwards can magnify an error.
 use super::simd::{load, multiversion, prefetch, store, BLOCK, LANES};
 use super::threads::parallel_rows;
-use super::views::{check, rate, row_scale, Activity, Ptr, RateRow, Real, Strided};
+use super::views::{check, coefficient, rate, row_scale, Activity, Ptr, RateRow, Real, Strided};
+use super::Decay;
 use crate::{Error, Result};
 use tch::{Device, Kind, Tensor};
 
@@ -16,9 +17,10 @@ pub struct StepAdjoint {
     pub scale_grad: Option<Tensor>,
 }
 
-/// The adjoint of `local_step` for G = ∂L/∂W' (with `update`, overwritten in place by G − m Q ⊙ r, the
-/// direct part of ∂L/∂W; first-order steps leave it). Accumulates m G ⊙ (ãᵀa − r ⊙ W) into
-/// `grad_rate` [O, I]; returns Q = c P ⊙ G and, with Oja, rowsum(Q ⊙ W) [E, O].
+/// The adjoint of `local_step` for G = ∂L/∂W' (with `update`, overwritten in place by G − m Q ⊙ d, the
+/// direct part of ∂L/∂W; first-order steps leave it), d the row's decay (`Decay`: r = Σ_b ã², or γ ⊙ r).
+/// Accumulates m G ⊙ (ãᵀa − d ⊙ W) into `grad_rate` [O, I]; returns Q = c P ⊙ G and, with a decay,
+/// rowsum(Q ⊙ W) [E, O] (so ∂L/∂d = −m rowsum).
 ///
 /// `pending` = (d [E, B, O], x [E, B, I]) is a low-rank part of G not yet added to it: the loop uses
 /// G + dᵀx throughout, formed in registers like ãᵀa, and writes it back (so afterwards G holds it). The
@@ -26,10 +28,10 @@ pub struct StepAdjoint {
 /// weight-sized read and write of its own.
 ///
 /// With `unstep`, `w` holds the weights after the step, W'. The loop runs the step backwards,
-/// W = (W' − s ãᵀa) / (1 − s r) with s = m c P, uses that W throughout and writes it over W' in place:
+/// W = (W' − s ãᵀa) / (1 − s d) with s = m c P, uses that W throughout and writes it over W' in place:
 /// the reverse pass then needs neither the weights of every step nor their recomputation.
 #[allow(clippy::too_many_arguments)]
-pub fn local_step_adjoint(
+pub fn local_step_adjoint<'a>(
     g: &mut Tensor,
     update: bool,
     w: &Tensor,
@@ -37,15 +39,16 @@ pub fn local_step_adjoint(
     post: &Tensor,
     pre: &Tensor,
     p: &Tensor,
-    oja: bool,
+    decay: impl Into<Decay<'a>>,
     m: f64,
     c: Option<&Tensor>,
     grad_rate: &mut Tensor,
     pending: Option<(&Tensor, &Tensor)>,
 ) -> Result<StepAdjoint> {
+    let decay = decay.into();
     match w.kind() {
-        Kind::Float => adjoint_typed::<f32>(g, update, w, unstep, post, pre, p, oja, m, c, grad_rate, pending),
-        Kind::Double => adjoint_typed::<f64>(g, update, w, unstep, post, pre, p, oja, m, c, grad_rate, pending),
+        Kind::Float => adjoint_typed::<f32>(g, update, w, unstep, post, pre, p, decay, m, c, grad_rate, pending),
+        Kind::Double => adjoint_typed::<f64>(g, update, w, unstep, post, pre, p, decay, m, c, grad_rate, pending),
         k => Err(Error::Internal(format!("fused kernel: unsupported kind {k:?}"))),
     }
 }
@@ -60,6 +63,8 @@ struct AdjointArgs<T> {
     pending: Option<Activity<T>>,
     rate: Strided<T>,
     oja: bool,
+    /// The learned decay coefficient γ of each row, where the step has one.
+    gamma: Option<Strided<T>>,
     scale: Option<Strided<T>>,
     rowsum: Option<Ptr<T>>,
     scale_grad: Option<Ptr<T>>,
@@ -114,7 +119,7 @@ fn adjoint_block<T: Real, const R: usize, const OJA: bool>(a: &AdjointArgs<T>, o
     let p: [RateRow<'_, T>; R] = std::array::from_fn(|k| a.rate.row(o0 + k, cols));
     for ep in 0..a.episodes {
         let first = ep * outputs + o0;
-        let d = if OJA { a.act.decay::<R>(ep, o0) } else { [T::ZERO; R] };
+        let d = if OJA { a.act.scaled_decay::<R>(ep, o0, a.gamma.as_ref()) } else { [T::ZERO; R] };
         let factors: [(T, T, T, T); R] = std::array::from_fn(|k| {
             let cr = a.scale.map_or(T::of(1.0), |c| c.at(ep, o0 + k));
             (m, d[k], cr, if a.update { m * d[k] } else { T::ZERO })
@@ -246,13 +251,14 @@ fn adjoint_typed<T: Real>(
     post: &Tensor,
     pre: &Tensor,
     p: &Tensor,
-    oja: bool,
+    decay: Decay<'_>,
     m: f64,
     c: Option<&Tensor>,
     grad_rate: &mut Tensor,
     pending: Option<(&Tensor, &Tensor)>,
 ) -> Result<StepAdjoint> {
     let kind = w.kind();
+    let oja = decay.is_on();
     let [e, o, i] = w.size()[..] else { return Err(Error::Internal("fused kernel: W must be [E, O, I]".into())) };
     for (t, name) in [(&*g, "G"), (w, "W"), (&*grad_rate, "rate gradient")] {
         check(t, kind, name)?;
@@ -265,6 +271,7 @@ fn adjoint_typed<T: Real>(
     let rowsum = per_row(oja)?;
     let scale_grad = per_row(scale.is_some())?;
     let (_keep, rate) = rate::<T>(p, kind, o, i)?;
+    let (_keep_gamma, gamma) = coefficient::<T>(decay, kind, o)?;
     let args = AdjointArgs {
         g: Ptr::of(g),
         w: Ptr::of(w),
@@ -274,6 +281,7 @@ fn adjoint_typed<T: Real>(
         pending: pending.map(|(d, x)| Activity::of(d, x, kind, e, o, i)).transpose()?,
         rate,
         oja,
+        gamma,
         scale,
         rowsum: rowsum.as_ref().map(Ptr::of),
         scale_grad: scale_grad.as_ref().map(Ptr::of),
@@ -291,7 +299,8 @@ fn adjoint_typed<T: Real>(
 /// How much running an Oja step backwards (`local_step_adjoint` with `unstep`) can magnify an error
 /// already in W': the largest 1 / |1 − s r| over the synapses, s = m c P and r = Σ_b ã² of the row
 /// (never below 1: each step also adds its own rounding). Infinite where 1 − s r can vanish, or is not
-/// a number. `rate_range` holds each row's least and greatest rate, or one pair for every row.
+/// a number. `rate_range` holds each row's least and greatest rate, or one pair for every row (with a
+/// learned decay coefficient γ, the rates times γ: the step's decay is then s γ r).
 pub fn unstep_gain(post: &Tensor, m: f64, c: Option<&Tensor>, rate_range: &[(f64, f64)]) -> Result<f64> {
     match post.kind() {
         Kind::Float => gain_typed::<f32>(post, m, c, rate_range),

@@ -1,43 +1,47 @@
-//! The local rules' step, fused: W' = W + m c P ⊙ (ãᵀa − r ⊙ W) in one pass over the weights.
+//! The local rules' step, fused: W' = W + m c P ⊙ (ãᵀa − d ⊙ W) in one pass over the weights.
 use super::simd::{load, multiversion, prefetch, store, BLOCK, LANES};
 use super::threads::parallel_rows;
-use super::views::{check, rate, row_scale, Activity, Ptr, RateRow, Real, Strided};
+use super::views::{check, coefficient, rate, row_scale, Activity, Ptr, RateRow, Real, Strided};
+use super::Decay;
 use crate::{Error, Result};
 use tch::{Kind, Tensor};
 
-/// W' = W + m c P ⊙ (ãᵀa − r ⊙ W) with r = Σ_b ã² (Oja) or without r (Hebb); c per row (1 when
-/// absent). The outer product ãᵀa is formed in registers, never as a weight-sized tensor.
+/// W' = W + m c P ⊙ (ãᵀa − d ⊙ W) with d = r = Σ_b ã² (Oja), γ ⊙ r (a learned decay coefficient) or
+/// without d (Hebb, `decay` false); c per row (1 when absent). The outer product ãᵀa is formed in
+/// registers, never as a weight-sized tensor.
 #[allow(clippy::too_many_arguments)]
-pub fn local_step(
+pub fn local_step<'a>(
     w: &Tensor,
     post: &Tensor,
     pre: &Tensor,
     p: &Tensor,
-    oja: bool,
+    decay: impl Into<Decay<'a>>,
     m: f64,
     c: Option<&Tensor>,
 ) -> Result<Tensor> {
+    let decay = decay.into();
     match w.kind() {
-        Kind::Float => step_typed::<f32>(w, post, pre, p, oja, m, c, false),
-        Kind::Double => step_typed::<f64>(w, post, pre, p, oja, m, c, false),
+        Kind::Float => step_typed::<f32>(w, post, pre, p, decay, m, c, false),
+        Kind::Double => step_typed::<f64>(w, post, pre, p, decay, m, c, false),
         k => Err(Error::Internal(format!("fused kernel: unsupported kind {k:?}"))),
     }
 }
 
 /// `local_step` writing W' over W (evaluation: no one reads W afterwards). Writing into the rows just
 /// read spares the memory traffic of a new tensor's first writes.
-pub fn local_step_in_place(
+pub fn local_step_in_place<'a>(
     w: &mut Tensor,
     post: &Tensor,
     pre: &Tensor,
     p: &Tensor,
-    oja: bool,
+    decay: impl Into<Decay<'a>>,
     m: f64,
     c: Option<&Tensor>,
 ) -> Result<()> {
+    let decay = decay.into();
     match w.kind() {
-        Kind::Float => step_typed::<f32>(w, post, pre, p, oja, m, c, true).map(drop),
-        Kind::Double => step_typed::<f64>(w, post, pre, p, oja, m, c, true).map(drop),
+        Kind::Float => step_typed::<f32>(w, post, pre, p, decay, m, c, true).map(drop),
+        Kind::Double => step_typed::<f64>(w, post, pre, p, decay, m, c, true).map(drop),
         k => Err(Error::Internal(format!("fused kernel: unsupported kind {k:?}"))),
     }
 }
@@ -48,6 +52,8 @@ struct StepArgs<T> {
     act: Activity<T>,
     rate: Strided<T>,
     oja: bool,
+    /// The learned decay coefficient γ of each row, where the step has one.
+    gamma: Option<Strided<T>>,
     scale: Option<Strided<T>>,
     m: T,
 }
@@ -57,7 +63,7 @@ struct StepArgs<T> {
 fn step_block<T: Real, const R: usize>(a: &StepArgs<T>, ep: usize, o0: usize) {
     let (cols, outputs) = (a.act.inputs, a.act.outputs);
     let first = ep * outputs + o0;
-    let d = if a.oja { a.act.decay::<R>(ep, o0) } else { [T::ZERO; R] };
+    let d = if a.oja { a.act.scaled_decay::<R>(ep, o0, a.gamma.as_ref()) } else { [T::ZERO; R] };
     let m: [T; R] = std::array::from_fn(|k| a.scale.map_or(a.m, |c| a.m * c.at(ep, o0 + k)));
     let p: [RateRow<'_, T>; R] = std::array::from_fn(|k| a.rate.row(o0 + k, cols));
     let mut out: [&mut [T]; R] = std::array::from_fn(|k| unsafe { a.out.row(first + k, cols) });
@@ -139,7 +145,7 @@ fn step_typed<T: Real>(
     post: &Tensor,
     pre: &Tensor,
     p: &Tensor,
-    oja: bool,
+    decay: Decay<'_>,
     m: f64,
     c: Option<&Tensor>,
     in_place: bool,
@@ -149,12 +155,14 @@ fn step_typed<T: Real>(
     check(w, kind, "W")?;
     let out = if in_place { w.shallow_clone() } else { w.f_empty_like()? };
     let (_keep, rate) = rate::<T>(p, kind, o, i)?;
+    let (_keep_gamma, gamma) = coefficient::<T>(decay, kind, o)?;
     let args = StepArgs {
         w: Ptr::of(w),
         out: Ptr::of(&out),
         act: Activity::of(post, pre, kind, e, o, i)?,
         rate,
-        oja,
+        oja: decay.is_on(),
+        gamma,
         scale: row_scale::<T>(c, kind, e, o)?,
         m: T::of(m),
     };

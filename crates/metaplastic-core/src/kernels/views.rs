@@ -2,6 +2,7 @@
 //! row pointers, matrices read by their strides (broadcast rates and row factors), and a step's
 //! activities with their outer product formed in registers.
 use super::simd::{load, prefetch, LANES};
+use super::Decay;
 use crate::{Error, Result};
 use std::ops::{Add, Div, Mul, Sub};
 use tch::{Device, Kind, Tensor};
@@ -108,6 +109,19 @@ pub(super) fn rate<T: Copy>(p: &Tensor, kind: Kind, o: i64, i: i64) -> Result<(T
     Ok((expanded, r))
 }
 
+/// The learned decay coefficient γ of a step broadcast to [O, 1] (kept alive by the caller while the view is
+/// read); none where the step's decay is Oja's own (d = r) or absent.
+pub(super) fn coefficient<T: Copy>(
+    decay: Decay<'_>,
+    kind: Kind,
+    o: i64,
+) -> Result<(Option<Tensor>, Option<Strided<T>>)> {
+    let Some(g) = decay.coefficient() else { return Ok((None, None)) };
+    let expanded = g.f_expand([o, 1], false)?;
+    let view = Strided::of(&expanded, kind, "the decay coefficient")?;
+    Ok((Some(expanded), Some(view)))
+}
+
 fn on_cpu_as(t: &Tensor, kind: Kind) -> bool {
     t.device() == Device::Cpu && t.kind() == kind
 }
@@ -191,6 +205,18 @@ impl<T: Real> Activity<T> {
             }
         }
         r
+    }
+
+    /// The decay d of rows o0 .. o0 + R: Oja's r, times each row's γ where the rule has one.
+    #[inline(always)]
+    pub(super) fn scaled_decay<const R: usize>(&self, ep: usize, o0: usize, gamma: Option<&Strided<T>>) -> [T; R] {
+        let mut d = self.decay::<R>(ep, o0);
+        if let Some(g) = gamma {
+            for (k, dk) in d.iter_mut().enumerate() {
+                *dk = g.at(o0 + k, 0) * *dk;
+            }
+        }
+        d
     }
 
     /// The outer product ãᵀa of rows o0 .. o0 + R at columns base .. base + LANES, kept in registers:

@@ -17,10 +17,17 @@ pub enum StepSizes {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "camelCase", rename_all_fields = "camelCase", deny_unknown_fields)]
 pub enum RuleConfig {
-    /// Oja's rule with its decay term: ΔW = P ⊙ (ãᵀa − diag(Σ ã²) W).
-    Oja,
-    /// Plain Hebbian rule: ΔW = P ⊙ ãᵀa.
-    Hebb,
+    /// Oja's rule with its decay term: ΔW = P ⊙ (ãᵀa − diag(Σ ã²) W); with `decay`, the term scaled by a
+    /// meta-learned γ: ΔW = P ⊙ (ãᵀa − γ ⊙ diag(Σ ã²) W).
+    Oja {
+        /// A meta-learned coefficient γ = σ(φ) ∈ (0, 1) in front of the decay term, so that the rule lies
+        /// between Hebb (γ → 0) and Oja (γ → 1) and learns how much to forget. Absent: Oja's rule (γ = 1).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        decay: Option<DecayConfig>,
+    },
+    /// Plain Hebbian rule: ΔW = P ⊙ ãᵀa. (A variant with no fields rather than a unit one, so that a field
+    /// written on it, such as Oja's `decay`, is an error instead of being ignored.)
+    Hebb {},
     /// OML's inner loop: SGD on the task loss of the plastic layers.
     Sgd {
         /// Inner-loop step size (OML: 0.003 for regression, 0.03 for Omniglot).
@@ -38,9 +45,53 @@ fn yes() -> bool {
     true
 }
 
+/// Oja's decay coefficient γ = σ(φ): the stored parameter φ (`decay.{layer}`, in the plasticity group).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DecayConfig {
+    /// Initial γ, strictly between 0 (Hebb) and 1 (Oja); φ starts at its logit.
+    #[serde(default = "half")]
+    pub init: f64,
+    /// Meta-learn γ (else it stays at `init`).
+    #[serde(default = "yes")]
+    pub learned: bool,
+    /// One γ per plastic layer, or one per post-synaptic neuron (each row of the layer's weights).
+    #[serde(default)]
+    pub granularity: DecayGranularity,
+}
+
+fn half() -> f64 {
+    0.5
+}
+
+impl Default for DecayConfig {
+    fn default() -> Self {
+        Self { init: 0.5, learned: true, granularity: DecayGranularity::Layer }
+    }
+}
+
+/// The shape of Oja's decay coefficient γ in each plastic layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum DecayGranularity {
+    /// One γ for the layer (shape []).
+    #[default]
+    Layer,
+    /// One γ per post-synaptic neuron (shape [out, 1], broadcast over the row).
+    Neuron,
+}
+
 impl RuleConfig {
     pub fn is_local(&self) -> bool {
         !matches!(self, RuleConfig::Sgd { .. })
+    }
+
+    /// Oja's learned decay coefficient, where the rule has one.
+    pub fn decay(&self) -> Option<&DecayConfig> {
+        match self {
+            RuleConfig::Oja { decay } => decay.as_ref(),
+            _ => None,
+        }
     }
 }
 

@@ -1,18 +1,21 @@
 //! Local plasticity: Oja's rule (with its decay term) and the plain Hebbian rule.
 //!   Oja:  ΔW = m · P ⊙ N( ãᵀ a − diag(q) W )      Hebb: ΔW = m · P ⊙ N( ãᵀ a ),   q_i = Σ_b ã_bi²
+//!   with a learned decay (`rule.decay`): ΔW = m · P ⊙ N( ãᵀ a − diag(γ ⊙ q) W ),  γ = σ(φ) ∈ (0, 1)
 //! a is the layer's forward presynaptic activity, ã the post-synaptic teaching activity shaped by
 //! feedback, P the plasticity rates (broadcast from synapse/neuron/layer/global shape), m the
 //! hidden-layer multiplier (1 for the output layer). Sums run over the minibatch. N is the update
 //! normalisation (`plasticity.normalize`): identity (reference), ·1/B (batch), ·1/(1 + Σ_b ‖a_b‖²)
 //! (presynaptic, per episode), row i ·1/(1 + q_i) (bounded).
 //! P = g(θ) from the stored parameter θ (`plasticity.parameterization`): θ or exp(θ), times exp(σ_l)
-//! with a per-layer log-scale (`plasticity.layerScale`); see `LocalRule::rate`.
+//! with a per-layer log-scale (`plasticity.layerScale`); see `LocalRule::rate`. γ, per layer or per
+//! post-synaptic neuron, lets the rule learn how much it forgets, between Hebb (γ → 0) and Oja (γ → 1).
 use super::{
-    from_values, full, Granularity, InnerRule, RateParameterization, RuleConfig, StepInputs, Update,
-    UpdateNormalization,
+    from_values, full, DecayConfig, DecayGranularity, Granularity, InnerRule, RateParameterization, RuleConfig,
+    StepInputs, Update, UpdateNormalization,
 };
 use crate::config::LearnerConfig;
 use crate::feedback::{teaching_activity, FeedbackKind, LayerFeedback};
+pub use crate::kernels::Decay;
 use crate::net::spec::NetSpec;
 use crate::params::{Group, ParamStore};
 use crate::rng::{normal_vec, Rng};
@@ -36,22 +39,25 @@ pub struct LocalRule {
     pub rates: Vec<usize>,
     /// Per-layer log-scale σ_l of each plastic layer, when `plasticity.layerScale` is on.
     pub scales: Option<Vec<usize>>,
+    /// The decay coefficient's parameter φ (γ = σ(φ)) of each plastic layer, when `rule.decay` is set.
+    pub decays: Option<Vec<usize>>,
     pub feedback: Vec<FeedbackIndices>,
     /// Update multiplier of each plastic layer.
     pub multipliers: Vec<f64>,
 }
 
-/// The rule's term before the rates: m · N(ãᵀa − diag(Σ ã²) W), with post [E, B, out], pre [E, B, in],
-/// w [E, out, in]. The update is rate ⊙ term, applied by the driver as one fused W + rate ⊙ term.
-pub fn local_term(
+/// The rule's term before the rates: m · N(ãᵀa − diag(d) W) with the decay d = Σ ã² (Oja), γ ⊙ Σ ã²
+/// (learned γ) or none (Hebb, `decay` false), post [E, B, out], pre [E, B, in], w [E, out, in]. The
+/// update is rate ⊙ term, applied by the driver as one fused W + rate ⊙ term.
+pub fn local_term<'a>(
     post: &Tensor,
     pre: &Tensor,
     w: &Tensor,
-    oja_decay: bool,
+    decay: impl Into<Decay<'a>>,
     multiplier: f64,
     normalize: UpdateNormalization,
 ) -> Result<Tensor> {
-    let energy = if oja_decay { Some(row_energy(post)?) } else { None };
+    let energy = decay_energy(decay.into(), post)?;
     let term = plain_term(post, pre, w, energy.as_ref(), multiplier)?;
     Ok(match (normalize, normalization_factor(normalize, post, pre)?) {
         (_, Some(c)) => term.f_mul(&c.f_unsqueeze(2)?)?,
@@ -65,7 +71,26 @@ pub fn row_energy(post: &Tensor) -> Result<Tensor> {
     Ok(post.f_square()?.f_sum_dim_intlist([1i64].as_slice(), false, None::<Kind>)?.f_unsqueeze(2)?)
 }
 
-/// m (ãᵀa − q ⊙ W) with Oja's row energies q, m ãᵀa without (Hebb): the term before any normalisation.
+/// Each row's decay d [E, out, 1]: Oja's row energies q, times γ where the rule learns it; none for Hebb.
+pub fn decay_energy(decay: Decay<'_>, post: &Tensor) -> Result<Option<Tensor>> {
+    Ok(match decay {
+        Decay::None => None,
+        Decay::Oja => Some(row_energy(post)?),
+        Decay::Scaled(gamma) => Some(row_energy(post)?.f_mul(gamma)?),
+    })
+}
+
+/// The decay of a step as the kernels and `local_term` take it: off where the step has none (`uses_decay`),
+/// scaled by γ where the rule learns it.
+pub fn step_decay(decays: bool, gamma: Option<&Tensor>) -> Decay<'_> {
+    match (decays, gamma) {
+        (false, _) => Decay::None,
+        (true, None) => Decay::Oja,
+        (true, Some(g)) => Decay::Scaled(g),
+    }
+}
+
+/// m (ãᵀa − q ⊙ W) with Oja's row energies q (or γ ⊙ q), m ãᵀa without (Hebb): the term before any normalisation.
 pub fn plain_term(post: &Tensor, pre: &Tensor, w: &Tensor, energy: Option<&Tensor>, multiplier: f64) -> Result<Tensor> {
     let post_t = post.f_transpose(1, 2)?;
     Ok(match energy {
@@ -118,16 +143,30 @@ pub fn folded_multiplier(multiplier: f64, normalize: UpdateNormalization, batch:
 }
 
 /// The full update ΔW = rate ⊙ term (for callers that want the delta itself).
-pub fn local_delta(
+pub fn local_delta<'a>(
     post: &Tensor,
     pre: &Tensor,
     w: &Tensor,
     rate: &Tensor,
-    oja_decay: bool,
+    decay: impl Into<Decay<'a>>,
     multiplier: f64,
     normalize: UpdateNormalization,
 ) -> Result<Tensor> {
-    Ok(local_term(post, pre, w, oja_decay, multiplier, normalize)?.f_mul(rate)?)
+    Ok(local_term(post, pre, w, decay, multiplier, normalize)?.f_mul(rate)?)
+}
+
+/// φ of a decay coefficient starting at γ = `init`: its logit, ln(γ / (1 − γ)).
+fn decay_logit(init: f64) -> f64 {
+    (init / (1.0 - init)).ln()
+}
+
+/// Adds the decay coefficient's parameter φ of plastic layer `l` with `units` outputs to `params`.
+fn add_decay(cfg: &DecayConfig, l: usize, units: i64, params: &mut ParamStore, on: (Kind, Device)) -> Result<usize> {
+    let shape: Vec<i64> = match cfg.granularity {
+        DecayGranularity::Layer => vec![],
+        DecayGranularity::Neuron => vec![units, 1],
+    };
+    Ok(params.add(format!("decay.{l}"), full(decay_logit(cfg.init), &shape, on)?, Group::Plasticity, cfg.learned))
 }
 
 impl LocalRule {
@@ -147,6 +186,7 @@ impl LocalRule {
         let mut rates = Vec::new();
         let mut multipliers = Vec::new();
         let mut scales = Vec::new();
+        let mut decays = Vec::new();
         // The stored θ with g(θ) = init; with a layer scale, σ_l = ln(init) carries the initial rate
         // and θ starts where g(θ) = 1, so θ and σ are both of order one (one learning rate fits both).
         let (theta0, sigma0) = match (cfg.plasticity.layer_scale, cfg.plasticity.parameterization) {
@@ -211,15 +251,19 @@ impl LocalRule {
                     true,
                 ));
             }
+            if let Some(decay) = cfg.rule.decay() {
+                decays.push(add_decay(decay, l, units, params, on)?);
+            }
             multipliers.push(if spec.is_output(l) { 1.0 } else { cfg.plasticity.hidden_multiplier });
         }
         Ok(LocalRule {
-            oja_decay: matches!(cfg.rule, RuleConfig::Oja),
+            oja_decay: matches!(cfg.rule, RuleConfig::Oja { .. }),
             hebb_first_step: cfg.plasticity.hebb_first_step,
             normalize: cfg.plasticity.normalize,
             parameterization: cfg.plasticity.parameterization,
             rates,
             scales: cfg.plasticity.layer_scale.then_some(scales),
+            decays: cfg.rule.decay().is_some().then_some(decays),
             feedback,
             multipliers,
         })
@@ -241,6 +285,14 @@ impl LocalRule {
     /// Whether inner step `step` uses Oja's decay (the Hebb-first-step option turns it off on step 0).
     fn oja_at(&self, step: usize) -> bool {
         uses_decay(self.oja_decay, self.hebb_first_step, step)
+    }
+
+    /// The decay coefficient γ = σ(φ) of plastic layer k (differentiable), where the rule learns one.
+    pub fn decay_coefficient(&self, params: &ParamStore, k: usize) -> Result<Option<Tensor>> {
+        match &self.decays {
+            Some(d) => Ok(Some(params.at(d[k]).f_sigmoid()?)),
+            None => Ok(None),
+        }
     }
 
     /// The effective rate tensor P of plastic layer k from its stored parameters (differentiable):
@@ -279,13 +331,14 @@ impl InnerRule for LocalRule {
             let m = folded_multiplier(self.multipliers[k], self.normalize, post_k.size()[1]);
             let c = normalization_factor(self.normalize, post_k, pre_k)?;
             let rate = self.rate(params, k)?.f_detach()?;
+            let gamma = self.decay_coefficient(params, k)?.map(|g| g.f_detach()).transpose()?;
             let mut w = inp.w[k].f_contiguous()?; // the caller's own tensor where it is contiguous already
             crate::kernels::local_step_in_place(
                 &mut w,
                 &post_k.f_contiguous()?,
                 &pre_k.f_contiguous()?,
                 &rate,
-                oja,
+                step_decay(oja, gamma.as_ref()),
                 m,
                 c.as_ref(),
             )?;
@@ -299,11 +352,12 @@ impl InnerRule for LocalRule {
         let mut w = Vec::with_capacity(post.len());
         let mut rates = Vec::with_capacity(post.len());
         for (k, post_k) in post.iter().enumerate() {
+            let gamma = self.decay_coefficient(params, k)?;
             w.push(local_term(
                 post_k,
                 &inp.acts.pre[k],
                 &inp.w[k],
-                self.oja_at(inp.step),
+                step_decay(self.oja_at(inp.step), gamma.as_ref()),
                 self.multipliers[k],
                 self.normalize,
             )?);

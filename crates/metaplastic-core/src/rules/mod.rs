@@ -4,7 +4,10 @@ pub(crate) mod config;
 pub mod local;
 pub mod sgd;
 
-pub use config::{Granularity, PlasticityConfig, RateParameterization, RuleConfig, StepSizes, UpdateNormalization};
+pub use config::{
+    DecayConfig, DecayGranularity, Granularity, PlasticityConfig, RateParameterization, RuleConfig, StepSizes,
+    UpdateNormalization,
+};
 
 use crate::config::LearnerConfig;
 use crate::net::functional::TailActivations;
@@ -24,7 +27,7 @@ pub fn build(
     on: (Kind, Device),
 ) -> Result<Box<dyn InnerRule>> {
     Ok(match &cfg.rule {
-        RuleConfig::Oja | RuleConfig::Hebb => Box::new(local::LocalRule::build(cfg, spec, params, rng, on)?),
+        RuleConfig::Oja { .. } | RuleConfig::Hebb {} => Box::new(local::LocalRule::build(cfg, spec, params, rng, on)?),
         RuleConfig::Sgd { lr, step_sizes, biases } => {
             Box::new(sgd::SgdRule::build(*lr, *step_sizes, *biases, spec, params, on)?)
         }

@@ -103,3 +103,17 @@ pub fn jitter_biases(learner: &mut Learner, seed: i64) {
         learner.params.write(name, &(p.detach() + noise)).unwrap();
     }
 }
+
+/// Moves every learned decay coefficient's φ (`decay.{l}`) off its one initial value, each entry its own:
+/// γ = σ(φ) then differs by layer and by row (about 0.2 to 0.8), so that a γ applied to the wrong row or
+/// layer shows. Nothing happens to a learner without them.
+pub fn jitter_decays(learner: &mut Learner, seed: i64) {
+    let names: Vec<String> =
+        learner.params.iter().filter(|p| p.name.starts_with("decay.")).map(|p| p.name.clone()).collect();
+    for (k, name) in names.iter().enumerate() {
+        let i = learner.params.index_of(name).unwrap();
+        let p = learner.params.at(i);
+        let noise = randn(&p.size(), seed + 100 + k as i64).to_device(p.device()).to_kind(p.kind()) * 0.7;
+        learner.params.write(name, &(p.detach() + noise)).unwrap();
+    }
+}
