@@ -152,9 +152,12 @@ const FLP_OMNIGLOT_EPISODE = { labels: 'permuted', labelSpace: 1000 };
 /** 28×28 at the CPU budget: four 3×3 convs of 128 channels, strides 1, 2, 1, 2 (28 → 26 → 12 → 10 → 4: 2,048 features). */
 const LONG_FRONT: LayerSpec[] = [1, 2, 1, 2].map((stride) => ({ type: 'conv', channels: 128, kernel: 3, stride, padding: 0 }));
 
-/** An Omniglot learner at 28×28 with the long-stream front and a plastic 2048 → 256 → 1000 tail. */
-function omniglotLong(name: string, learner: LearnerConfig, episode: Record<string, unknown>): ExperimentConfig {
-  const config = omniglot(name, { ...learner, inputShape: [1, 28, 28], rln: LONG_FRONT.length }, episode);
+/**
+ * An Omniglot learner at 28×28 with the long-stream front and a 2048 → 256 → 1000 tail; `rln` layers are
+ * frozen in the stream (meta-learned only).
+ */
+function omniglotLong(name: string, learner: LearnerConfig, episode: Record<string, unknown>, rln: number): ExperimentConfig {
+  const config = omniglot(name, { ...learner, inputShape: [1, 28, 28], rln }, episode);
   config.learner.layers = [...LONG_FRONT, linear(256), linear(1000)];
   return mergeConfig(config, { task: { data: { size: 28 } } });
 }
@@ -195,12 +198,13 @@ const PRESETS: Record<string, { description: string; config: ExperimentConfig }>
     config: reference(sine('oml-sine', omlSineLearner), { meta: { gradient: { type: 'firstOrder' } } }),
   },
   'flp-omniglot-long': {
-    description: 'FLP on continual Omniglot at the CPU budget (28×28): 4 frozen convs (128 ch), plastic 2048→256→1000, the flp-omniglot rule; provisional, see docs/results/omniglot-at-scale.md',
-    config: omniglotLong('flp-omniglot-long', flpOmniglotLearner, FLP_OMNIGLOT_EPISODE),
+    description:
+      'FLP on continual Omniglot at the CPU budget (28×28): 4 convs (128 ch) and a 2048→256 layer frozen in the stream, a plastic 256→1000 output with the flp-omniglot rule (a plastic hidden layer drifts over long streams); provisional, see docs/results/omniglot-at-scale.md',
+    config: omniglotLong('flp-omniglot-long', flpOmniglotLearner, FLP_OMNIGLOT_EPISODE, LONG_FRONT.length + 1),
   },
   'oml-omniglot-long': {
     description: 'OML on continual Omniglot at the CPU budget (28×28): the same front, SGD on 2048→256→1000, output rows reset, remember set; provisional',
-    config: omniglotLong('oml-omniglot-long', omlOmniglotLearner, OML_OMNIGLOT_EPISODE),
+    config: omniglotLong('oml-omniglot-long', omlOmniglotLearner, OML_OMNIGLOT_EPISODE, LONG_FRONT.length),
   },
   'flp-omniglot-reference': {
     description: "The reference code's FLP Omniglot recipe: rates from 0 at meta lr 1e-5, summed Oja updates, Adam re-created every 1,000 steps",
