@@ -199,8 +199,8 @@ const PRESETS: Record<string, { description: string; config: ExperimentConfig }>
   },
   'flp-omniglot-long': {
     description:
-      'FLP on continual Omniglot at the CPU budget (28×28): 4 convs (128 ch) and a 2048→256 layer frozen in the stream, a plastic 256→1000 output with the flp-omniglot rule (a plastic hidden layer drifts over long streams); provisional, see docs/results/omniglot-at-scale.md',
-    config: omniglotLong('flp-omniglot-long', flpOmniglotLearner, FLP_OMNIGLOT_EPISODE, LONG_FRONT.length + 1),
+      'FLP on continual Omniglot at the CPU budget (28×28): 4 convs (128 ch) and a 2048→256 layer frozen in the stream, a plastic 256→1000 output with the flp-omniglot rule (a plastic hidden layer drifts over long streams), 20-way 5-shot episodes; provisional, see docs/results/omniglot-at-scale.md',
+    config: omniglotLong('flp-omniglot-long', flpOmniglotLearner, { ...FLP_OMNIGLOT_EPISODE, ways: 20 }, LONG_FRONT.length + 1),
   },
   'oml-omniglot-long': {
     description: 'OML on continual Omniglot at the CPU budget (28×28): the same front, SGD on 2048→256→1000, output rows reset, remember set; provisional',
