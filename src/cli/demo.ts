@@ -11,7 +11,7 @@ import { formatDuration, type ProgressMode } from './progress.js';
 import { positiveInt } from './args.js';
 import { trainRun, trainSummary } from './train.js';
 import { compareRuns } from './compare.js';
-import { Run } from '../run.js';
+import { evalRun } from './eval.js';
 
 export const DEMO_STEPS = 1000;
 export const DEMO_RUNS = 20;
@@ -48,13 +48,8 @@ export async function runDemo(options: DemoOptions = {}): Promise<string> {
     log(`\n[${i + 1}/2] meta-training ${config.name} into ${dir}`);
     // A re-run (or one after Ctrl-C) continues where it stopped.
     log(trainSummary(await trainRun({ config, out: dir, steps, resume: 'auto', threads, log, progress: options.progress })));
-    const run = await Run.read(dir);
-    try {
-      const e = await run.evaluate({ runs, seed: 0 });
-      log(`  eval: ${e.path} (${formatDuration(e.seconds)})`);
-    } finally {
-      run.close();
-    }
+    const e = await evalRun({ checkpoint: dir, runs, seed: 0, log });
+    log(`  eval: ${e.path}`);
   }
   log('');
   const cmp = await compareRuns(dirs, out);
