@@ -1,5 +1,6 @@
 // The figures a researcher makes from meta-training metrics and evaluation files, as vega-lite
 // specs (exported, for notebooks) and as SVG + PNG files (rendered headless by plot-render.ts).
+import { OMNIGLOT_PUBLISHED } from './published.js';
 import { configError } from './errors.js';
 import type {
   CompareEntry,
@@ -377,6 +378,8 @@ export function plotOmniglotAccuracy(dir: string, entries: readonly LearnerResul
 export interface CompareFiguresOptions extends RenderOptions {
   /** Meta-loss smoothing (default 0.9). */
   smoothing?: number;
+  /** Reference points drawn hollow on the Omniglot figure (default: the published long-stream figures; [] for none). */
+  published?: readonly PublishedPoint[];
 }
 
 /**
@@ -399,7 +402,7 @@ export async function compareFigures(dir: string, entries: readonly CompareEntry
     figures.push(await plotSinePerFunction(dir, sine, shared));
   }
   const omniglot = pick(entries, (r): r is OmniglotEvalResult => r.protocol === 'omniglot');
-  if (omniglot.length > 0) figures.push(await plotOmniglotAccuracy(dir, omniglot, shared));
+  if (omniglot.length > 0) figures.push(await plotOmniglotAccuracy(dir, omniglot, { ...shared, published: options.published ?? OMNIGLOT_PUBLISHED }));
   return figures;
 }
 

@@ -6,7 +6,8 @@
 import { mergeConfig, type ExperimentConfig } from './config.js';
 import type { EvalOptions } from './experiment.js';
 import type { PublishedPoint } from './plots.js';
-import { preset, reducedSine, DEMO_SHAPE } from './presets.js';
+import { preset } from './presets.js';
+import { OMNIGLOT_PUBLISHED, SINE_PUBLISHED } from './published.js';
 
 export type StudyName = 'sine' | 'omniglot';
 
@@ -50,24 +51,20 @@ function perSeed(names: readonly string[], seeds: readonly number[], build: (nam
 /**
  * Incremental sine regression on the paper's protocol (10 functions × 40 minibatches of 32, 400 inner
  * steps), continual MSE against meta-steps. By default the demo-size networks (hidden 64-64-64, meta-batch
- * 4), which a 2-core machine trains in minutes per hundred steps; `full`: the paper's networks.
+ * 4; the `-demo-full` presets), which a 2-core machine trains in minutes per hundred steps; `full`: the paper's
+ * networks.
  */
 export function sineStudy(options: StudyOptions = {}): Study {
   const full = options.full ?? false;
   const steps = options.steps ?? (full ? 3000 : 900);
-  const shape = { ...DEMO_SHAPE, sine: { ...DEMO_SHAPE.sine, batchesPerFunction: 40 } };
-  const build = (name: string) => (full ? preset(name) : reducedSine(preset(name), shape, `${name}-full-protocol`));
+  const names = full ? ['flp-sine', 'oml-sine'] : ['flp-sine-demo-full', 'oml-sine-demo-full'];
   return {
     name: 'sine',
     title: `Incremental sine regression, the paper's protocol (${full ? 'paper-size networks' : 'demo-size networks'})`,
-    learners: perSeed(['flp-sine', 'oml-sine'], options.seeds ?? [0, 1], build),
+    learners: perSeed(names, options.seeds ?? [0, 1], (name) => preset(name)),
     milestones: milestones(steps, full ? 6 : 3),
     eval: { runs: options.runs ?? 20, seed: 0 },
-    // OML's paper, its own 9-layer network after full meta-training (read from its figure), and the i.i.d. oracle.
-    published: [
-      { source: 'OML paper: OML (figure)', value: 0.35 },
-      { source: 'OML paper: i.i.d. oracle (figure)', value: 0.07 },
-    ],
+    published: [...SINE_PUBLISHED],
   };
 }
 
@@ -86,19 +83,8 @@ export function omniglotStudy(options: StudyOptions = {}): Study {
     learners: perSeed(names, options.seeds ?? [0], (name) => preset(name)),
     milestones: milestones(steps, 4),
     eval: { runs: options.runs ?? 20, seed: 0, classes: [10, 50, 100, 200, 600] },
-    published: OMNIGLOT_PUBLISHED,
+    published: [...OMNIGLOT_PUBLISHED],
   };
-}
-
-/** Held-out accuracy after the continual stream, as published (docs/results/omniglot-at-scale.md has the sources). */
-const OMNIGLOT_PUBLISHED: PublishedPoint[] = [
-  ...points('OML, public replication (20k meta-steps)', [10, 0.91], [50, 0.82], [100, 0.76], [200, 0.69], [600, 0.55]),
-  ...points('OML paper (figure)', [10, 0.93], [50, 0.82], [100, 0.77], [200, 0.6]),
-  ...points('ANML, public replications', [10, 0.89], [50, 0.885], [100, 0.85], [200, 0.8], [600, 0.655]),
-];
-
-function points(source: string, ...pairs: [number, number][]): PublishedPoint[] {
-  return pairs.map(([classes, value]) => ({ source, classes, split: 'heldOut', value }));
 }
 
 export function study(name: StudyName, options: StudyOptions = {}): Study {

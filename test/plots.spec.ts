@@ -119,6 +119,12 @@ test('compareFigures writes the figures the entries have data for', async (t) =>
   ]);
   t.deepEqual(mixed.map((f) => f.name), ['meta-loss', 'omniglot-accuracy']);
   t.deepEqual((await readdir(dir2)).sort(), ['meta-loss.png', 'meta-loss.svg', 'omniglot-accuracy.png', 'omniglot-accuracy.svg']);
+  // The Omniglot figure draws the published long-stream figures as hollow markers, labelled with their source.
+  const withPublished = await readFile(join(dir2, 'omniglot-accuracy.svg'), 'utf8');
+  t.true(withPublished.includes('ANML, public replications') && withPublished.includes('hollow: published figures'));
+  const dir3 = await tmp();
+  await compareFigures(dir3, [{ name: 'FLP', eval: omniglotEval('flp', 0.9) }], { published: [] });
+  t.false((await readFile(join(dir3, 'omniglot-accuracy.svg'), 'utf8')).includes('ANML'));
 });
 
 test('bad input is refused before anything is written', async (t) => {

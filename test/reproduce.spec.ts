@@ -2,7 +2,7 @@ import test from 'ava';
 import { existsSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { demoConfigs } from '../src/presets.js';
+import { demoConfigs, preset, FULL_PROTOCOL_LR } from '../src/presets.js';
 import { reproduce, SUMMARY_FILE } from '../src/reproduce.js';
 import { milestones, omniglotStudy, sineStudy, type Study } from '../src/studies.js';
 import { setThreads } from '../src/runtime.js';
@@ -30,6 +30,24 @@ test('milestones are evenly spaced up to the budget', (t) => {
   t.deepEqual(sineStudy({ full: true, steps: 600 }).milestones, [100, 200, 300, 400, 500, 600]);
   t.deepEqual(sineStudy({ seeds: [3] }).learners.map((l) => [l.label, l.config.seed, l.config.learner.seed]), [['flp-s3', 3, 3], ['oml-s3', 3, 3]]);
   t.deepEqual(omniglotStudy().learners.map((l) => l.config.name), ['flp-omniglot-long', 'oml-omniglot-long']);
+});
+
+test("the sine study's learners are the demo's on the paper's 400-step lifetimes, at the long-lifetime meta rates", (t) => {
+  const study = sineStudy();
+  t.deepEqual(study.learners.map((l) => l.config.name), ['flp-sine-demo-full', 'flp-sine-demo-full', 'oml-sine-demo-full', 'oml-sine-demo-full']);
+  for (const [kind, demo] of [['flp', 'flp-sine-demo'], ['oml', 'oml-sine-demo']] as const) {
+    const full = preset(`${kind}-sine-demo-full`);
+    const base = preset(demo);
+    t.is(full.task.sine?.batchesPerFunction, 40);
+    t.is(base.task.sine?.batchesPerFunction, 5);
+    t.deepEqual(full.learner.layers, base.learner.layers);
+    t.is(full.metaBatch, base.metaBatch);
+    t.deepEqual(full.learner.meta?.lr, { ...base.learner.meta?.lr, ...FULL_PROTOCOL_LR[kind] });
+    // Everything but the lifetime's length and the meta learning rates is the demo's learner.
+    const strip = (c: typeof full) => ({ ...c, name: '', task: { ...c.task, sine: { ...c.task.sine, batchesPerFunction: 0 } }, learner: { ...c.learner, meta: { ...c.learner.meta, lr: undefined } } });
+    t.deepEqual(strip(full), strip(base));
+  }
+  t.deepEqual(sineStudy({ full: true }).learners.map((l) => l.config.name), ['flp-sine', 'flp-sine', 'oml-sine', 'oml-sine']);
 });
 
 test('a study runs end to end: each learner evaluated at each milestone, figures and the table written; run again, it continues', async (t) => {
