@@ -30,6 +30,8 @@ test('milestones are evenly spaced up to the budget', (t) => {
   t.deepEqual(sineStudy({ full: true, steps: 600 }).milestones, [100, 200, 300, 400, 500, 600]);
   t.deepEqual(sineStudy({ seeds: [3] }).learners.map((l) => [l.label, l.config.seed, l.config.learner.seed]), [['flp-s3', 3, 3], ['oml-s3', 3, 3]]);
   t.deepEqual(omniglotStudy().learners.map((l) => l.config.name), ['flp-omniglot-long', 'oml-omniglot-long']);
+  t.deepEqual(omniglotStudy().milestones, [1250, 2500, 3750, 5000]);
+  t.is(omniglotStudy({ full: true }).milestones.at(-1), 20_000);
 });
 
 test("the sine study's learners are the demo's on the paper's 400-step lifetimes, at the long-lifetime meta rates", (t) => {

@@ -33,7 +33,7 @@ export function registerReproduce(program: Command): void {
     .command('reproduce')
     .argument('<study>', 'sine (FLP vs OML on the paper\'s sine protocol) or omniglot (continual Omniglot, 10 to 600 classes)')
     .description('Reproduce one of the paper\'s comparisons end to end and resumably: meta-train FLP and OML, evaluate at milestones, figures and a table beside the published figures.')
-    .option('--steps <n>', 'meta-steps per learner (sine: 900, or 3000 with --full; omniglot: 20000)', positiveInt)
+    .option('--steps <n>', 'meta-steps per learner (sine: 900, or 3000 with --full; omniglot: 5000, under two hours of FLP on one core, or 20000 with --full)', positiveInt)
     .option('--out <dir>', 'the study folder (default: runs/reproduce-<study>)')
     .option('--seeds <list>', 'seeds of the learners, e.g. 0,1 (sine default 0,1; omniglot 0)', seedList)
     .option('--runs <n>', 'evaluation runs at each milestone (default 20)', positiveInt)
