@@ -961,6 +961,15 @@ export interface PlasticityConfig {
    */
   layerScale?: boolean;
   /**
+   * An upper bound on every rate: P = min(g(θ), maxRate); a rate at the bound gets no meta-gradient. With
+   * `normalize: 'bounded'` and a clamped one-hot target, a presented class's row moves P/2 of the way to the
+   * input, so rates above 2 overshoot and grow the row at each presentation: 2 keeps the rule a prototype
+   * over any number of presentations, however many the meta-training episodes had.
+   *
+   * Default: `null`.
+   */
+  maxRate?: number | null;
+  /**
    * How the Oja/Hebb update is normalised (see `UpdateNormalization`).
    *
    * Default: `"none"`.
@@ -1203,7 +1212,7 @@ export const ENGINE_DEFAULTS = {
   LearningRates: { feedback: 0.0001, forward: 0.0001, plasticity: 1e-8, strength: 0.0001 },
   MetaConfig: { backward: "auto", betas: [0.9, 0.999], checkpointEvery: null, clipNorm: null, eps: 1e-8, explodeFactor: 1000, maxConsecutiveSkips: 100, nonFinite: "skip", resetAdamEvery: null, runBackwards: true, warmup: 0 },
   OmniglotOptions: { cache: "default", dir: null, filter: "triangle", invert: true, size: 28 },
-  PlasticityConfig: { granularity: "synapse", hebbFirstStep: false, hiddenMultiplier: 1, init: 0, layerScale: false, normalize: "none", parameterization: "linear" },
+  PlasticityConfig: { granularity: "synapse", hebbFirstStep: false, hiddenMultiplier: 1, init: 0, layerScale: false, maxRate: null, normalize: "none", parameterization: "linear" },
   SineConfig: { amplitude: [0.1, 5.1], batchesPerFunction: 40, batchSize: 32, functions: 10, phase: [0, 3.141592653589793], poolSize: 400, queryPerFunction: 32, slots: 10, xRange: [-5, 5] },
   StreamConfig: { classes: 10, classIds: null, testPerClass: 5, trainPerClass: 15, validation: null },
   StrengthConfig: { init: 0.5, learned: true },

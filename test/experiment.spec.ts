@@ -79,6 +79,10 @@ test('invalid configurations are rejected naming the field', async (t) => {
   t.regex(err.message, /learner\.plasticity\.granularity/);
   const e2 = t.throws(() => checkConfig(tinySine(), { learner: { rln: 3 } }), { instanceOf: MetaplasticError });
   t.regex(e2.message, /rln/);
+  for (const maxRate of [0, -1]) {
+    const e = t.throws(() => checkConfig(tinySine(), { learner: { plasticity: { maxRate } } }), { instanceOf: MetaplasticError });
+    t.regex(e.message, /learner\.plasticity\.maxRate: must be finite and > 0/);
+  }
   const e3 = await t.throwsAsync(Experiment.create(tinySine(), { metaBatch: 0 }));
   t.regex(e3.message, /metaBatch/);
 });

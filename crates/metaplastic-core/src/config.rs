@@ -307,6 +307,11 @@ impl LearnerConfig {
                         ),
                     ));
                 }
+                if let Some(max) = self.plasticity.max_rate {
+                    if !(max.is_finite() && max > 0.0) {
+                        return Err(Error::config("plasticity.maxRate", format!("must be finite and > 0, got {max}")));
+                    }
+                }
                 if self.plasticity.hebb_first_step && !matches!(self.rule, RuleConfig::Oja { .. }) {
                     return Err(Error::config("plasticity.hebbFirstStep", "applies to the oja rule only"));
                 }

@@ -293,6 +293,39 @@ fn log_rate_gradient_is_rate_times_linear_gradient() {
     }
 }
 
+/// `plasticity.maxRate`: a bound above every rate changes nothing; a bound below every rate gives exactly
+/// the learner whose rates start at the bound (the same meta-loss and meta-gradients, both checked against
+/// finite differences above), with no meta-gradient for the clamped rates; a partly binding bound clamps only
+/// the rates above it.
+#[test]
+fn max_rate_clamps_rates_and_their_meta_gradient() {
+    let with = |init: f64, extra: &str| {
+        regression(
+            r#"{"type":"oja"}"#,
+            &format!(r#","plasticity":{{"init":{init},"parameterization":"log","normalize":"bounded"{extra}}}"#),
+        )
+    };
+    let plain = grads_by_name(with(0.05, ""), 62);
+    let loose = grads_by_name(with(0.05, r#","maxRate":1.0"#), 62);
+    assert!(relative_difference(&plain, &loose) == 0.0, "a bound above every rate changed the meta-gradient");
+    let at_bound = grads_by_name(with(0.03, ""), 62);
+    let clamped = grads_by_name(with(0.05, r#","maxRate":0.03"#), 62);
+    for ((name, a), (_, b)) in at_bound.iter().zip(&clamped) {
+        if name.starts_with("plasticity.") {
+            assert_eq!(b.abs().max().double_value(&[]), 0.0, "{name}: a clamped rate got a meta-gradient");
+        } else {
+            assert!(max_abs_diff(a, b) < 1e-12, "{name}: the clamped learner differs from one starting at the bound");
+        }
+    }
+    let learner = Learner::new(with(0.05, r#","maxRate":0.04"#)).unwrap();
+    let rule = learner.local_rule().unwrap();
+    let theta = learner.params.at(rule.rates[0]).shallow_clone();
+    let _ = tch::no_grad(|| theta.view([-1]).narrow(0, 0, 3).fill_((0.02f64).ln()));
+    let rate = tch::no_grad(|| rule.rate(&learner.params, 0)).unwrap().view([-1]);
+    assert!((rate.double_value(&[0]) - 0.02).abs() < 1e-15, "a rate below the bound is kept");
+    assert!((rate.double_value(&[5]) - 0.04).abs() < 1e-15, "a rate above the bound is clamped");
+}
+
 /// Oja's rule with a learned decay coefficient γ of `granularity`, plasticity options `extra` (after init).
 fn decayed(granularity: &str, extra: &str) -> LearnerConfig {
     regression(

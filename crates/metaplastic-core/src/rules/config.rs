@@ -133,6 +133,12 @@ pub struct PlasticityConfig {
     /// step Oja's rule, as the reference code's `--hebb` flag does.
     #[serde(default)]
     pub hebb_first_step: bool,
+    /// An upper bound on every rate: P = min(g(θ), maxRate); a rate at the bound gets no meta-gradient. With
+    /// `normalize: 'bounded'` and a clamped one-hot target, a presented class's row moves P/2 of the way to the
+    /// input, so rates above 2 overshoot and grow the row at each presentation: 2 keeps the rule a prototype
+    /// over any number of presentations, however many the meta-training episodes had.
+    #[serde(default)]
+    pub max_rate: Option<f64>,
 }
 
 /// The map from the stored plasticity parameter θ to the rate P.
@@ -178,6 +184,7 @@ impl Default for PlasticityConfig {
             layer_scale: false,
             normalize: UpdateNormalization::None,
             hebb_first_step: false,
+            max_rate: None,
         }
     }
 }

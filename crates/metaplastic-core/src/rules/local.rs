@@ -35,6 +35,8 @@ pub struct LocalRule {
     pub hebb_first_step: bool,
     pub normalize: UpdateNormalization,
     pub parameterization: RateParameterization,
+    /// `plasticity.maxRate`: rates are clamped to at most this.
+    pub max_rate: Option<f64>,
     /// Plasticity-rate parameter θ of each plastic layer (the same index for a global rate).
     pub rates: Vec<usize>,
     /// Per-layer log-scale σ_l of each plastic layer, when `plasticity.layerScale` is on.
@@ -261,6 +263,7 @@ impl LocalRule {
             hebb_first_step: cfg.plasticity.hebb_first_step,
             normalize: cfg.plasticity.normalize,
             parameterization: cfg.plasticity.parameterization,
+            max_rate: cfg.plasticity.max_rate,
             rates,
             scales: cfg.plasticity.layer_scale.then_some(scales),
             decays: cfg.rule.decay().is_some().then_some(decays),
@@ -296,15 +299,20 @@ impl LocalRule {
     }
 
     /// The effective rate tensor P of plastic layer k from its stored parameters (differentiable):
-    /// P = θ (linear) or exp(θ) (log), times exp(σ_k) when the layer has a learned log-scale.
+    /// P = θ (linear) or exp(θ) (log), times exp(σ_k) when the layer has a learned log-scale, at most
+    /// `maxRate`.
     pub fn rate(&self, params: &ParamStore, k: usize) -> Result<Tensor> {
         let theta = params.at(self.rates[k]);
         let p = match self.parameterization {
             RateParameterization::Linear => theta.shallow_clone(),
             RateParameterization::Log => theta.f_exp()?,
         };
-        Ok(match &self.scales {
+        let p = match &self.scales {
             Some(s) => p.f_mul(&params.at(s[k]).f_exp()?)?,
+            None => p,
+        };
+        Ok(match self.max_rate {
+            Some(max) => p.f_clamp_max(max)?,
             None => p,
         })
     }
