@@ -9,7 +9,7 @@
 // JSON line per preset, with the load average beside it (meaningful only on a quiet machine).
 import { loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
-import { Experiment, preset, setThreads } from '../dist/index.js';
+import { Experiment, preset, setThreads, taskRng } from '../dist/index.js';
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
@@ -19,16 +19,9 @@ const names = positionals.length > 0 ? positionals : ['flp-omniglot-long', 'oml-
 const steps = Number(values.steps);
 setThreads(1);
 
-let seed = 1;
+const rng = taskRng(1);
 /** Uniform noise in [0, 1), reproducible. */
-function noise(n) {
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    seed = (seed * 1103515245 + 12345) % 2147483648;
-    out[i] = seed / 2147483648;
-  }
-  return out;
-}
+const noise = (n) => Float32Array.from({ length: n }, () => rng.next());
 
 /** A continual episode: `ways` classes × `shots` single-image steps, `shots` query items per class. */
 function episode(input, ways, shots) {
@@ -45,7 +38,7 @@ function episode(input, ways, shots) {
   };
 }
 
-/** Seconds per meta-step, the median of `steps` after one untimed step. */
+/** Seconds per meta-step, the median of `steps` after one untimed step, and the learner's parameter shapes. */
 async function timeSteps(config, ep) {
   const exp = await Experiment.create(config);
   try {
@@ -56,19 +49,10 @@ async function timeSteps(config, ep) {
       await exp.metaStep([ep]);
       times.push(Number(process.hrtime.bigint() - start) / 1e9);
     }
-    return times.sort((a, b) => a - b)[Math.floor(times.length / 2)];
+    return { seconds: times.sort((a, b) => a - b)[Math.floor(times.length / 2)], params: exp.params() };
   } finally {
     exp.dispose();
   }
-}
-
-/** The number of features the conv front outputs (2,048 for the long presets' front). */
-function frontFeatures([channels, size], convs) {
-  for (const c of convs) {
-    size = Math.floor((size + 2 * (c.padding ?? 0) - c.kernel) / (c.stride ?? 1)) + 1;
-    channels = c.channels;
-  }
-  return channels * size * size;
 }
 
 for (const name of names) {
@@ -79,9 +63,10 @@ for (const name of names) {
   const tailLayers = full.learner.layers.slice(convs);
   const load = loadavg()[0];
   const whole = await timeSteps({ ...full, task: { type: 'custom' } }, episode(full.learner.inputShape, ways, shots));
-  const features = frontFeatures(full.learner.inputShape, full.learner.layers.slice(0, convs));
+  // The tail's input is the front's output: the first tail layer's fan-in, as the engine built it.
+  const features = whole.params.find((p) => p.name === `forward.${convs}.weight`).shape[1];
   const tailConfig = { ...full, task: { type: 'custom' }, learner: { ...full.learner, inputShape: [features], layers: tailLayers, rln: full.learner.rln - convs } };
   const tail = await timeSteps(tailConfig, episode([features], ways, shots));
-  const row = { preset: name, ways, shots, secondsPerStep: +whole.toFixed(3), tailSeconds: +tail.toFixed(3), frontShare: +((whole - tail) / whole).toFixed(2), load: +load.toFixed(2) };
+  const row = { preset: name, ways, shots, secondsPerStep: +whole.seconds.toFixed(3), tailSeconds: +tail.seconds.toFixed(3), frontShare: +((whole.seconds - tail.seconds) / whole.seconds).toFixed(2), load: +load.toFixed(2) };
   console.log(JSON.stringify(row));
 }

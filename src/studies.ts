@@ -24,7 +24,7 @@ export interface Study {
   /** Meta-steps at which each learner is evaluated; the last is its meta-training budget. */
   milestones: number[];
   eval: EvalOptions;
-  published: PublishedPoint[];
+  published: readonly PublishedPoint[];
 }
 
 export interface StudyOptions {
@@ -64,7 +64,7 @@ export function sineStudy(options: StudyOptions = {}): Study {
     learners: perSeed(names, options.seeds ?? [0, 1], (name) => preset(name)),
     milestones: milestones(steps, full ? 6 : 3),
     eval: { runs: options.runs ?? 20, seed: 0 },
-    published: [...SINE_PUBLISHED],
+    published: SINE_PUBLISHED,
   };
 }
 
@@ -84,7 +84,7 @@ export function omniglotStudy(options: StudyOptions = {}): Study {
     learners: perSeed(names, options.seeds ?? [0], (name) => preset(name)),
     milestones: milestones(steps, 4),
     eval: { runs: options.runs ?? 20, seed: 0, classes: [10, 50, 100, 200, 600] },
-    published: [...OMNIGLOT_PUBLISHED],
+    published: OMNIGLOT_PUBLISHED,
   };
 }
 

@@ -294,9 +294,8 @@ fn log_rate_gradient_is_rate_times_linear_gradient() {
 }
 
 /// `plasticity.maxRate`: a bound above every rate changes nothing; a bound below every rate gives exactly
-/// the learner whose rates start at the bound (the same meta-loss and meta-gradients, both checked against
-/// finite differences above), with no meta-gradient for the clamped rates; a partly binding bound clamps only
-/// the rates above it.
+/// the meta-gradients of the learner whose rates start at the bound (that learner's are checked against finite
+/// differences above), with none for the clamped rates; a partly binding bound clamps only the rates above it.
 #[test]
 fn max_rate_clamps_rates_and_their_meta_gradient() {
     let with = |init: f64, extra: &str| {
