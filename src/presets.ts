@@ -231,8 +231,9 @@ const PRESETS: Record<string, { description: string; config: ExperimentConfig }>
   },
   'oml-omniglot-long': {
     description:
-      'OML on continual Omniglot at the CPU budget (28×28): the same front and 2048→256 layer frozen in the stream, SGD on the 256→1000 output only (as published OML), output rows reset, remember set, 5-way 5-shot; provisional, see docs/results/omniglot-at-scale.md',
-    config: omniglotLong('oml-omniglot-long', omlOmniglotLearner, OML_OMNIGLOT_EPISODE, LONG_FRONT.length + 1),
+      'OML on continual Omniglot at the CPU budget (28×28): the same front and 2048→256 layer frozen in the stream, SGD on the 256→1000 output only (as published OML), output rows reset, remember set, 20-way 5-shot (as flp-omniglot-long); provisional, see docs/results/omniglot-at-scale.md',
+    // 20-way, FLP's episodes: they lift OML too (run G against run F in docs/results/omniglot-at-scale.md).
+    config: omniglotLong('oml-omniglot-long', omlOmniglotLearner, { ...OML_OMNIGLOT_EPISODE, ways: 20 }, LONG_FRONT.length + 1),
   },
   'flp-omniglot-reference': {
     description: "The reference code's FLP Omniglot recipe: rates from 0 at meta lr 1e-5, summed Oja updates, Adam re-created every 1,000 steps",
