@@ -41,6 +41,7 @@ export function compareRows(entries: readonly CompareEntry[]): CompareRow[] {
   for (const c of classCounts) row(`omniglot.heldOut.${c}`, `omniglot held-out acc, ${c} classes`, (e) => point(e, c)?.heldOut);
   for (const c of classCounts) row(`omniglot.train.${c}`, `omniglot train acc, ${c} classes`, (e) => point(e, c)?.train);
   for (const c of classCounts) row(`omniglot.stepSize.${c}`, `omniglot step size, ${c} classes`, (e) => point(e, c)?.stepSize);
+  for (const c of classCounts) row(`omniglot.rateBound.${c}`, `omniglot rate bound, ${c} classes`, (e) => point(e, c)?.rateBound);
   return rows;
 }
 

@@ -447,6 +447,13 @@ export interface EvalOptions {
    */
   maxBatch?: number;
   /**
+   * Local-rule learners: candidate upper bounds of the plasticity rates (each at most the learner's own
+   * `maxRate`), chosen on the validation split together with the learner's own bound; none by default.
+   *
+   * Default: `[]`.
+   */
+  rateBounds?: number[];
+  /**
    * Independent runs per setting.
    *
    * Default: `50`.
@@ -905,6 +912,11 @@ export interface OmniglotPointRaw {
   classes: number;
   heldOut: number[];
   /**
+   * The rate bound used (local rules given `rateBounds`), chosen on the validation split; None when
+   * the rates were unbounded.
+   */
+  rateBound: number | null;
+  /**
    * The step size used (gradient learners), chosen on the validation split.
    */
   stepSize: number | null;
@@ -1203,7 +1215,7 @@ export const ENGINE_DEFAULTS = {
   AnalysisOptions: { classes: 10, every: 1, order: "continual", runs: 1, seed: 0 },
   DecayConfig: { granularity: "layer", init: 0.5, learned: true },
   EpisodeConfig: { batchSize: 1, labels: "permuted", labelSpace: null, order: "continual", queryShots: null, remember: 0, shots: 5, ways: 5 },
-  EvalOptions: { classes: [10, 50, 75, 100, 150, 200], maxBatch: 0, runs: 50, seed: 0, stepScales: [0.1, 0.3, 1, 3, 10], validationHeldOut: 5, validationRuns: 5 },
+  EvalOptions: { classes: [10, 50, 75, 100, 150, 200], maxBatch: 0, rateBounds: [], runs: 50, seed: 0, stepScales: [0.1, 0.3, 1, 3, 10], validationHeldOut: 5, validationRuns: 5 },
   ExperimentConfig: { metaBatch: 1, name: "experiment", seed: 0 },
   FeedbackConfig: { activation: "relu", clampOutput: true, detachSignal: false, layers: 1, outputIdentity: false, signal: null, type: "learned" },
   GroupSettings: { ifname: null, timeoutSeconds: 300 },

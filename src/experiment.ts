@@ -358,6 +358,7 @@ export function summarizeRaw(raw: EvalRaw): SineEvalResult | OmniglotEvalResult 
       heldOut: summarize(p.heldOut),
       train: summarize(p.train),
       ...(p.stepSize != null ? { stepSize: p.stepSize } : {}),
+      ...(p.rateBound != null ? { rateBound: p.rateBound } : {}),
     })),
   };
 }

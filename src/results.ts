@@ -33,6 +33,8 @@ export interface OmniglotPoint {
   train: Stat;
   /** Gradient learners: the meta-test step size chosen on the validation split. */
   stepSize?: number;
+  /** Local rules evaluated with `rateBounds`: the rate bound chosen on the validation split (absent: unbounded). */
+  rateBound?: number;
 }
 
 export interface OmniglotEvalResult {
@@ -144,6 +146,7 @@ export const omniglotPointSchema = z.object({
   heldOut: statSchema,
   train: statSchema,
   stepSize: finite.positive().optional(),
+  rateBound: finite.positive().optional(),
 });
 
 export const omniglotEvalResultSchema = z.object({

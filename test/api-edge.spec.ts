@@ -55,6 +55,7 @@ test('evaluate: options that do not apply to the task are errors', async (t) => 
   const exp = await Experiment.create(tinySine());
   await rejects(t, exp.evaluate({ runs: 2, classes: [10] }), 'E_CONFIG', /options\.classes: applies to classification tasks; this experiment's task is sine/);
   await rejects(t, exp.evaluate({ runs: 2, stepScales: [1] }), 'E_CONFIG', /options\.stepScales/);
+  await rejects(t, exp.evaluate({ runs: 2, rateBounds: [0.5] }), 'E_CONFIG', /options\.rateBounds: applies to classification tasks/);
   await rejects(t, exp.evaluate({ runz: 2 } as any), 'E_CONFIG', /options\.runz: unknown field/);
   await rejects(t, exp.evaluate({ runs: 0 }), 'E_CONFIG', /options\.runs/);
 });

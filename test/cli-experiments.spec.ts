@@ -153,6 +153,8 @@ test.serial('bad flags exit non-zero with a message naming the problem', (t) => 
     [['train', '--preset', 'flp-sine', '--steps', 'ten'], /--steps.*positive integer/],
     [['eval', '--checkpoint', flpDir, '--classes', 'x'], /--classes.*'x'/],
     [['eval', '--checkpoint', flpDir, '--classes', '10,50'], /--classes applies to classification/],
+    [['eval', '--checkpoint', flpDir, '--rate-bounds', '0.5,0'], /--rate-bounds.*positive numbers.*'0\.5,0'/],
+    [['eval', '--checkpoint', flpDir, '--rate-bounds', '0.5'], /--rate-bounds applies to classification/],
     [['eval', '--checkpoint', join(tmp, 'empty')], /has no checkpoint/],
     [['train', '--steps', '3'], /--preset NAME or --config/],
     [['train', '--config', join(tmp, 'missing.json')], /missing\.json/],

@@ -51,6 +51,26 @@ test('Omniglot: meta-train a few steps and evaluate on the class schedule', asyn
   }
 });
 
+test('Omniglot: rate bounds for local rules are chosen on validation, reported, and ignored by gradient learners', async (t) => {
+  const flp = await Experiment.create(tiny({ type: 'oja' }, { plasticity: { init: 0.5, maxRate: 2 } }));
+  const options = { runs: 2, classes: [5, 10], validationRuns: 1, rateBounds: [1, 0.01] };
+  const ev = await flp.evaluate(options);
+  if (ev.result.protocol !== 'omniglot') return t.fail('not an Omniglot evaluation');
+  // The candidates: the learner's own bound (2) and each given one.
+  for (const p of ev.result.points) t.true([2, 1, 0.01].includes(p.rateBound ?? Number.NaN), `rate bound ${p.rateBound}`);
+  t.deepEqual(await flp.evaluate(options), ev, 'the choice is a pure function of learner, seed and options');
+  // Without candidates there is no sweep: the learner's own bound is used and not reported.
+  const plain = await flp.evaluate({ runs: 2, classes: [5], validationRuns: 1 });
+  if (plain.result.protocol === 'omniglot') t.is(plain.result.points[0].rateBound, undefined);
+  for (const bad of [[0], [-1], [Number.POSITIVE_INFINITY]]) {
+    const e = await t.throwsAsync(flp.evaluate({ runs: 2, classes: [5], rateBounds: bad }));
+    t.regex(e.message, /rateBounds/);
+  }
+  const oml = await Experiment.create(tiny({ type: 'sgd', lr: 0.05 }, { outputReset: 'episodeClasses' }));
+  const evo = await oml.evaluate({ ...options, stepScales: [1] });
+  if (evo.result.protocol === 'omniglot') t.true(evo.result.points.every((p) => p.rateBound === undefined && p.stepSize === 0.05));
+});
+
 test('Omniglot: a learner that does not fit the task is refused naming the field', async (t) => {
   const wrongShape = tiny({ type: 'oja' }, { inputShape: [1, 84, 84] });
   const e1 = await t.throwsAsync(Experiment.create(wrongShape));

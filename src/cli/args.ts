@@ -45,6 +45,16 @@ export function intList(value: string): number[] {
   return parts.map(Number);
 }
 
+/** "0.5,0.25" → [0.5, 0.25]. */
+export function positiveNumberList(value: string): number[] {
+  const parts = value.split(',').map((s) => s.trim());
+  const n = parts.map(Number);
+  if (parts.some((p, i) => p === '' || !Number.isFinite(n[i]) || n[i] <= 0)) {
+    throw new InvalidArgumentError(`expected a comma-separated list of positive numbers (e.g. 0.5,0.25), got '${value}'`);
+  }
+  return n;
+}
+
 /** Repeatable option: collects every occurrence. */
 export function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];

@@ -11,7 +11,7 @@ import { ENGINE_DEFAULTS } from '../engine-types.js';
 const EVAL = ENGINE_DEFAULTS.EvalOptions;
 import type { Stat } from '../stats.js';
 import { formatDuration } from './progress.js';
-import { intList, positiveInt, seedInt, usageError } from './args.js';
+import { intList, positiveInt, positiveNumberList, seedInt, usageError } from './args.js';
 import { applyThreads } from './threads.js';
 
 export interface EvalRequest {
@@ -19,6 +19,8 @@ export interface EvalRequest {
   runs?: number;
   seed?: number;
   classes?: number[];
+  /** Local rules: candidate rate bounds, chosen on the validation split with the learner's own. */
+  rateBounds?: number[];
   /** Where eval.json goes (default: inside the checkpoint directory). */
   out?: string;
   /** Write the figures of this learner beside eval.json (default true): into the checkpoint directory, or
@@ -33,12 +35,12 @@ export async function evalRun(req: EvalRequest): Promise<RunEvalResult> {
   const run = await Run.read(req.checkpoint);
   try {
     const exp = run.experiment;
-    if (req.classes && exp.config.task.type === 'sine') {
-      throw usageError(`--classes applies to classification checkpoints; ${req.checkpoint} was trained on the sine task`);
+    for (const [flag, given] of [['--classes', req.classes], ['--rate-bounds', req.rateBounds]] as const) {
+      if (given && exp.config.task.type === 'sine') throw usageError(`${flag} applies to classification checkpoints; ${req.checkpoint} was trained on the sine task`);
     }
     applyThreads(req.threads, log);
     // Options left out take the engine's defaults; the eval file records the run count and seed used.
-    const options: EvalOptions = { runs: req.runs, seed: req.seed, classes: req.classes };
+    const options: EvalOptions = { runs: req.runs, seed: req.seed, classes: req.classes, rateBounds: req.rateBounds };
     if (options.runs !== undefined && options.runs < 2) log(`${exp.name}: with ${options.runs} run there is no confidence interval (use --runs 2 or more)`);
     log(`${exp.name}: evaluating the checkpoint at step ${exp.step}`);
     const r = await run.evaluate(options, { out: req.out, plots: req.plots });
@@ -68,7 +70,7 @@ export function evalSummary(file: EvalFile): string {
   } else {
     lines.push('  classes   held-out accuracy                  train accuracy');
     for (const p of r.points) {
-      lines.push(`  ${String(p.classes).padStart(7)}   ${stat(p.heldOut, 3).padEnd(33)}  ${stat(p.train, 3)}${p.stepSize !== undefined ? `   step ${p.stepSize}` : ''}`);
+      lines.push(`  ${String(p.classes).padStart(7)}   ${stat(p.heldOut, 3).padEnd(33)}  ${stat(p.train, 3)}${p.stepSize !== undefined ? `   step ${p.stepSize}` : ''}${p.rateBound !== undefined ? `   rate bound ${p.rateBound}` : ''}`);
     }
   }
   return lines.join('\n');
@@ -78,6 +80,7 @@ interface EvalCliOptions {
   checkpoint: string;
   runs?: number;
   classes?: number[];
+  rateBounds?: number[];
   seed?: number;
   out?: string;
   threads?: number;
@@ -91,12 +94,13 @@ export function registerEval(program: Command): void {
     .requiredOption('--checkpoint <dir>', 'run directory holding the checkpoint')
     .option('--runs <n>', `independent evaluation runs (default ${EVAL.runs})`, positiveInt)
     .option('--classes <list>', `Omniglot: class counts, e.g. 10,50,100 (default ${EVAL.classes.join(',')})`, intList)
+    .option('--rate-bounds <list>', "Omniglot, local rules: candidate bounds of the plasticity rates, e.g. 0.5,0.25,0.1, chosen on the validation split with the learner's own (as gradient learners' step sizes are)", positiveNumberList)
     .option('--seed <s>', `evaluation seed (default ${EVAL.seed})`, seedInt)
     .option('--out <file>', 'where to write the evaluation (default: <dir>/eval.json)')
     .option('--threads <n>', 'libtorch threads (default: all cores; give each of several processes a share)', positiveInt)
     .option('--json', 'print the evaluation JSON on stdout')
     .action(async (opts: EvalCliOptions) => {
-      const r = await evalRun({ checkpoint: opts.checkpoint, runs: opts.runs, seed: opts.seed, classes: opts.classes, out: opts.out, threads: opts.threads });
+      const r = await evalRun({ checkpoint: opts.checkpoint, runs: opts.runs, seed: opts.seed, classes: opts.classes, rateBounds: opts.rateBounds, out: opts.out, threads: opts.threads });
       if (opts.json) {
         process.stdout.write(evalJson(r.file));
         return;

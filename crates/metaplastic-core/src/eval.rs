@@ -22,6 +22,9 @@ pub struct EvalOptions {
     pub classes: Vec<usize>,
     /// Gradient learners: candidate multipliers of the step size, chosen on a validation split.
     pub step_scales: Vec<f64>,
+    /// Local-rule learners: candidate upper bounds of the plasticity rates (each at most the learner's own
+    /// `maxRate`), chosen on the validation split together with the learner's own bound; none by default.
+    pub rate_bounds: Vec<f64>,
     /// Runs per candidate on the validation split.
     pub validation_runs: usize,
     /// Training drawings per class held out for validation (taken from the training drawings only).
@@ -37,6 +40,7 @@ impl Default for EvalOptions {
             seed: 0,
             classes: vec![10, 50, 75, 100, 150, 200],
             step_scales: vec![0.1, 0.3, 1.0, 3.0, 10.0],
+            rate_bounds: Vec::new(),
             validation_runs: 5,
             validation_held_out: 5,
             max_batch: 0,
@@ -45,7 +49,7 @@ impl Default for EvalOptions {
 }
 
 /// Options only the classification protocols read.
-const CLASSIFICATION_ONLY: [&str; 4] = ["classes", "stepScales", "validationRuns", "validationHeldOut"];
+const CLASSIFICATION_ONLY: [&str; 5] = ["classes", "stepScales", "rateBounds", "validationRuns", "validationHeldOut"];
 
 impl EvalOptions {
     /// Reads the options given for an experiment's task, naming an unknown option or one that does not
@@ -67,6 +71,9 @@ impl EvalOptions {
             _ => 2.0 * opts.classes.len() as f64,
         };
         crate::budget::check_eval_runs(opts.runs, per_run)?;
+        if let Some(b) = opts.rate_bounds.iter().find(|b| !(b.is_finite() && **b > 0.0)) {
+            return Err(Error::config("rateBounds", format!("every bound must be finite and > 0, got {b}")));
+        }
         Ok(opts)
     }
 }
@@ -106,6 +113,9 @@ pub struct OmniglotPointRaw {
     pub train: Vec<f64>,
     /// The step size used (gradient learners), chosen on the validation split.
     pub step_size: Option<f64>,
+    /// The rate bound used (local rules given `rateBounds`), chosen on the validation split; None when
+    /// the rates were unbounded.
+    pub rate_bound: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
@@ -336,6 +346,32 @@ fn run_streams(
     Ok((held_out.concat(), train.concat()))
 }
 
+/// The candidate (of `n`) with the best mean held-out accuracy on the validation streams, the first on ties;
+/// `set(learner, i)` puts candidate i in place and returns the step scale to run it with.
+fn best_on_validation(
+    learner: &mut Learner,
+    bank: &mut FeatureBank,
+    validation: &[StreamItems],
+    chunk: usize,
+    n: usize,
+    mut set: impl FnMut(&mut Learner, usize) -> Result<f64>,
+) -> Result<usize> {
+    let (mut best, mut chosen) = (f64::NEG_INFINITY, 0);
+    for i in 0..n {
+        let scale = set(learner, i)?;
+        let mut accs = Vec::new();
+        for group in validation.chunks(chunk) {
+            accs.extend(run_streams(learner, bank, group, scale)?.0);
+        }
+        let mean = accs.iter().sum::<f64>() / accs.len() as f64;
+        if mean > best {
+            best = mean;
+            chosen = i;
+        }
+    }
+    Ok(chosen)
+}
+
 fn streams(store: &ImageStore, rng: &mut Rng, n: usize, cfg: &StreamConfig) -> Result<Vec<StreamItems>> {
     (0..n).map(|_| stream_items(store, rng, cfg)).collect()
 }
@@ -357,29 +393,35 @@ fn images(learner: &mut Learner, store: &ImageStore, opts: &EvalOptions) -> Resu
             ));
         }
         let chunk = batch_size(opts, image_bytes * (c * (base.train_per_class + base.test_per_class)) as i64);
-        let mut scale = 1.0;
-        let mut step_size = None;
-        if learner.is_gradient_rule() {
-            // Chosen on validation images taken from the training drawings, never on the test drawings.
+        // Chosen on validation images taken from the training drawings, never on the test drawings.
+        let validation = || -> Result<Vec<StreamItems>> {
             let mut vrng = stream(opts.seed ^ c as u64, "eval-validation");
             let vcfg = StreamConfig { classes: c, validation: Some(opts.validation_held_out), ..base.clone() };
-            let candidates = streams(store, &mut vrng, opts.validation_runs.max(1), &vcfg)?;
-            let mut best = f64::NEG_INFINITY;
-            for &s in &opts.step_scales {
-                let mut accs = Vec::new();
-                for group in candidates.chunks(chunk) {
-                    accs.extend(run_streams(learner, &mut bank, group, s)?.0);
-                }
-                let mean = accs.iter().sum::<f64>() / accs.len() as f64;
-                if mean > best {
-                    best = mean;
-                    scale = s;
-                }
+            streams(store, &mut vrng, opts.validation_runs.max(1), &vcfg)
+        };
+        let mut scale = 1.0;
+        let mut step_size = None;
+        let mut rate_bound = None;
+        let own_bound = learner.local_rule().and_then(|r| r.max_rate);
+        if learner.is_gradient_rule() {
+            if !opts.step_scales.is_empty() {
+                let n = opts.step_scales.len();
+                let set = |_: &mut Learner, i: usize| Ok(opts.step_scales[i]);
+                scale = opts.step_scales[best_on_validation(learner, &mut bank, &validation()?, chunk, n, set)?];
             }
             step_size = Some(match &learner.cfg.rule {
                 crate::rules::RuleConfig::Sgd { lr, .. } => lr * scale,
                 _ => scale,
             });
+        } else if !opts.rate_bounds.is_empty() {
+            // The learner's own bound is the first candidate, so it stays on a tie.
+            let candidates: Vec<Option<f64>> = std::iter::once(own_bound)
+                .chain(opts.rate_bounds.iter().map(|&b| Some(own_bound.map_or(b, |m| m.min(b)))))
+                .collect();
+            let set = |l: &mut Learner, i: usize| l.set_rate_bound(candidates[i]).map(|_| 1.0);
+            rate_bound =
+                candidates[best_on_validation(learner, &mut bank, &validation()?, chunk, candidates.len(), set)?];
+            learner.set_rate_bound(rate_bound)?;
         }
         let mut rng = stream(opts.seed ^ c as u64, "eval-images");
         let (mut held_out, mut train) = (Vec::new(), Vec::new());
@@ -392,7 +434,10 @@ fn images(learner: &mut Learner, store: &ImageStore, opts: &EvalOptions) -> Resu
             train.extend(t);
             done += n;
         }
-        points.push(OmniglotPointRaw { classes: c, held_out, train, step_size });
+        if learner.local_rule().is_some() {
+            learner.set_rate_bound(own_bound)?;
+        }
+        points.push(OmniglotPointRaw { classes: c, held_out, train, step_size, rate_bound });
     }
     Ok(EvalRaw::Omniglot { runs: opts.runs, points })
 }
@@ -454,5 +499,64 @@ mod tests {
             assert_eq!(acc(&qx, &qy), held_out[k], "stream {k} held-out");
             assert_eq!(acc(&tx, &ty), train[k], "stream {k} train");
         }
+    }
+
+    /// A rate bound chosen on validation: the evaluation equals that of the same learner with the chosen bound
+    /// as its own, the candidate is the learner's own bound or a given one, and the own bound is restored.
+    #[test]
+    fn rate_bound_chosen_on_validation_equals_evaluating_with_it() {
+        let (classes, per, size) = (6usize, 20usize, 8usize);
+        let mut rng = stream(3, "pixels");
+        let pixels: Vec<u8> = (0..classes * per * size * size).map(|_| rand::Rng::random::<u8>(&mut rng)).collect();
+        let entries = (0..classes).map(|c| ClassEntry { name: format!("c{c}"), start: c * per, count: per }).collect();
+        let store = ImageStore::new(entries, pixels, Channels::Gray, size, false).unwrap();
+        let learner = |max_rate: &str| {
+            Learner::new(
+                LearnerConfig::from_json(&format!(
+                    r#"{{"inputShape":[1,8,8],"layers":[{{"type":"conv","channels":3,"kernel":3,"stride":2}},{{"type":"linear","units":7}},{{"type":"linear","units":6}}],
+                        "rln":1,"task":"classification","rule":{{"type":"oja"}},"plasticity":{{"init":2.5{max_rate}}},"dtype":"float64","device":"cpu","seed":2}}"#
+                ))
+                .unwrap(),
+            )
+            .unwrap()
+        };
+        let opts = |bounds: Vec<f64>| EvalOptions {
+            runs: 3,
+            classes: vec![4, 6],
+            rate_bounds: bounds,
+            validation_runs: 2,
+            ..Default::default()
+        };
+        let points = |raw: EvalRaw| match raw {
+            EvalRaw::Omniglot { points, .. } => points,
+            _ => unreachable!(),
+        };
+        let mut swept = learner(r#","maxRate":3"#);
+        let chosen = points(images(&mut swept, &store, &opts(vec![0.05, 1e-3])).unwrap());
+        assert_eq!(swept.local_rule().unwrap().max_rate, Some(3.0), "the learner's own bound is restored");
+        let mut distinct = std::collections::BTreeSet::new();
+        for p in &chosen {
+            let bound = p.rate_bound.expect("a bounded learner reports its bound");
+            assert!([3.0, 0.05, 1e-3].contains(&bound), "{bound} is not a candidate");
+            distinct.insert(bound.to_bits());
+            let mut fixed = learner(&format!(r#","maxRate":{bound}"#));
+            let direct =
+                points(images(&mut fixed, &store, &EvalOptions { classes: vec![p.classes], ..opts(vec![]) }).unwrap());
+            assert_eq!((&direct[0].held_out, &direct[0].train), (&p.held_out, &p.train), "{} classes", p.classes);
+        }
+        assert_eq!(
+            distinct.len(),
+            2,
+            "this fixture chooses the own bound at one class count and a given one at the other"
+        );
+        // The bound changes the rates the rule uses (rates start at 2.5, above every candidate but the own).
+        let mut l = learner("");
+        assert!(l.local_rule().unwrap().rate(&l.params, 0).unwrap().max().double_value(&[]) > 2.0);
+        assert_eq!(l.set_rate_bound(Some(0.05)).unwrap(), None);
+        assert!(l.local_rule().unwrap().rate(&l.params, 0).unwrap().max().double_value(&[]) <= 0.05);
+        // Without candidates nothing is swept, and an unbounded learner reports no bound.
+        assert!(points(images(&mut learner(""), &store, &opts(vec![])).unwrap())
+            .iter()
+            .all(|p| p.rate_bound.is_none()));
     }
 }

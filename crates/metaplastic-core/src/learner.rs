@@ -103,6 +103,14 @@ impl Learner {
         self.rule.as_local()
     }
 
+    /// Bounds the local rule's rates at `bound` (None: unbounded) and returns the bound it replaces; the
+    /// meta-test's rate bound, chosen on validation (eval.rs). An error for a learner without a local rule.
+    pub fn set_rate_bound(&mut self, bound: Option<f64>) -> Result<Option<f64>> {
+        let rule =
+            self.rule.as_local_mut().ok_or_else(|| Error::config("rateBounds", "applies to local-rule learners"))?;
+        Ok(std::mem::replace(&mut rule.max_rate, bound))
+    }
+
     /// OML's SGD rule, if this learner has one.
     pub fn sgd_rule(&self) -> Option<&SgdRule> {
         self.rule.as_sgd()

@@ -323,6 +323,10 @@ impl InnerRule for LocalRule {
         Some(self)
     }
 
+    fn as_local_mut(&mut self) -> Option<&mut LocalRule> {
+        Some(self)
+    }
+
     /// On the CPU in float32/float64: each layer's W' = W + m c P ⊙ (ãᵀa − r ⊙ W) in one fused pass
     /// over W, in place (`kernels::local_step_in_place`), instead of the update's weight-sized outer
     /// product, its normalisation and the multiply-add, each a pass over memory of its own.

@@ -84,6 +84,10 @@ pub trait InnerRule: Send {
     fn as_local(&self) -> Option<&local::LocalRule> {
         None
     }
+    /// The local rule behind this one, to change its rate bound at meta-test time.
+    fn as_local_mut(&mut self) -> Option<&mut local::LocalRule> {
+        None
+    }
     /// The SGD rule behind this one, for the hand-derived reverse pass.
     fn as_sgd(&self) -> Option<&sgd::SgdRule> {
         None
