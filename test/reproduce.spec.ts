@@ -30,6 +30,7 @@ test('milestones are evenly spaced up to the budget', (t) => {
   t.deepEqual(sineStudy({ full: true, steps: 600 }).milestones, [100, 200, 300, 400, 500, 600]);
   t.deepEqual(sineStudy({ seeds: [3] }).learners.map((l) => [l.label, l.config.seed, l.config.learner.seed]), [['flp-s3', 3, 3], ['oml-s3', 3, 3]]);
   t.deepEqual(omniglotStudy().learners.map((l) => l.config.name), ['flp-omniglot-long', 'oml-omniglot-long']);
+  t.deepEqual(omniglotStudy().eval.rateBounds, [2, 1, 0.5, 0.25, 0.1], "FLP's rate bound is chosen on validation");
   t.deepEqual(omniglotStudy().milestones, [1250, 2500, 3750, 5000]);
   t.is(omniglotStudy({ full: true }).milestones.at(-1), 20_000);
 });
