@@ -449,14 +449,19 @@ mod tests {
     use crate::tasks::images::ClassEntry;
     use crate::tasks::Channels;
 
+    /// `classes` classes of `per` random 8×8 gray drawings each.
+    fn random_store(classes: usize, per: usize, seed: u64) -> ImageStore {
+        let mut rng = stream(seed, "pixels");
+        let pixels: Vec<u8> = (0..classes * per * 64).map(|_| rand::Rng::random::<u8>(&mut rng)).collect();
+        let entries = (0..classes).map(|c| ClassEntry { name: format!("c{c}"), start: c * per, count: per }).collect();
+        ImageStore::new(entries, pixels, Channels::Gray, 8, false).unwrap()
+    }
+
     /// The feature-bank path gives exactly what passing each stream's images through the front does.
     #[test]
     fn feature_bank_streams_equal_direct_streams() {
-        let (classes, per, size) = (6usize, 4usize, 8usize);
-        let mut rng = stream(1, "pixels");
-        let pixels: Vec<u8> = (0..classes * per * size * size).map(|_| rand::Rng::random::<u8>(&mut rng)).collect();
-        let entries = (0..classes).map(|c| ClassEntry { name: format!("c{c}"), start: c * per, count: per }).collect();
-        let store = ImageStore::new(entries, pixels, Channels::Gray, size, false).unwrap();
+        let (classes, per) = (6usize, 4usize);
+        let store = random_store(classes, per, 1);
         let cfg = LearnerConfig::from_json(
             r#"{"inputShape":[1,8,8],"layers":[{"type":"conv","channels":3,"kernel":3,"stride":2},{"type":"linear","units":7},{"type":"linear","units":6}],
                 "rln":1,"task":"classification","rule":{"type":"sgd","lr":0.5},"dtype":"float64","device":"cpu","seed":2}"#,
@@ -505,11 +510,7 @@ mod tests {
     /// as its own, the candidate is the learner's own bound or a given one, and the own bound is restored.
     #[test]
     fn rate_bound_chosen_on_validation_equals_evaluating_with_it() {
-        let (classes, per, size) = (6usize, 20usize, 8usize);
-        let mut rng = stream(3, "pixels");
-        let pixels: Vec<u8> = (0..classes * per * size * size).map(|_| rand::Rng::random::<u8>(&mut rng)).collect();
-        let entries = (0..classes).map(|c| ClassEntry { name: format!("c{c}"), start: c * per, count: per }).collect();
-        let store = ImageStore::new(entries, pixels, Channels::Gray, size, false).unwrap();
+        let store = random_store(6, 20, 3);
         let learner = |max_rate: &str| {
             Learner::new(
                 LearnerConfig::from_json(&format!(
