@@ -377,6 +377,21 @@ fn streams(store: &ImageStore, rng: &mut Rng, n: usize, cfg: &StreamConfig) -> R
 }
 
 fn images(learner: &mut Learner, store: &ImageStore, opts: &EvalOptions) -> Result<EvalRaw> {
+    // A rate bound tried on validation never outlives the evaluation, even one that fails or is cancelled.
+    let own_bound = learner.local_rule().and_then(|r| r.max_rate);
+    let out = image_points(learner, store, opts, own_bound);
+    if learner.local_rule().is_some() {
+        learner.set_rate_bound(own_bound)?;
+    }
+    out
+}
+
+fn image_points(
+    learner: &mut Learner,
+    store: &ImageStore,
+    opts: &EvalOptions,
+    own_bound: Option<f64>,
+) -> Result<EvalRaw> {
     let outputs = learner.spec.outputs() as usize;
     let base = StreamConfig::default();
     let mut bank = FeatureBank::new(store);
@@ -402,7 +417,6 @@ fn images(learner: &mut Learner, store: &ImageStore, opts: &EvalOptions) -> Resu
         let mut scale = 1.0;
         let mut step_size = None;
         let mut rate_bound = None;
-        let own_bound = learner.local_rule().and_then(|r| r.max_rate);
         if learner.is_gradient_rule() {
             if !opts.step_scales.is_empty() {
                 let n = opts.step_scales.len();
@@ -433,9 +447,6 @@ fn images(learner: &mut Learner, store: &ImageStore, opts: &EvalOptions) -> Resu
             held_out.extend(h);
             train.extend(t);
             done += n;
-        }
-        if learner.local_rule().is_some() {
-            learner.set_rate_bound(own_bound)?;
         }
         points.push(OmniglotPointRaw { classes: c, held_out, train, step_size, rate_bound });
     }
@@ -535,6 +546,9 @@ mod tests {
         let mut swept = learner(r#","maxRate":3"#);
         let chosen = points(images(&mut swept, &store, &opts(vec![0.05, 1e-3])).unwrap());
         assert_eq!(swept.local_rule().unwrap().max_rate, Some(3.0), "the learner's own bound is restored");
+        // Also when the evaluation fails part-way: here at its second class count, after a bound was chosen at the first.
+        assert!(images(&mut swept, &store, &EvalOptions { classes: vec![6, 7], ..opts(vec![1e-3]) }).is_err());
+        assert_eq!(swept.local_rule().unwrap().max_rate, Some(3.0), "the own bound is restored after an error");
         let mut distinct = std::collections::BTreeSet::new();
         for p in &chosen {
             let bound = p.rate_bound.expect("a bounded learner reports its bound");
