@@ -68,14 +68,14 @@ export function sineStudy(options: StudyOptions = {}): Study {
   };
 }
 
+/** Candidate meta-test rate bounds for FLP on long streams; OML's step sizes have their own defaults. */
+export const OMNIGLOT_RATE_BOUNDS = [2, 1, 0.5, 0.25, 0.1] as const;
+
 /**
  * Continual Omniglot at the CPU budget (`flp-omniglot-long`, `oml-omniglot-long`: 28×28 input, a frozen
  * 4-conv front, plastic tail), held-out and training-stream accuracy at 10 to 600 classes; `full`: the
  * 84×84 presets.
  */
-/** Candidate meta-test rate bounds for FLP on long streams; OML's step sizes have their own defaults. */
-export const OMNIGLOT_RATE_BOUNDS = [2, 1, 0.5, 0.25, 0.1] as const;
-
 export function omniglotStudy(options: StudyOptions = {}): Study {
   const full = options.full ?? false;
   const names = full ? ['flp-omniglot', 'oml-omniglot'] : ['flp-omniglot-long', 'oml-omniglot-long'];

@@ -135,8 +135,8 @@ pub struct PlasticityConfig {
     pub hebb_first_step: bool,
     /// An upper bound on every rate: P = min(g(θ), maxRate); a rate at the bound gets no meta-gradient. With
     /// `normalize: 'bounded'` and a clamped one-hot target, a presented class's row moves P/2 of the way to the
-    /// input, so rates above 2 overshoot and grow the row at each presentation: 2 keeps the rule a prototype
-    /// over any number of presentations, however many the meta-training episodes had.
+    /// input, so rates above 2 overshoot and grow the row at each presentation. On long streams lower bounds
+    /// did better still, and better at meta-test alone (`EvalOptions.rateBounds`) than here in meta-training.
     #[serde(default)]
     pub max_rate: Option<f64>,
 }
