@@ -35,7 +35,14 @@ export interface StudyOptions {
   runs?: number;
   /** The full-size setting: the paper's 9-layer sine networks, or Omniglot at 84×84 (a GPU's work). */
   full?: boolean;
+  /** Only these learners, e.g. ['flp'] to train one side on a small machine (default: both). */
+  learners?: readonly LearnerFamily[];
+  /** Evaluate every this many meta-steps (and at the budget) instead of the study's evenly spaced milestones. */
+  every?: number;
 }
+
+export const LEARNER_FAMILIES = ['flp', 'oml'] as const;
+export type LearnerFamily = (typeof LEARNER_FAMILIES)[number];
 
 /** `count` milestones evenly spaced up to `steps` (300, 600, 900 for 900 and 3). */
 export function milestones(steps: number, count: number): number[] {
@@ -44,8 +51,24 @@ export function milestones(steps: number, count: number): number[] {
   return [...out];
 }
 
-function perSeed(names: readonly string[], seeds: readonly number[], build: (name: string) => ExperimentConfig): StudyLearner[] {
-  return names.flatMap((name) => seeds.map((seed) => ({ label: `${name.split('-')[0]}-s${seed}`, config: mergeConfig(build(name), { seed, learner: { seed } }) })));
+/** Every `every` meta-steps up to `steps`, and `steps` itself (500, 1000, 1500, 1750 for 1750 and 500). */
+export function everyMilestones(steps: number, every: number): number[] {
+  const out: number[] = [];
+  for (let m = every; m < steps; m += every) out.push(m);
+  return [...out, steps];
+}
+
+function studyMilestones(options: StudyOptions, steps: number, count: number): number[] {
+  return options.every === undefined ? milestones(steps, count) : everyMilestones(steps, options.every);
+}
+
+/** Each named preset once per seed, labelled by its family ("flp-s0"), keeping the families asked for. */
+function perSeed(names: readonly string[], options: StudyOptions, defaultSeeds: number[]): StudyLearner[] {
+  const families = options.learners ?? LEARNER_FAMILIES;
+  const kept = names.filter((name) => families.includes(name.split('-')[0] as LearnerFamily));
+  return kept.flatMap((name) =>
+    (options.seeds ?? defaultSeeds).map((seed) => ({ label: `${name.split('-')[0]}-s${seed}`, config: mergeConfig(preset(name), { seed, learner: { seed } }) })),
+  );
 }
 
 /**
@@ -61,8 +84,8 @@ export function sineStudy(options: StudyOptions = {}): Study {
   return {
     name: 'sine',
     title: `Incremental sine regression, the paper's protocol (${full ? 'paper-size networks' : 'demo-size networks'})`,
-    learners: perSeed(names, options.seeds ?? [0, 1], (name) => preset(name)),
-    milestones: milestones(steps, full ? 6 : 3),
+    learners: perSeed(names, options, [0, 1]),
+    milestones: studyMilestones(options, steps, full ? 6 : 3),
     eval: { runs: options.runs ?? 20, seed: 0 },
     published: SINE_PUBLISHED,
   };
@@ -84,8 +107,8 @@ export function omniglotStudy(options: StudyOptions = {}): Study {
   return {
     name: 'omniglot',
     title: `Continual Omniglot, ${full ? '84×84 (the reference setting)' : '28×28 at the CPU budget'}`,
-    learners: perSeed(names, options.seeds ?? [0], (name) => preset(name)),
-    milestones: milestones(steps, 4),
+    learners: perSeed(names, options, [0]),
+    milestones: studyMilestones(options, steps, 4),
     // FLP's rate bound is chosen on validation, as OML's step size is (docs/results/omniglot-at-scale.md).
     eval: { runs: options.runs ?? 20, seed: 0, classes: [10, 50, 100, 200, 600], rateBounds: [...OMNIGLOT_RATE_BOUNDS] },
     published: OMNIGLOT_PUBLISHED,

@@ -159,6 +159,8 @@ test.serial('bad flags exit non-zero with a message naming the problem', (t) => 
     [['train', '--steps', '3'], /--preset NAME or --config/],
     [['train', '--config', join(tmp, 'missing.json')], /missing\.json/],
     [['train', '--preset', 'flp-sine', '--set', 'novalue', '--out', join(tmp, 'x')], /key\.path=value/],
+    [['reproduce', 'sine', '--learners', 'flp,anml', '--out', join(tmp, 'x')], /--learners.*flp and\/or oml.*'anml'/],
+    [['reproduce', 'sine', '--every', '0', '--out', join(tmp, 'x')], /--every.*positive integer/],
   ];
   for (const [args, message] of cases) {
     const r = cli(args);

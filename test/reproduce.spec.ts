@@ -2,9 +2,9 @@ import test from 'ava';
 import { existsSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { demoConfigs, preset, FULL_PROTOCOL_LR } from '../src/presets.js';
+import { demoConfigs, preset, FULL_PROTOCOL_LR, PAPER_SIZE_LR } from '../src/presets.js';
 import { reproduce, SUMMARY_FILE } from '../src/reproduce.js';
-import { milestones, omniglotStudy, sineStudy, type Study } from '../src/studies.js';
+import { everyMilestones, milestones, omniglotStudy, sineStudy, type Study } from '../src/studies.js';
 import { setThreads } from '../src/runtime.js';
 import { MetaplasticError } from '../src/errors.js';
 
@@ -33,6 +33,24 @@ test('milestones are evenly spaced up to the budget', (t) => {
   t.deepEqual(omniglotStudy().eval.rateBounds, [2, 1, 0.5, 0.25, 0.1], "FLP's rate bound is chosen on validation");
   t.deepEqual(omniglotStudy().milestones, [1250, 2500, 3750, 5000]);
   t.is(omniglotStudy({ full: true }).milestones.at(-1), 20_000);
+});
+
+test('a study can keep one side and evaluate at a fixed spacing', (t) => {
+  t.deepEqual(everyMilestones(1750, 500), [500, 1000, 1500, 1750]);
+  t.deepEqual(everyMilestones(1000, 500), [500, 1000]);
+  t.deepEqual(everyMilestones(300, 500), [300]);
+  const flpOnly = sineStudy({ full: true, steps: 2000, every: 500, learners: ['flp'], seeds: [0] });
+  t.deepEqual(flpOnly.milestones, [500, 1000, 1500, 2000]);
+  t.deepEqual(flpOnly.learners.map((l) => [l.label, l.config.name]), [['flp-s0', 'flp-sine']]);
+  t.deepEqual(omniglotStudy({ learners: ['oml'] }).learners.map((l) => l.label), ['oml-s0']);
+  t.deepEqual(sineStudy({ learners: ['oml', 'flp'] }).learners.map((l) => l.label), ['flp-s0', 'flp-s1', 'oml-s0', 'oml-s1'], "the study's order, whatever the order asked");
+});
+
+test("the paper-size FLP is the recipe's learner at the paper-size meta learning rates", (t) => {
+  const paper = preset('flp-sine');
+  t.deepEqual(paper.learner.meta?.lr, { ...preset('flp-sine-oja').learner.meta?.lr, ...PAPER_SIZE_LR });
+  t.is(paper.learner.layers.length, 9);
+  t.is(paper.metaBatch, 1);
 });
 
 test("the sine study's learners are the demo's on the paper's 400-step lifetimes, at the long-lifetime meta rates", (t) => {

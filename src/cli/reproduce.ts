@@ -4,11 +4,11 @@
  * the table beside the published figures. Ctrl-C stops with every finished part kept; the same command
  * continues.
  */
-import type { Command } from 'commander';
+import { InvalidArgumentError, type Command } from 'commander';
 import { join } from 'node:path';
 import { MetaplasticError } from '../errors.js';
 import { reproduce } from '../reproduce.js';
-import { study, type StudyName } from '../studies.js';
+import { LEARNER_FAMILIES, study, type LearnerFamily, type StudyName } from '../studies.js';
 import { CliExit, positiveInt, seedInt, usageError } from './args.js';
 import { EXIT } from './exit-codes.js';
 import { onStop, quitWithoutSaving } from './train.js';
@@ -20,12 +20,23 @@ interface ReproduceOptions {
   seeds?: number[];
   runs?: number;
   full?: boolean;
+  learners?: LearnerFamily[];
+  every?: number;
   threads?: number;
 }
 
 /** "0,1" → [0, 1]. */
 function seedList(value: string): number[] {
   return value.split(',').map((s) => seedInt(s.trim()));
+}
+
+/** "flp" or "flp,oml" → the learner families, each once. */
+function learnerList(value: string): LearnerFamily[] {
+  const names = value.split(',').map((s) => s.trim());
+  for (const name of names) {
+    if (!(LEARNER_FAMILIES as readonly string[]).includes(name)) throw new InvalidArgumentError(`expected ${LEARNER_FAMILIES.join(' and/or ')}, got '${name}'`);
+  }
+  return [...new Set(names as LearnerFamily[])];
 }
 
 export function registerReproduce(program: Command): void {
@@ -38,13 +49,15 @@ export function registerReproduce(program: Command): void {
     .option('--seeds <list>', 'seeds of the learners, e.g. 0,1 (sine default 0,1; omniglot 0)', seedList)
     .option('--runs <n>', 'evaluation runs at each milestone (default 20)', positiveInt)
     .option('--full', "the full-size setting: the paper's 9-layer sine networks, or Omniglot at 84×84 (a GPU's work)")
+    .option('--learners <list>', 'only these learners: flp, oml or flp,oml (default: both)', learnerList)
+    .option('--every <n>', 'evaluate every n meta-steps and at the last (default: 3 milestones for sine, 6 with --full; 4 for omniglot)', positiveInt)
     .option('--threads <n>', 'libtorch threads', positiveInt)
     .action(async (name: string, opts: ReproduceOptions) => {
       if (name !== 'sine' && name !== 'omniglot') throw usageError(`unknown study '${name}' (known: sine, omniglot)`);
       const out = opts.out ?? join('runs', `reproduce-${name}${opts.full ? '-full' : ''}`);
       const log = (line: string) => process.stderr.write(line + '\n');
       applyThreads(opts.threads, log);
-      const s = study(name as StudyName, { steps: opts.steps, seeds: opts.seeds, runs: opts.runs, full: opts.full });
+      const s = study(name as StudyName, { steps: opts.steps, seeds: opts.seeds, runs: opts.runs, full: opts.full, learners: opts.learners, every: opts.every });
       const again = `metaplastic reproduce ${process.argv.slice(process.argv.indexOf('reproduce') + 1).join(' ')}`;
       const controller = new AbortController();
       const removeHandlers = onStop(
