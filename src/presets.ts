@@ -187,7 +187,7 @@ const OML_OMNIGLOT_EPISODE = { remember: 15, labels: 'classId' };
 
 const PRESETS: Record<string, { description: string; config: ExperimentConfig }> = {
   'flp-sine': {
-    description: 'FLP on incremental sine regression, the recipe that trains: linear feedback, presynaptically normalised Hebbian updates, log-space rates, all 9 layers plastic',
+    description: 'FLP on incremental sine regression, the recipe that trains: linear feedback, presynaptically normalised Hebbian updates, log-space rates, all 9 layers plastic, meta lrs ×3 for 400-step lifetimes',
     config: mergeConfig(sine('flp-sine', flpSineLearner), { learner: { meta: { lr: PAPER_SIZE_LR } } }),
   },
   'oml-sine': { description: 'OML on incremental sine regression: SGD inner loop on the last 3 layers (rln 6)', config: sine('oml-sine', omlSineLearner) },

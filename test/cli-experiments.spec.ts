@@ -2,7 +2,7 @@
 // Tests run serially: later ones use the runs the earlier ones trained.
 import test from 'ava';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cli, root } from './helpers.js';
@@ -189,6 +189,16 @@ test.serial('Ctrl-C saves a checkpoint and exits 130 with how to resume', async 
   t.regex(stderr, /--resume --out .*interrupted --steps 1000000/);
   const manifest = JSON.parse(readFileSync(join(dir, 'checkpoint.json'), 'utf8'));
   t.true(manifest.step > 0 && manifest.step < 1_000_000, String(manifest.step));
+});
+
+test.serial('reproduce --learners flp --every N trains one side and evaluates it at each multiple of N', (t) => {
+  const out = join(tmp, 'reproduce-flp');
+  const r = cli(['reproduce', 'sine', '--learners', 'flp', '--seeds', '0', '--steps', '3', '--every', '2', '--runs', '2', '--threads', '1', '--out', out]);
+  t.is(r.status, 0, r.stderr);
+  t.deepEqual(readdirSync(out).filter((f) => !f.includes('.')), ['flp-s0'], 'no OML run folder');
+  t.deepEqual(readdirSync(join(out, 'flp-s0')).filter((f) => f.startsWith('eval-')).sort(), ['eval-2.json', 'eval-3.json']);
+  t.regex(r.stdout, /\| flp-s0 \| [\d.]+ ± [\d.]+ \| [\d.]+ ± [\d.]+ \|/);
+  t.notRegex(r.stdout, /oml-s0/);
 });
 
 test.serial('the demo pipeline trains, evaluates and compares both learners (tiny scale)', async (t) => {
