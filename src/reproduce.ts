@@ -13,7 +13,7 @@ import { metaStepSpec, omniglotAccuracySpec, metaLossSpec, type MetaStepSeries }
 import { renderFigure } from './plot-render.js';
 import { readEvalFile, writeFileAtomic, type EvalFile, type OmniglotEvalResult, type SineEvalResult } from './results.js';
 import { Run, readRunMetrics } from './run.js';
-import type { Study } from './studies.js';
+import type { Study, StudyLearner } from './studies.js';
 
 export interface ReproduceOptions {
   /** The study's folder: one run folder per learner, the figures and summary.md. */
@@ -22,6 +22,8 @@ export interface ReproduceOptions {
   onProgress?: (label: string, e: ProgressEvent) => void;
   log?: (line: string) => void;
   threads?: number;
+  /** Train and evaluate nothing: the table and figures from the evaluations the folders already hold. */
+  summarizeOnly?: boolean;
 }
 
 export interface LearnerOutcome {
@@ -49,35 +51,51 @@ export async function reproduce(study: Study, options: ReproduceOptions): Promis
   const learners: LearnerOutcome[] = [];
   for (const learner of study.learners) {
     const dir = join(options.out, learner.label);
-    const run = await Run.open(dir, { config: learner.config });
-    try {
-      const outcome: LearnerOutcome = { label: learner.label, evals: [], skipped: 0, exploded: 0 };
-      for (const step of study.milestones) {
-        const path = join(dir, `eval-${step}.json`);
-        if (existsSync(path)) {
-          outcome.evals.push({ step, file: await readEvalFile(path) });
-          continue;
-        }
-        if (run.experiment.step > step) continue; // trained past it by an earlier, longer study: not evaluated there
-        log(`${learner.label}: meta-training to step ${step} in ${dir}`);
-        const onProgress = options.onProgress && ((e: ProgressEvent) => options.onProgress!(learner.label, e));
-        await run.train({ steps: step, signal: options.signal, threads: options.threads, onProgress });
-        log(`${learner.label}: evaluating at step ${step}`);
-        const { file, seconds } = await run.evaluate(study.eval, { out: path, plots: false });
-        log(`${learner.label}: evaluated in ${seconds.toFixed(0)} s`);
-        outcome.evals.push({ step, file });
-      }
-      outcome.skipped = run.experiment.skipped;
-      outcome.exploded = run.experiment.exploded;
-      learners.push(outcome);
-    } finally {
-      run.close();
-    }
+    learners.push(options.summarizeOnly ? await evaluatedSoFar(learner, dir, study.milestones) : await trainAndEvaluate(learner, dir, study, options, log));
   }
   const figures = await studyFigures(study, learners, options.out);
   const summary = studySummary(study, learners);
   await writeFileAtomic(join(options.out, SUMMARY_FILE), summary);
   return { study: study.name, learners, figures, summary };
+}
+
+/** Meta-trains one learner up to each milestone in turn, evaluating it there (finished evaluations are read back). */
+async function trainAndEvaluate(learner: StudyLearner, dir: string, study: Study, options: ReproduceOptions, log: (line: string) => void): Promise<LearnerOutcome> {
+  const run = await Run.open(dir, { config: learner.config });
+  try {
+    const outcome: LearnerOutcome = { label: learner.label, evals: [], skipped: 0, exploded: 0 };
+    for (const step of study.milestones) {
+      const path = join(dir, `eval-${step}.json`);
+      if (existsSync(path)) {
+        outcome.evals.push({ step, file: await readEvalFile(path) });
+        continue;
+      }
+      if (run.experiment.step > step) continue; // trained past it by an earlier, longer study: not evaluated there
+      log(`${learner.label}: meta-training to step ${step} in ${dir}`);
+      const onProgress = options.onProgress && ((e: ProgressEvent) => options.onProgress!(learner.label, e));
+      await run.train({ steps: step, signal: options.signal, threads: options.threads, onProgress });
+      log(`${learner.label}: evaluating at step ${step}`);
+      const { file, seconds } = await run.evaluate(study.eval, { out: path, plots: false });
+      log(`${learner.label}: evaluated in ${seconds.toFixed(0)} s`);
+      outcome.evals.push({ step, file });
+    }
+    outcome.skipped = run.experiment.skipped;
+    outcome.exploded = run.experiment.exploded;
+    return outcome;
+  } finally {
+    run.close();
+  }
+}
+
+/** What a learner's folder already holds: its evaluations at the milestones, its skipped and exploded steps. Opens no run. */
+async function evaluatedSoFar(learner: StudyLearner, dir: string, milestones: readonly number[]): Promise<LearnerOutcome> {
+  const evals = [];
+  for (const step of milestones) {
+    const path = join(dir, `eval-${step}.json`);
+    if (existsSync(path)) evals.push({ step, file: await readEvalFile(path) });
+  }
+  const last = (await readRunMetrics(dir)).at(-1);
+  return { label: learner.label, evals, skipped: last?.skippedTotal ?? 0, exploded: last?.explodedTotal ?? 0 };
 }
 
 /** The quantity each study follows across milestones: sine continual MSE, Omniglot held-out accuracy at the fewest classes. */

@@ -91,6 +91,14 @@ test('a study runs end to end: each learner evaluated at each milestone, figures
   // A longer budget continues each run from its checkpoint.
   const longer = await reproduce({ ...tiny(), milestones: [2, 4, 6] }, { out, log: () => {} });
   t.deepEqual(longer.learners[0].evals.map((e) => e.step), [2, 4, 6]);
+  // Summarizing trains nothing: a milestone never evaluated stays a gap, and a missing learner has no points.
+  const missing = { label: 'flp-s9', config: tiny().learners[0].config };
+  const summarized = await reproduce({ ...tiny(), learners: [...tiny().learners, missing], milestones: [2, 6, 8] }, { out, summarizeOnly: true });
+  t.deepEqual(summarized.learners.map((l) => [l.label, l.evals.map((e) => e.step)]), [['flp-s0', [2, 6]], ['oml-s0', [2, 6]], ['flp-s9', []]]);
+  t.deepEqual(summarized.learners[0].evals, longer.learners[0].evals.filter((e) => e.step !== 4));
+  t.regex(summarized.summary, /\| flp-s0 \| \d\.\d{3} ± \d\.\d{3} \| \d\.\d{3} ± \d\.\d{3} \| – \| 0 \/ 0 \|/);
+  t.false(existsSync(join(out, 'flp-s9')), 'no run folder is created');
+  t.is(JSON.parse(readFileSync(join(out, 'flp-s0', 'checkpoint.json'), 'utf8')).step, 6, 'the run is not trained to 8');
 });
 
 test('a stopped study keeps what it finished and says so', async (t) => {

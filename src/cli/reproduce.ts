@@ -22,6 +22,7 @@ interface ReproduceOptions {
   full?: boolean;
   learners?: LearnerFamily[];
   every?: number;
+  summarize?: boolean;
   threads?: number;
 }
 
@@ -51,6 +52,7 @@ export function registerReproduce(program: Command): void {
     .option('--full', "the full-size setting: the paper's 9-layer sine networks, or Omniglot at 84×84 (a GPU's work)")
     .option('--learners <list>', 'only these learners: flp, oml or flp,oml (default: both)', learnerList)
     .option('--every <n>', 'evaluate every n meta-steps and at the last (default: 3 milestones for sine, 6 with --full; 4 for omniglot)', positiveInt)
+    .option('--summarize', 'train and evaluate nothing: the table and figures from the evaluations the folder holds')
     .option('--threads <n>', 'libtorch threads', positiveInt)
     .action(async (name: string, opts: ReproduceOptions) => {
       if (name !== 'sine' && name !== 'omniglot') throw usageError(`unknown study '${name}' (known: sine, omniglot)`);
@@ -74,7 +76,7 @@ export function registerReproduce(program: Command): void {
         log(`${label}: step ${e.step}/${e.totalSteps} meta-loss ${e.metaLoss?.toPrecision(4) ?? 'nan'}`);
       };
       try {
-        const r = await reproduce(s, { out, signal: controller.signal, onProgress, log });
+        const r = await reproduce(s, { out, signal: controller.signal, onProgress, log, summarizeOnly: opts.summarize });
         process.stdout.write(r.summary + `\nfigures: ${r.figures.filter((f) => f.endsWith('.svg')).join(', ')}\n`);
       } catch (e) {
         if (e instanceof MetaplasticError && e.code === 'E_CANCELLED') throw new CliExit(EXIT.interrupted, `reproduce ${name}: stopped; every finished part is kept in ${out}.\nContinue with: ${again}`);
