@@ -59,13 +59,16 @@ export async function reproduce(study: Study, options: ReproduceOptions): Promis
   return { study: study.name, learners, figures, summary };
 }
 
+/** Where a learner's evaluation at a milestone is kept: written by training, read back by both paths. */
+const evalPath = (dir: string, step: number) => join(dir, `eval-${step}.json`);
+
 /** Meta-trains one learner up to each milestone in turn, evaluating it there (finished evaluations are read back). */
 async function trainAndEvaluate(learner: StudyLearner, dir: string, study: Study, options: ReproduceOptions, log: (line: string) => void): Promise<LearnerOutcome> {
   const run = await Run.open(dir, { config: learner.config });
   try {
     const outcome: LearnerOutcome = { label: learner.label, evals: [], skipped: 0, exploded: 0 };
     for (const step of study.milestones) {
-      const path = join(dir, `eval-${step}.json`);
+      const path = evalPath(dir, step);
       if (existsSync(path)) {
         outcome.evals.push({ step, file: await readEvalFile(path) });
         continue;
@@ -91,7 +94,7 @@ async function trainAndEvaluate(learner: StudyLearner, dir: string, study: Study
 async function evaluatedSoFar(learner: StudyLearner, dir: string, milestones: readonly number[]): Promise<LearnerOutcome> {
   const evals = [];
   for (const step of milestones) {
-    const path = join(dir, `eval-${step}.json`);
+    const path = evalPath(dir, step);
     if (existsSync(path)) evals.push({ step, file: await readEvalFile(path) });
   }
   const last = (await readRunMetrics(dir)).at(-1);

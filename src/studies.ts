@@ -64,10 +64,10 @@ function studyMilestones(options: StudyOptions, steps: number, count: number): n
 
 /** Each named preset once per seed, labelled by its family ("flp-s0"), keeping the families asked for. */
 function perSeed(names: readonly string[], options: StudyOptions, defaultSeeds: number[]): StudyLearner[] {
-  const families = options.learners ?? LEARNER_FAMILIES;
-  const kept = names.filter((name) => families.includes(name.split('-')[0] as LearnerFamily));
-  return kept.flatMap((name) =>
-    (options.seeds ?? defaultSeeds).map((seed) => ({ label: `${name.split('-')[0]}-s${seed}`, config: mergeConfig(preset(name), { seed, learner: { seed } }) })),
+  const families: readonly string[] = options.learners ?? LEARNER_FAMILIES;
+  const kept = names.map((name) => ({ name, family: name.split('-')[0] })).filter(({ family }) => families.includes(family));
+  return kept.flatMap(({ name, family }) =>
+    (options.seeds ?? defaultSeeds).map((seed) => ({ label: `${family}-s${seed}`, config: mergeConfig(preset(name), { seed, learner: { seed } }) })),
   );
 }
 
